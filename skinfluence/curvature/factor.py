@@ -1,0 +1,122 @@
+"""Dense factorisation of a curvature matrix, and its low-rank down-dates.
+
+The curvature ``M`` (Hessian or Fisher of the objective, plus damping) is factorised
+once. Cholesky is tried first; where it fails the symmetric eigendecomposition tells
+whether ``M`` is singular or indefinite, and the error says which damping would help.
+
+Leave-one-out, K-fold and unlearning need ``(M − Uᵀ C U)⁻¹ v``: the curvature without
+some samples, where ``U`` stacks their Jacobians (``m × p``) and ``C`` their weighted
+output curvatures (``m × m``, block diagonal). With ``A = M⁻¹`` and ``G = U A Uᵀ``
+the Woodbury identity in the form that allows a singular ``C`` (softmax curvature is
+singular) reads::
+
+    (M − Uᵀ C U)⁻¹ = A + A Uᵀ C (I − G C)⁻¹ U A
+
+so ``U (M − UᵀCU)⁻¹ v = (I − G C)⁻¹ U A v``. When ``m ≥ p`` forming and factorising
+``M − Uᵀ C U`` directly is cheaper, and is what :meth:`Factorization.downdated_solve`
+does then.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+from ..exceptions import CurvatureError
+
+__all__ = ["Factorization"]
+
+
+class Factorization:
+    """Factorised symmetric positive definite curvature restricted to ``active`` coordinates.
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (p, p)
+        The curvature, penalty included.
+    damping : float
+        Added to the diagonal before factorising.
+    active : ndarray of bool, shape (p,), optional
+        Coordinates that move; the others are held fixed (ℓ1 zeros). Solves return 0
+        there.
+    null_space : ndarray of shape (p, r), optional
+        Orthonormal directions the objective is invariant to (e.g. adding a constant
+        to every class's intercept of a multinomial model). ``Z Zᵀ`` is added to ``M``,
+        which makes solves act as the pseudo-inverse on the gradients (orthogonal to
+        ``Z``).
+    """
+
+    def __init__(self, matrix, damping=0.0, active=None, null_space=None):
+        p = matrix.shape[0]
+        self.n_params = p
+        self.active = np.ones(p, bool) if active is None else np.asarray(active, bool)
+        self.damping = float(damping)
+        M = matrix[np.ix_(self.active, self.active)].copy()
+        if null_space is not None and null_space.size:
+            Z = null_space[self.active]
+            M += Z @ Z.T
+        M[np.diag_indices_from(M)] += self.damping
+        self.matrix = M
+        self._chol = self._factor(M)
+
+    @staticmethod
+    def _factor(M):
+        if M.size == 0:
+            return None
+        if not np.all(np.isfinite(M)):
+            raise CurvatureError("the curvature has non-finite entries (NaN or inf)")
+        try:
+            return linalg.cho_factor(M, lower=True, check_finite=False)
+        except linalg.LinAlgError:
+            pass
+        eig = linalg.eigvalsh(M)
+        lo, hi = eig[0], eig[-1]
+        kind = "indefinite" if lo < -1e-10 * max(hi, 1.0) else "singular"
+        raise CurvatureError(
+            f"the curvature is {kind} (eigenvalues from {lo:.3g} to {hi:.3g}); "
+            f"pass damping >= {max(-lo, 0) + 1e-6 * max(hi, 1.0):.3g}, a stronger penalty, "
+            "or use FisherInfluence, whose curvature is positive semi-definite"
+        )
+
+    # ----------------------------------------------------------------- solves
+    def _expand(self, xs, shape):
+        out = np.zeros(shape)
+        out[self.active] = xs
+        return out
+
+    def solve(self, b):
+        """``M⁻¹ b`` for ``b`` of shape (p,) or (p, m); zeros on inactive coordinates."""
+        b = np.asarray(b, dtype=float)
+        if self._chol is None:
+            return np.zeros_like(b)
+        xs = linalg.cho_solve(self._chol, b[self.active], check_finite=False)
+        return self._expand(xs, b.shape)
+
+    def inverse(self):
+        """Dense ``M⁻¹`` (p × p), zero rows and columns on inactive coordinates."""
+        return self.solve(np.eye(self.n_params))
+
+    def downdated_solve(self, b, U, C):
+        """Solve ``(M − Uᵀ C U) x = b``.
+
+        Parameters
+        ----------
+        b : ndarray of shape (p,) or (p, r)
+        U : ndarray of shape (m, p)
+            Stacked Jacobians of the removed samples.
+        C : ndarray of shape (m, m)
+            Their weighted output curvature (block diagonal).
+        """
+        b = np.asarray(b, dtype=float)
+        a = self.active
+        Ua = U[:, a]
+        if Ua.shape[0] >= Ua.shape[1]:
+            M = self.matrix - Ua.T @ C @ Ua
+            xs = linalg.cho_solve(self._factor(M), b[a], check_finite=False)
+            return self._expand(xs, b.shape)
+        Ab = self.solve(b)
+        AUt = self.solve(U.T)
+        G = U @ AUt
+        m = G.shape[0]
+        inner = np.linalg.solve(np.eye(m) - G @ C, U @ Ab)
+        return Ab + AUt @ (C @ inner)

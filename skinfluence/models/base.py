@@ -1,0 +1,147 @@
+"""The model protocol: what an influence estimator needs to know about a model.
+
+A model maps an input row to a natural-scale output ``η_i ∈ R^K`` (the linear
+predictor of a GLM, the logits of a network) through parameters ``θ ∈ R^p``; its
+per-sample loss is an exponential-family loss of ``η_i`` (:mod:`.families`), and the
+objective is ``Σ_i c_i ℓ_i(θ) + π(θ)`` with the estimator's own data weights ``c_i``
+and penalty ``π`` (:mod:`.penalties`).
+
+Influence computations touch a model only through ``J_i = ∂η_i/∂θ`` (``K × p``):
+
+* ``gradients(Z, G)``: rows ``J_iᵀ G_i`` (per-sample parameter gradients when
+  ``G = ∂ℓ/∂η``),
+* ``jvp(Z, v)``: ``J_i v`` for every sample,
+* ``jacobian_quadratic(Z, A)``: ``J_i A J_iᵀ`` for every sample,
+* ``jacobians(Z)``: the explicit ``J_i`` for a few samples (down-dates),
+* ``curvature(Z, y, c, kind)``: ``Σ_i c_i J_iᵀ W_i J_i`` (and for a non-linear model's
+  Hessian the second-derivative term).
+
+Everything else (leave-one-out, folds, unlearning, attribution) is written once, in
+:class:`skinfluence.influence.BaseInfluence`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+__all__ = ["ModelAdapter"]
+
+
+class ModelAdapter:
+    """Base class of model adapters (see the module docstring for the protocol).
+
+    Attributes set by subclasses
+    ----------------------------
+    estimator : the fitted model (never modified in place)
+    loss : a loss from :mod:`skinfluence.models.families`
+    penalty : :class:`~skinfluence.models.penalties.ElasticNetPenalty`
+    theta : ndarray of shape (p,)
+    mean_scaled : bool
+        Whether the estimator divides the data term by the total sample weight (Lasso,
+        the GLM regressors); removing data then also shifts the penalty's weight.
+    classes_ : ndarray or None
+    """
+
+    estimator = None
+    loss = None
+    penalty = None
+    theta: np.ndarray
+    mean_scaled = False
+    classes_ = None
+
+    @property
+    def n_params(self) -> int:
+        return self.theta.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.loss.n_outputs
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes_ is not None
+
+    # ------------------------------------------------------------------ targets
+    def encode_target(self, y):
+        """Targets as the loss expects them (class codes for classifiers)."""
+        y = np.asarray(y)
+        if not self.is_classifier:
+            return y.astype(float)
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.clip(codes, 0, len(self.classes_) - 1)
+        unknown = self.classes_[codes] != y
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels {np.unique(y[unknown])[:5].tolist()} unknown to the model, "
+                f"whose classes are {self.classes_.tolist()}"
+            )
+        return codes.astype(float) if self.n_outputs == 1 else codes
+
+    def data_weights(self, y, sample_weight):
+        """The weights ``c_i`` of the per-sample losses in the objective."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------- outputs
+    def response(self, eta, method="predict"):
+        """Turn natural-scale outputs into what ``estimator.<method>`` returns."""
+        mean = self.loss.mean(eta)
+        if not self.is_classifier:
+            if method != "predict":
+                raise ValueError(f"response_method={method!r} is not available for a regressor")
+            return mean
+        binary = self.n_outputs == 1
+        if method == "predict_proba":
+            return np.column_stack([1 - mean, mean]) if binary else mean
+        if method == "predict_log_proba":
+            return np.log(self.response(eta, "predict_proba"))
+        if method == "decision_function":
+            return eta[:, 0] if binary else eta
+        if method == "predict":
+            codes = (eta[:, 0] > 0).astype(int) if binary else eta.argmax(axis=1)
+            return self.classes_[codes]
+        raise ValueError(
+            f"response_method must be one of 'predict', 'predict_proba', 'predict_log_proba', "
+            f"'decision_function'; got {method!r}"
+        )
+
+    # ------------------------------------------------------------------ protocol
+    def design(self, X):
+        """Validate ``X`` and return the model's own representation of it."""
+        raise NotImplementedError
+
+    def eta(self, Z, theta=None):
+        raise NotImplementedError
+
+    def jacobians(self, Z):
+        """Explicit Jacobians, shape ``(n, K, p)``."""
+        raise NotImplementedError
+
+    def gradients(self, Z, G):
+        return np.einsum("nkp,nk->np", self.jacobians(Z), G)
+
+    def total_gradient(self, Z, G):
+        """``Σ_i J_iᵀ G_i``, shape (p,)."""
+        return self.gradients(Z, G).sum(axis=0)
+
+    def jvp(self, Z, v):
+        return self.jacobians(Z) @ v
+
+    def jacobian_quadratic(self, Z, A):
+        J = self.jacobians(Z)
+        return np.einsum("nkp,pq,nlq->nkl", J, A, J)
+
+    def curvature(self, Z, y, c, kind="fisher"):
+        raise NotImplementedError
+
+    def null_space(self):
+        """Orthonormal directions (p × r) the objective is invariant to, or None."""
+        return None
+
+    def with_params(self, theta):
+        """A deep copy of the estimator carrying the parameters ``theta``."""
+        raise NotImplementedError
+
+    def copy_estimator(self):
+        return copy.deepcopy(self.estimator)
