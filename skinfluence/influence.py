@@ -336,6 +336,47 @@ class BaseInfluence(BaseEstimator):
         return self._prox_step(smooth_grad, matvec, 1.0 - share) - ad.theta
 
     # --------------------------------------------------------------- public API
+    def parameter_gradients(self, X, output_gradients):
+        """Parameter gradients ``J_iᵀ G_i`` of a quantity given by its η-gradients on ``X``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (m, n_features)
+        output_gradients : ndarray of shape (m,) or (m, K)
+            Derivative of the quantity with respect to each row's natural-scale output
+            (e.g. ``∂ℓ/∂η`` for the loss, ``dμ/dη / m`` for a mean prediction).
+
+        Returns
+        -------
+        ndarray of shape (m, n_params)
+        """
+        self._check_fitted()
+        G = np.asarray(output_gradients, dtype=float)
+        G = G.reshape(len(G), -1)
+        return self.adapter_.gradients(self.adapter_.design(X), G)
+
+    def removal_effect(self, gradients):
+        """First-order change of differentiable quantities when each training point is removed.
+
+        Parameters
+        ----------
+        gradients : ndarray of shape (n_params,) or (m, n_params)
+            Gradients ``∇f`` of m quantities with respect to the parameters at θ̂
+            (see :meth:`parameter_gradients`).
+
+        Returns
+        -------
+        ndarray of shape (n_train,) or (m, n_train)
+            ``∇fᵀ M⁻¹ v_i``: quantity after removing training point i minus now.
+        """
+        self._check_fitted()
+        grads = np.asarray(gradients, dtype=float)
+        GA = self.factor_.solve(np.atleast_2d(grads).T).T
+        out = np.empty((GA.shape[0], self.n_samples_))
+        for sl in self._batches(self.n_samples_):
+            out[:, sl] = GA @ self._removal_gradients(np.arange(sl.start, sl.stop)).T
+        return out[0] if grads.ndim == 1 else out
+
     def attribute(self, X, y):
         """Influence of each training point on the loss of each test point.
 
@@ -353,11 +394,7 @@ class BaseInfluence(BaseEstimator):
         self._check_fitted()
         Z, y_enc, eta = self._test_pieces(X, y)
         g = self.adapter_.loss.gradient(y_enc, eta)
-        GA = self.factor_.solve(self.adapter_.gradients(Z, g).T).T    # (m, p)
-        out = np.empty((Z.shape[0], self.n_samples_))
-        for sl in self._batches(self.n_samples_):
-            out[:, sl] = GA @ self._removal_gradients(np.arange(sl.start, sl.stop)).T
-        return out
+        return self.removal_effect(self.adapter_.gradients(Z, g))
 
     def transform(self, X):
         """Influence of each training point on the predictions for ``X``.
@@ -377,11 +414,7 @@ class BaseInfluence(BaseEstimator):
             J = J[np.arange(len(J)), ad.eta(Z).argmax(axis=1)]
         else:
             J = J[:, 0]
-        JA = self.factor_.solve(J.T).T
-        out = np.empty((J.shape[0], self.n_samples_))
-        for sl in self._batches(self.n_samples_):
-            out[:, sl] = JA @ self._removal_gradients(np.arange(sl.start, sl.stop)).T
-        return out
+        return self.removal_effect(J)
 
     def loo_decision(self, method="ns"):
         """Approximate leave-one-out natural-scale outputs ``η_{-i}(x_i)``, shape (n, K).

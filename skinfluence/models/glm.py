@@ -161,6 +161,8 @@ class GLMAdapter(ModelAdapter):
     # ------------------------------------------------------------------ data
     def data_weights(self, y, sample_weight):
         c = self._data_scale * sample_weight
+        if self.mean_scaled:
+            c = c / sample_weight.sum()
         cw = getattr(self.estimator, "class_weight", None)
         if cw is not None and self.is_classifier:
             y_full = self.classes_[np.asarray(y, dtype=int)]
