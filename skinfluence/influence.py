@@ -182,8 +182,13 @@ class BaseInfluence(BaseEstimator):
             raise ValueError("sample_weight must be finite and non-negative")
         return sw
 
-    def _set_model(self, adapter):
-        """Compute every per-sample piece and factorise the curvature at ``adapter.theta``."""
+    def _set_model(self, adapter, refactor=True):
+        """Compute every per-sample piece and factorise the curvature at ``adapter.theta``.
+
+        With ``refactor=False`` the curvature of the previous parameters is kept (used
+        after a polishing step shorter than a leave-one-out step, whose effect on the
+        curvature is below the error of the Newton step itself).
+        """
         self.adapter_ = adapter
         self.estimator_ = adapter.estimator
         Z, y = self._Z, self._y
@@ -193,10 +198,12 @@ class BaseInfluence(BaseEstimator):
         self._g = adapter.loss.gradient(y, self._eta)
         self._W = adapter.loss.curvature(y, self._eta, self._curvature_kind)
         pen = adapter.penalty
+        self._pen_grad = pen.gradient(adapter.theta)
+        if not refactor:
+            return
         M = adapter.curvature(Z, y, self._c, self._curvature_kind)
         M[np.diag_indices_from(M)] += pen.hessian_diagonal()
         self.curvature_ = M
-        self._pen_grad = pen.gradient(adapter.theta)
         self._active = pen.active_set(adapter.theta)
         self.factor_ = Factorization(M, self.damping, self._active, adapter.null_space())
 
@@ -215,12 +222,17 @@ class BaseInfluence(BaseEstimator):
         typical = np.median(loo)
         return step / typical if typical > 0 else 0.0
 
-    def _check_convergence(self, threshold=0.05):
+    def _check_convergence(self, threshold=0.05, target=0.05, max_steps=20):
+        """Warn (or polish) when θ̂ is too far from the optimum for influence to mean anything.
+
+        The yardstick is the Newton step to the optimum, relative to the median
+        leave-one-out step: above ``threshold`` the optimisation error is of the order
+        of the effects being estimated. Polishing takes Newton steps (proximal Newton
+        for ℓ1) with the curvature until the ratio is below ``target``.
+        """
         ratio = self._convergence_ratio()
-        self.convergence_ratio_ = ratio
-        if ratio <= threshold:
-            return
-        if not self.polish:
+        self.n_polish_steps_ = 0
+        if ratio > threshold and not self.polish:
             warnings.warn(
                 f"{type(self.estimator_).__name__} is not converged enough for influence: the "
                 f"distance to the optimum is {ratio:.0%} of a typical leave-one-out change. "
@@ -229,20 +241,17 @@ class BaseInfluence(BaseEstimator):
                 InfluenceWarning,
                 stacklevel=3,
             )
-            return
-        for _ in range(50):
+        while self.polish and ratio > target and self.n_polish_steps_ < max_steps:
             ad = self.adapter_
-            theta = ad.theta
+            grad = self._data_gradient() + ad.penalty.smooth_gradient(ad.theta)
             if ad.penalty.is_smooth:
-                grad = self._data_gradient() + ad.penalty.smooth_gradient(theta)
-                new = theta - self.factor_.solve(grad)
+                new = ad.theta - self.factor_.solve(grad)
             else:
-                new = self._prox_step(self._data_gradient() + ad.penalty.smooth_gradient(theta),
-                                      self.curvature_.__matmul__, 1.0)
-            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()))
+                new = self._prox_step(grad, self.curvature_.__matmul__, 1.0)
+            refactor = ratio > 1 or not ad.penalty.is_smooth  # ℓ1: the support may change
+            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
+            self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
-            if ratio <= 1e-3:
-                break
         self.convergence_ratio_ = ratio
 
     # ---------------------------------------------------------------- building blocks
@@ -466,6 +475,7 @@ class BaseInfluence(BaseEstimator):
         -------
         ndarray of shape (n_samples,) or (n_samples, n_classes)
         """
+        self._check_fitted()
         return self.adapter_.response(self.loo_decision(method), response_method)
 
     def self_influence(self, method="ns"):
