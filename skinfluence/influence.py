@@ -73,7 +73,7 @@ class BaseInfluence(BaseEstimator):
         indefinite (a Hessian away from a minimum).
     polish : bool, default=False
         If the fitted parameters are too far from the optimum for the approximation to
-        be meaningful, take Newton (proximal Newton for ℓ1) steps with the curvature
+        be meaningful, take Newton steps with the curvature (on the support, for ℓ1)
         until they are not, and use the polished model as ``estimator_``. If False, a
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
     solver : {"auto", "dense", "cg", "lissa"}, default="auto"
@@ -227,8 +227,8 @@ class BaseInfluence(BaseEstimator):
 
         The yardstick is the Newton step to the optimum, relative to the median
         leave-one-out step: above ``threshold`` the optimisation error is of the order
-        of the effects being estimated. Polishing takes Newton steps (proximal Newton
-        for ℓ1) with the curvature until the ratio is below ``target``.
+        of the effects being estimated. Polishing takes Newton steps on the free
+        coordinates (ℓ1 zeros stay zero) until the ratio is below ``target``.
         """
         ratio = self._convergence_ratio()
         self.n_polish_steps_ = 0
@@ -243,13 +243,9 @@ class BaseInfluence(BaseEstimator):
             )
         while self.polish and ratio > target and self.n_polish_steps_ < max_steps:
             ad = self.adapter_
-            grad = self._data_gradient() + ad.penalty.smooth_gradient(ad.theta)
-            if ad.penalty.is_smooth:
-                new = ad.theta - self.factor_.solve(grad)
-            else:
-                new = self._prox_step(grad, self.curvature_.__matmul__, 1.0)
-            refactor = ratio > 1 or not ad.penalty.is_smooth  # ℓ1: the support may change
-            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
+            # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept)
+            new = ad.theta - self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
+            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), ratio > 1)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
         self.convergence_ratio_ = ratio
@@ -328,21 +324,18 @@ class BaseInfluence(BaseEstimator):
         c = self._c[idx]
         J = ad.jacobians(self._Z[idx])                      # (m, K, p)
         v = np.einsum("mkp,mk->p", J, c[:, None] * g_delta) + share * self._pen_grad
-        K = ad.n_outputs
-        U = J.reshape(-1, J.shape[-1])
-        C = np.zeros((U.shape[0], U.shape[0]))
-        for j in range(len(idx)):
-            C[j * K:(j + 1) * K, j * K:(j + 1) * K] = c[j] * W_delta[j]
-        if method == "ij":
-            C[:] = 0.0
+        # diagonal blocks c_i W_i of the down-date (the m·K × m·K matrix is never formed)
+        C = c[:, None, None] * W_delta if method == "ns" else np.zeros_like(W_delta)
         pen_diag = share * ad.penalty.hessian_diagonal() if method == "ns" else 0.0
         if ad.penalty.is_smooth:
-            return self.factor_.downdated_solve(v, U, C) if C.any() else self.factor_.solve(v)
+            return self.factor_.downdated_solve(v, J, C, pen_diag) if C.any() else self.factor_.solve(v)
         # ℓ1: proximal Newton on the new objective's quadratic model
         smooth_grad = self._data_gradient() + ad.penalty.smooth_gradient(ad.theta) - v
         smooth_grad += share * (ad.penalty.gradient(ad.theta) - ad.penalty.smooth_gradient(ad.theta))
-        matvec = lambda x: self.curvature_ @ x - U.T @ (C @ (U @ x)) - pen_diag * x  # noqa: E731
-        return self._prox_step(smooth_grad, matvec, 1.0 - share) - ad.theta
+        p = J.shape[-1]
+        M = self.curvature_ - J.reshape(-1, p).T @ np.matmul(C, J).reshape(-1, p)
+        M[np.diag_indices_from(M)] -= pen_diag
+        return self._prox_step(smooth_grad, M.__matmul__, 1.0 - share) - ad.theta
 
     # --------------------------------------------------------------- public API
     def parameter_gradients(self, X, output_gradients):

@@ -96,24 +96,39 @@ class Factorization:
         """Dense ``M⁻¹`` (p × p), zero rows and columns on inactive coordinates."""
         return self.solve(np.eye(self.n_params))
 
-    def downdated_solve(self, b, U, C):
-        """Solve ``(M − Uᵀ C U) x = b``.
+    def downdated_solve(self, b, U, C, diag=None):
+        """Solve ``(M − Uᵀ C U − diag(d)) x = b``.
+
+        The diagonal ``d`` (the penalty weight a mean-scaled objective loses with the
+        removed samples) is applied exactly when ``M − UᵀCU`` is formed (``m ≥ p``);
+        on the Woodbury path, where few samples are removed, it is of the order of
+        the removed weight share and dropped.
 
         Parameters
         ----------
         b : ndarray of shape (p,) or (p, r)
-        U : ndarray of shape (m, p)
-            Stacked Jacobians of the removed samples.
-        C : ndarray of shape (m, m)
-            Their weighted output curvature (block diagonal).
+        U : ndarray of shape (m, p), or (n, K, p)
+            Stacked Jacobians of the removed samples, or the per-sample Jacobians.
+        C : ndarray of shape (m, m), or (n, K, K)
+            Their weighted output curvature (block diagonal), or its diagonal blocks
+            (with per-sample ``U``: the m × m matrix is then never formed).
         """
         b = np.asarray(b, dtype=float)
+        if U.ndim == 3:
+            CU = np.matmul(C, U).reshape(-1, U.shape[-1])
+            U = U.reshape(-1, U.shape[-1])
+        else:
+            CU = C @ U
         a = self.active
         Ua = U[:, a]
         if Ua.shape[0] >= Ua.shape[1]:
-            M = self.matrix - Ua.T @ C @ Ua
+            M = self.matrix - Ua.T @ CU[:, a]
+            if diag is not None:
+                M[np.diag_indices_from(M)] -= np.broadcast_to(diag, a.shape)[a]
             xs = linalg.cho_solve(self._factor(M), b[a], check_finite=False)
             return self._expand(xs, b.shape)
+        if C.ndim == 3:
+            C = linalg.block_diag(*C)
         Ab = self.solve(b)
         AUt = self.solve(U.T)
         G = U @ AUt
