@@ -28,7 +28,7 @@ import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
@@ -54,7 +54,7 @@ def _batched_solve(M, b):
     return np.linalg.solve(M, b[..., None])[..., 0]
 
 
-class BaseInfluence(BaseEstimator):
+class BaseInfluence(TransformerMixin, BaseEstimator):
     """Shared machinery of the influence estimators (not used directly).
 
     Parameters
@@ -90,6 +90,12 @@ class BaseInfluence(BaseEstimator):
     """
 
     _curvature_kind: str = ""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.sparse = True
+        return tags
 
     def __init__(
         self,
@@ -150,7 +156,8 @@ class BaseInfluence(BaseEstimator):
         if not isinstance(self.damping, numbers.Real) or self.damping < 0:
             raise ValueError(f"damping must be a non-negative number, got {self.damping!r}")
         if y is None:
-            raise ValueError("y is required: influence is defined through the training loss")
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                             "influence is defined through the training loss")
         check_consistent_length(X, y)
         y = np.asarray(y)
         if y.ndim != 1:
@@ -159,6 +166,9 @@ class BaseInfluence(BaseEstimator):
             raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
         est = self._fit_estimator(X, y, sample_weight)
         adapter = make_adapter(est, **self._adapter_options())
+        for attr in ("n_features_in_", "feature_names_in_"):
+            if hasattr(est, attr):
+                setattr(self, attr, getattr(est, attr))
         Z = adapter.design(X)
         y_enc = adapter.encode_target(y)
         if not adapter.is_classifier and not np.all(np.isfinite(y_enc)):

@@ -175,7 +175,7 @@ class GLMAdapter(ModelAdapter):
         if X.shape[1] != self.n_features:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self.estimator).__name__} "
-                f"was fitted with {self.n_features} features"
+                f"is expecting {self.n_features} features as input"
             )
         if not self.fit_intercept:
             return X
