@@ -43,6 +43,20 @@ __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
 _METHODS = ("ns", "ij")
 
 
+MAX_DENSE_BYTES = 4 * 2**30  # largest dense array the influence computations allocate
+
+
+def _check_memory(shape, what):
+    """Refuse an allocation of ``shape`` float64 that would not fit in memory."""
+    nbytes = 8 * int(np.prod(shape, dtype=float))
+    if nbytes > MAX_DENSE_BYTES:
+        raise MemoryError(
+            f"{what} would need a dense {' x '.join(map(str, shape))} array "
+            f"({nbytes / 2**30:.1f} GiB > {MAX_DENSE_BYTES / 2**30:.0f} GiB); "
+            "use fewer parameters (selection, smaller model), fewer points, or batches"
+        )
+
+
 def _check_method(method):
     if method not in _METHODS:
         raise ValueError(f"method must be 'ns' or 'ij', got {method!r}")
@@ -211,6 +225,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         self._pen_grad = pen.gradient(adapter.theta)
         if not refactor:
             return
+        _check_memory((adapter.n_params, adapter.n_params), "the curvature")
         M = adapter.curvature(Z, y, self._c, self._curvature_kind)
         M[np.diag_indices_from(M)] += pen.hessian_diagonal()
         self.curvature_ = M
@@ -383,6 +398,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         """
         self._check_fitted()
         grads = np.asarray(gradients, dtype=float)
+        _check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix")
         GA = self.factor_.solve(np.atleast_2d(grads).T).T
         out = np.empty((GA.shape[0], self.n_samples_))
         for sl in self._batches(self.n_samples_):

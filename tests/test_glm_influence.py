@@ -374,3 +374,15 @@ def test_unconverged_estimator_warns_and_polish_fixes():
         inf = FisherInfluence(LogisticRegression(max_iter=2), polish=True).fit(X, y)
     ref = LogisticRegression(**TIGHT).fit(X, y)
     np.testing.assert_allclose(inf.estimator_.coef_, ref.coef_, rtol=1e-4)
+
+
+def test_memory_guard(monkeypatch):
+    import skinfluence.influence as influence
+
+    X, y = _clf()
+    inf = FisherInfluence(LogisticRegression(**TIGHT)).fit(X, y)
+    monkeypatch.setattr(influence, "MAX_DENSE_BYTES", 1000)
+    with pytest.raises(MemoryError, match="influence matrix"):
+        inf.attribute(X, y)
+    with pytest.raises(MemoryError, match="curvature"):
+        FisherInfluence(LogisticRegression(**TIGHT)).fit(np.hstack([X] * 3), y)

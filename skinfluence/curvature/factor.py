@@ -133,5 +133,9 @@ class Factorization:
         AUt = self.solve(U.T)
         G = U @ AUt
         m = G.shape[0]
-        inner = np.linalg.solve(np.eye(m) - G @ C, U @ Ab)
+        try:
+            inner = np.linalg.solve(np.eye(m) - G @ C, U @ Ab)
+        except np.linalg.LinAlgError:
+            raise CurvatureError("the curvature without these samples is singular "
+                                 "(they carry directions no other sample does); add damping") from None
         return Ab + AUt @ (C @ inner)
