@@ -90,8 +90,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         be meaningful, take Newton steps with the curvature (on the support, for ℓ1)
         until they are not, and use the polished model as ``estimator_``. If False, a
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
-    solver : {"auto", "dense", "cg", "lissa"}, default="auto"
-        How the curvature is inverted; linear models always use a dense Cholesky.
+    solver : {"auto", "dense"}, default="auto"
+        How the curvature is inverted. Only the dense Cholesky factorisation exists
+        so far (p up to a few thousand parameters; a clear MemoryError beyond).
     device : {"auto", "cpu", "cuda"}, default="auto"
         Torch models only: where the work runs.
     dtype : {"float64", "float32"}, default="float64"
@@ -167,6 +168,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         -------
         self
         """
+        if self.solver not in ("auto", "dense"):
+            raise ValueError(f"solver must be 'auto' or 'dense', got {self.solver!r}")
         if not isinstance(self.damping, numbers.Real) or self.damping < 0:
             raise ValueError(f"damping must be a non-negative number, got {self.damping!r}")
         if y is None:
