@@ -4,7 +4,7 @@ Approximate cross-validation, unlearning, attribution and fairness reweighting f
 one fit, with Hessian, Fisher (AFIF) and generalised (GIF) influence.
 """
 
-from . import datasets
+from . import datasets, fairness, model_selection
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
 from .influence import BaseInfluence, FisherInfluence, HessianInfluence
 
@@ -18,4 +18,6 @@ __all__ = [
     "InfluenceWarning",
     "SolverDivergenceError",
     "datasets",
+    "fairness",
+    "model_selection",
 ]

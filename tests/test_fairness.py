@@ -1,0 +1,242 @@
+"""Tests of skinfluence.fairness: metrics against fairlearn, InfluenceReweighing on
+synthetic data with injected label bias, the linear programme's constraints, bad input."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
+
+from skinfluence.fairness import (
+    FairnessWarning,
+    InfluenceReweighing,
+    demographic_parity_difference,
+    equal_opportunity_difference,
+    solve_reweighing_lp,
+)
+
+
+def biased_data(n=1200, flip=0.5, seed=0):
+    """Labels from one logistic model for both groups, then a share ``flip`` of the
+    positives of group 0 relabelled negative (historical label bias)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 3)) + 0.5 * a[:, None]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ [1.5, -1.0, 0.5])))).astype(int)
+    flipped = (a == 0) & (y == 1) & (rng.random(n) < flip)
+    y[flipped] = 0
+    return np.column_stack([X, a]), y, a, flipped
+
+
+def lr():
+    return LogisticRegression(C=1.0, tol=1e-10, max_iter=1000)
+
+
+# ------------------------------------------------------------------ metrics
+@pytest.mark.parametrize("n_groups", [2, 3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_metrics_match_fairlearn(n_groups, weighted):
+    fm = pytest.importorskip("fairlearn.metrics")
+    rng = np.random.default_rng(1)
+    n = 400
+    y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    s = np.array(["a", "b", "c"])[rng.integers(0, n_groups, n)]
+    sw = rng.random(n) if weighted else None
+    assert demographic_parity_difference(y, p, sensitive_features=s, sample_weight=sw) == \
+        pytest.approx(fm.demographic_parity_difference(y, p, sensitive_features=s,
+                                                       sample_weight=sw), abs=1e-12)
+    # equal opportunity = the true-positive-rate part of fairlearn's equalized odds
+    tpr = fm.MetricFrame(metrics=fm.true_positive_rate, y_true=y, y_pred=p,
+                         sensitive_features=s,
+                         sample_params=None if sw is None else {"sample_weight": sw})
+    assert equal_opportunity_difference(y, p, sensitive_features=s, sample_weight=sw) == \
+        pytest.approx(tpr.difference(), abs=1e-12)
+
+
+def test_metrics_pos_label_and_intersectional():
+    y = np.array(["no", "yes", "yes", "no", "yes", "yes"])
+    p = np.array(["yes", "yes", "no", "no", "yes", "yes"])
+    s = pd.DataFrame({"sex": ["f", "f", "f", "m", "m", "m"], "race": list("xxxxxx")})
+    assert demographic_parity_difference(y, p, sensitive_features=s, pos_label="yes") == \
+        pytest.approx(2 / 3 - 2 / 3)
+    assert equal_opportunity_difference(y, p, sensitive_features=s["sex"], pos_label="yes") == \
+        pytest.approx(1.0 - 0.5)
+
+
+def test_metrics_bad_input():
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="rows"):
+        demographic_parity_difference(y, y, sensitive_features=[0, 1, 0])
+    with pytest.raises(ValueError, match="missing"):
+        demographic_parity_difference(y, y, sensitive_features=[0, 1, np.nan, 1])
+    with pytest.raises(ValueError, match="no positive samples"):
+        equal_opportunity_difference(y, y, sensitive_features=[1, 0, 1, 0])
+
+
+# ------------------------------------------------------------------ the programme
+def test_lp_constraints_and_fallback():
+    rng = np.random.default_rng(0)
+    u, f = rng.normal(size=200), rng.normal(size=200) * 1e-3
+    x, fb = solve_reweighing_lp(u, f, 0.01, alpha=0.1, beta=1.0, gamma=0.0)
+    assert not fb and x.min() >= 0 and x.max() <= 1
+    assert f @ x <= -0.01 + 1e-9 and u @ x <= 1e-9
+    # a gap no reweighing can close to first order: fallback, its constraints hold
+    x, fb = solve_reweighing_lp(u, f, 10.0, alpha=0.1, beta=1.0, gamma=0.0)
+    assert fb and u @ x <= 1e-9 and x.sum() <= 0.1 * 200 + 1e-9
+    assert f @ x < 0  # the gap still falls, within the budget
+
+
+# ------------------------------------------------------------------ the estimator
+@pytest.mark.parametrize("constraint", ["demographic_parity", "equal_opportunity"])
+def test_reweighing_reduces_gap_and_lp_holds(constraint):
+    X, y, a, _ = biased_data(flip=0.15)
+    est = lr()
+    params = est.get_params()
+    m = InfluenceReweighing(est, constraint=constraint, beta=1.0, validation_fraction=0.3,
+                            random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FairnessWarning)  # the target is reachable here
+        m.fit(X, y, sensitive_features=a)
+    assert est.get_params() == params and not hasattr(est, "coef_")  # user's estimator intact
+    r = m.report_
+    assert r["gap_after"] < 0.5 * r["gap_before"]
+    assert r["smooth_gap_after"] < 0.5 * r["smooth_gap_before"]
+    # the programme's constraints on the stored influences and solution
+    x, u, f = m.removal_, m.utility_influence_, m.fairness_influence_
+    assert x.shape == u.shape == f.shape == ((~m.validation_mask_).sum(),)
+    assert x.min() >= 0 and x.max() <= 1
+    if m.fallback_:
+        assert u @ x <= 1e-8 and x.sum() <= m.alpha * len(x) + 1e-8
+    else:
+        assert f @ x <= -m.beta * r["smooth_gap_before"] + 1e-8
+        assert u @ x <= m.gamma * u[u < 0].sum() + 1e-8
+    # weights: 1 − x on training rows, 0 on validation rows; refit reproduces estimator_
+    w = m.sample_weight_
+    np.testing.assert_allclose(w[~m.validation_mask_], 1 - x)
+    assert np.all(w[m.validation_mask_] == 0)
+    ref = clone(est).fit(X[w > 0], y[w > 0], sample_weight=w[w > 0])
+    np.testing.assert_allclose(m.estimator_.coef_, ref.coef_, rtol=1e-5, atol=1e-7)
+    # predict / predict_proba / score delegate to the refitted model
+    np.testing.assert_array_equal(m.predict(X), m.estimator_.predict(X))
+    np.testing.assert_allclose(m.predict_proba(X), m.estimator_.predict_proba(X))
+    assert 0.5 < m.score(X, y) <= 1
+
+
+def test_first_order_prediction_matches_refit_for_small_removal():
+    X, y, a, _ = biased_data(flip=0.3, seed=2)
+    m = InfluenceReweighing(lr(), beta=0.05, validation_fraction=None, random_state=0)
+    m.fit(X, y, sensitive_features=a)
+    r = m.report_
+    change, predicted = (r["smooth_gap_after"] - r["smooth_gap_before"],
+                         r["smooth_gap_predicted"] - r["smooth_gap_before"])
+    assert predicted == pytest.approx(-0.05 * r["smooth_gap_before"], rel=1e-6)
+    assert change == pytest.approx(predicted, rel=0.15)
+
+
+def test_beta_zero_changes_nothing_and_hessian_equals_fisher():
+    X, y, a, _ = biased_data(n=600, flip=0.15)
+    m0 = InfluenceReweighing(lr(), beta=0.0, random_state=0).fit(X, y, sensitive_features=a)
+    assert m0.removal_.sum() == pytest.approx(0.0, abs=1e-9)
+    mf = InfluenceReweighing(lr(), random_state=0).fit(X, y, sensitive_features=a)
+    mh = InfluenceReweighing(lr(), curvature="hessian", random_state=0).fit(
+        X, y, sensitive_features=a)
+    np.testing.assert_allclose(mf.fairness_influence_, mh.fairness_influence_, rtol=1e-6,
+                               atol=1e-12)
+
+
+def test_infeasible_target_falls_back_with_warning():
+    X, y, a, _ = biased_data(n=600)
+    m = InfluenceReweighing(lr(), beta=50.0, alpha=0.05, random_state=0)
+    with pytest.warns(FairnessWarning, match="out of reach"):
+        m.fit(X, y, sensitive_features=a)
+    assert m.fallback_ and m.report_["fallback"]
+    assert m.removal_.sum() <= 0.05 * len(m.removal_) + 1e-8
+
+
+def test_dataframe_column_name_and_string_labels():
+    X, y, a, _ = biased_data(n=600, flip=0.15)
+    df = pd.DataFrame(X, columns=["x0", "x1", "x2", "sex"])
+    yl = np.where(y == 1, ">50K", "<=50K")
+    m = InfluenceReweighing(lr(), random_state=0).fit(df, yl, sensitive_features="sex")
+    labels = list(np.where(a == 1, "M", "F"))  # a list of per-row labels, not column names
+    m2 = InfluenceReweighing(lr(), random_state=0).fit(df, yl, sensitive_features=labels)
+    assert list(m.classes_) == ["<=50K", ">50K"]
+    np.testing.assert_allclose(m.sample_weight_, m2.sample_weight_)
+    assert m.predict(df).dtype.kind == "U"
+    # a Series, sparse X, and a clone give the same weights
+    ms = InfluenceReweighing(lr(), random_state=0).fit(sp.csr_matrix(X), yl,
+                                                       sensitive_features=df["sex"])
+    np.testing.assert_allclose(ms.sample_weight_, m.sample_weight_, atol=1e-6)
+    mc = clone(m).fit(df, yl, sensitive_features="sex")
+    assert not hasattr(clone(m), "estimator_")
+    np.testing.assert_allclose(mc.sample_weight_, m.sample_weight_)
+    with pytest.raises(ValueError, match="not in X"):
+        m.fit(df, yl, sensitive_features="race")
+    with pytest.raises(ValueError, match="not a DataFrame"):
+        m.fit(X, yl, sensitive_features="sex")
+
+
+# ------------------------------------------------------------------ bad input
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        InfluenceReweighing(lr()).predict(np.zeros((2, 4)))
+
+
+def test_one_group():
+    X, y, a, _ = biased_data(n=200)
+    with pytest.raises(ValueError, match="only one group"):
+        InfluenceReweighing(lr()).fit(X, y, sensitive_features=np.ones(200))
+
+
+def test_wrong_length_sensitive_feature():
+    X, y, a, _ = biased_data(n=200)
+    with pytest.raises(ValueError, match="199 rows"):
+        InfluenceReweighing(lr()).fit(X, y, sensitive_features=a[:-1])
+
+
+def test_missing_sensitive_feature():
+    X, y, a, _ = biased_data(n=200)
+    s = a.astype(float)
+    s[3] = np.nan
+    with pytest.raises(ValueError, match="missing"):
+        InfluenceReweighing(lr()).fit(X, y, sensitive_features=s)
+
+
+def test_non_binary_target():
+    X, y, a, _ = biased_data(n=300)
+    y3 = y + (X[:, 0] > 1)
+    with pytest.raises(ValueError, match="binary classification only"):
+        InfluenceReweighing(lr()).fit(X, y3, sensitive_features=a)
+    with pytest.raises(ValueError, match="binary classification only"):
+        InfluenceReweighing(lr()).fit(X, X[:, 0], sensitive_features=a)
+
+
+@pytest.mark.parametrize("est", [RandomForestClassifier(n_estimators=3),
+                                 SGDClassifier(loss="hinge"), LinearRegression()])
+def test_unsupported_estimator(est):
+    X, y, a, _ = biased_data(n=200)
+    with pytest.raises((TypeError, ValueError), match="not supported|must be a classifier"):
+        InfluenceReweighing(est).fit(X, y, sensitive_features=a)
+
+
+def test_bad_params():
+    X, y, a, _ = biased_data(n=200)
+    with pytest.raises(ValueError, match="constraint"):
+        InfluenceReweighing(lr(), constraint="equalized_odds").fit(X, y, sensitive_features=a)
+    with pytest.raises(ValueError, match="beta"):
+        InfluenceReweighing(lr(), beta=-1).fit(X, y, sensitive_features=a)
+
+
+def test_group_without_positives_in_validation():
+    X, y, a, _ = biased_data(n=300)
+    y = y.copy()
+    y[a == 0] = 0
+    y[np.flatnonzero(a == 0)[:1]] = 1  # one positive: cannot be in both parts
+    with pytest.raises(ValueError, match="positive samples"):
+        InfluenceReweighing(lr(), constraint="equal_opportunity").fit(
+            X, y, sensitive_features=a)
