@@ -1,0 +1,235 @@
+"""Grid search over hyperparameters with approximate cross-validation (one fit per candidate)."""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import clone, is_classifier
+from sklearn.exceptions import FitFailedWarning
+from sklearn.model_selection import LeaveOneOut, ParameterGrid, check_cv
+from sklearn.model_selection._search import BaseSearchCV
+from sklearn.pipeline import Pipeline
+
+from ._validation import _check_method, _check_xy, _influence, _sample_weight, split_scores
+
+__all__ = ["ApproxGridSearchCV"]
+
+
+def _final(est):
+    return est[-1] if isinstance(est, Pipeline) else est
+
+
+def _split_params(estimator, params):
+    """Candidate parameters that reach the preprocessing of a Pipeline (all others are the model's)."""
+    if not isinstance(estimator, Pipeline):
+        return {}
+    last = estimator.steps[-1][0]
+    return {k: v for k, v in params.items() if not k.startswith(f"{last}__") and k != last}
+
+
+class ApproxGridSearchCV(BaseSearchCV):
+    """Exhaustive search over a parameter grid, scored by approximate cross-validation.
+
+    Reads like :class:`~sklearn.model_selection.GridSearchCV` (same ``cv_results_``
+    keys, ``best_*`` attributes, ``refit`` and ``predict``/``score`` delegation) but
+    fits each candidate once, on all the data: its split models are Newton steps
+    from that fit (see :func:`~skinfluence.model_selection.approx_cross_val_score`).
+
+    Differences from ``GridSearchCV``:
+
+    * Inside a Pipeline, the preprocessing steps are fitted once per candidate on all
+      the data and held fixed in the split models; ``GridSearchCV`` refits them on
+      each training fold. Supervised or strongly data-dependent preprocessing
+      (target encoding, feature selection) can therefore look better than it would
+      under exact CV; scalers and one-hot encoders barely change.
+    * With ``cv=LeaveOneOut()`` the pooled leave-one-out predictions are scored once,
+      as :class:`~sklearn.linear_model.RidgeCV` does: ``cv_results_`` has one split
+      and ``n_splits_ == 1``.
+    * Candidates are fitted in grid order; when the model has a ``warm_start``
+      parameter (LogisticRegression, Lasso, ElasticNet, the GLM regressors, ...)
+      each fit starts from the previous candidate's solution when only the model's
+      own parameters changed (a regularisation path). The user's estimator is
+      never modified and ``best_estimator_`` is a plain refit, as in GridSearchCV.
+    * Train scores are not computed (``return_train_score`` is not available), and
+      candidates run sequentially (no ``n_jobs``).
+
+    Parameters
+    ----------
+    estimator : estimator object
+        A model supported by skinfluence, or a Pipeline ending in one.
+    param_grid : dict or list of dicts
+        As in ``GridSearchCV``.
+    scoring : str, callable, list, tuple or dict, default=None
+        As in ``GridSearchCV`` (several metrics need ``refit`` to name one).
+    refit : bool, str or callable, default=True
+        Refit the best candidate on all the data (``best_estimator_``).
+    cv : int, cross-validation generator or iterable, default=None
+        As in ``GridSearchCV``; ``LeaveOneOut()`` uses the closed form.
+    method : {"ns", "ij"}, default="ns"
+        Newton step with the down-dated curvature, or infinitesimal jackknife.
+    curvature : {"hessian", "fisher"}, default="hessian"
+    polish : bool, default=True
+        Newton-polish fits that stopped short of the optimum (see
+        :func:`~skinfluence.model_selection.approx_cross_val_score`).
+    damping : float, default=0.0
+    warm_start : bool, default=True
+        Start each candidate's fit from the previous one's solution where possible.
+    verbose : int, default=0
+    error_score : "raise" or float, default=np.nan
+        Score of a candidate whose fit or approximation fails (with a
+        ``FitFailedWarning``), or ``"raise"``.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarrays
+        As in ``GridSearchCV``. ``fit_time`` of a split is its share of the
+        candidate's one fit and factorisation plus its own down-date.
+    best_estimator_, best_score_, best_params_, best_index_, scorer_, n_splits_,
+    refit_time_, multimetric_
+        As in ``GridSearchCV``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfluence.model_selection import ApproxGridSearchCV
+    >>> X, y = make_classification(300, 5, random_state=0)
+    >>> search = ApproxGridSearchCV(LogisticRegression(), {"C": [0.01, 0.1, 1.0]}, cv=5)
+    >>> search.fit(X, y).best_params_  # doctest: +SKIP
+    {'C': 0.1}
+    """
+
+    return_train_score = False  # train scores of the approximate split models are not computed
+    n_jobs = None
+    pre_dispatch = None
+
+    def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, method="ns",
+                 curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
+                 error_score=np.nan):
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.scoring = scoring
+        self.refit = refit
+        self.cv = cv
+        self.method = method
+        self.curvature = curvature
+        self.polish = polish
+        self.damping = damping
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.error_score = error_score
+
+    # ------------------------------------------------------------------ fitting
+    def _fit_candidate(self, base, params, X, y, sample_weight, previous):
+        """Fit one candidate, warm-started from ``previous = (params, fitted estimator)``."""
+        est = clone(base).set_params(**clone(params, safe=False))
+        model = _final(est)
+        if (self.warm_start and previous is not None and "warm_start" in model.get_params()
+                and _split_params(base, previous[0]) == _split_params(base, params)):
+            warm = copy.deepcopy(_final(previous[1]))
+            warm.set_params(**model.get_params(deep=False))
+            warm.set_params(warm_start=True)
+            if isinstance(est, Pipeline):
+                est.steps[-1] = (est.steps[-1][0], warm)
+            else:
+                est = warm
+        if sample_weight is None:
+            return est.fit(X, y)
+        key = f"{est.steps[-1][0]}__sample_weight" if isinstance(est, Pipeline) else "sample_weight"
+        return est.fit(X, y, **{key: sample_weight})
+
+    def _evaluate(self, base, params, X, y, sample_weight, previous, splits, scorers, loo,
+                  score_params):
+        """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
+        start = time.perf_counter()
+        est = self._fit_candidate(base, params, X, y, sample_weight, previous)
+        inf = _influence(est, curvature=self.curvature, polish=self.polish,
+                         damping=self.damping, prefit=True).fit(X, y, sample_weight=sample_weight)
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params)
+        return est, scores, fit_time, time.perf_counter() - start
+
+    def fit(self, X, y, **params):
+        """Run the search: one fit per candidate, approximate scores per split.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        **params : dict
+            ``groups`` (for the splitter) and ``sample_weight`` (for the fits; also
+            passed to scorers that accept it, as ``GridSearchCV`` does).
+
+        Returns
+        -------
+        self
+        """
+        _check_method(self.method)
+        _influence(self.estimator, curvature=self.curvature, polish=self.polish)  # validates
+        X, y = _check_xy(X, y)
+        scorers, refit_metric = self._get_scorers()
+        multimetric = hasattr(scorers, "_scorers")  # a _MultimetricScorer
+        named = scorers._scorers if multimetric else {"score": scorers}
+        routed = self._get_routed_params_for_fit(params)
+        sample_weight = _sample_weight(self.estimator, routed.estimator.fit)
+        score_params = dict(routed.scorer.score)
+
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        loo = isinstance(cv, LeaveOneOut)
+        splits = list(cv.split(X, y, **routed.splitter.split))
+        n_splits = 1 if loo else len(splits)
+        self.n_splits_ = n_splits
+        candidates = list(ParameterGrid(self.param_grid))
+        if self.verbose:
+            print(f"Fitting {len(candidates)} candidates once each, scoring {n_splits} "
+                  f"approximate splits each")
+
+        base = clone(self.estimator)
+        out, previous = [], None
+        for params_ in candidates:
+            try:
+                est, scores, fit_time, score_time = self._evaluate(
+                    base, params_, X, y, sample_weight, previous, splits, named, loo, score_params)
+                previous = (params_, est)
+            except Exception as exc:
+                if self.error_score == "raise":
+                    raise
+                warnings.warn(f"Candidate {params_} failed and is scored {self.error_score}: "
+                              f"{type(exc).__name__}: {exc}", FitFailedWarning, stacklevel=2)
+                scores = {name: np.full(n_splits, float(self.error_score)) for name in named}
+                fit_time = score_time = 0.0
+                previous = None
+            for k in range(n_splits):
+                test = {name: s[k] for name, s in scores.items()}
+                out.append({
+                    "fit_time": fit_time / n_splits,
+                    "score_time": score_time / n_splits,
+                    "test_scores": test if multimetric else test["score"],
+                })
+        self.multimetric_ = multimetric
+        results = self._format_results(candidates, n_splits, out)
+
+        if self.refit or not self.multimetric_:
+            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
+            if not callable(self.refit):
+                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+        if self.refit:
+            start = time.perf_counter()
+            self.best_estimator_ = clone(base).set_params(**clone(self.best_params_, safe=False))
+            if sample_weight is None:
+                self.best_estimator_.fit(X, y)
+            else:
+                key = (f"{self.best_estimator_.steps[-1][0]}__sample_weight"
+                       if isinstance(self.best_estimator_, Pipeline) else "sample_weight")
+                self.best_estimator_.fit(X, y, **{key: sample_weight})
+            self.refit_time_ = time.perf_counter() - start
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        self.scorer_ = named if self.multimetric_ else scorers
+        self.cv_results_ = results
+        return self

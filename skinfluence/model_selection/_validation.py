@@ -1,0 +1,338 @@
+"""Approximate cross-validation from one fit: held-out outputs, predictions and scores.
+
+The estimator is fitted once on all the data and its curvature factorised
+(:class:`~skinfluence.HessianInfluence` or :class:`~skinfluence.FisherInfluence`).
+Each split's model is then one Newton step away (``method="ns"``: with the
+curvature down-dated by the split's removed samples; ``"ij"``: with the full-data
+curvature; ℓ1 models take a proximal Newton step, so coefficients may enter or
+leave the support), and :class:`~sklearn.model_selection.LeaveOneOut` has a closed
+form for all n points from the one factorisation.
+
+Accuracy: NS is exact for a quadratic objective (Ridge, Lasso, ElasticNet,
+LinearRegression, up to the solver's tolerance) and otherwise has error
+O((m/n)²) in the parameters for a fold of m of n samples of a smooth, strongly
+convex objective; IJ has error O(m/n).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.metrics import check_scoring, d2_tweedie_score
+from sklearn.model_selection import LeaveOneOut, check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples, indexable
+
+from ..influence import FisherInfluence, HessianInfluence
+
+__all__ = ["approx_cross_val_predict", "approx_cross_val_score"]
+
+_RESPONSE_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
+
+
+# --------------------------------------------------------------------------- helpers
+def _influence(estimator, *, curvature="hessian", polish=True, damping=0.0, prefit=False):
+    """An unfitted influence estimator of the requested curvature."""
+    classes = {"hessian": HessianInfluence, "fisher": FisherInfluence}
+    if curvature not in classes:
+        raise ValueError(f"curvature must be 'hessian' or 'fisher', got {curvature!r}")
+    if not isinstance(polish, (bool, np.bool_)):
+        raise ValueError(f"polish must be a bool, got {polish!r}")
+    return classes[curvature](estimator, polish=polish, damping=damping, prefit=prefit)
+
+
+def _check_method(method):
+    if method not in ("ns", "ij"):
+        raise ValueError(f"method must be 'ns' or 'ij', got {method!r}")
+
+
+def _sample_weight(estimator, params):
+    """The ``sample_weight`` among fit ``params`` (the only fit parameter supported)."""
+    params = dict(params or {})
+    sw = params.pop("sample_weight", None)
+    if isinstance(estimator, Pipeline):
+        key = f"{estimator.steps[-1][0]}__sample_weight"
+        sw = params.pop(key, sw)
+    if params:
+        raise ValueError(
+            f"approximate cross-validation supports only sample_weight as a fit parameter; "
+            f"got {sorted(params)}"
+        )
+    return sw
+
+
+def _check_xy(X, y):
+    if y is None:
+        raise ValueError("y is required: approximate cross-validation needs the training loss")
+    X, y = indexable(X, y)
+    if _num_samples(X) < 2:
+        raise ValueError("at least two samples are needed for cross-validation")
+    return X, y
+
+
+def _splits(cv, X, y, groups, estimator):
+    cv = check_cv(cv, y, classifier=is_classifier(estimator))
+    return cv, list(cv.split(X, y, groups))
+
+
+def held_out_outputs(influence, X, splits, method="ns"):
+    """Approximate natural-scale outputs of each split's model on its test rows.
+
+    Parameters
+    ----------
+    influence : fitted :class:`~skinfluence.BaseInfluence`
+        Fitted on ``X`` (all rows).
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+    splits : list of (train, test) index arrays
+    method : {"ns", "ij"}
+
+    Returns
+    -------
+    list of ndarray of shape (len(test), K)
+        Where ``train`` is the complement of ``test`` (K-fold and its variants) the
+        engine's fold down-date is used; otherwise (e.g. ``ShuffleSplit`` with
+        ``train_size + test_size < 1``) every sample outside ``train`` is removed and
+        the resulting model evaluated on ``test``.
+    """
+    n = influence.n_samples_
+    out = []
+    for train, test in splits:
+        test = np.asarray(test)
+        kept = np.zeros(n, bool)
+        kept[train] = True
+        removed = np.flatnonzero(~kept)
+        if len(removed) == len(test) and not kept[test].any() and len(np.unique(test)) == len(test):
+            out.append(influence.cv_decision([test], method)[test])
+        else:
+            ad = influence.adapter_
+            theta = ad.theta + influence.parameter_change(removed, method)
+            out.append(ad.eta(ad.design(_safe_indexing(X, test)), theta))
+    return out
+
+
+class _FrozenPredictions(BaseEstimator):
+    """Precomputed (approximate) outputs for the rows a scorer is called with.
+
+    Exposes ``predict``/``predict_proba``/``predict_log_proba``/``decision_function``
+    and ``score`` for scikit-learn scorers; ``X`` is only checked for its length.
+    """
+
+    def __init__(self, adapter=None, eta=None):
+        self.adapter = adapter
+        self.eta = eta
+
+    def _response(self, X, method):
+        if _num_samples(X) != len(self.eta):
+            raise ValueError(f"these predictions are for {len(self.eta)} rows, got {_num_samples(X)}")
+        return self.adapter.response(self.eta, method)
+
+    def predict(self, X):
+        return self._response(X, "predict")
+
+
+class _FrozenClassifier(ClassifierMixin, _FrozenPredictions):
+    @property
+    def classes_(self):
+        return self.adapter.classes_
+
+    def predict_proba(self, X):
+        return self._response(X, "predict_proba")
+
+    def predict_log_proba(self, X):
+        return self._response(X, "predict_log_proba")
+
+    def decision_function(self, X):
+        return self._response(X, "decision_function")
+
+
+class _FrozenRegressor(RegressorMixin, _FrozenPredictions):
+    def score(self, X, y, sample_weight=None):
+        """What the estimator's own ``score`` gives: D² for Poisson/Gamma/Tweedie, else R²."""
+        est = self.adapter.estimator
+        est = est[-1] if isinstance(est, Pipeline) else est
+        power = {"PoissonRegressor": 1.0, "GammaRegressor": 2.0}.get(
+            type(est).__name__, getattr(est, "power", None) if hasattr(est, "link") else None)
+        if power is None:
+            return super().score(X, y, sample_weight=sample_weight)
+        return d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight, power=power)
+
+
+def frozen_predictions(adapter, eta):
+    """A scorer-ready object returning the responses of natural-scale outputs ``eta``."""
+    cls = _FrozenClassifier if adapter.is_classifier else _FrozenRegressor
+    return cls(adapter, eta)
+
+
+def score_outputs(scorer, adapter, eta, X, y, **score_params):
+    """Score approximate outputs ``eta`` of rows ``X``, ``y`` with a scikit-learn scorer."""
+    return scorer(frozen_predictions(adapter, eta), X, y, **score_params)
+
+
+# ---------------------------------------------------------------------------- public
+def approx_cross_val_predict(
+    estimator,
+    X,
+    y,
+    *,
+    groups=None,
+    cv=None,
+    params=None,
+    method="ns",
+    response_method="predict",
+    curvature="hessian",
+    polish=True,
+    damping=0.0,
+):
+    """Approximate cross-validated predictions, from one fit.
+
+    Returns what :func:`sklearn.model_selection.cross_val_predict` returns, with each
+    fold's refit replaced by a Newton step from the model fitted on all the data.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        A model supported by skinfluence (see :func:`skinfluence.models.supported_estimators`),
+        possibly a Pipeline ending in one. It is cloned; the object passed is not modified.
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    groups : array-like of shape (n_samples,), default=None
+        Group labels for group splitters (e.g. ``GroupKFold``).
+    cv : int, cross-validation generator or iterable, default=None
+        As in scikit-learn (``check_cv``): None is 5-fold, an int is the number of
+        folds (stratified for classifiers), ``LeaveOneOut()`` uses the closed-form
+        leave-one-out from one factorisation. The test folds must partition the
+        samples.
+    params : dict, default=None
+        Fit parameters; only ``sample_weight`` is supported.
+    method : {"ns", "ij"}, default="ns"
+        Newton step with the down-dated curvature, or infinitesimal jackknife.
+    response_method : {"predict", "predict_proba", "predict_log_proba", "decision_function"}
+        The estimator method whose cross-validated output is returned (scikit-learn's
+        ``method`` argument; the name ``method`` is taken by the approximation).
+    curvature : {"hessian", "fisher"}, default="hessian"
+        Curvature of the Newton steps (:class:`~skinfluence.HessianInfluence` or
+        :class:`~skinfluence.FisherInfluence`); they agree for canonical links.
+    polish : bool, default=True
+        Take Newton steps with the factorised curvature when the full-data fit stopped
+        short of the optimum (e.g. ``LogisticRegression(tol=1e-4)``), so that the
+        approximation refers to the optimum, as exact refits to the same tolerance
+        approximately do. If False an :class:`~skinfluence.InfluenceWarning` is raised
+        instead.
+    damping : float, default=0.0
+        Added to the curvature's diagonal (needed for singular curvatures).
+
+    Returns
+    -------
+    predictions : ndarray of shape (n_samples,) or (n_samples, n_classes)
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfluence.model_selection import approx_cross_val_predict
+    >>> X, y = make_classification(200, 5, random_state=0)
+    >>> approx_cross_val_predict(LogisticRegression(), X, y, cv=5).shape
+    (200,)
+    """
+    _check_method(method)
+    if response_method not in _RESPONSE_METHODS:
+        raise ValueError(f"response_method must be one of {_RESPONSE_METHODS}, got {response_method!r}")
+    X, y = _check_xy(X, y)
+    cv, splits = _splits(cv, X, y, groups, estimator)
+    n = _num_samples(X)
+    inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping)
+    if not isinstance(cv, LeaveOneOut):
+        tests = np.concatenate([np.asarray(test) for _, test in splits])
+        if len(tests) != n or not np.array_equal(np.sort(tests), np.arange(n)):
+            raise ValueError("approx_cross_val_predict needs test folds that partition the samples")
+    inf.fit(X, y, sample_weight=_sample_weight(estimator, params))
+    if isinstance(cv, LeaveOneOut):
+        eta = inf.loo_decision(method)
+    else:
+        eta = np.full((n, inf.adapter_.n_outputs), np.nan)
+        for (_, test), out in zip(splits, held_out_outputs(inf, X, splits, method)):
+            eta[test] = out
+    return inf.adapter_.response(eta, response_method)
+
+
+def approx_cross_val_score(
+    estimator,
+    X,
+    y,
+    *,
+    groups=None,
+    scoring=None,
+    cv=None,
+    params=None,
+    method="ns",
+    curvature="hessian",
+    polish=True,
+    damping=0.0,
+):
+    """Approximate cross-validation scores, from one fit.
+
+    Returns what :func:`sklearn.model_selection.cross_val_score` returns, with each
+    split's refit replaced by a Newton step from the model fitted on all the data.
+
+    Parameters
+    ----------
+    estimator, X, y, groups, cv, params, method, curvature, polish, damping
+        As in :func:`approx_cross_val_predict`; any scikit-learn splitter is accepted
+        here (the test folds need not partition the samples).
+    scoring : str or callable, default=None
+        A scorer name (see ``sklearn.metrics.get_scorer_names()``) or a callable
+        ``scorer(estimator, X, y)``; None uses the estimator's ``score``. The scorer
+        sees an object whose ``predict``/``predict_proba``/``decision_function``
+        return the approximate held-out outputs.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_splits,)
+        One score per split. With ``cv=LeaveOneOut()`` the pooled leave-one-out
+        predictions are scored once, as :class:`~sklearn.linear_model.RidgeCV` does
+        (shape (1,)): for averaged metrics (accuracy, squared error) this is the mean
+        of scikit-learn's per-sample scores, and it is defined for metrics such as
+        R² or ROC AUC that one sample cannot give.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfluence.model_selection import approx_cross_val_score
+    >>> X, y = make_classification(200, 5, random_state=0)
+    >>> approx_cross_val_score(LogisticRegression(), X, y, cv=5).shape
+    (5,)
+    """
+    _check_method(method)
+    X, y = _check_xy(X, y)
+    if isinstance(scoring, (list, tuple, set, dict)):
+        raise ValueError("approx_cross_val_score takes a single scoring; use ApproxGridSearchCV "
+                         "for several metrics")
+    scorer = check_scoring(estimator, scoring=scoring)
+    cv, splits = _splits(cv, X, y, groups, estimator)
+    inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping)
+    inf.fit(X, y, sample_weight=_sample_weight(estimator, params))
+    return split_scores(inf, X, y, splits, {"score": scorer}, method,
+                        loo=isinstance(cv, LeaveOneOut))["score"]
+
+
+def split_scores(influence, X, y, splits, scorers, method="ns", loo=False, score_params=None):
+    """Score each split's approximate held-out outputs with each of ``scorers``.
+
+    ``score_params`` (per-sample arrays such as ``sample_weight``) are indexed like
+    the test rows. Returns a dict ``name -> ndarray of shape (n_splits,)``; with
+    ``loo`` the pooled leave-one-out outputs are scored once (shape (1,)).
+    """
+    score_params = score_params or {}
+    if loo:
+        pieces = [(np.arange(influence.n_samples_), influence.loo_decision(method))]
+    else:
+        pieces = [(test, eta) for (_, test), eta in zip(splits, held_out_outputs(influence, X, splits, method))]
+    out = {name: np.empty(len(pieces)) for name in scorers}
+    for i, (test, eta) in enumerate(pieces):
+        X_test, y_test = _safe_indexing(X, test), _safe_indexing(y, test)
+        for name, scorer in scorers.items():
+            kw = {k: _safe_indexing(v, test) for k, v in score_params.items()}
+            out[name][i] = score_outputs(scorer, influence.adapter_, eta, X_test, y_test, **kw)
+    return out

@@ -1,0 +1,270 @@
+"""Approximate cross-validation vs scikit-learn's exact refits (small data)."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import FitFailedWarning, NotFittedError
+from sklearn.linear_model import (ElasticNet, Lasso, LogisticRegression, PoissonRegressor, Ridge,
+                                  RidgeCV)
+from sklearn.model_selection import (GridSearchCV, KFold, LeaveOneOut, ShuffleSplit, cross_val_predict,
+                                     cross_val_score)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skinfluence.model_selection import (ApproxGridSearchCV, approx_cross_val_predict,
+                                         approx_cross_val_score)
+
+CV5 = KFold(5, shuffle=True, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def binary():
+    return make_classification(300, 5, n_informative=3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def multiclass():
+    return make_classification(300, 6, n_informative=4, n_classes=3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def regression():
+    return make_regression(80, 10, n_informative=4, noise=5, random_state=1)
+
+
+@pytest.fixture(scope="module")
+def counts(binary):
+    X, _ = binary
+    return X, np.random.default_rng(0).poisson(np.exp(0.3 * X[:, 0]))
+
+
+# ----------------------------------------------------------------- predictions
+@pytest.mark.parametrize("response_method, tol", [("predict_proba", 0.01), ("decision_function", 0.05)])
+def test_predict_logistic_binary(binary, response_method, tol):
+    X, y = binary
+    approx = approx_cross_val_predict(LogisticRegression(), X, y, cv=CV5, response_method=response_method)
+    exact = cross_val_predict(LogisticRegression(tol=1e-10), X, y, cv=CV5, method=response_method)
+    assert approx.shape == exact.shape
+    assert np.abs(approx - exact).max() < tol
+    labels = approx_cross_val_predict(LogisticRegression(), X, y, cv=CV5)
+    assert np.mean(labels == cross_val_predict(LogisticRegression(), X, y, cv=CV5)) > 0.99
+
+
+def test_predict_logistic_multiclass(multiclass):
+    X, y = multiclass
+    approx = approx_cross_val_predict(LogisticRegression(), X, y, cv=CV5, response_method="predict_proba")
+    exact = cross_val_predict(LogisticRegression(tol=1e-10), X, y, cv=CV5, method="predict_proba")
+    assert np.abs(approx - exact).max() < 0.03          # fold of 60/300: second-order error
+    ij = approx_cross_val_predict(LogisticRegression(), X, y, cv=CV5, method="ij",
+                                  response_method="predict_proba")
+    assert np.abs(ij - exact).max() < 0.1               # IJ: first-order error
+    X, y = X[:60], y[:60]
+    loo = approx_cross_val_predict(LogisticRegression(), X, y, cv=LeaveOneOut(), response_method="predict_proba")
+    exact = cross_val_predict(LogisticRegression(tol=1e-10), X, y, cv=LeaveOneOut(), method="predict_proba")
+    assert np.abs(loo - exact).max() < 0.03             # one of 60 removed
+
+
+def test_ridge_loo_equals_ridgecv(regression):
+    X, y = regression
+    approx = approx_cross_val_predict(Ridge(alpha=3.0), X, y, cv=LeaveOneOut())
+    np.testing.assert_allclose(approx, cross_val_predict(Ridge(alpha=3.0), X, y, cv=LeaveOneOut()),
+                               rtol=1e-8, atol=1e-8)
+    score = approx_cross_val_score(Ridge(alpha=3.0), X, y, cv=LeaveOneOut(), scoring="neg_mean_squared_error")
+    assert score.shape == (1,)
+    np.testing.assert_allclose(score[0], RidgeCV(alphas=[3.0]).fit(X, y).best_score_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("est", [Lasso(alpha=2.0, tol=1e-12, max_iter=100_000),
+                                 ElasticNet(alpha=1.0, l1_ratio=0.5, tol=1e-12, max_iter=100_000)])
+def test_l1_kfold_exact(regression, est):
+    # quadratic objective: the proximal Newton step is the exact refit
+    X, y = regression
+    approx = approx_cross_val_predict(est, X, y, cv=CV5)
+    np.testing.assert_allclose(approx, cross_val_predict(est, X, y, cv=CV5), atol=1e-5 * np.abs(y).max())
+    np.testing.assert_allclose(approx_cross_val_score(est, X, y, cv=CV5, scoring="r2"),
+                               cross_val_score(est, X, y, cv=CV5, scoring="r2"), atol=1e-6)
+
+
+def test_poisson(counts):
+    X, y = counts
+    approx = approx_cross_val_predict(PoissonRegressor(), X, y, cv=CV5)
+    exact = cross_val_predict(PoissonRegressor(tol=1e-10), X, y, cv=CV5)
+    assert np.abs(approx - exact).max() < 0.02 * exact.max()
+    # default scoring is the estimator's own score (D², not R²)
+    np.testing.assert_allclose(approx_cross_val_score(PoissonRegressor(), X, y, cv=CV5),
+                               cross_val_score(PoissonRegressor(tol=1e-10), X, y, cv=CV5), atol=5e-3)
+
+
+# ----------------------------------------------------------------------- scores
+@pytest.mark.parametrize("scoring, tol", [(None, 0.0), ("accuracy", 0.0), ("neg_log_loss", 5e-3),
+                                          ("roc_auc", 5e-3), ("balanced_accuracy", 0.02)])
+def test_scores_logistic(binary, scoring, tol):
+    X, y = binary
+    approx = approx_cross_val_score(LogisticRegression(), X, y, cv=CV5, scoring=scoring)
+    exact = cross_val_score(LogisticRegression(tol=1e-10), X, y, cv=CV5, scoring=scoring)
+    assert approx.shape == (5,)
+    assert np.abs(approx - exact).max() <= tol + 1e-12
+
+
+def test_score_callable_int_cv_and_curvature(multiclass):
+    X, y = multiclass
+
+    def scorer(est, X, y):
+        return np.mean(est.predict(X) == y)
+
+    approx = approx_cross_val_score(LogisticRegression(), X, y, cv=5, scoring=scorer)
+    fisher = approx_cross_val_score(LogisticRegression(), X, y, cv=5, scoring=scorer, curvature="fisher")
+    exact = cross_val_score(LogisticRegression(), X, y, cv=5, scoring=scorer)   # StratifiedKFold for both
+    np.testing.assert_allclose(approx, fisher, atol=1e-12)   # canonical link: Fisher == Hessian
+    assert np.abs(approx - exact).max() <= 2 / 60 + 1e-12     # at most two flipped labels per fold
+
+
+def test_loo_score_pooled(binary):
+    X, y = binary[0][:50], binary[1][:50]
+    approx = approx_cross_val_score(LogisticRegression(), X, y, cv=LeaveOneOut())
+    assert approx.shape == (1,)
+    assert abs(approx[0] - cross_val_score(LogisticRegression(), X, y, cv=LeaveOneOut()).mean()) <= 1 / 50
+
+
+def test_non_partition_splitter_score(binary):
+    X, y = binary
+    cv = ShuffleSplit(3, train_size=0.6, test_size=0.2, random_state=0)
+    approx = approx_cross_val_score(LogisticRegression(), X, y, cv=cv, scoring="neg_log_loss")
+    exact = cross_val_score(LogisticRegression(tol=1e-10), X, y, cv=cv, scoring="neg_log_loss")
+    assert np.abs(approx - exact).max() < 0.02
+
+
+def test_pipeline_and_sample_weight(binary):
+    X, y = binary
+    sw = np.random.default_rng(0).uniform(0.5, 2, len(y))
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())
+    approx = approx_cross_val_predict(pipe, X, y, cv=CV5, response_method="predict_proba",
+                                      params={"sample_weight": sw})
+    # the scaler is fitted once on all the data: compare with refits on pre-scaled X
+    Xs = StandardScaler().fit_transform(X)
+    exact = cross_val_predict(LogisticRegression(tol=1e-10), Xs, y, cv=CV5, method="predict_proba",
+                              params={"sample_weight": sw})
+    assert np.abs(approx - exact).max() < 0.01
+
+
+def test_estimator_not_mutated(binary):
+    X, y = binary
+    est = LogisticRegression(C=0.5)
+    approx_cross_val_score(est, X, y, cv=3)
+    assert not hasattr(est, "coef_") and est.get_params()["C"] == 0.5
+
+
+# -------------------------------------------------------------------- bad input
+def test_bad_inputs(binary):
+    X, y = binary
+    lr = LogisticRegression()
+    with pytest.raises(ValueError, match="method"):
+        approx_cross_val_score(lr, X, y, method="exact")
+    with pytest.raises(ValueError, match="curvature"):
+        approx_cross_val_score(lr, X, y, curvature="gauss")
+    with pytest.raises(ValueError, match="response_method"):
+        approx_cross_val_predict(lr, X, y, response_method="transform")
+    with pytest.raises(ValueError, match="y is required"):
+        approx_cross_val_score(lr, X, None)
+    with pytest.raises(ValueError, match="single scoring"):
+        approx_cross_val_score(lr, X, y, scoring=["accuracy", "roc_auc"])
+    with pytest.raises(ValueError, match="partition"):
+        approx_cross_val_predict(lr, X, y, cv=ShuffleSplit(2, test_size=0.2, random_state=0))
+    with pytest.raises(ValueError, match="sample_weight"):
+        approx_cross_val_score(lr, X, y, params={"classes": [0, 1]})
+    with pytest.raises(TypeError, match="not supported"):
+        approx_cross_val_score(RandomForestClassifier(n_estimators=2), X, y)
+    X_nan = X.copy()
+    X_nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        approx_cross_val_score(lr, X_nan, y)
+    with pytest.raises(ValueError):
+        approx_cross_val_score(lr, X, y[:-1])
+    with pytest.raises(ValueError, match="response_method"):
+        approx_cross_val_predict(Ridge(), X, y.astype(float), response_method="predict_proba")
+
+
+# ------------------------------------------------------------------ grid search
+GRID = {"C": [0.003, 0.03, 0.3, 3.0]}
+
+
+def test_grid_search_matches_gridsearchcv(binary):
+    X, y = binary
+    approx = ApproxGridSearchCV(LogisticRegression(), GRID, cv=CV5, scoring="neg_log_loss").fit(X, y)
+    exact = GridSearchCV(LogisticRegression(tol=1e-10), GRID, cv=CV5, scoring="neg_log_loss").fit(X, y)
+    assert set(approx.cv_results_) == set(exact.cv_results_)
+    assert approx.best_params_ == exact.best_params_ and approx.best_index_ == exact.best_index_
+    np.testing.assert_allclose(approx.cv_results_["mean_test_score"], exact.cv_results_["mean_test_score"],
+                               atol=3e-3)
+    np.testing.assert_array_equal(approx.cv_results_["rank_test_score"], exact.cv_results_["rank_test_score"])
+    np.testing.assert_array_equal(approx.cv_results_["param_C"], exact.cv_results_["param_C"])
+    assert approx.cv_results_["params"] == exact.cv_results_["params"]
+    assert approx.best_score_ == approx.cv_results_["mean_test_score"][approx.best_index_]
+    assert approx.n_splits_ == 5 and approx.best_estimator_.C == approx.best_params_["C"]
+    np.testing.assert_allclose(approx.predict_proba(X), approx.best_estimator_.predict_proba(X))
+    np.testing.assert_array_equal(approx.predict(X), approx.best_estimator_.predict(X))
+    np.testing.assert_array_equal(approx.classes_, [0, 1])
+    assert approx.score(X, y) == pytest.approx(approx.scorer_(approx.best_estimator_, X, y))
+    # warm starts along the path change the starting point only (fits to tol=1e-4, then polished)
+    cold = ApproxGridSearchCV(LogisticRegression(), GRID, cv=CV5, scoring="neg_log_loss",
+                              warm_start=False).fit(X, y)
+    np.testing.assert_allclose(cold.cv_results_["mean_test_score"], approx.cv_results_["mean_test_score"],
+                               atol=1e-4)
+
+
+def test_grid_search_pipeline_multimetric(binary):
+    X, y = binary
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())
+    grid = {"logisticregression__C": [0.01, 0.1, 1.0]}
+    scoring = ["accuracy", "neg_log_loss"]
+    approx = ApproxGridSearchCV(pipe, grid, cv=CV5, scoring=scoring, refit="neg_log_loss").fit(X, y)
+    exact = GridSearchCV(pipe, grid, cv=CV5, scoring=scoring, refit="neg_log_loss").fit(X, y)
+    assert set(approx.cv_results_) == set(exact.cv_results_)
+    assert approx.best_params_ == exact.best_params_
+    # per-fold scaling in GridSearchCV vs once per candidate here: a small difference
+    np.testing.assert_allclose(approx.cv_results_["mean_test_neg_log_loss"],
+                               exact.cv_results_["mean_test_neg_log_loss"], atol=0.01)
+    assert isinstance(approx.scorer_, dict) and approx.multimetric_
+    np.testing.assert_allclose(approx.decision_function(X), approx.best_estimator_.decision_function(X))
+    assert pipe.get_params()["logisticregression__C"] == 1.0 and not hasattr(pipe[-1], "coef_")
+
+
+def test_grid_search_ridge_loo_and_refit_options(regression):
+    X, y = regression
+    alphas = [0.1, 1.0, 10.0, 100.0]
+    approx = ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=LeaveOneOut(),
+                                scoring="neg_mean_squared_error").fit(X, y)
+    ridgecv = RidgeCV(alphas=alphas).fit(X, y)
+    assert approx.best_params_["alpha"] == ridgecv.alpha_
+    assert approx.best_score_ == pytest.approx(ridgecv.best_score_, rel=1e-8)
+    assert "split0_test_score" in approx.cv_results_ and "split1_test_score" not in approx.cv_results_
+
+    # as GridSearchCV: refit=False still selects (single metric) but has no best_estimator_
+    no_refit = ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=3, refit=False).fit(X, y)
+    exact = GridSearchCV(Ridge(), {"alpha": alphas}, cv=3, refit=False).fit(X, y)
+    assert not hasattr(no_refit, "best_estimator_") and no_refit.best_params_ == exact.best_params_
+    with pytest.raises(AttributeError):
+        no_refit.predict(X)
+    chooser = ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=3, refit=lambda res: 0).fit(X, y)
+    assert chooser.best_index_ == 0 and chooser.best_estimator_.alpha == 0.1
+
+
+def test_grid_search_clone_and_errors(binary):
+    X, y = binary
+    search = ApproxGridSearchCV(LogisticRegression(), GRID, cv=3)
+    assert clone(search).get_params()["param_grid"] == GRID
+    with pytest.raises(NotFittedError):
+        search.predict(X)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        ApproxGridSearchCV(LogisticRegression(), {"not_a_param": [1]}, error_score="raise").fit(X, y)
+    with pytest.raises(ValueError, match="refit"):
+        ApproxGridSearchCV(LogisticRegression(), GRID, scoring=["accuracy", "roc_auc"]).fit(X, y)
+    with pytest.raises(ValueError, match="method"):
+        ApproxGridSearchCV(LogisticRegression(), GRID, method="cg").fit(X, y)
+    with pytest.raises(TypeError, match="not supported"):
+        ApproxGridSearchCV(RandomForestClassifier(), {"n_estimators": [2]}, error_score="raise").fit(X, y)
+    with pytest.warns(FitFailedWarning, match="failed"):
+        failed = ApproxGridSearchCV(RandomForestClassifier(), {"n_estimators": [2, 3]}, refit=False).fit(X, y)
+    assert np.isnan(failed.cv_results_["mean_test_score"]).all()
