@@ -113,7 +113,7 @@ def test_reweighing_reduces_gap_and_lp_holds(constraint):
     if m.fallback_:
         assert u @ x <= 1e-8 and x.sum() <= m.alpha * len(x) + 1e-8
     else:
-        assert f @ x <= -m.beta * r["smooth_gap_before"] + 1e-8
+        assert f @ x <= -m.beta_ * r["smooth_gap_before"] + 1e-8
         assert u @ x <= m.gamma * u[u < 0].sum() + 1e-8
     # weights: 1 − x on training rows, 0 on validation rows; refit reproduces estimator_
     w = m.sample_weight_
@@ -127,9 +127,28 @@ def test_reweighing_reduces_gap_and_lp_holds(constraint):
     assert 0.5 < m.score(X, y) <= 1
 
 
+@pytest.mark.parametrize("constraint", ["demographic_parity", "equal_opportunity"])
+def test_removal_targets_the_biased_labels(constraint):
+    # the injected bias is known: positives of group 0 relabelled negative. Removing
+    # them is the right reweighting, and the programme puts its weight there (about
+    # 5x their share of the data); the rest goes to other negatives of group 0 and to
+    # positives of group 1, never to points whose removal would widen the gap.
+    X, y, a, flipped = biased_data(flip=0.3)
+    m = InfluenceReweighing(lr(), constraint=constraint, validation_fraction=0.3,
+                            random_state=0).fit(X, y, sensitive_features=a)
+    tr = ~m.validation_mask_
+    x, fl = m.removal_, flipped[tr]
+    assert x[fl].sum() / x.sum() > 3 * fl.mean()
+    widen = ((a[tr] == 0) & (y[tr] == 1)) | ((a[tr] == 1) & (y[tr] == 0))
+    assert x[widen].sum() < 0.01 * x.sum()
+    assert m.report_["gap_after"] < 0.5 * m.report_["gap_before"]
+    assert m.beta_ == {"demographic_parity": 0.5, "equal_opportunity": 0.85}[constraint]
+
+
 def test_first_order_prediction_matches_refit_for_small_removal():
     X, y, a, _ = biased_data(flip=0.3, seed=2)
-    m = InfluenceReweighing(lr(), beta=0.05, validation_fraction=None, random_state=0)
+    m = InfluenceReweighing(lr(), beta=0.05, gamma=0.0, validation_fraction=None,
+                            random_state=0)
     m.fit(X, y, sensitive_features=a)
     r = m.report_
     change, predicted = (r["smooth_gap_after"] - r["smooth_gap_before"],
@@ -140,7 +159,8 @@ def test_first_order_prediction_matches_refit_for_small_removal():
 
 def test_beta_zero_changes_nothing_and_hessian_equals_fisher():
     X, y, a, _ = biased_data(n=600, flip=0.15)
-    m0 = InfluenceReweighing(lr(), beta=0.0, random_state=0).fit(X, y, sensitive_features=a)
+    m0 = InfluenceReweighing(lr(), beta=0.0, gamma=0.0, random_state=0).fit(
+        X, y, sensitive_features=a)
     assert m0.removal_.sum() == pytest.approx(0.0, abs=1e-9)
     mf = InfluenceReweighing(lr(), random_state=0).fit(X, y, sensitive_features=a)
     mh = InfluenceReweighing(lr(), curvature="hessian", random_state=0).fit(
@@ -224,12 +244,26 @@ def test_unsupported_estimator(est):
         InfluenceReweighing(est).fit(X, y, sensitive_features=a)
 
 
+def test_estimator_without_sample_weight():
+    skorch = pytest.importorskip("skorch")
+    torch = pytest.importorskip("torch")
+    X, y, a, _ = biased_data(n=200)
+    net = skorch.NeuralNetClassifier(torch.nn.Linear, module__in_features=4,
+                                     module__out_features=2, max_epochs=1, verbose=0)
+    with pytest.raises(TypeError, match="does not accept sample_weight"):
+        InfluenceReweighing(net).fit(X.astype(np.float32), y, sensitive_features=a)
+
+
 def test_bad_params():
     X, y, a, _ = biased_data(n=200)
     with pytest.raises(ValueError, match="constraint"):
         InfluenceReweighing(lr(), constraint="equalized_odds").fit(X, y, sensitive_features=a)
     with pytest.raises(ValueError, match="beta"):
         InfluenceReweighing(lr(), beta=-1).fit(X, y, sensitive_features=a)
+    with pytest.raises(ValueError, match="beta"):
+        InfluenceReweighing(lr(), beta="strong").fit(X, y, sensitive_features=a)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        InfluenceReweighing(lr(), validation_fraction=1.0).fit(X, y, sensitive_features=a)
 
 
 def test_group_without_positives_in_validation():
