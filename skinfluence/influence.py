@@ -33,6 +33,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .curvature.factor import Factorization
+from .curvature.iterative import IterativeSolver
+from .curvature.operators import model_curvature
 from .curvature.proximal import prox_newton_step
 from .exceptions import InfluenceWarning
 from .models import make_adapter
@@ -44,6 +46,15 @@ _METHODS = ("ns", "ij")
 
 
 MAX_DENSE_BYTES = 4 * 2**30  # largest dense array the influence computations allocate
+DENSE_MAX_PARAMS = 12_000    # solver="auto": dense curvature up to this many parameters
+
+
+def _is_torch_module(obj):
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(obj, torch.nn.Module)
 
 
 def _check_memory(shape, what):
@@ -90,9 +101,13 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         be meaningful, take Newton steps with the curvature (on the support, for ℓ1)
         until they are not, and use the polished model as ``estimator_``. If False, a
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
-    solver : {"auto", "dense"}, default="auto"
-        How the curvature is inverted. Only the dense Cholesky factorisation exists
-        so far (p up to a few thousand parameters; a clear MemoryError beyond).
+    solver : {"auto", "dense", "cg", "lissa"}, default="auto"
+        How the curvature is inverted. Linear models always use a dense Cholesky
+        factorisation. Torch models: ``"dense"`` builds the p × p curvature from
+        per-sample Jacobians; ``"cg"`` / ``"lissa"`` only multiply by it (conjugate
+        gradients; the Neumann series with automatic rescaling); ``"auto"`` is dense
+        while p ≤ ``DENSE_MAX_PARAMS`` and CG beyond. The choice and its reason are
+        in ``solver_`` and ``solver_reason_``.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Torch models only: where the work runs.
     dtype : {"float64", "float32"}, default="float64"
@@ -145,6 +160,18 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
 
     def _fit_estimator(self, X, y, sample_weight):
         est = self.estimator
+        last = est[-1] if isinstance(est, Pipeline) else est
+        if _is_torch_module(last):
+            if not self.prefit:
+                raise ValueError(f"a torch module ({type(last).__name__}) cannot be fitted by "
+                                 "skinfluence: train it, then pass prefit=True")
+            return copy.deepcopy(est)
+        if type(last).__module__.startswith("skorch") and not self.prefit:
+            if sample_weight is not None:
+                raise ValueError("skorch nets do not take sample_weight in fit; train the net with your "
+                                 "weighted loss and pass prefit=True with the same sample_weight")
+            if type(last).__name__ == "NeuralNetRegressor":  # skorch wants a column target
+                y = np.asarray(y).reshape(-1, 1)
         if self.prefit:
             check_is_fitted(est[-1] if isinstance(est, Pipeline) else est)
             return copy.deepcopy(est)
@@ -168,8 +195,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        if self.solver not in ("auto", "dense"):
-            raise ValueError(f"solver must be 'auto' or 'dense', got {self.solver!r}")
+        if self.solver not in ("auto", "dense", "cg", "lissa"):
+            raise ValueError(f"solver must be 'auto', 'dense', 'cg' or 'lissa', got {self.solver!r}")
         if not isinstance(self.damping, numbers.Real) or self.damping < 0:
             raise ValueError(f"damping must be a non-negative number, got {self.damping!r}")
         if y is None:
@@ -228,12 +255,36 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         self._pen_grad = pen.gradient(adapter.theta)
         if not refactor:
             return
+        self.solver_, self.solver_reason_ = self._choose_solver(adapter)
+        if self.verbose:
+            print(f"[{type(self).__name__}] solver={self.solver_!r}: {self.solver_reason_}")
+        if self.solver_ != "dense":  # torch models only; smooth penalties only
+            op = model_curvature(adapter, Z, y, self._c, self._curvature_kind)
+            self.curvature_ = op.add_diagonal(pen.hessian_diagonal())
+            self._active = np.ones(adapter.n_params, bool)
+            self.factor_ = IterativeSolver(self.curvature_, self.solver_, self.damping,
+                                           null_space=adapter.null_space(),
+                                           random_state=self.random_state)
+            return
         _check_memory((adapter.n_params, adapter.n_params), "the curvature")
         M = adapter.curvature(Z, y, self._c, self._curvature_kind)
         M[np.diag_indices_from(M)] += pen.hessian_diagonal()
         self.curvature_ = M
         self._active = pen.active_set(adapter.theta)
         self.factor_ = Factorization(M, self.damping, self._active, adapter.null_space())
+
+    def _choose_solver(self, adapter):
+        """``(solver, reason)``: dense where the p × p curvature fits, else CG."""
+        if not hasattr(adapter, "curvature_matvec"):
+            return "dense", "linear models use a dense Cholesky factorisation"
+        if self.solver != "auto":
+            return self.solver, "requested"
+        p = adapter.n_params
+        if p <= DENSE_MAX_PARAMS:
+            return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: the dense curvature "
+                             f"({8 * p * p / 2**20:.0f} MiB) is built and factorised once")
+        return "cg", (f"p={p} > DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: a dense curvature would take "
+                      f"{8 * p * p / 2**30:.1f} GiB; conjugate gradients with curvature-vector products")
 
     # ------------------------------------------------------------- convergence
     def _data_gradient(self):
@@ -273,7 +324,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             ad = self.adapter_
             # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept)
             new = ad.theta - self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
-            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), ratio > 1)
+            # a network's curvature moves with θ: refactorise every step (quadratic convergence)
+            refactor = ratio > 1 or hasattr(ad, "curvature_matvec")
+            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
         self.convergence_ratio_ = ratio

@@ -331,7 +331,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="damping"):
         FisherInfluence(est, damping=-1).fit(X, y)
     with pytest.raises(ValueError, match="solver"):
-        FisherInfluence(est, solver="lissa").fit(X, y)
+        FisherInfluence(est, solver="newton").fit(X, y)
     with pytest.raises(ValueError, match="sample_weight"):
         FisherInfluence(est).fit(X, y, sample_weight=np.ones(3))
     with pytest.raises(NotFittedError):

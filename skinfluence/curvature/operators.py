@@ -1,0 +1,103 @@
+"""Curvature operators: a symmetric ``p × p`` matrix seen through its products.
+
+Solvers (:mod:`.factor`, :mod:`.iterative`) see only these operators, never a model.
+:func:`model_curvature` builds one from a model adapter: the Hessian or the Fisher
+(generalised Gauss–Newton, in the adapter's flavour) of ``Σ_i c_i ℓ_i``, with ``matvec``
+from the adapter's ``curvature_matvec`` (Jacobian-vector and vector-Jacobian products,
+plus Hessian-vector products for the Hessian) and ``dense()`` from its ``curvature``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CurvatureOperator", "model_curvature"]
+
+
+class CurvatureOperator:
+    """Symmetric linear operator ``M`` with ``matvec`` and, where p allows, ``dense()``.
+
+    Parameters
+    ----------
+    n_params : int
+    matvec : callable
+        ``V ↦ M V`` for ``V`` of shape (p,) or (p, m).
+    dense : callable, optional
+        Returns the matrix; by default it is assembled from ``matvec`` on unit vectors.
+    diagonal : ndarray of shape (p,) or float, default=0
+        Added to the operator (penalty curvature, damping).
+    """
+
+    def __init__(self, n_params, matvec, dense=None, diagonal=0.0):
+        self.n_params = int(n_params)
+        self._matvec = matvec
+        self._dense = dense
+        self.diagonal = np.broadcast_to(np.asarray(diagonal, dtype=float), (self.n_params,)).copy()
+        self.n_matvecs = 0  # columns multiplied so far (the cost measure of iterative solvers)
+
+    @classmethod
+    def from_matrix(cls, matrix):
+        matrix = np.asarray(matrix, dtype=float)
+        return cls(matrix.shape[0], matrix.__matmul__, lambda: matrix.copy())
+
+    @property
+    def shape(self):
+        return (self.n_params, self.n_params)
+
+    def matvec(self, V):
+        V = np.asarray(V, dtype=float)
+        self.n_matvecs += 1 if V.ndim == 1 else V.shape[1]
+        D = self.diagonal if V.ndim == 1 else self.diagonal[:, None]
+        return self._matvec(V) + D * V
+
+    __matmul__ = matvec
+
+    def dense(self, block=256):
+        """The matrix, ``p × p`` (from the model directly where it can, else by products)."""
+        if self._dense is not None:
+            M = np.array(self._dense(), dtype=float)
+            M[np.diag_indices_from(M)] += self.diagonal
+            return M
+        p = self.n_params
+        M = np.empty((p, p))
+        for j in range(0, p, block):
+            E = np.zeros((p, min(block, p - j)))
+            E[np.arange(j, j + E.shape[1]), np.arange(E.shape[1])] = 1.0
+            M[:, j:j + E.shape[1]] = self.matvec(E)
+        return (M + M.T) / 2
+
+    def add_diagonal(self, d):
+        """A new operator ``M + diag(d)``."""
+        return CurvatureOperator(self.n_params, self._matvec, self._dense, self.diagonal + d)
+
+    def max_eigenvalue(self, n_iter=30, random_state=None):
+        """Largest eigenvalue in absolute value, by power iteration (an estimate from below)."""
+        rng = np.random.default_rng(random_state)
+        v = rng.standard_normal(self.n_params)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        for _ in range(n_iter):
+            w = self.matvec(v)
+            lam_new = float(v @ w)
+            norm = np.linalg.norm(w)
+            if norm == 0:
+                return 0.0
+            v = w / norm
+            if abs(lam_new - lam) <= 1e-3 * abs(lam_new):
+                lam = lam_new
+                break
+            lam = lam_new
+        return abs(lam)
+
+
+def model_curvature(adapter, Z, y, c, kind):
+    """The curvature ``Σ_i c_i ∇²ℓ_i`` (``kind="hessian"``) or its Fisher, as an operator.
+
+    The adapter must provide ``curvature(Z, y, c, kind)`` and
+    ``curvature_matvec(Z, y, c, V, kind)``; the penalty is not included.
+    """
+    return CurvatureOperator(
+        adapter.n_params,
+        lambda V: adapter.curvature_matvec(Z, y, c, V, kind),
+        lambda: adapter.curvature(Z, y, c, kind),
+    )

@@ -1,0 +1,556 @@
+"""Adapter for neural networks: skorch nets and plain torch modules, via :mod:`torch.func`.
+
+The natural-scale output ``η`` is what the network's loss reads as logits:
+
+==========================================  ===========================  =============  ===========
+model and criterion                         η                            family         loss factor
+==========================================  ===========================  =============  ===========
+NeuralNetClassifier + NLLLoss (default)     log(output + eps) (skorch)   Multinomial    1
+NeuralNetClassifier + CrossEntropyLoss      the module's output          Multinomial    1
+NeuralNetBinaryClassifier (BCEWithLogits)   the single output logit      Bernoulli      1
+NeuralNetRegressor + MSELoss                the single output            Gaussian       2
+==========================================  ===========================  =============  ===========
+
+(MSELoss is ``(y − f)² = 2 · ½r²``.) A torch loss with ``reduction="mean"`` averages the
+data term, so the objective is *mean-scaled*: ``c_i = factor · sw_i / Σ sw``. An
+optimizer's (coupled) weight decay ``λ`` adds ``λ/2 ‖θ‖²`` on the parameters of its
+group; decoupled decay (AdamW) has no objective and is refused. A plain module is
+wrapped in :class:`TorchModel` with its loss and weight decay.
+
+The parameter vector ``θ`` is every trainable parameter (``requires_grad``) flattened
+in ``named_parameters`` order. The network is evaluated in ``eval`` mode (dropout off,
+batch-norm statistics fixed) in ``dtype`` on ``device``; results are numpy arrays.
+
+Curvature (``Σ_i c_i J_iᵀ W_i J_i``, plus for the Hessian the second-derivative term
+``Σ_i c_i Σ_k g_ik ∇²η_ik``) is built densely from per-sample output Jacobians
+(vmapped ``jacrev``, memory bounded by chunking), which costs ``2 p² n r`` flops with
+``r`` the rank of ``W_i`` (1 for two classes). The second-derivative term needs ``p``
+Hessian-vector products of ``ψ(θ) = Σ_i c_i g_iᵀ η_i(θ)`` (forward-over-reverse,
+vmapped over blocks of unit vectors); it is the expensive part of a dense Hessian.
+:meth:`TorchAdapter.curvature_matvec` gives the same curvature as a product, for the
+iterative solvers.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import weakref
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_array
+from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
+
+from .base import ModelAdapter
+from .families import Bernoulli, Gaussian, Multinomial
+from .penalties import ElasticNetPenalty
+
+__all__ = ["TorchModel", "TorchAdapter", "make_torch_adapter"]
+
+_LOSSES = ("cross_entropy", "nll", "bce", "mse")
+_ELEMENTS = 2**24  # bound on the entries of one chunk's Jacobian / HVP block
+# models made by with_params remember the input shape and a few rows of their parent's data
+_INPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class TorchModel(torch.nn.Module):
+    """A trained torch module together with the objective it was trained on.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained network; ``module(X)`` returns the outputs for a batch ``X``.
+    loss : {"cross_entropy", "nll", "bce", "mse"}, default="cross_entropy"
+        ``"cross_entropy"``: the module outputs logits (``nn.CrossEntropyLoss``);
+        ``"nll"``: it outputs log-probabilities (``nn.NLLLoss``); ``"bce"``: one logit per
+        sample (``nn.BCEWithLogitsLoss``); ``"mse"``: one output per sample
+        (``nn.MSELoss``).
+    weight_decay : float, default=0.0
+        The L2 penalty ``weight_decay/2 ‖θ‖²`` on every trainable parameter (torch
+        optimizers' coupled ``weight_decay``).
+    reduction : {"mean", "sum"}, default="mean"
+        How the training loss combined the per-sample losses.
+    classes : array-like, optional
+        Class labels in the order of the outputs (default ``0, ..., K − 1``).
+
+    Examples
+    --------
+    >>> model = TorchModel(net, loss="cross_entropy", weight_decay=1e-3)  # doctest: +SKIP
+    >>> HessianInfluence(model, prefit=True).fit(X, y)                      # doctest: +SKIP
+    """
+
+    def __init__(self, module, loss="cross_entropy", weight_decay=0.0, reduction="mean",
+                 classes=None):
+        super().__init__()
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.loss = loss
+        self.weight_decay = weight_decay
+        self.reduction = reduction
+        self.classes = classes
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- specs
+class _Spec:
+    """How a model's training objective maps onto ``Σ c_i ℓ_i(η_i) + π``."""
+
+    def __init__(self, module, family, output, factor, reduction, decay, classes):
+        self.module, self.family, self.output = module, family, output
+        self.factor, self.reduction, self.decay, self.classes = factor, reduction, decay, classes
+
+
+def _check_reduction(reduction, where):
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{where}: reduction={reduction!r} is not supported; use 'mean' or 'sum'")
+
+
+def _criterion_spec(crit, kind):
+    """(loss name, reduction) for a skorch net's criterion instance."""
+    name = type(crit).__name__
+    _check_reduction(getattr(crit, "reduction", None), f"criterion {name}")
+    if getattr(crit, "weight", None) is not None:
+        raise ValueError(f"criterion {name} with class weights is not supported")
+    if getattr(crit, "pos_weight", None) is not None:
+        raise ValueError(f"criterion {name} with pos_weight is not supported")
+    if getattr(crit, "label_smoothing", 0.0):
+        raise ValueError(f"criterion {name} with label_smoothing is not supported")
+    table = {
+        "classifier": {torch.nn.NLLLoss: "nll_prob", torch.nn.CrossEntropyLoss: "cross_entropy"},
+        "binary": {torch.nn.BCEWithLogitsLoss: "bce"},
+        "regressor": {torch.nn.MSELoss: "mse"},
+    }[kind]
+    for cls, loss in table.items():
+        if type(crit) is cls:
+            return loss, crit.reduction
+    raise ValueError(
+        f"criterion {name} is not supported for this skorch net; supported: "
+        + ", ".join(c.__name__ for c in table)
+    )
+
+
+def _optimizer_decay(net, module):
+    """Per-parameter coupled weight decay of a skorch net's optimizer."""
+    opt = getattr(net, "optimizer_", None)
+    decay = {}
+    if opt is None:
+        return decay
+    for group in opt.param_groups:
+        wd = float(group.get("weight_decay", 0.0) or 0.0)
+        decoupled = isinstance(opt, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+        if wd and decoupled:
+            raise ValueError(
+                f"{type(opt).__name__} uses decoupled weight decay, which minimises no objective; "
+                "influence needs a coupled L2 penalty (e.g. Adam or SGD with weight_decay)"
+            )
+        for p in group["params"]:
+            decay[id(p)] = wd
+    return decay
+
+
+def _spec(estimator) -> _Spec:
+    if isinstance(estimator, TorchModel):
+        loss = estimator.loss
+        if loss not in _LOSSES:
+            raise ValueError(f"TorchModel loss must be one of {_LOSSES}, got {loss!r}")
+        _check_reduction(estimator.reduction, "TorchModel")
+        wd = estimator.weight_decay
+        if not isinstance(wd, numbers.Real) or wd < 0:
+            raise ValueError(f"weight_decay must be a non-negative number, got {wd!r}")
+        decay = {id(p): float(wd) for p in estimator.module.parameters()}
+        return _Spec(estimator.module, loss, "identity", 2.0 if loss == "mse" else 1.0,
+                     estimator.reduction, decay, estimator.classes)
+    if isinstance(estimator, torch.nn.Module):
+        raise TypeError(
+            f"a plain {type(estimator).__name__} does not say which loss it was trained on: wrap it "
+            "as skinfluence.models.torch.TorchModel(module, loss='cross_entropy'|'nll'|'bce'|'mse', "
+            "weight_decay=...)"
+        )
+    from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
+
+    if isinstance(estimator, NeuralNetBinaryClassifier):
+        kind = "binary"
+    elif isinstance(estimator, NeuralNetClassifier):
+        kind = "classifier"
+    elif isinstance(estimator, NeuralNetRegressor):
+        kind = "regressor"
+    else:
+        raise TypeError(
+            f"{type(estimator).__name__} is not supported: use a skorch NeuralNetClassifier, "
+            "NeuralNetBinaryClassifier or NeuralNetRegressor, or a TorchModel"
+        )
+    if not getattr(estimator, "initialized_", False):
+        raise ValueError(f"the {type(estimator).__name__} is not initialized/fitted")
+    loss, reduction = _criterion_spec(estimator.criterion_, kind)
+    module = estimator.module_
+    output = "log" if loss == "nll_prob" else "identity"
+    loss = "nll" if loss == "nll_prob" else loss
+    classes = [0, 1] if kind == "binary" else None
+    return _Spec(module, loss, output, 2.0 if loss == "mse" else 1.0, reduction,
+                 _optimizer_decay(estimator, module), classes)
+
+
+def _resolve_device(device):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA device is available")
+    return dev
+
+
+def _resolve_dtype(dtype):
+    table = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
+             "float": torch.float32, torch.float64: torch.float64, torch.float32: torch.float32,
+             np.float64: torch.float64, np.float32: torch.float32}
+    try:
+        return table[dtype]
+    except (KeyError, TypeError):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}") from None
+
+
+class _EmpiricalFisher:
+    """A family whose Fisher is the outer product of the observed-label gradients."""
+
+    def __init__(self, family):
+        self.family = family
+
+    def __getattr__(self, name):
+        if name == "family":
+            raise AttributeError(name)
+        return getattr(self.family, name)
+
+    def curvature(self, y, eta, kind="hessian"):
+        if kind != "fisher":
+            return self.family.curvature(y, eta, kind)
+        g = self.family.gradient(y, eta)
+        return g[:, :, None] * g[:, None, :]
+
+
+# --------------------------------------------------------------------------- adapter
+class TorchAdapter(ModelAdapter):
+    """Protocol implementation for a trained network (see the module docstring).
+
+    Parameters
+    ----------
+    estimator : skorch net or TorchModel
+    device, dtype : where and in which precision the work runs
+    batch_size : int
+        Samples per chunk (the Jacobian chunks are further bounded to ~16M entries).
+    random_state : int, RandomState or None
+        Seeds the labels drawn for ``fisher="mc"``.
+    fisher : {"exact", "mc", "empirical"}
+    """
+
+    def __init__(self, estimator, *, device="auto", dtype="float64", batch_size=4096,
+                 random_state=None, fisher="exact"):
+        if fisher not in ("exact", "mc", "empirical"):
+            raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
+        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        spec = _spec(estimator)
+        self.estimator = estimator
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype)
+        self.batch_size = int(batch_size)
+        self.random_state = random_state
+        self.fisher = fisher
+        self._output = spec.output
+        # skorch's NLLLoss path trains on log(p + eps), eps of the module's own dtype
+        self._log_eps = torch.finfo(next(spec.module.parameters()).dtype).eps \
+            if spec.output == "log" else 0.0
+        self.mean_scaled = spec.reduction == "mean"
+        self._factor = spec.factor
+        self._input_shape, self._probe = _INPUTS.get(estimator, (None, None))
+
+        self.module = copy.deepcopy(spec.module).to(device=self.device, dtype=self.dtype).eval()
+        named = [(n, p) for n, p in spec.module.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters")
+        self._names = [n for n, _ in named]
+        self._shapes = [tuple(p.shape) for _, p in named]
+        self._sizes = [p.numel() for _, p in named]
+        own = dict(self.module.named_parameters())
+        self._fixed = {n: t.detach() for n, t in own.items() if n not in self._names}
+        self._fixed.update({n: b for n, b in self.module.named_buffers()})
+        self._theta_t = torch.cat([own[n].detach().reshape(-1) for n in self._names])
+        self.theta = self._theta_t.cpu().numpy().astype(np.float64)
+        decay = np.concatenate([np.full(p.numel(), spec.decay.get(id(p), 0.0)) for _, p in named])
+        self.penalty = ElasticNetPenalty(0.0, 1.0, np.sqrt(decay))
+
+        K = self._probe_outputs(spec)
+        if spec.family in ("cross_entropy", "nll"):
+            self.loss = Multinomial(K)
+            classes = spec.classes if spec.classes is not None else np.arange(K)
+            self.classes_ = np.asarray(classes)
+            if len(self.classes_) != K:
+                raise ValueError(f"classes has {len(self.classes_)} labels but the module has {K} outputs")
+            if K < 2:
+                raise ValueError("a classifier's module must output at least two logits (or use 'bce')")
+        else:
+            if K != 1:
+                raise ValueError(f"loss {spec.family!r} needs one output per sample, the module gives {K}")
+            self.loss = Bernoulli() if spec.family == "bce" else Gaussian()
+            self.classes_ = np.array([0, 1]) if spec.family == "bce" else None
+        if fisher == "empirical":
+            self.loss = _EmpiricalFisher(self.loss)
+
+    # -------------------------------------------------------------- torch plumbing
+    def _probe_outputs(self, spec):
+        """Number of outputs K: the out_features of the module's last Linear layer.
+
+        :meth:`design` checks it against a forward pass.
+        """
+        for m in reversed(list(self.module.modules())):
+            if isinstance(m, torch.nn.Linear):
+                return m.out_features
+        raise ValueError("cannot tell the number of outputs: the module has no torch.nn.Linear layer")
+
+    def _params(self, theta):
+        chunks = torch.split(theta, self._sizes)
+        params = {n: c.view(s) for n, c, s in zip(self._names, chunks, self._shapes)}
+        return {**params, **self._fixed}
+
+    def _f(self, theta, x):
+        """Batch outputs η, shape (b, K)."""
+        out = functional_call(self.module, self._params(theta), (x,))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        out = out.reshape(out.shape[0], -1)
+        return torch.log(out + self._log_eps) if self._output == "log" else out
+
+    def _f1(self, theta, x):
+        return self._f(theta, x.unsqueeze(0))[0]
+
+    def _t(self, a):
+        return torch.as_tensor(np.asarray(a), device=self.device, dtype=self.dtype)
+
+    def _theta(self, theta=None):
+        return self._theta_t if theta is None else self._t(theta)
+
+    def _chunks(self, n, per_sample=1):
+        b = max(1, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
+        return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+
+    @staticmethod
+    def _np(t):
+        return t.detach().cpu().numpy().astype(np.float64)
+
+    # ---------------------------------------------------------------------- data
+    def data_weights(self, y, sample_weight):
+        c = self._factor * np.asarray(sample_weight, dtype=float)
+        return c / sample_weight.sum() if self.mean_scaled else c
+
+    def design(self, X):
+        if hasattr(X, "toarray"):
+            X = X.toarray()
+        X = check_array(X, dtype=np.float64, allow_nd=True, ensure_2d=False)
+        if X.ndim < 2:
+            raise ValueError(f"X must have at least two dimensions (samples × features), got {X.shape}")
+        if self._input_shape is None:
+            try:
+                with torch.no_grad():
+                    K = self._f(self._theta_t, self._t(X[:1])).shape[1]
+            except Exception as exc:  # noqa: BLE001 - report what the module said
+                raise ValueError(f"the module cannot be evaluated on X of shape {X.shape}: {exc}") from exc
+            if self.n_outputs != K:
+                raise ValueError(f"the module gives {K} outputs per sample, the loss expects {self.n_outputs}")
+            self._input_shape = X.shape[1:]
+            self._probe = X[:8]
+        elif X.shape[1:] != self._input_shape:
+            raise ValueError(f"X has sample shape {X.shape[1:]}, but the model was set up for {self._input_shape}")
+        return X
+
+    # ------------------------------------------------------------------ protocol
+    def eta(self, Z, theta=None):
+        th = self._theta(theta)
+        with torch.no_grad():
+            out = [self._f(th, self._t(Z[sl])) for sl in self._chunks(len(Z))]
+        return self._np(torch.cat(out)) if out else np.zeros((0, self.n_outputs))
+
+    def _jacobian_chunks(self, Z):
+        jac = vmap(jacrev(self._f1), in_dims=(None, 0))
+        for sl in self._chunks(len(Z), self.n_outputs * self.n_params):
+            yield sl, jac(self._theta_t, self._t(Z[sl]))
+
+    def jacobians(self, Z):
+        out = np.empty((len(Z), self.n_outputs, self.n_params))
+        for sl, J in self._jacobian_chunks(Z):
+            out[sl] = self._np(J)
+        return out
+
+    def gradients(self, Z, G):
+        g1 = grad(lambda th, x, gi: self._f1(th, x) @ gi)
+        per = vmap(g1, in_dims=(None, 0, 0))
+        out = np.empty((len(Z), self.n_params))
+        G = np.asarray(G, dtype=float).reshape(len(Z), -1)
+        for sl in self._chunks(len(Z), self.n_params):
+            out[sl] = self._np(per(self._theta_t, self._t(Z[sl]), self._t(G[sl])))
+        return out
+
+    def total_gradient(self, Z, G):
+        G = np.asarray(G, dtype=float).reshape(len(Z), -1)
+        total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
+        for sl in self._chunks(len(Z)):
+            x = self._t(Z[sl])
+            _, pull = vjp(lambda th: self._f(th, x), self._theta_t)
+            total += pull(self._t(G[sl]))[0]
+        return self._np(total)
+
+    def jvp(self, Z, v):
+        v = self._t(v)
+        out = []
+        for sl in self._chunks(len(Z)):
+            x = self._t(Z[sl])
+            out.append(jvp(lambda th: self._f(th, x), (self._theta_t,), (v,))[1])
+        return self._np(torch.cat(out))
+
+    def jacobian_quadratic(self, Z, A):
+        A = self._t(A)
+        out = np.empty((len(Z), self.n_outputs, self.n_outputs))
+        for sl, J in self._jacobian_chunks(Z):
+            out[sl] = self._np(torch.einsum("bkp,blp->bkl", J @ A, J))
+        return out
+
+    # ---------------------------------------------------------------- curvature
+    def output_curvature(self, y, eta, kind):
+        """``W_i`` of the curvature: the family's, or sampled / observed outer products."""
+        if kind == "fisher" and self.fisher == "mc":
+            rng = np.random.default_rng(self._seed())
+            g = self.loss.gradient(self.loss.sample(eta, rng), eta)
+            return g[:, :, None] * g[:, None, :]
+        return self.loss.curvature(y, eta, kind)
+
+    def _seed(self):
+        rs = self.random_state
+        if isinstance(rs, np.random.RandomState):
+            return rs.randint(2**31)
+        return rs
+
+    def curvature(self, Z, y, c, kind="fisher"):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian)."""
+        p = self.n_params
+        eta = self.eta(Z)
+        W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+        lam, vec = np.linalg.eigh(W)                       # W_i = V diag(λ) Vᵀ
+        scale = np.abs(lam).max(axis=0)
+        keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
+        lam, vec = lam[:, keep], vec[:, :, keep]
+        M = torch.zeros((p, p), device=self.device, dtype=self.dtype)
+        for sl, J in self._jacobian_chunks(Z):
+            L = self._t(lam[sl])
+            B = torch.einsum("bkr,bkp->brp", self._t(vec[sl]), J) * L.abs().sqrt()[..., None]
+            B = B.reshape(-1, p)
+            sign = torch.sign(L).reshape(-1, 1)
+            M.addmm_(B.T, B * sign) if (L < 0).any() else M.addmm_(B.T, B)
+        if kind == "hessian":
+            M += self._residual_hessian(Z, np.asarray(c)[:, None] * self.loss.gradient(y, eta))
+        M = (M + M.T) / 2
+        return self._np(M)
+
+    def _psi_hvp(self, x, r):
+        """Tangent → Hessian-vector product of ``ψ(θ) = Σ r_iᵀ η_i(θ)`` on one chunk."""
+        g = grad(lambda th: (self._f(th, x) * r).sum())
+        return lambda v: jvp(g, (self._theta_t,), (v,))[1]
+
+    def _residual_hessian(self, Z, R):
+        """``Σ_i Σ_k R_ik ∇²η_ik`` as a dense p × p matrix, by blocks of HVPs."""
+        p, n = self.n_params, len(Z)
+        H = torch.zeros((p, p), device=self.device, dtype=self.dtype)
+        eye = torch.eye(p, device=self.device, dtype=self.dtype)
+        data = self._chunks(n)
+        width = max(1, _ELEMENTS // (64 * max(data[0].stop - data[0].start, 1)))
+        for sl in data:
+            hvp = vmap(self._psi_hvp(self._t(Z[sl]), self._t(R[sl])))
+            for j in range(0, p, width):
+                H[j:j + width] += hvp(eye[j:j + width])
+        return H
+
+    def curvature_matvec(self, Z, y, c, V, kind="fisher"):
+        """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
+
+        ``V`` has shape (p,) or (p, m). Per-sample curvatures ``W_i`` are recomputed on
+        each call, except for ``fisher="mc"``, whose sampled labels are drawn once per
+        ``(Z, y)`` and cached so that the operator is a fixed matrix.
+        """
+        key = (id(Z), len(Z), kind)
+        if getattr(self, "_mv_key", None) != key:
+            eta = self.eta(Z)
+            W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+            R = np.asarray(c)[:, None] * self.loss.gradient(y, eta) if kind == "hessian" else None
+            self._mv_key, self._mv_cache = key, (W, R)
+        W, R = self._mv_cache
+        V = np.asarray(V, dtype=float)
+        Vt = self._t(V.reshape(self.n_params, -1).T)          # (m, p)
+        out = torch.zeros_like(Vt)
+        for sl in self._chunks(len(Z), 8 * Vt.shape[0]):
+            x = self._t(Z[sl])
+            f = lambda th: self._f(th, x)  # noqa: E731
+            _, pull = vjp(f, self._theta_t)
+            U = vmap(lambda v: jvp(f, (self._theta_t,), (v,))[1])(Vt)       # (m, b, K)
+            U = torch.einsum("bkl,mbl->mbk", self._t(W[sl]), U)
+            out += vmap(lambda u: pull(u)[0])(U)
+            if R is not None:
+                out += vmap(self._psi_hvp(x, self._t(R[sl])))(Vt)
+        return self._np(out.T).reshape(V.shape)
+
+    def null_space(self):
+        """Softmax shift directions of an unpenalised last Linear layer, or None.
+
+        Adding the same vector to every output row of the last Linear layer (weights and
+        bias) shifts all logits equally and leaves the softmax loss unchanged. They are
+        returned (orthonormal) only if unpenalised and if the module's outputs on a few
+        training rows confirm the invariance.
+        """
+        if self.n_outputs < 2 or self._probe is None:
+            return None
+        last = [n for n, m in self.module.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+        K = self.n_outputs
+        offset, cols = 0, []
+        for name, size, shape in zip(self._names, self._sizes, self._shapes):
+            if name.rsplit(".", 1)[0] == last and shape[0] == K:
+                idx = offset + np.arange(size).reshape(K, -1)   # rows are outputs
+                for j in range(idx.shape[1]):
+                    z = np.zeros(self.n_params)
+                    z[idx[:, j]] = 1.0 / np.sqrt(K)
+                    cols.append(z)
+            offset += size
+        if not cols:
+            return None
+        Zs = np.column_stack(cols)
+        if np.any(self.penalty.hessian_diagonal() @ np.abs(Zs) > 0):
+            return None
+        shifts = np.stack([self.jvp(self._probe, z) for z in Zs.T[:2]])   # (2, m, K)
+        if not np.allclose(shifts, shifts[..., :1], atol=1e-8 * max(1.0, np.abs(shifts).max())):
+            return None
+        return Zs
+
+    # ------------------------------------------------------------------ write back
+    def with_params(self, theta):
+        """A deep copy of the skorch net / TorchModel carrying the parameters ``theta``."""
+        est = copy.deepcopy(self.estimator)
+        module = est.module if isinstance(est, TorchModel) else est.module_
+        own = dict(module.named_parameters())
+        theta = torch.as_tensor(np.asarray(theta, dtype=np.float64))
+        with torch.no_grad():
+            for name, chunk, shape in zip(self._names, torch.split(theta, self._sizes), self._shapes):
+                p = own[name]
+                p.copy_(chunk.view(shape).to(device=p.device, dtype=p.dtype))
+        if self._input_shape is not None:
+            _INPUTS[est] = (self._input_shape, self._probe)
+        return est
+
+
+def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="auto", batch_size=4096,
+                       random_state=None, curvature="fisher", fisher="exact", **kw):
+    """Adapter for a fitted skorch net or :class:`TorchModel` (see the module docstring).
+
+    ``solver`` and ``curvature`` are chosen by the influence estimator; they are accepted
+    here so that every adapter takes the same options.
+    """
+    return TorchAdapter(estimator, device=device, dtype=dtype, batch_size=batch_size,
+                        random_state=random_state, fisher=fisher)

@@ -1,0 +1,275 @@
+"""skorch nets against independent dense Hessians/GGNs and exact retraining.
+
+The reference objective is rebuilt here from torch's own losses (not from the adapter):
+``mean_i ℓ_i(θ) + λ/2 ‖θ‖²`` with ``λ`` the optimizer's weight decay. Nets are trained
+briefly with skorch, then minimised on that objective (L-BFGS, then Newton) to machine
+precision, so that "retraining without some points" is an exact warm-started solve.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification, make_regression
+from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
+from torch import nn
+from torch.func import functional_call
+
+from skinfluence import FisherInfluence, HessianInfluence, InfluenceWarning
+
+LAM = 0.02
+torch.set_num_threads(1)
+
+
+class MLP(nn.Module):
+    squeeze = False
+
+    def __init__(self, d=5, h=6, k=2, softmax=False):
+        super().__init__()
+        self.l1, self.l2, self.softmax = nn.Linear(d, h), nn.Linear(h, k), softmax
+        self.double()
+
+    def forward(self, x):
+        out = self.l2(torch.tanh(self.l1(x)))
+        if self.softmax:
+            return torch.softmax(out, dim=-1)
+        return out[:, 0] if self.squeeze else out
+
+
+class MLP1(MLP):  # one squeezed logit, what NeuralNetBinaryClassifier expects
+    squeeze = True
+
+    def __init__(self):
+        super().__init__(k=1)
+
+
+def _flat(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def _objective(module, X, y, kind):
+    """θ ↦ Σ_i w_i ℓ_i / Σ w + λ/2‖θ‖², written with torch's losses."""
+    names = [n for n, _ in module.named_parameters()]
+    shapes = [p.shape for p in module.parameters()]
+    sizes = [p.numel() for p in module.parameters()]
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+
+    def outputs(th):
+        params = {n: c.view(s) for n, c, s in zip(names, torch.split(th, sizes), shapes)}
+        return functional_call(module, params, (Xt,))
+
+    def per_sample(out):
+        if kind == "ce":
+            return nn.functional.cross_entropy(out, yt.long(), reduction="none")
+        if kind == "nll":  # skorch's NLLLoss path: log(p + eps)
+            return nn.functional.nll_loss(torch.log(out + torch.finfo(out.dtype).eps), yt.long(),
+                                          reduction="none")
+        if kind == "bce":
+            return nn.functional.binary_cross_entropy_with_logits(out, yt.double(), reduction="none")
+        return (out.reshape(-1) - yt.double().reshape(-1)) ** 2
+
+    def obj(th, w):
+        return (w * per_sample(outputs(th))).sum() / w.sum() + LAM / 2 * (th * th).sum()
+
+    return obj, outputs
+
+
+def _newton(obj, theta, w, steps=25):
+    for _ in range(steps):
+        g = torch.autograd.functional.jacobian(lambda t: obj(t, w), theta)
+        H = torch.autograd.functional.hessian(lambda t: obj(t, w), theta)
+        theta = theta - torch.linalg.solve(H, g)
+    return theta
+
+
+def _minimise(obj, theta, w):
+    """L-BFGS (a descent method: a minimum, not a saddle), then Newton to machine precision."""
+    th = theta.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([th], lr=1, max_iter=1000, tolerance_grad=1e-10, tolerance_change=0,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = obj(th, w)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    theta = _newton(obj, th.detach(), w, steps=5)
+    assert np.linalg.eigvalsh(torch.autograd.functional.hessian(lambda t: obj(t, w), theta).numpy())[0] > 0
+    return theta
+
+
+def _set_flat(module, theta):
+    with torch.no_grad():
+        for p, c in zip(module.parameters(), torch.split(theta, [p.numel() for p in module.parameters()])):
+            p.copy_(c.view(p.shape))
+
+
+def _train(kind, n=80, seed=0):
+    torch.manual_seed(seed)
+    common = dict(optimizer=torch.optim.Adam, optimizer__weight_decay=LAM, lr=0.05, max_epochs=30,
+                  batch_size=-1, train_split=None, verbose=0)
+    if kind in ("ce", "nll"):
+        X, y = make_classification(n, 5, n_informative=3, n_redundant=0, flip_y=0.1, random_state=seed)
+        crit = nn.CrossEntropyLoss if kind == "ce" else nn.NLLLoss
+        net = NeuralNetClassifier(MLP, module__softmax=kind == "nll", criterion=crit, **common)
+    elif kind == "bce":
+        X, y = make_classification(n, 5, n_informative=3, n_redundant=0, flip_y=0.1, random_state=seed)
+        y = y.astype(np.float64)
+        net = NeuralNetBinaryClassifier(MLP1, **common)
+    else:
+        X, y = make_regression(n, 5, n_informative=4, noise=5.0, random_state=seed)
+        y = (y / y.std()).reshape(-1, 1)
+        net = NeuralNetRegressor(MLP, module__k=1, **common)
+    X = X.astype(np.float64)
+    net.fit(X, y)
+    obj, outputs = _objective(net.module_, X, y, kind)
+    theta = _minimise(obj, _flat(net.module_), torch.ones(n, dtype=torch.float64))
+    _set_flat(net.module_, theta)
+    return net, X, y, obj, outputs, theta
+
+
+@pytest.fixture(scope="module", params=["ce", "nll", "bce", "mse"])
+def trained(request):
+    return request.param, *_train(request.param)
+
+
+def test_hessian_matches_dense_autograd(trained):
+    kind, net, X, y, obj, _, theta = trained
+    inf = HessianInfluence(net, prefit=True).fit(X, y)
+    w = torch.ones(len(X), dtype=torch.float64)
+    H = torch.autograd.functional.hessian(lambda t: obj(t, w), theta).numpy()
+    assert inf.solver_ == "dense"
+    np.testing.assert_allclose(inf.curvature_, H, atol=1e-9 * np.abs(H).max())
+    np.testing.assert_allclose(inf.adapter_.theta, theta.numpy())
+    assert inf.convergence_ratio_ < 1e-6
+
+
+def test_fisher_matches_independent_ggn(trained):
+    kind, net, X, y, _, outputs, theta = trained
+    inf = FisherInfluence(net, prefit=True).fit(X, y)
+    J = torch.autograd.functional.jacobian(outputs, theta).numpy().reshape(len(X), -1, len(theta))
+    out = outputs(theta).detach().numpy().reshape(len(X), -1)
+    if kind in ("ce", "nll"):
+        p = out if kind == "nll" else np.exp(out - out.max(1, keepdims=True))
+        p = p / p.sum(1, keepdims=True)
+        if kind == "nll":  # η = log p: its Jacobian is J_p / p
+            J = J / out[:, :, None]
+        Lam = np.einsum("nk,kl->nkl", p, np.eye(p.shape[1])) - p[:, :, None] * p[:, None, :]
+    elif kind == "bce":
+        s = 1 / (1 + np.exp(-out))
+        Lam = (s * (1 - s))[:, :, None]
+    else:
+        Lam = np.full((len(X), 1, 1), 2.0)                   # (y − f)² has second derivative 2
+    G = np.einsum("nkp,nkl,nlq->pq", J, Lam, J) / len(X) + LAM * np.eye(len(theta))
+    np.testing.assert_allclose(inf.curvature_, G, atol=1e-6 * np.abs(G).max())
+
+
+def test_empirical_and_mc_fisher():
+    net, X, y, obj, outputs, theta = _train("ce", n=60)
+    inf = FisherInfluence(net, prefit=True, fisher="empirical").fit(X, y)
+    yt = torch.as_tensor(y)
+    grads = torch.stack([
+        torch.autograd.functional.jacobian(
+            lambda t, i=i: nn.functional.cross_entropy(outputs(t)[i:i + 1], yt[i:i + 1]), theta)
+        for i in range(len(X))]).numpy()
+    E = grads.T @ grads / len(X) + LAM * np.eye(len(theta))
+    np.testing.assert_allclose(inf.curvature_, E, atol=1e-9 * np.abs(E).max())
+    mc = [FisherInfluence(net, prefit=True, fisher="mc", random_state=0).fit(X, y).curvature_
+          for _ in range(2)]
+    np.testing.assert_array_equal(mc[0], mc[1])
+    exact = FisherInfluence(net, prefit=True).fit(X, y).curvature_
+    assert not np.allclose(mc[0], exact)
+    # sampled labels: unbiased, so the average over seeds approaches the exact Fisher
+    avg = np.mean([FisherInfluence(net, prefit=True, fisher="mc", random_state=s).fit(X, y).curvature_
+                   for s in range(40)], axis=0)
+    err1, err40 = (np.linalg.norm(m - exact) / np.linalg.norm(exact) for m in (mc[0], avg))
+    assert err40 < 0.3 * err1 and err40 < 0.15
+
+
+@pytest.mark.parametrize("kind, seed", [("ce", 1), ("mse", 0)])
+def test_unlearn_matches_retraining(kind, seed):
+    net, X, y, obj, outputs, theta = _train(kind, n=100, seed=seed)
+    before = copy.deepcopy(net.module_.state_dict())
+    inf = HessianInfluence(net, prefit=True).fit(X, y)
+    rng = np.random.default_rng(0)
+    for idx in ([3], rng.choice(len(X), 4, replace=False)):
+        w = torch.ones(len(X), dtype=torch.float64)
+        w[idx] = 0
+        exact = _minimise(obj, theta, w)              # retraining, warm-started
+        d_true = (exact - theta).numpy()
+        d_est = inf.parameter_change(idx)
+        # IJ is exactly −H⁻¹ ∇(objective without idx, scaled back to n) at θ̂ ...
+        H = torch.autograd.functional.hessian(lambda t: obj(t, torch.ones_like(w)), theta)
+        g = torch.autograd.functional.jacobian(lambda t: obj(t, w), theta) * w.sum() / len(w)
+        d_ij = -torch.linalg.solve(H, g).numpy()
+        np.testing.assert_allclose(inf.parameter_change(idx, "ij"), d_ij, atol=1e-9 * np.abs(d_ij).max())
+        # ... and NS (GGN down-date of the removed points) is close to retraining
+        assert np.corrcoef(d_true, d_est)[0, 1] > 0.95
+        assert abs(np.linalg.norm(d_est) / np.linalg.norm(d_true) - 1) < 0.4
+        new = inf.unlearn(idx)
+        assert type(new) is type(net) and new is not net
+        np.testing.assert_allclose(_flat(new.module_).numpy(), theta.numpy() + d_est)
+        # the training objective moves as retraining moves it
+        full = torch.ones(len(X), dtype=torch.float64)
+        dl_true = (obj(exact, full) - obj(theta, full)).item()
+        dl_est = (obj(_flat(new.module_), full) - obj(theta, full)).item()
+        assert dl_est == pytest.approx(dl_true, rel=0.4)
+    for k, v in net.module_.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+def test_approx_loocv_close_to_exact_loo():
+    net, X, y, obj, outputs, theta = _train("ce", n=80, seed=2)
+    inf = HessianInfluence(net, prefit=True).fit(X, y)
+    loo = inf.loo_decision()
+    eta = inf.adapter_.eta(X)
+    errs_full, errs_ns = [], []
+    for i in range(0, 80, 8):
+        w = torch.ones(len(X), dtype=torch.float64)
+        w[i] = 0
+        exact = outputs(_minimise(obj, theta, w)).detach().numpy()[i]
+        errs_full.append(np.abs(eta[i] - exact).max())
+        errs_ns.append(np.abs(loo[i] - exact).max())
+    assert np.median(errs_ns) < 0.2 * np.median(errs_full)
+    pred = inf.approx_loocv()
+    assert pred.shape == (80,) and set(pred) <= {0, 1}
+    proba = inf.approx_loocv(response_method="predict_proba")
+    np.testing.assert_allclose(proba.sum(1), 1)
+
+
+def test_unfitted_net_is_fitted_by_clone():
+    X, y = make_classification(60, 5, random_state=0)
+    net = NeuralNetClassifier(MLP, criterion=nn.CrossEntropyLoss, optimizer__weight_decay=LAM,
+                              max_epochs=5, batch_size=-1, train_split=None, verbose=0)
+    with pytest.warns(InfluenceWarning, match="not converged"):       # 5 epochs of SGD
+        inf = FisherInfluence(net, damping=1e-3).fit(X.astype(np.float64), y)
+    assert not hasattr(net, "module_") and inf.estimator_ is not net
+    assert inf.attribute(X[:3], y[:3]).shape == (3, 60)
+    # polish=True: Newton steps with the factorised curvature reach the optimum
+    net.set_params(optimizer=torch.optim.Adam, lr=0.05, max_epochs=500)
+    polished = HessianInfluence(net, polish=True).fit(X.astype(np.float64), y)
+    assert polished.convergence_ratio_ < 0.05 and polished.n_polish_steps_ > 0
+
+
+def test_bad_models_are_refused():
+    X, y = make_classification(40, 5, random_state=0)
+    X = X.astype(np.float64)
+    net = NeuralNetClassifier(MLP, criterion=nn.MultiMarginLoss, max_epochs=1, batch_size=-1,
+                              train_split=None, verbose=0).fit(X, y)
+    with pytest.raises(ValueError, match="MultiMarginLoss is not supported"):
+        HessianInfluence(net, prefit=True).fit(X, y)
+    net = NeuralNetClassifier(MLP, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.AdamW,
+                              max_epochs=1, batch_size=-1, train_split=None, verbose=0).fit(X, y)
+    with pytest.raises(ValueError, match="decoupled weight decay"):
+        HessianInfluence(net, prefit=True).fit(X, y)
+    with pytest.raises(TypeError, match="TorchModel"):
+        HessianInfluence(MLP(), prefit=True).fit(X, y)
+    net = NeuralNetClassifier(MLP, criterion=nn.CrossEntropyLoss, max_epochs=1, batch_size=-1,
+                              train_split=None, verbose=0).fit(X, y)
+    with pytest.raises(ValueError, match="sample shape|cannot be evaluated"):
+        HessianInfluence(net, prefit=True).fit(X[:, :3], y)
+    with pytest.raises(ValueError):
+        HessianInfluence(net, prefit=True, dtype="int8").fit(X, y)
