@@ -33,18 +33,10 @@ from skinfluence.fairness import (
     demographic_parity_difference,
     equal_opportunity_difference,
 )
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 METRIC = {"equal_opportunity": equal_opportunity_difference,
           "demographic_parity": demographic_parity_difference}
-
-
-def _median_time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
 
 
 def _row(name, model, test, t):
@@ -80,7 +72,7 @@ def main():
               f"({', '.join(sorted({i['internal_api'] for i in threadpool_info()}))}); "
               f"train n={len(train.y)}, test n={len(test.y)}, p={train.X.shape[1]}; "
               f"sensitive: sex; {est!r}")
-        t_fit, plain = _median_time(lambda: clone(est).fit(train.X, train.y), args.repeats)
+        t_fit, plain = median_time(lambda: clone(est).fit(train.X, train.y), args.repeats)
         acc0 = _row("unconstrained LogisticRegression", plain, test, t_fit)
         for constraint, Moment in [("equal_opportunity", "TruePositiveRateParity"),
                                    ("demographic_parity", "DemographicParity")]:
@@ -113,7 +105,7 @@ def main():
                 def fit_eg():
                     eg = ExponentiatedGradient(clone(est), constraints=moment())
                     return eg.fit(train.X, train.y, sensitive_features=train.sensitive)
-                t_eg, eg = _median_time(fit_eg, args.eg_repeats)
+                t_eg, eg = median_time(fit_eg, args.eg_repeats)
                 _row(f"ExponentiatedGradient ({Moment})", eg, test, t_eg)
                 print(f"  time ExponentiatedGradient / ours: {t_eg / t_ours:.1f}x")
 

@@ -23,20 +23,12 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from skinfluence import FisherInfluence, InfluenceWarning
 from skinfluence.datasets import adult_design, load_adult
 from skinfluence.refit import exact_loo_predictions
-
-
-def _median_time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 
 def _case(name, est, X, y, response, loss, args, rng):
     print(f"\n== {name}: {est!r}")
-    t_fit, _ = _median_time(lambda: clone(est).fit(X, y), args.repeats)
+    t_fit, _ = median_time(lambda: clone(est).fit(X, y), args.repeats)
     rows = {}
     for polish in (False, True):
         def job():
@@ -44,7 +36,7 @@ def _case(name, est, X, y, response, loss, args, rng):
                 warnings.simplefilter("ignore", InfluenceWarning)
                 inf = FisherInfluence(est, polish=polish).fit(X, y)
             return inf, inf.approx_loocv(response_method=response)
-        t, (inf, loo) = _median_time(job, args.repeats)
+        t, (inf, loo) = median_time(job, args.repeats)
         rows[polish] = (t, inf, loo)
         print(f"fit + approx_loocv (polish={polish!s:5}): {t:.3f}s = {t / t_fit:.2f} x one plain fit "
               f"({t_fit:.3f}s); convergence ratio {inf.convergence_ratio_:.2g}, "

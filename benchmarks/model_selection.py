@@ -15,7 +15,6 @@ Run: ``python benchmarks/model_selection.py [--repeats 3] [--threads 1]``
 """
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -25,15 +24,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence.datasets import adult_design
 from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_score
-
-
-def _median_time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 
 def main():
@@ -53,9 +44,9 @@ def main():
         # 1. 10-fold CV of LogisticRegression on all rows
         lr = LogisticRegression(max_iter=1000)
         cv = StratifiedKFold(10)
-        t_fit, _ = _median_time(lambda: LogisticRegression(max_iter=1000).fit(X, y), args.repeats)
-        t_ex, ex = _median_time(lambda: cross_val_score(lr, X, y, cv=cv, scoring="accuracy"), args.repeats)
-        t_ap, apx = _median_time(lambda: approx_cross_val_score(lr, X, y, cv=cv, scoring="accuracy"),
+        t_fit, _ = median_time(lambda: LogisticRegression(max_iter=1000).fit(X, y), args.repeats)
+        t_ex, ex = median_time(lambda: cross_val_score(lr, X, y, cv=cv, scoring="accuracy"), args.repeats)
+        t_ap, apx = median_time(lambda: approx_cross_val_score(lr, X, y, cv=cv, scoring="accuracy"),
                                  args.repeats)
         print("\n== 1. LogisticRegression 10-fold accuracy, n = 30162")
         print(f"one plain fit {t_fit:.2f}s; cross_val_score {t_ex:.2f}s; approx_cross_val_score {t_ap:.2f}s "
@@ -67,11 +58,11 @@ def main():
         Xs, ys = X[sub], y[sub]
         Cs = np.logspace(-3, 2, 12)
         cv5 = StratifiedKFold(5)
-        t_gs, gs = _median_time(lambda: GridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys),
+        t_gs, gs = median_time(lambda: GridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys),
                                 args.repeats)
-        t_ags, ags = _median_time(
+        t_ags, ags = median_time(
             lambda: ApproxGridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys), args.repeats)
-        t_lcv, lcv = _median_time(
+        t_lcv, lcv = median_time(
             lambda: LogisticRegressionCV(Cs=Cs, cv=cv5, scoring="neg_log_loss", max_iter=1000).fit(Xs, ys),
             args.repeats)
         i_gs, i_ags = gs.best_index_, ags.best_index_
@@ -88,8 +79,8 @@ def main():
         j = names.index("hours-per-week")
         Xr, yr = np.delete(X, j, axis=1), X[:, j]
         alphas = np.logspace(-2, 4, 12)
-        t_rcv, rcv = _median_time(lambda: RidgeCV(alphas=alphas).fit(Xr, yr), args.repeats)
-        t_arcv, arcv = _median_time(lambda: ApproxGridSearchCV(
+        t_rcv, rcv = median_time(lambda: RidgeCV(alphas=alphas).fit(Xr, yr), args.repeats)
+        t_arcv, arcv = median_time(lambda: ApproxGridSearchCV(
             Ridge(), {"alpha": alphas}, cv=LeaveOneOut(), scoring="neg_mean_squared_error").fit(Xr, yr),
             args.repeats)
         print("\n== 3. Ridge leave-one-out, 12 alphas, n = 30162")
@@ -103,13 +94,13 @@ def main():
         Xl, yl = Xr[sub], yr[sub]
         la = np.logspace(-4, -0.5, 12)
         kf = KFold(5)
-        t_lasso, lasso = _median_time(lambda: LassoCV(alphas=la, cv=kf, max_iter=10000).fit(Xl, yl), args.repeats)
+        t_lasso, lasso = median_time(lambda: LassoCV(alphas=la, cv=kf, max_iter=10000).fit(Xl, yl), args.repeats)
         # Adult's one-hot design keeps every level next to the intercept, so for small alphas the
         # curvature on the support is singular: a tiny damping makes it invertible
-        t_alasso, alasso = _median_time(lambda: ApproxGridSearchCV(
+        t_alasso, alasso = median_time(lambda: ApproxGridSearchCV(
             Lasso(max_iter=10000), {"alpha": la}, cv=kf, scoring="neg_mean_squared_error",
             damping=1e-6).fit(Xl, yl), args.repeats)
-        t_glasso, glasso = _median_time(lambda: GridSearchCV(
+        t_glasso, glasso = median_time(lambda: GridSearchCV(
             Lasso(max_iter=10000), {"alpha": la}, cv=kf, scoring="neg_mean_squared_error").fit(Xl, yl),
             args.repeats)
         # LassoCV's mse_path_ rows follow its alphas_, sorted decreasingly

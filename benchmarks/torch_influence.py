@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.datasets import adult_design
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 
 class MLP(torch.nn.Module):
@@ -56,15 +57,6 @@ def _pydvl():
     except ImportError:
         return None
     return DirectInfluence
-
-
-def _median(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
 
 
 def main():
@@ -102,7 +94,7 @@ def main():
         res = {}
         for name, cls in (("hessian", HessianInfluence), ("fisher", FisherInfluence)):
             est = cls(net, prefit=True, damping=args.damping)
-            res[name] = _median(lambda: est.fit(X64, y).attribute(Xt64, yt), args.repeats)
+            res[name] = median_time(lambda: est.fit(X64, y).attribute(Xt64, yt), args.repeats)
             print(f"skinfluence {name:8s} fit+attribute: {res[name][0]:7.2f} s  (solver={est.solver_})")
 
         Direct = _pydvl()
@@ -122,7 +114,7 @@ def main():
                 model = Direct(net.module_, loss, regularization=args.damping)
                 return model.fit(data).influences(torch.from_numpy(Xt64), torch.from_numpy(yt), x_t, y_t)
 
-            t_ref, ref = _median(lambda: run().detach().numpy(), args.repeats)
+            t_ref, ref = median_time(lambda: run().detach().numpy(), args.repeats)
             print(f"pyDVL DirectInfluence (Hessian) fit+influences: {t_ref:7.2f} s")
             for name, (t_ski, A) in res.items():
                 corr = abs(np.corrcoef(A.ravel(), ref.ravel())[0, 1])
@@ -135,7 +127,7 @@ def main():
                                        lr=3e-3, max_epochs=10, batch_size=256, train_split=None, verbose=0)
             netf.fit(Xf.astype(np.float32), yf)
             est = FisherInfluence(netf, prefit=True, damping=args.damping)
-            t_full, _ = _median(lambda: est.fit(Xf, yf).attribute(Xt64, yt), 1)
+            t_full, _ = median_time(lambda: est.fit(Xf, yf).attribute(Xt64, yt), 1)
             print(f"skinfluence fisher on the full train split (n={len(yf)}): fit+attribute {t_full:.1f} s")
 
 

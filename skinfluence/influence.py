@@ -38,7 +38,6 @@ from .curvature.operators import model_curvature
 from .curvature.proximal import prox_newton_step
 from .exceptions import InfluenceWarning
 from .models import make_adapter
-from .models.glm import is_supported_glm
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
 
