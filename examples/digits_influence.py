@@ -12,7 +12,7 @@ digit drawn the same way; the most *harmful* ones (most negative A) are look-ali
 of another class or mislabelled-looking strokes.
 
 The grid is saved as ``digits_influence.png`` (or the path given as first argument).
-Runs in well under a minute on 2 CPU cores.
+Runs in one to three minutes on 2 CPU cores (mostly the L-BFGS finish of the training).
 """
 
 import sys
