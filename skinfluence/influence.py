@@ -38,6 +38,7 @@ from .curvature.operators import model_curvature
 from .curvature.proximal import prox_newton_step
 from .exceptions import InfluenceWarning
 from .models import make_adapter
+from .refit import fit_weighted
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
 
@@ -165,21 +166,10 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                 raise ValueError(f"a torch module ({type(last).__name__}) cannot be fitted by "
                                  "skinfluence: train it, then pass prefit=True")
             return copy.deepcopy(est)
-        if type(last).__module__.startswith("skorch") and not self.prefit:
-            if sample_weight is not None:
-                raise ValueError("skorch nets do not take sample_weight in fit; train the net with your "
-                                 "weighted loss and pass prefit=True with the same sample_weight")
-            if type(last).__name__ == "NeuralNetRegressor":  # skorch wants a column target
-                y = np.asarray(y).reshape(-1, 1)
         if self.prefit:
-            check_is_fitted(est[-1] if isinstance(est, Pipeline) else est)
+            check_is_fitted(last)
             return copy.deepcopy(est)
-        est = clone(est)
-        if sample_weight is None:
-            return est.fit(X, y)
-        if isinstance(est, Pipeline):
-            return est.fit(X, y, **{f"{est.steps[-1][0]}__sample_weight": sample_weight})
-        return est.fit(X, y, sample_weight=sample_weight)
+        return fit_weighted(clone(est), X, y, sample_weight)
 
     def fit(self, X, y, sample_weight=None):
         """Fit the estimator (unless ``prefit``) and factorise its curvature.
@@ -289,6 +279,11 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
     def _data_gradient(self):
         return self.adapter_.total_gradient(self._Z, self._c[:, None] * self._g)
 
+    def _objective(self):
+        """Training objective ``Σ c_i ℓ_i + π`` at the current parameters (up to a constant)."""
+        ad = self.adapter_
+        return float(self._c @ ad.loss.loss(self._y, self._eta)) + ad.penalty.value(ad.theta)
+
     def _convergence_ratio(self):
         """‖Newton step to the optimum‖ relative to a typical leave-one-out step."""
         ad = self.adapter_
@@ -319,15 +314,37 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                 InfluenceWarning,
                 stacklevel=3,
             )
+        best = (ratio, dict(vars(self)))
         while self.polish and ratio > target and self.n_polish_steps_ < max_steps:
-            ad = self.adapter_
-            # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept)
-            new = ad.theta - self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
+            ad, f0 = self.adapter_, self._objective()
+            # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept),
+            # halved until the objective falls: a net's Gauss–Newton or damped curvature
+            # promises descent only for short steps
+            step = self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
+            for t in 0.5 ** np.arange(10):
+                self._set_model(make_adapter(ad.with_params(ad.theta - t * step),
+                                             **self._adapter_options()), refactor=False)
+                if self._objective() <= f0:
+                    break
+            else:
+                break
             # a network's curvature moves with θ: refactorise every step (quadratic convergence)
-            refactor = ratio > 1 or hasattr(ad, "curvature_matvec")
-            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
+            if ratio > 1 or hasattr(ad, "curvature_matvec"):
+                self._set_model(self.adapter_)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
+            if ratio < best[0]:
+                best = (ratio, dict(vars(self)))
+        if self.polish and ratio > best[0]:  # keep the parameters closest to the optimum
+            ratio = best[0]
+            vars(self).clear()
+            vars(self).update(best[1])
+        if self.polish and ratio > threshold:
+            warnings.warn(
+                f"polishing stopped {ratio:.0%} of a typical leave-one-out change away from the "
+                f"optimum after {self.n_polish_steps_} Newton step(s) with the {self._curvature_kind} "
+                "curvature, too far for influence to be reliable: train the model closer to "
+                "convergence first", InfluenceWarning, stacklevel=3)
         self.convergence_ratio_ = ratio
 
     # ---------------------------------------------------------------- building blocks

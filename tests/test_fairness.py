@@ -1,16 +1,23 @@
 """Tests of skinfluence.fairness: metrics against fairlearn, InfluenceReweighing on
 synthetic data with injected label bias, the linear programme's constraints, bad input."""
 
+import copy
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import skorch
+import torch
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
+from sklearn.neighbors import KNeighborsClassifier
+
+from skinfluence import InfluenceWarning
+from skinfluence.refit import fit_weighted
 
 from skinfluence.fairness import (
     FairnessWarning,
@@ -31,6 +38,17 @@ def biased_data(n=1200, flip=0.5, seed=0):
     flipped = (a == 0) & (y == 1) & (rng.random(n) < flip)
     y[flipped] = 0
     return np.column_stack([X, a]), y, a, flipped
+
+
+class TwoLayer(torch.nn.Module):
+    """The two-layer classifier of the skorch test (module level: skorch nets are copied by pickling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+    def forward(self, x):
+        return self.net(x)
 
 
 def lr():
@@ -245,13 +263,36 @@ def test_unsupported_estimator(est):
 
 
 def test_estimator_without_sample_weight():
-    skorch = pytest.importorskip("skorch")
-    torch = pytest.importorskip("torch")
     X, y, a, _ = biased_data(n=200)
-    net = skorch.NeuralNetClassifier(torch.nn.Linear, module__in_features=4,
-                                     module__out_features=2, max_epochs=1, verbose=0)
     with pytest.raises(TypeError, match="does not accept sample_weight"):
-        InfluenceReweighing(net).fit(X.astype(np.float32), y, sensitive_features=a)
+        InfluenceReweighing(KNeighborsClassifier()).fit(X, y, sensitive_features=a)
+
+
+@pytest.mark.parametrize("curvature", ["fisher", "hessian"])
+def test_skorch_mlp_is_fine_tuned_on_the_fairness_weights(curvature):
+    X, y, a, flipped = biased_data(flip=0.3)
+    X = X.astype(np.float32)
+    net = skorch.NeuralNetClassifier(TwoLayer, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
+                                     lr=0.02, optimizer__weight_decay=1e-3, max_epochs=300,
+                                     batch_size=-1, train_split=None, verbose=0)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InfluenceWarning)  # Adam stops short of the optimum
+        m = InfluenceReweighing(net, constraint="equal_opportunity", curvature=curvature,
+                                damping=0.02 if curvature == "hessian" else 0.0,
+                                validation_fraction=0.3, random_state=0).fit(X, y, sensitive_features=a)
+    assert not hasattr(net, "module_")                    # the user's net is untouched
+    assert type(m.estimator_) is type(net) and m.estimator_ is not m.influence_.estimator_
+    r = m.report_
+    assert r["gap_after"] < 0.5 * r["gap_before"] and r["accuracy_after"] > r["accuracy_before"] - 0.03
+    tr = ~m.validation_mask_
+    assert m.removal_[flipped[tr]].sum() / m.removal_.sum() > 3 * flipped[tr].mean()
+    # control: the same fine-tuning with unit weights leaves the gap where it was
+    ctrl = fit_weighted(copy.deepcopy(m.influence_.estimator_), X[tr], y[tr], np.ones(tr.sum()),
+                        warm_start=True)
+    va = m.validation_mask_
+    gap = equal_opportunity_difference(y[va], ctrl.predict(X[va]), sensitive_features=a[va])
+    assert gap > 0.75 * r["gap_before"]
 
 
 def test_bad_params():

@@ -367,8 +367,6 @@ def test_skorch_errors():
                                        max_epochs=1, train_split=None, verbose=0)
     with pytest.raises(ValueError, match="decoupled weight decay"):
         HessianInfluence(adamw).fit(X, (y > 0).astype(np.int64))
-    with pytest.raises(ValueError, match="sample_weight"):
-        HessianInfluence(adamw).fit(X, (y > 0).astype(np.int64), sample_weight=np.ones(40))
     with pytest.raises(ValueError, match="not fitted|not initialized"):
         HessianInfluence(skorch.NeuralNetClassifier(_MLP), prefit=True).fit(X, (y > 0).astype(np.int64))
 

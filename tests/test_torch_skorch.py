@@ -7,16 +7,19 @@ precision, so that "retraining without some points" is an exact warm-started sol
 """
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
 from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 from torch.func import functional_call
 
 from skinfluence import FisherInfluence, HessianInfluence, InfluenceWarning
+from skinfluence.refit import fit_weighted
 
 LAM = 0.02
 torch.set_num_threads(1)
@@ -273,3 +276,61 @@ def test_bad_models_are_refused():
         HessianInfluence(net, prefit=True).fit(X[:, :3], y)
     with pytest.raises(ValueError):
         HessianInfluence(net, prefit=True, dtype="int8").fit(X, y)
+
+
+@pytest.mark.parametrize("kind", ["ce", "nll", "bce", "mse"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_weighted_fit_equals_duplicated_rows(kind, reduction):
+    """Integer weights train the same net as repeated rows (full batch, same seed)."""
+    net, X, y, *_ = _train(kind, n=50, seed=3)
+    net = clone(net).set_params(criterion__reduction=reduction, max_epochs=15, lr=0.01)
+    w = np.random.default_rng(0).integers(0, 3, len(X)).astype(float)
+    rows = np.repeat(np.arange(len(X)), w.astype(int))
+    torch.manual_seed(5)
+    weighted = fit_weighted(clone(net), X, y, w)
+    torch.manual_seed(5)
+    repeated = clone(net).fit(X[rows], y[rows])
+    assert type(weighted) is type(net)
+    np.testing.assert_allclose(weighted.predict_proba(X) if kind != "mse" else weighted.predict(X),
+                               repeated.predict_proba(X) if kind != "mse" else repeated.predict(X),
+                               atol=1e-8)
+    # warm start continues from the fitted parameters instead of re-initialising
+    before = _flat(weighted.module_)
+    fit_weighted(weighted, X, y, w, warm_start=True)
+    after = _flat(weighted.module_)
+    assert 0 < (after - before).norm() < 0.5 * before.norm()
+
+
+def test_sample_weighted_influence_matches_weighted_objective():
+    net, X, y, obj, outputs, theta = _train("ce", n=60, seed=4)
+    w = np.random.default_rng(1).uniform(0.2, 2.0, len(X))
+    wt = torch.as_tensor(w)
+    fitted = fit_weighted(clone(net), X, y, w)
+    _set_flat(fitted.module_, _minimise(obj, _flat(fitted.module_), wt))
+    inf = HessianInfluence(fitted, prefit=True).fit(X, y, sample_weight=w)
+    H = torch.autograd.functional.hessian(lambda t: obj(t, wt), _flat(fitted.module_)).numpy()
+    np.testing.assert_allclose(inf.curvature_, H, atol=1e-9 * np.abs(H).max())
+    assert inf.convergence_ratio_ < 1e-6        # the weighted gradient vanishes where obj is minimal
+    # an unfitted net is fitted on the weighted loss by the influence estimator itself
+    unfitted = FisherInfluence(clone(net).set_params(max_epochs=300), polish=True).fit(X, y, sample_weight=w)
+    assert unfitted.convergence_ratio_ < 0.05
+
+
+def test_polishing_never_moves_away_from_the_optimum():
+    """Gauss–Newton steps on an under-trained net: line search, best iterate kept, warning."""
+    X, y = make_classification(120, 5, n_informative=3, n_redundant=0, flip_y=0.2, random_state=0)
+    net = NeuralNetClassifier(MLP, criterion=nn.CrossEntropyLoss, optimizer__weight_decay=1e-4,
+                              lr=0.5, max_epochs=20, batch_size=-1, train_split=None, verbose=0)
+    torch.manual_seed(0)
+    net.fit(X.astype(np.float64), y)
+    with pytest.warns(InfluenceWarning, match="not converged"):
+        raw = FisherInfluence(net, prefit=True).fit(X, y)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        pol = FisherInfluence(net, prefit=True, polish=True).fit(X, y)
+    assert pol.n_polish_steps_ > 0
+    assert pol.convergence_ratio_ <= raw.convergence_ratio_
+    assert pol._objective() < raw._objective()
+    if pol.convergence_ratio_ > 0.05:
+        with pytest.warns(InfluenceWarning, match="polishing stopped"):
+            FisherInfluence(net, prefit=True, polish=True).fit(X, y)

@@ -57,10 +57,10 @@ class Factorization:
             M += Z @ Z.T
         M[np.diag_indices_from(M)] += self.damping
         self.matrix = M
-        self._chol = self._factor(M)
+        self._chol = self._factor(M, self.damping)
 
     @staticmethod
-    def _factor(M):
+    def _factor(M, damping=0.0):
         if M.size == 0:
             return None
         if not np.all(np.isfinite(M)):
@@ -73,8 +73,8 @@ class Factorization:
         lo, hi = eig[0], eig[-1]
         kind = "indefinite" if lo < -1e-10 * max(hi, 1.0) else "singular"
         raise CurvatureError(
-            f"the curvature is {kind} (eigenvalues from {lo:.3g} to {hi:.3g}); "
-            f"pass damping >= {max(-lo, 0) + 1e-6 * max(hi, 1.0):.3g}, a stronger penalty, "
+            f"the curvature is {kind} (eigenvalues from {lo - damping:.3g} to {hi - damping:.3g}); "
+            f"pass damping >= {damping + max(-lo, 0) + 1e-6 * max(hi, 1.0):.3g}, a stronger penalty, "
             "or use FisherInfluence, whose curvature is positive semi-definite"
         )
 
@@ -125,7 +125,7 @@ class Factorization:
             M = self.matrix - Ua.T @ CU[:, a]
             if diag is not None:
                 M[np.diag_indices_from(M)] -= np.broadcast_to(diag, a.shape)[a]
-            xs = linalg.cho_solve(self._factor(M), b[a], check_finite=False)
+            xs = linalg.cho_solve(self._factor(M, self.damping), b[a], check_finite=False)
             return self._expand(xs, b.shape)
         if C.ndim == 3:
             C = linalg.block_diag(*C)

@@ -14,7 +14,8 @@ fallback::
 
     min fᵀx  s.t.   uᵀx ≤ 0,   Σx ≤ α n,   0 ≤ x ≤ 1.
 
-The model is then refitted with ``sample_weight = w``. The smooth gap is the
+The model is then refitted with ``sample_weight = w`` (a net: fine-tuned from its fitted
+parameters on the weighted loss). The smooth gap is the
 difference of mean predicted probabilities of the favourable class between the
 groups with the largest and the smallest mean (demographic parity), or the same on
 the samples whose true label is favourable (equal opportunity).
@@ -22,6 +23,7 @@ the samples whose true label is favourable (equal opportunity).
 
 from __future__ import annotations
 
+import copy
 import numbers
 import warnings
 
@@ -37,10 +39,11 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, has_fit_parameter
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from ..influence import FisherInfluence, HessianInfluence
 from ..models import make_adapter
+from ..refit import is_skorch, fit_weighted, supports_sample_weight
 from .metrics import demographic_parity_difference, encode_groups, equal_opportunity_difference
 
 __all__ = ["InfluenceReweighing", "FairnessWarning"]
@@ -88,12 +91,6 @@ def solve_reweighing_lp(utility_influence, fairness_influence, gap, *, alpha, be
     return np.clip(res.x, 0.0, 1.0), fallback
 
 
-def _fit_weighted(estimator, X, y, sample_weight):
-    if isinstance(estimator, Pipeline):
-        return estimator.fit(X, y, **{f"{estimator.steps[-1][0]}__sample_weight": sample_weight})
-    return estimator.fit(X, y, sample_weight=sample_weight)
-
-
 def _positive_proba(adapter, eta):
     """Probability of the favourable class (``classes_[1]``) and its η-gradient, (m,), (m, K)."""
     if adapter.n_outputs == 1:
@@ -135,7 +132,13 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     estimator : classifier
         Any binary classifier an influence estimator supports (LogisticRegression,
         SGDClassifier with log loss, a Pipeline ending in one, a skorch classifier).
-        It is cloned; the original is never modified.
+        It is cloned; the original is never modified. A scikit-learn model is refitted
+        from scratch with the weights; a skorch net is trained once, then that net is
+        fine-tuned on the weighted loss for ``max_epochs`` more epochs (a warm start: a
+        fresh initialisation would land in another local minimum, and influence
+        functions describe a local change of the fitted parameters). A net is used as
+        trained (no Newton polishing: stochastic training stops far from the optimum
+        on the scale of one point's influence, and the influence estimator warns so).
     constraint : {"demographic_parity", "equal_opportunity"}, default="demographic_parity"
         Demographic parity: equal rates of favourable predictions across groups.
         Equal opportunity: equal true positive rates across groups.
@@ -179,7 +182,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     estimator_ : classifier
-        The estimator refitted with the fairness weights.
+        The estimator refitted (a net: fine-tuned) with the fairness weights.
     influence_ : FisherInfluence or HessianInfluence
         The influence estimator fitted on the training part (its ``estimator_`` is the
         model before reweighing).
@@ -305,10 +308,9 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if not is_classifier(self.estimator):
             raise TypeError(f"estimator must be a classifier, got {type(self.estimator).__name__}")
         last = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
-        if not has_fit_parameter(last, "sample_weight"):
-            raise TypeError(
-                f"{type(last).__name__}.fit does not accept sample_weight, which the refit "
-                "with the fairness weights needs (skorch nets: not supported yet)")
+        if not supports_sample_weight(self.estimator):
+            raise TypeError(f"{type(last).__name__}.fit does not accept sample_weight, which the "
+                            "refit with the fairness weights needs")
         if y is None:
             raise ValueError("y is required")
         check_consistent_length(X, y)
@@ -337,7 +339,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         y_tr, y_va = y_raw[tr], y_raw[va]
 
         Influence = FisherInfluence if self.curvature == "fisher" else HessianInfluence
-        inf = Influence(self.estimator, damping=self.damping, polish=True,
+        inf = Influence(self.estimator, damping=self.damping, polish=not is_skorch(last),
                         random_state=self.random_state)
         inf.fit(X_tr, y_tr, sample_weight=None if sample_weight is None else sw[tr])
         ad = inf.adapter_
@@ -365,7 +367,11 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
         weights = np.zeros(n)
         weights[tr] = sw[tr] * (1.0 - x)
-        self.estimator_ = _fit_weighted(clone(self.estimator), X_tr, y_tr, weights[tr])
+        if is_skorch(last):  # a net: fine-tune the fitted one on the weighted loss
+            self.estimator_ = fit_weighted(copy.deepcopy(inf.estimator_), X_tr, y_tr, weights[tr],
+                                           warm_start=True)
+        else:
+            self.estimator_ = fit_weighted(clone(self.estimator), X_tr, y_tr, weights[tr])
         refit = make_adapter(self.estimator_, **inf._adapter_options())
         after = self._evaluate(refit, X_va, y_va, codes[va], sw[va])
 
