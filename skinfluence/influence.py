@@ -279,10 +279,12 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
     def _data_gradient(self):
         return self.adapter_.total_gradient(self._Z, self._c[:, None] * self._g)
 
-    def _objective(self):
-        """Training objective ``Σ c_i ℓ_i + π`` at the current parameters (up to a constant)."""
+    def _objective(self, theta=None):
+        """Training objective ``Σ c_i ℓ_i + π`` at ``theta`` (default: θ̂), up to a constant."""
         ad = self.adapter_
-        return float(self._c @ ad.loss.loss(self._y, self._eta)) + ad.penalty.value(ad.theta)
+        eta = self._eta if theta is None else ad.eta(self._Z, theta)
+        return float(self._c @ ad.loss.loss(self._y, eta)) + ad.penalty.value(
+            ad.theta if theta is None else theta)
 
     def _convergence_ratio(self):
         """‖Newton step to the optimum‖ relative to a typical leave-one-out step."""
@@ -322,15 +324,14 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             # promises descent only for short steps
             step = self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
             for t in 0.5 ** np.arange(10):
-                self._set_model(make_adapter(ad.with_params(ad.theta - t * step),
-                                             **self._adapter_options()), refactor=False)
-                if self._objective() <= f0:
+                if self._objective(ad.theta - t * step) <= f0:
                     break
             else:
                 break
             # a network's curvature moves with θ: refactorise every step (quadratic convergence)
-            if ratio > 1 or hasattr(ad, "curvature_matvec"):
-                self._set_model(self.adapter_)
+            refactor = ratio > 1 or hasattr(ad, "curvature_matvec")
+            self._set_model(make_adapter(ad.with_params(ad.theta - t * step),
+                                         **self._adapter_options()), refactor)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
             if ratio < best[0]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
+from .._linalg import weighted_gram
 from ..exceptions import CurvatureError
 
 __all__ = ["Factorization"]
@@ -114,15 +115,18 @@ class Factorization:
             (with per-sample ``U``: the m × m matrix is then never formed).
         """
         b = np.asarray(b, dtype=float)
-        if U.ndim == 3:
-            CU = np.matmul(C, U).reshape(-1, U.shape[-1])
+        per_sample = U.ndim == 3
+        if per_sample:
+            K = U.shape[1]
             U = U.reshape(-1, U.shape[-1])
-        else:
-            CU = C @ U
         a = self.active
         Ua = U[:, a]
         if Ua.shape[0] >= Ua.shape[1]:
-            M = self.matrix - Ua.T @ CU[:, a]
+            if per_sample and K == 1:  # one output per sample: a weighted Gram matrix
+                M = self.matrix - weighted_gram(Ua, C[:, 0, 0])
+            else:
+                CU = np.matmul(C, Ua.reshape(-1, K, Ua.shape[1])).reshape(Ua.shape) if per_sample else C @ Ua
+                M = self.matrix - Ua.T @ CU
             if diag is not None:
                 M[np.diag_indices_from(M)] -= np.broadcast_to(diag, a.shape)[a]
             xs = linalg.cho_solve(self._factor(M, self.damping), b[a], check_finite=False)

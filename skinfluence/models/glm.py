@@ -41,6 +41,7 @@ from sklearn.linear_model import (
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._linalg import weighted_gram
 from .base import ModelAdapter
 from .families import Bernoulli, Gaussian, IdentityLink, LogLink, Multinomial, Tweedie
 from .penalties import ElasticNetPenalty
@@ -222,8 +223,12 @@ class GLMAdapter(ModelAdapter):
         W = self.loss.curvature(y, self.eta(Z), kind) * c[:, None, None]
         M = np.empty((self.n_params, self.n_params))
         for k, l in self._blocks():
-            Zw = Z.multiply(W[:, k, l][:, None]) if sp.issparse(Z) else Z * W[:, k, l][:, None]
-            M[k::K, l::K] = np.asarray((Z.T @ Zw).todense() if sp.issparse(Zw) else Z.T @ Zw)
+            if sp.issparse(Z):
+                M[k::K, l::K] = (Z.T @ Z.multiply(W[:, k, l][:, None])).toarray()
+            elif k == l:
+                M[k::K, k::K] = weighted_gram(Z, W[:, k, k])
+            else:
+                M[k::K, l::K] = Z.T @ (Z * W[:, k, l][:, None])
         return M
 
     def null_space(self):
