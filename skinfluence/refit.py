@@ -63,6 +63,7 @@ class _WeightedLoss:
 def _fit_skorch(net, X, y, sample_weight, warm_start):
     if type(net).__name__ == "NeuralNetRegressor":  # skorch wants a column target
         y = np.asarray(y).reshape(len(y), -1)
+    warm_start = warm_start or net.warm_start
     if sample_weight is None:
         return net.partial_fit(X, y) if warm_start else net.fit(X, y)
     if not warm_start or not getattr(net, "initialized_", False):
@@ -99,7 +100,8 @@ def fit_weighted(estimator, X, y, sample_weight=None, *, warm_start=False):
     sample_weight : array-like of shape (n_samples,), default=None
     warm_start : bool, default=False
         skorch nets only: continue training from the current parameters
-        (``partial_fit``) instead of re-initialising. Influence functions describe a
+        (``partial_fit``) instead of re-initialising (also done when the net's own
+        ``warm_start`` is set). Influence functions describe a
         local change of the fitted parameters, so this is the refit they predict.
 
     Returns

@@ -13,6 +13,7 @@ from sklearn.model_selection import LeaveOneOut, ParameterGrid, check_cv
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.pipeline import Pipeline
 
+from ..refit import fit_weighted
 from ._validation import _check_method, _check_xy, _influence, _sample_weight, split_scores
 
 __all__ = ["ApproxGridSearchCV"]
@@ -136,10 +137,7 @@ class ApproxGridSearchCV(BaseSearchCV):
                 est.steps[-1] = (est.steps[-1][0], warm)
             else:
                 est = warm
-        if sample_weight is None:
-            return est.fit(X, y)
-        key = f"{est.steps[-1][0]}__sample_weight" if isinstance(est, Pipeline) else "sample_weight"
-        return est.fit(X, y, **{key: sample_weight})
+        return fit_weighted(est, X, y, sample_weight)
 
     def _evaluate(self, base, params, X, y, sample_weight, previous, splits, scorers, loo,
                   score_params):
@@ -220,13 +218,8 @@ class ApproxGridSearchCV(BaseSearchCV):
             self.best_params_ = results["params"][self.best_index_]
         if self.refit:
             start = time.perf_counter()
-            self.best_estimator_ = clone(base).set_params(**clone(self.best_params_, safe=False))
-            if sample_weight is None:
-                self.best_estimator_.fit(X, y)
-            else:
-                key = (f"{self.best_estimator_.steps[-1][0]}__sample_weight"
-                       if isinstance(self.best_estimator_, Pipeline) else "sample_weight")
-                self.best_estimator_.fit(X, y, **{key: sample_weight})
+            best = clone(base).set_params(**clone(self.best_params_, safe=False))
+            self.best_estimator_ = fit_weighted(best, X, y, sample_weight)
             self.refit_time_ = time.perf_counter() - start
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
