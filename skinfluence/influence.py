@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -50,11 +51,8 @@ DENSE_MAX_PARAMS = 12_000    # solver="auto": dense curvature up to this many pa
 
 
 def _is_torch_module(obj):
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(obj, torch.nn.Module)
+    torch = sys.modules.get("torch")  # a torch object means torch is imported: never import it here
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def _check_memory(shape, what):
@@ -320,18 +318,21 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         while self.polish and ratio > target and self.n_polish_steps_ < max_steps:
             ad, f0 = self.adapter_, self._objective()
             # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept),
-            # halved until the objective falls: a net's Gauss–Newton or damped curvature
-            # promises descent only for short steps
+            # halved until the objective does not rise: a net's Gauss–Newton or damped
+            # curvature promises descent only for short steps. Near the optimum the
+            # decrease is below the objective's rounding error, hence the tolerance.
             step = self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
             for t in 0.5 ** np.arange(10):
-                if self._objective(ad.theta - t * step) <= f0:
+                new = ad.theta - t * step
+                if not ad.penalty.is_smooth:  # stay in the orthant: a crossing ℓ1 coordinate stops at 0
+                    new[np.sign(new) != np.sign(ad.theta)] = 0.0
+                if self._objective(new) <= f0 + 1e-10 * abs(f0):
                     break
             else:
                 break
             # a network's curvature moves with θ: refactorise every step (quadratic convergence)
             refactor = ratio > 1 or hasattr(ad, "curvature_matvec")
-            self._set_model(make_adapter(ad.with_params(ad.theta - t * step),
-                                         **self._adapter_options()), refactor)
+            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
             if ratio < best[0]:

@@ -178,7 +178,7 @@ class ApproxGridSearchCV(BaseSearchCV):
 
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         loo = isinstance(cv, LeaveOneOut)
-        splits = list(cv.split(X, y, **routed.splitter.split))
+        splits = [] if loo else list(cv.split(X, y, **routed.splitter.split))  # LOO: closed form
         n_splits = 1 if loo else len(splits)
         self.n_splits_ = n_splits
         candidates = list(ParameterGrid(self.param_grid))

@@ -72,8 +72,10 @@ def _check_xy(X, y):
 
 
 def _splits(cv, X, y, groups, estimator):
+    """The checked splitter and its splits (none for leave-one-out: the closed form needs
+    no index arrays, and n of them cost O(n²))."""
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
-    return cv, list(cv.split(X, y, groups))
+    return cv, [] if isinstance(cv, LeaveOneOut) else list(cv.split(X, y, groups))
 
 
 def held_out_outputs(influence, X, splits, method="ns"):

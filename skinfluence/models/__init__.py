@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 from sklearn.pipeline import Pipeline
 
@@ -45,14 +46,10 @@ class PipelineAdapter:
 
 
 def _is_torch_model(estimator) -> bool:
-    mod = type(estimator).__module__
-    if mod.startswith("skorch"):
+    if type(estimator).__module__.startswith("skorch"):
         return True
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(estimator, torch.nn.Module)
+    torch = sys.modules.get("torch")  # a torch object means torch is imported: never import it here
+    return torch is not None and isinstance(estimator, torch.nn.Module)
 
 
 def make_adapter(estimator, **options) -> ModelAdapter:
