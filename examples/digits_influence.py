@@ -12,7 +12,8 @@ digit drawn the same way; the most *harmful* ones (most negative A) are look-ali
 of another class or mislabelled-looking strokes.
 
 The grid is saved as ``digits_influence.png`` (or the path given as first argument).
-Runs in one to three minutes on 2 CPU cores (mostly the L-BFGS finish of the training).
+Measured on a 2-core machine shared with a test run: training (Adam, then the L-BFGS
+finish) 285 s, test accuracy 0.981; the Fisher influence of all 1,437 training images 1.8 s.
 """
 
 import sys
