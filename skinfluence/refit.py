@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import has_fit_parameter
 
 __all__ = ["fit_weighted", "supports_sample_weight", "refit_without", "exact_loo_predictions"]
 
@@ -25,8 +26,6 @@ def is_skorch(estimator) -> bool:
 
 def supports_sample_weight(estimator) -> bool:
     """Whether :func:`fit_weighted` can fit ``estimator`` (or a Pipeline's last step) with weights."""
-    from sklearn.utils.validation import has_fit_parameter
-
     last = estimator[-1] if isinstance(estimator, Pipeline) else estimator
     return is_skorch(last) or has_fit_parameter(last, "sample_weight")
 
