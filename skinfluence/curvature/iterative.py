@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..exceptions import CurvatureError
+from .operators import symmetric_matrix
 
 __all__ = ["conjugate_gradient", "lissa", "IterativeSolver"]
 
@@ -201,13 +202,7 @@ class IterativeSolver:
 
     def inverse(self, block=512):
         """Dense ``M⁻¹`` by ``p`` solves (in blocks of columns): only for moderate ``p``."""
-        p = self.n_params
-        out = np.empty((p, p))
-        for j in range(0, p, block):
-            E = np.zeros((p, min(block, p - j)))
-            E[np.arange(j, j + E.shape[1]), np.arange(E.shape[1])] = 1.0
-            out[:, j:j + E.shape[1]] = self.solve(E)
-        return (out + out.T) / 2
+        return symmetric_matrix(self.solve, self.n_params, block)
 
     def downdated_solve(self, b, U, C, diag=None):
         """Solve ``(M − Uᵀ C U − diag(d)) x = b`` by iterating with the down-dated operator.

@@ -14,6 +14,17 @@ import numpy as np
 __all__ = ["CurvatureOperator", "model_curvature"]
 
 
+def symmetric_matrix(apply, p, block=256):
+    """The ``p × p`` symmetric matrix of a linear map, from its action on column blocks
+    of the identity (symmetrised against rounding)."""
+    M = np.empty((p, p))
+    for j in range(0, p, block):
+        E = np.zeros((p, min(block, p - j)))
+        E[np.arange(j, j + E.shape[1]), np.arange(E.shape[1])] = 1.0
+        M[:, j:j + E.shape[1]] = apply(E)
+    return (M + M.T) / 2
+
+
 class CurvatureOperator:
     """Symmetric linear operator ``M`` with ``matvec`` and, where p allows, ``dense()``.
 
@@ -58,13 +69,7 @@ class CurvatureOperator:
             M = np.array(self._dense(), dtype=float)
             M[np.diag_indices_from(M)] += self.diagonal
             return M
-        p = self.n_params
-        M = np.empty((p, p))
-        for j in range(0, p, block):
-            E = np.zeros((p, min(block, p - j)))
-            E[np.arange(j, j + E.shape[1]), np.arange(E.shape[1])] = 1.0
-            M[:, j:j + E.shape[1]] = self.matvec(E)
-        return (M + M.T) / 2
+        return symmetric_matrix(self.matvec, self.n_params, block)
 
     def add_diagonal(self, d):
         """A new operator ``M + diag(d)``."""
