@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas
 
-__all__ = ["weighted_gram"]
+__all__ = ["block_gram", "weighted_gram"]
 
 
 def weighted_gram(U, w):
@@ -23,3 +23,11 @@ def weighted_gram(U, w):
     S = np.sqrt(w)[:, None] * U
     upper = blas.dsyrk(1.0, S.T, trans=0)   # S.T is Fortran-ordered: no copy
     return np.triu(upper) + np.triu(upper, 1).T
+
+
+def block_gram(J, C):
+    """``Σ_i J_iᵀ C_i J_i`` for per-sample Jacobians ``J`` (m, K, p) and blocks ``C`` (m, K, K)."""
+    m, K, p = J.shape
+    if K == 1:  # one output per sample: a weighted Gram matrix
+        return weighted_gram(J[:, 0, :], C[:, 0, 0])
+    return J.reshape(-1, p).T @ np.matmul(C, J).reshape(-1, p)

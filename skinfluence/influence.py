@@ -33,6 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
+from ._linalg import block_gram
 from .curvature.factor import Factorization
 from .curvature.iterative import IterativeSolver
 from .curvature.operators import model_curvature
@@ -226,9 +227,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
     def _set_model(self, adapter, refactor=True):
         """Compute every per-sample piece and factorise the curvature at ``adapter.theta``.
 
-        With ``refactor=False`` the curvature of the previous parameters is kept (used
-        after a polishing step shorter than a leave-one-out step, whose effect on the
-        curvature is below the error of the Newton step itself).
+        With ``refactor=False`` the previous factorisation is kept (polishing's chord
+        steps; see :meth:`_check_convergence`).
         """
         self.adapter_ = adapter
         self.estimator_ = adapter.estimator
@@ -330,8 +330,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                     break
             else:
                 break
-            # a network's curvature moves with θ: refactorise every step (quadratic convergence)
-            refactor = ratio > 1 or hasattr(ad, "curvature_matvec")
+            # the curvature moves with θ: a step longer than a leave-one-out step changes it
+            # by more than the error of the Newton step itself (a network's, always)
+            refactor = hasattr(ad, "curvature_matvec") or (ratio > 1 and not ad.constant_curvature)
             self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
@@ -341,6 +342,10 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             ratio = best[0]
             vars(self).clear()
             vars(self).update(best[1])
+        ad = self.adapter_
+        if not np.array_equal(self._active, ad.penalty.active_set(ad.theta)):  # ℓ1 zeros appeared
+            self._set_model(ad)
+            ratio = self._convergence_ratio()
         if self.polish and ratio > threshold:
             warnings.warn(
                 f"polishing stopped {ratio:.0%} of a typical leave-one-out change away from the "
@@ -404,15 +409,6 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                     f"{self.adapter_.classes_[gone].tolist()}; the model would change its classes"
                 )
 
-    def _prox_step(self, grad, matvec, l1_factor):
-        """Proximal Newton step from θ̂ with smooth gradient ``grad`` and curvature ``matvec``."""
-        ad = self.adapter_
-        M = self.curvature_
-        lipschitz = np.linalg.eigvalsh(M)[-1] + self.damping
-        damped = lambda v: matvec(v) + self.damping * v  # noqa: E731
-        theta, _ = prox_newton_step(damped, lipschitz, grad, ad.theta, ad.penalty, l1_factor)
-        return theta
-
     def _newton_update(self, idx, g_delta, W_delta, share, method):
         """Δθ for a change of the objective on samples ``idx``.
 
@@ -431,10 +427,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         # ℓ1: proximal Newton on the new objective's quadratic model
         smooth_grad = self._data_gradient() + ad.penalty.smooth_gradient(ad.theta) - v
         smooth_grad += share * (ad.penalty.gradient(ad.theta) - ad.penalty.smooth_gradient(ad.theta))
-        p = J.shape[-1]
-        M = self.curvature_ - J.reshape(-1, p).T @ np.matmul(C, J).reshape(-1, p)
-        M[np.diag_indices_from(M)] -= pen_diag
-        return self._prox_step(smooth_grad, M.__matmul__, 1.0 - share) - ad.theta
+        M = self.curvature_ - block_gram(J, C)
+        M[np.diag_indices_from(M)] += self.damping - pen_diag
+        return prox_newton_step(M, smooth_grad, ad.theta, ad.penalty, 1.0 - share) - ad.theta
 
     # --------------------------------------------------------------- public API
     def parameter_gradients(self, X, output_gradients):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from .._linalg import weighted_gram
+from .._linalg import block_gram
 from ..exceptions import CurvatureError
 
 __all__ = ["Factorization"]
@@ -122,11 +122,8 @@ class Factorization:
         a = self.active
         Ua = U[:, a]
         if Ua.shape[0] >= Ua.shape[1]:
-            if per_sample and K == 1:  # one output per sample: a weighted Gram matrix
-                M = self.matrix - weighted_gram(Ua, C[:, 0, 0])
-            else:
-                CU = np.matmul(C, Ua.reshape(-1, K, Ua.shape[1])).reshape(Ua.shape) if per_sample else C @ Ua
-                M = self.matrix - Ua.T @ CU
+            M = self.matrix - (block_gram(Ua.reshape(-1, K, Ua.shape[1]), C) if per_sample
+                               else Ua.T @ (C @ Ua))
             if diag is not None:
                 M[np.diag_indices_from(M)] -= np.broadcast_to(diag, a.shape)[a]
             xs = linalg.cho_solve(self._factor(M, self.damping), b[a], check_finite=False)

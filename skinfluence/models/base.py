@@ -63,6 +63,11 @@ class ModelAdapter:
     def is_classifier(self) -> bool:
         return self.classes_ is not None
 
+    @property
+    def constant_curvature(self) -> bool:
+        """Whether the curvature is the same at every θ (a linear model, quadratic loss)."""
+        return False
+
     # ------------------------------------------------------------------ targets
     def encode_target(self, y):
         """Targets as the loss expects them (class codes for classifiers)."""

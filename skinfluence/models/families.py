@@ -97,6 +97,11 @@ class ScalarLoss:
     def is_canonical(self) -> bool:
         return self.link.name == self.canonical_link
 
+    @property
+    def is_quadratic(self) -> bool:
+        """Half squared error on the identity link: the curvature does not depend on η."""
+        return self.is_canonical and self.link.name == "identity"
+
     # half deviance and its μ-derivatives, vectorised over samples
     def unit_loss(self, y, mu):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -243,6 +248,7 @@ class Multinomial:
     """
 
     is_canonical = True
+    is_quadratic = False
 
     def __init__(self, n_classes):
         self.n_outputs = int(n_classes)

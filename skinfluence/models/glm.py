@@ -159,6 +159,10 @@ class GLMAdapter(ModelAdapter):
         self.theta = B.ravel().copy()
         self.penalty = ElasticNetPenalty(spec.l1, spec.l2, scale.ravel())
 
+    @property
+    def constant_curvature(self) -> bool:
+        return self.loss.is_quadratic
+
     # ------------------------------------------------------------------ data
     def data_weights(self, y, sample_weight):
         c = self._data_scale * sample_weight
