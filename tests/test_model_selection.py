@@ -6,6 +6,7 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import FitFailedWarning, NotFittedError
+from sklearn.metrics import check_scoring
 from sklearn.linear_model import (ElasticNet, Lasso, LogisticRegression, PoissonRegressor, Ridge,
                                   RidgeCV)
 from sklearn.model_selection import (GridSearchCV, KFold, LeaveOneOut, ShuffleSplit, cross_val_predict,
@@ -13,8 +14,11 @@ from sklearn.model_selection import (GridSearchCV, KFold, LeaveOneOut, ShuffleSp
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from skinfluence import HessianInfluence
 from skinfluence.model_selection import (ApproxGridSearchCV, approx_cross_val_predict,
                                          approx_cross_val_score)
+from skinfluence.model_selection._validation import (_FAST_METRICS, _fast_metric, _score_split,
+                                                     score_outputs)
 
 CV5 = KFold(5, shuffle=True, random_state=0)
 
@@ -119,6 +123,34 @@ def test_score_callable_int_cv_and_curvature(multiclass):
     exact = cross_val_score(LogisticRegression(), X, y, cv=5, scoring=scorer)   # StratifiedKFold for both
     np.testing.assert_allclose(approx, fisher, atol=1e-12)   # canonical link: Fisher == Hessian
     assert np.abs(approx - exact).max() <= 2 / 60 + 1e-12     # at most two flipped labels per fold
+
+
+@pytest.mark.parametrize("case", ["binary", "multiclass", "regression", "counts"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fast_metrics_equal_scorers(case, weighted, request):
+    """The metrics computed from held-out outputs equal scikit-learn's scorers."""
+    X, y = request.getfixturevalue(case)
+    est = {"binary": LogisticRegression(), "multiclass": LogisticRegression(),
+           "regression": Ridge(), "counts": PoissonRegressor()}[case]
+    inf = HessianInfluence(est).fit(X, y)
+    rng = np.random.default_rng(0)
+    test = rng.choice(len(y), 40, replace=False)
+    eta = inf.loo_decision()[test]
+    params = {"sample_weight": rng.random(len(y)) + 0.5} if weighted else {}
+    names = [None, *(n for n in _FAST_METRICS if _fast_metric(n, inf.adapter_) is not None)]
+    assert len(names) == (3 if inf.adapter_.is_classifier else 5)
+    for name in names:
+        scorer = check_scoring(est, scoring=name)
+        fast = _score_split(inf, name, scorer, eta, X, y, test, params)
+        kw = {k: v[test] for k, v in params.items()}
+        assert fast == pytest.approx(score_outputs(scorer, inf.adapter_, eta, X[test], y[test], **kw),
+                                     rel=1e-12, abs=1e-14), name
+    # special cases are left to scikit-learn: a fold without one of the classes
+    if inf.adapter_.is_classifier:
+        one_class = np.flatnonzero(y == y[0])[:10]
+        with pytest.raises(ValueError, match="label"):
+            _score_split(inf, "neg_log_loss", check_scoring(est, "neg_log_loss"),
+                         inf.loo_decision()[one_class], X, y, one_class, {})
 
 
 def test_loo_score_pooled(binary):

@@ -139,6 +139,14 @@ class ApproxGridSearchCV(BaseSearchCV):
                 est = warm
         return fit_weighted(est, X, y, sample_weight)
 
+    def _scorings(self, names):
+        """The scoring (a name, None or a callable) each scorer name was made from."""
+        if isinstance(self.scoring, dict):
+            return dict(self.scoring)
+        if isinstance(self.scoring, (list, tuple, set)):
+            return {s: s for s in self.scoring}
+        return {name: self.scoring for name in names} if names == ["score"] else {}
+
     def _evaluate(self, base, params, X, y, sample_weight, previous, splits, scorers, loo,
                   score_params):
         """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
@@ -148,7 +156,8 @@ class ApproxGridSearchCV(BaseSearchCV):
                          damping=self.damping, prefit=True).fit(X, y, sample_weight=sample_weight)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
-        scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params)
+        scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
+                              self._scorings(list(scorers)))
         return est, scores, fit_time, time.perf_counter() - start
 
     def fit(self, X, y, **params):

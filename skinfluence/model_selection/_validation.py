@@ -148,13 +148,18 @@ class _FrozenClassifier(ClassifierMixin, _FrozenPredictions):
         return self._response(X, "decision_function")
 
 
+def _tweedie_power(adapter):
+    """The power of a Poisson/Gamma/Tweedie regressor (whose ``score`` is D²), else None."""
+    est = adapter.estimator
+    est = est[-1] if isinstance(est, Pipeline) else est
+    return {"PoissonRegressor": 1.0, "GammaRegressor": 2.0}.get(
+        type(est).__name__, getattr(est, "power", None) if hasattr(est, "link") else None)
+
+
 class _FrozenRegressor(RegressorMixin, _FrozenPredictions):
     def score(self, X, y, sample_weight=None):
         """What the estimator's own ``score`` gives: D² for Poisson/Gamma/Tweedie, else R²."""
-        est = self.adapter.estimator
-        est = est[-1] if isinstance(est, Pipeline) else est
-        power = {"PoissonRegressor": 1.0, "GammaRegressor": 2.0}.get(
-            type(est).__name__, getattr(est, "power", None) if hasattr(est, "link") else None)
+        power = _tweedie_power(self.adapter)
         if power is None:
             return super().score(X, y, sample_weight=sample_weight)
         return d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight, power=power)
@@ -169,6 +174,72 @@ def frozen_predictions(adapter, eta):
 def score_outputs(scorer, adapter, eta, X, y, **score_params):
     """Score approximate outputs ``eta`` of rows ``X``, ``y`` with a scikit-learn scorer."""
     return scorer(frozen_predictions(adapter, eta), X, y, **score_params)
+
+
+# ---------------------------------------------------------------------- fast metrics
+# The most used scorers, computed from a split's held-out outputs and encoded targets.
+# Each equals scikit-learn's scorer (the tests compare them) without its per-call input
+# checks, which on folds of a few thousand rows cost more than the Newton steps. A
+# metric returns None where scikit-learn has a special case (a fold missing a class
+# for the log-loss, a constant target for R²): the scorer then decides.
+def _accuracy(ad, eta, y, w):
+    return np.average(ad.response(eta) == ad.classes_[y.astype(int)], weights=w)
+
+
+def _neg_log_loss(ad, eta, y, w):
+    codes = y.astype(int)
+    if np.bincount(codes, minlength=len(ad.classes_)).min() == 0:
+        return None
+    eps = np.finfo(float).eps
+    p = ad.response(eta, "predict_proba")[np.arange(len(codes)), codes]
+    return np.average(np.log(np.clip(p, eps, 1 - eps)), weights=w)
+
+
+def _neg_mean_squared_error(ad, eta, y, w):
+    return -np.average((y - ad.response(eta)) ** 2, weights=w)
+
+
+def _neg_root_mean_squared_error(ad, eta, y, w):
+    return -np.sqrt(-_neg_mean_squared_error(ad, eta, y, w))
+
+
+def _neg_mean_absolute_error(ad, eta, y, w):
+    return -np.average(np.abs(y - ad.response(eta)), weights=w)
+
+
+def _r2(ad, eta, y, w):
+    total = np.average((y - np.average(y, weights=w)) ** 2, weights=w)
+    return None if total == 0 else 1.0 + _neg_mean_squared_error(ad, eta, y, w) / total
+
+
+_FAST_METRICS = {f.__name__[1:]: f for f in (
+    _accuracy, _neg_log_loss, _neg_mean_squared_error, _neg_root_mean_squared_error,
+    _neg_mean_absolute_error, _r2)}
+
+
+def _fast_metric(scoring, adapter):
+    """The fast metric for a scoring name (None: the estimator's ``score``), if there is one."""
+    if scoring is None:
+        if adapter.is_classifier:
+            return _accuracy
+        return _r2 if _tweedie_power(adapter) is None else None
+    metric = _FAST_METRICS.get(scoring) if isinstance(scoring, str) else None
+    classification = metric in (_accuracy, _neg_log_loss)
+    return metric if classification == adapter.is_classifier else None
+
+
+def _score_split(influence, scoring, scorer, eta, X, y, test, params):
+    """One split's score: by the fast metric where there is one, else by the scorer."""
+    ad = influence.adapter_
+    metric = _fast_metric(scoring, ad) if set(params) <= {"sample_weight"} else None
+    if metric is not None:
+        w = params.get("sample_weight")
+        w = None if w is None else np.asarray(_safe_indexing(w, test), dtype=float)
+        value = metric(ad, eta, ad.encode_target(_safe_indexing(y, test)), w)
+        if value is not None:
+            return float(value)
+    kw = {k: _safe_indexing(v, test) for k, v in params.items()}
+    return score_outputs(scorer, ad, eta, _safe_indexing(X, test), _safe_indexing(y, test), **kw)
 
 
 # ---------------------------------------------------------------------------- public
@@ -316,25 +387,27 @@ def approx_cross_val_score(
     inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping)
     inf.fit(X, y, sample_weight=_sample_weight(estimator, params))
     return split_scores(inf, X, y, splits, {"score": scorer}, method,
-                        loo=isinstance(cv, LeaveOneOut))["score"]
+                        loo=isinstance(cv, LeaveOneOut), scorings={"score": scoring})["score"]
 
 
-def split_scores(influence, X, y, splits, scorers, method="ns", loo=False, score_params=None):
+def split_scores(influence, X, y, splits, scorers, method="ns", loo=False, score_params=None,
+                 scorings=None):
     """Score each split's approximate held-out outputs with each of ``scorers``.
 
     ``score_params`` (per-sample arrays such as ``sample_weight``) are indexed like
-    the test rows. Returns a dict ``name -> ndarray of shape (n_splits,)``; with
-    ``loo`` the pooled leave-one-out outputs are scored once (shape (1,)).
+    the test rows. ``scorings`` maps a scorer's name to the scoring it was made from
+    (a name or None), which lets the common metrics skip scikit-learn's input checks.
+    Returns a dict ``name -> ndarray of shape (n_splits,)``; with ``loo`` the pooled
+    leave-one-out outputs are scored once (shape (1,)).
     """
-    score_params = score_params or {}
+    score_params, scorings = score_params or {}, scorings or {}
     if loo:
         pieces = [(np.arange(influence.n_samples_), influence.loo_decision(method))]
     else:
         pieces = [(test, eta) for (_, test), eta in zip(splits, held_out_outputs(influence, X, splits, method))]
     out = {name: np.empty(len(pieces)) for name in scorers}
     for i, (test, eta) in enumerate(pieces):
-        X_test, y_test = _safe_indexing(X, test), _safe_indexing(y, test)
         for name, scorer in scorers.items():
-            kw = {k: _safe_indexing(v, test) for k, v in score_params.items()}
-            out[name][i] = score_outputs(scorer, influence.adapter_, eta, X_test, y_test, **kw)
+            out[name][i] = _score_split(influence, scorings.get(name, scorer), scorer, eta, X, y,
+                                        test, score_params)
     return out
