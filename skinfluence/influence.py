@@ -224,24 +224,26 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             raise ValueError("sample_weight must be finite and non-negative")
         return sw
 
-    def _set_model(self, adapter, refactor=True):
+    def _set_model(self, adapter, refactor=True, eta=None):
         """Compute every per-sample piece and factorise the curvature at ``adapter.theta``.
 
-        With ``refactor=False`` the previous factorisation is kept (polishing's chord
-        steps; see :meth:`_check_convergence`).
+        With ``refactor=False`` the previous factorisation is kept (see
+        :meth:`_check_convergence`); ``eta`` are the outputs at ``adapter.theta`` if known.
         """
         self.adapter_ = adapter
         self.estimator_ = adapter.estimator
         Z, y = self._Z, self._y
         self._c = adapter.data_weights(y, self.sample_weight_)
         self._share = self.sample_weight_ / self.sample_weight_.sum() if adapter.mean_scaled else np.zeros(len(y))
-        self._eta = adapter.eta(Z)
+        self._eta = adapter.eta(Z) if eta is None else eta
         self._g = adapter.loss.gradient(y, self._eta)
         self._W = adapter.loss.curvature(y, self._eta, self._curvature_kind)
+        self._data_grad = adapter.total_gradient(Z, self._c[:, None] * self._g)
         pen = adapter.penalty
         self._pen_grad = pen.gradient(adapter.theta)
         if not refactor:
             return
+        self._typical_loo = None
         self.solver_, self.solver_reason_ = self._choose_solver(adapter)
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r}: {self.solver_reason_}")
@@ -274,26 +276,21 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                       f"{8 * p * p / 2**30:.1f} GiB; conjugate gradients with curvature-vector products")
 
     # ------------------------------------------------------------- convergence
-    def _data_gradient(self):
-        return self.adapter_.total_gradient(self._Z, self._c[:, None] * self._g)
-
-    def _objective(self, theta=None):
-        """Training objective ``Σ c_i ℓ_i + π`` at ``theta`` (default: θ̂), up to a constant."""
-        ad = self.adapter_
-        eta = self._eta if theta is None else ad.eta(self._Z, theta)
-        return float(self._c @ ad.loss.loss(self._y, eta)) + ad.penalty.value(
-            ad.theta if theta is None else theta)
+    def _objective(self, theta, eta):
+        """Training objective ``Σ c_i ℓ_i + π`` at ``theta`` with outputs ``eta``, up to a constant."""
+        return float(self._c @ self.adapter_.loss.loss(self._y, eta)) + self.adapter_.penalty.value(theta)
 
     def _convergence_ratio(self):
         """‖Newton step to the optimum‖ relative to a typical leave-one-out step."""
         ad = self.adapter_
-        r = ad.penalty.kkt_residual(ad.theta, self._data_gradient())
+        r = ad.penalty.kkt_residual(ad.theta, self._data_grad)
         step = np.linalg.norm(self.factor_.solve(r))
-        rng = np.random.default_rng(0)
-        idx = rng.choice(self.n_samples_, size=min(256, self.n_samples_), replace=False)
-        loo = np.linalg.norm(self.factor_.solve(self._removal_gradients(idx).T), axis=0)
-        typical = np.median(loo)
-        return step / typical if typical > 0 else 0.0
+        if self._typical_loo is None:  # the yardstick, once per factorisation
+            rng = np.random.default_rng(0)
+            idx = rng.choice(self.n_samples_, size=min(256, self.n_samples_), replace=False)
+            loo = np.linalg.norm(self.factor_.solve(self._removal_gradients(idx).T), axis=0)
+            self._typical_loo = np.median(loo)
+        return step / self._typical_loo if self._typical_loo > 0 else 0.0
 
     def _check_convergence(self, threshold=0.05, target=0.05, max_steps=20):
         """Warn (or polish) when θ̂ is too far from the optimum for influence to mean anything.
@@ -315,25 +312,29 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                 stacklevel=3,
             )
         best = (ratio, dict(vars(self)))
+        f0 = self._objective(self.adapter_.theta, self._eta)
         while self.polish and ratio > target and self.n_polish_steps_ < max_steps:
-            ad, f0 = self.adapter_, self._objective()
+            ad = self.adapter_
             # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept),
             # halved until the objective does not rise: a net's Gauss–Newton or damped
             # curvature promises descent only for short steps. Near the optimum the
             # decrease is below the objective's rounding error, hence the tolerance.
-            step = self.factor_.solve(self._data_gradient() + ad.penalty.gradient(ad.theta))
+            step = self.factor_.solve(self._data_grad + ad.penalty.gradient(ad.theta))
             for t in 0.5 ** np.arange(10):
                 new = ad.theta - t * step
                 if not ad.penalty.is_smooth:  # stay in the orthant: a crossing ℓ1 coordinate stops at 0
                     new[np.sign(new) != np.sign(ad.theta)] = 0.0
-                if self._objective(new) <= f0 + 1e-10 * abs(f0):
+                eta = ad.eta(self._Z, new)
+                f = self._objective(new, eta)
+                if f <= f0 + 1e-10 * abs(f0):
                     break
             else:
                 break
+            f0 = f
             # the curvature moves with θ: a step longer than a leave-one-out step changes it
             # by more than the error of the Newton step itself (a network's, always)
             refactor = hasattr(ad, "curvature_matvec") or (ratio > 1 and not ad.constant_curvature)
-            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor)
+            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor, eta)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
             if ratio < best[0]:
@@ -391,7 +392,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if idx.min() < -self.n_samples_ or idx.max() >= self.n_samples_:
             raise IndexError(f"indices out of range for {self.n_samples_} training samples")
         idx = idx % self.n_samples_
-        if len(np.unique(idx)) != len(idx):
+        if np.bincount(idx, minlength=self.n_samples_).max() > 1:
             raise ValueError("indices contains duplicates")
         return idx
 
@@ -399,11 +400,10 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if len(idx) >= self.n_samples_:
             raise ValueError("cannot remove every training sample")
         if self.adapter_.is_classifier:
-            keep = np.ones(self.n_samples_, bool)
-            keep[idx] = False
-            left = np.unique(self._y[keep].astype(int))
-            if len(left) < len(self.adapter_.classes_):
-                gone = np.setdiff1d(np.arange(len(self.adapter_.classes_)), left)
+            K = len(self.adapter_.classes_)
+            left = np.bincount(self._y.astype(int), minlength=K) - np.bincount(self._y[idx].astype(int), minlength=K)
+            if not left.all():
+                gone = np.flatnonzero(left == 0)
                 raise ValueError(
                     f"removing these samples removes every sample of class "
                     f"{self.adapter_.classes_[gone].tolist()}; the model would change its classes"
@@ -425,7 +425,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if ad.penalty.is_smooth:
             return self.factor_.downdated_solve(v, J, C, pen_diag) if C.any() else self.factor_.solve(v)
         # ℓ1: proximal Newton on the new objective's quadratic model
-        smooth_grad = self._data_gradient() + ad.penalty.smooth_gradient(ad.theta) - v
+        smooth_grad = self._data_grad + ad.penalty.smooth_gradient(ad.theta) - v
         smooth_grad += share * (ad.penalty.gradient(ad.theta) - ad.penalty.smooth_gradient(ad.theta))
         M = self.curvature_ - block_gram(J, C)
         M[np.diag_indices_from(M)] += self.damping - pen_diag

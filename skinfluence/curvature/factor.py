@@ -120,7 +120,7 @@ class Factorization:
             K = U.shape[1]
             U = U.reshape(-1, U.shape[-1])
         a = self.active
-        Ua = U[:, a]
+        Ua = U if a.all() else U[:, a]
         if Ua.shape[0] >= Ua.shape[1]:
             M = self.matrix - (block_gram(Ua.reshape(-1, K, Ua.shape[1]), C) if per_sample
                                else Ua.T @ (C @ Ua))

@@ -104,7 +104,7 @@ def held_out_outputs(influence, X, splits, method="ns"):
         kept = np.zeros(n, bool)
         kept[train] = True
         removed = np.flatnonzero(~kept)
-        if len(removed) == len(test) and not kept[test].any() and len(np.unique(test)) == len(test):
+        if np.array_equal(np.sort(test), removed):  # the test rows are exactly those removed
             out.append(influence.cv_decision([test], method)[test])
         else:
             ad = influence.adapter_

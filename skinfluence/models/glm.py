@@ -201,6 +201,8 @@ class GLMAdapter(ModelAdapter):
     def jacobians(self, Z):
         Zd = Z.toarray() if sp.issparse(Z) else Z
         K = self.n_outputs
+        if K == 1:
+            return Zd[:, None, :]
         return np.einsum("nq,kl->nkql", Zd, np.eye(K)).reshape(len(Zd), K, -1)
 
     def gradients(self, Z, G):
