@@ -75,6 +75,8 @@ def _check_method(method):
 
 def _batched_solve(M, b):
     """Solve ``M[i] x[i] = b[i]`` for stacks of small systems."""
+    if M.shape[-1] == 1:
+        return b / M[..., 0]
     return np.linalg.solve(M, b[..., None])[..., 0]
 
 
@@ -535,7 +537,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             q = c[:, None] * np.einsum("bkl,bl->bk", G, self._g[sl]) + self._share[sl, None] * a_pen[sl]
             if method == "ns":
                 D = eye - c[:, None, None] * G @ self._W[sl]
-                det = np.linalg.det(D)
+                det = D[:, 0, 0] if ad.n_outputs == 1 else np.linalg.det(D)
                 sing = np.abs(det) < 1e-10
                 D[sing] = eye
                 q = _batched_solve(D, q)
