@@ -1,6 +1,7 @@
 """Approximate cross-validation and grid search on Adult against scikit-learn's exact CV.
 
-Prints, with BLAS pinned to ``--threads`` (median time of ``--repeats`` runs each):
+Prints, with BLAS pinned to ``--threads`` (median time of ``--repeats`` runs each, the
+contenders of a section taking turns):
 
 1. ``approx_cross_val_score(LogisticRegression(), cv=10)`` vs ``cross_val_score`` on
    the Adult train split (n = 30162, 87 columns): |Δ accuracy| per fold and speed-up.
@@ -22,9 +23,10 @@ from sklearn.linear_model import Lasso, LassoCV, LogisticRegression, LogisticReg
 from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut, StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from skinfluence import InfluenceWarning
 from skinfluence.datasets import adult_design
 from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_score
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
+from _timing import interleaved_times  # noqa: E402  (benchmarks/_timing.py)
 
 
 def main():
@@ -44,10 +46,10 @@ def main():
         # 1. 10-fold CV of LogisticRegression on all rows
         lr = LogisticRegression(max_iter=1000)
         cv = StratifiedKFold(10)
-        t_fit, _ = median_time(lambda: LogisticRegression(max_iter=1000).fit(X, y), args.repeats)
-        t_ex, ex = median_time(lambda: cross_val_score(lr, X, y, cv=cv, scoring="accuracy"), args.repeats)
-        t_ap, apx = median_time(lambda: approx_cross_val_score(lr, X, y, cv=cv, scoring="accuracy"),
-                                 args.repeats)
+        (t_fit, t_ex, t_ap), (_, ex, apx) = interleaved_times([
+            lambda: LogisticRegression(max_iter=1000).fit(X, y),
+            lambda: cross_val_score(lr, X, y, cv=cv, scoring="accuracy"),
+            lambda: approx_cross_val_score(lr, X, y, cv=cv, scoring="accuracy")], args.repeats)
         print("\n== 1. LogisticRegression 10-fold accuracy, n = 30162")
         print(f"one plain fit {t_fit:.2f}s; cross_val_score {t_ex:.2f}s; approx_cross_val_score {t_ap:.2f}s "
               f"-> {t_ex / t_ap:.1f}x faster (bound with one full fit ~ {t_ex / t_fit:.1f}x)")
@@ -58,12 +60,10 @@ def main():
         Xs, ys = X[sub], y[sub]
         Cs = np.logspace(-3, 2, 12)
         cv5 = StratifiedKFold(5)
-        t_gs, gs = median_time(lambda: GridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys),
-                                args.repeats)
-        t_ags, ags = median_time(
-            lambda: ApproxGridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys), args.repeats)
-        t_lcv, lcv = median_time(
-            lambda: LogisticRegressionCV(Cs=Cs, cv=cv5, scoring="neg_log_loss", max_iter=1000).fit(Xs, ys),
+        (t_gs, t_ags, t_lcv), (gs, ags, lcv) = interleaved_times([
+            lambda: GridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys),
+            lambda: ApproxGridSearchCV(lr, {"C": Cs}, cv=cv5, scoring="neg_log_loss").fit(Xs, ys),
+            lambda: LogisticRegressionCV(Cs=Cs, cv=cv5, scoring="neg_log_loss", max_iter=1000).fit(Xs, ys)],
             args.repeats)
         i_gs, i_ags = gs.best_index_, ags.best_index_
         i_lcv = int(np.flatnonzero(np.isclose(Cs, lcv.C_[0]))[0])
@@ -79,10 +79,10 @@ def main():
         j = names.index("hours-per-week")
         Xr, yr = np.delete(X, j, axis=1), X[:, j]
         alphas = np.logspace(-2, 4, 12)
-        t_rcv, rcv = median_time(lambda: RidgeCV(alphas=alphas).fit(Xr, yr), args.repeats)
-        t_arcv, arcv = median_time(lambda: ApproxGridSearchCV(
-            Ridge(), {"alpha": alphas}, cv=LeaveOneOut(), scoring="neg_mean_squared_error").fit(Xr, yr),
-            args.repeats)
+        (t_rcv, t_arcv), (rcv, arcv) = interleaved_times([
+            lambda: RidgeCV(alphas=alphas).fit(Xr, yr),
+            lambda: ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=LeaveOneOut(),
+                                       scoring="neg_mean_squared_error").fit(Xr, yr)], args.repeats)
         print("\n== 3. Ridge leave-one-out, 12 alphas, n = 30162")
         print(f"RidgeCV {t_rcv:.2f}s; ApproxGridSearchCV(cv=LeaveOneOut()) {t_arcv:.2f}s "
               f"(ratio RidgeCV/approx {t_rcv / t_arcv:.2f})")
@@ -94,15 +94,18 @@ def main():
         Xl, yl = Xr[sub], yr[sub]
         la = np.logspace(-4, -0.5, 12)
         kf = KFold(5)
-        t_lasso, lasso = median_time(lambda: LassoCV(alphas=la, cv=kf, max_iter=10000).fit(Xl, yl), args.repeats)
         # Adult's one-hot design keeps every level next to the intercept, so for small alphas the
         # curvature on the support is singular: a tiny damping makes it invertible
-        t_alasso, alasso = median_time(lambda: ApproxGridSearchCV(
-            Lasso(max_iter=10000), {"alpha": la}, cv=kf, scoring="neg_mean_squared_error",
-            damping=1e-6).fit(Xl, yl), args.repeats)
-        t_glasso, glasso = median_time(lambda: GridSearchCV(
-            Lasso(max_iter=10000), {"alpha": la}, cv=kf, scoring="neg_mean_squared_error").fit(Xl, yl),
-            args.repeats)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InfluenceWarning)
+            (t_lasso, t_alasso, t_glasso), (lasso, alasso, glasso) = interleaved_times([
+                lambda: LassoCV(alphas=la, cv=kf, max_iter=10000).fit(Xl, yl),
+                lambda: ApproxGridSearchCV(Lasso(max_iter=10000), {"alpha": la}, cv=kf,
+                                           scoring="neg_mean_squared_error", damping=1e-6).fit(Xl, yl),
+                lambda: GridSearchCV(Lasso(max_iter=10000), {"alpha": la}, cv=kf,
+                                     scoring="neg_mean_squared_error").fit(Xl, yl)], args.repeats)
+        stopped = sorted({str(w.message).split(" of a typical")[0] for w in caught
+                          if issubclass(w.category, InfluenceWarning)})
         # LassoCV's mse_path_ rows follow its alphas_, sorted decreasingly
         mse_lcv = lasso.mse_path_.mean(axis=1)[np.argsort(-lasso.alphas_)][np.argsort(np.argsort(-la))]
         d_mse = np.abs(mse_lcv + alasso.cv_results_["mean_test_score"]).max()
@@ -112,6 +115,7 @@ def main():
         print(f"best alpha LassoCV {lasso.alpha_:.4g}, GridSearchCV {glasso.best_params_['alpha']:.4g}, "
               f"approx {alasso.best_params_['alpha']:.4g}; max |Δ mean MSE| vs LassoCV {d_mse:.2e} "
               f"(MSE ~ {mse_lcv.min():.3f})")
+        print(f"InfluenceWarnings (small alphas, singular design): {stopped}")
 
 
 if __name__ == "__main__":
