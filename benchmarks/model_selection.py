@@ -9,7 +9,7 @@ contenders of a section taking turns):
    and ``LogisticRegressionCV`` (same folds, same C grid, log-loss): best C and speed-up.
 3. Ridge leave-one-out over 12 alphas (hours-per-week): ``ApproxGridSearchCV(cv=LeaveOneOut())``
    vs ``RidgeCV`` (exact closed form): best alpha, |Δ score|, speed ratio.
-4. Lasso over 12 alphas (5-fold, 5000 rows): ``ApproxGridSearchCV`` (damping 1e-6) vs
+4. Lasso over 12 alphas (5-fold, 5000 rows): ``ApproxGridSearchCV`` (damping 1e-8) vs
    ``LassoCV`` and ``GridSearchCV``.
 
 Run: ``python benchmarks/model_selection.py [--repeats 3] [--threads 1]``
@@ -101,7 +101,7 @@ def main():
             (t_lasso, t_alasso, t_glasso), (lasso, alasso, glasso) = interleaved_times([
                 lambda: LassoCV(alphas=la, cv=kf, max_iter=10000).fit(Xl, yl),
                 lambda: ApproxGridSearchCV(Lasso(max_iter=10000), {"alpha": la}, cv=kf,
-                                           scoring="neg_mean_squared_error", damping=1e-6).fit(Xl, yl),
+                                           scoring="neg_mean_squared_error", damping=1e-8).fit(Xl, yl),
                 lambda: GridSearchCV(Lasso(max_iter=10000), {"alpha": la}, cv=kf,
                                      scoring="neg_mean_squared_error").fit(Xl, yl)], args.repeats)
         stopped = sorted({str(w.message).split(" of a typical")[0] for w in caught

@@ -282,11 +282,26 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         """Training objective ``Σ c_i ℓ_i + π`` at ``theta`` with outputs ``eta``, up to a constant."""
         return float(self._c @ self.adapter_.loss.loss(self._y, eta)) + self.adapter_.penalty.value(theta)
 
+    def _newton_step(self):
+        """Newton step from θ̂ towards the optimum (θ̂ minus the step is the next iterate).
+
+        For ℓ1 penalties a proximal Newton step with the full curvature, so that zero
+        coordinates whose gradient exceeds their threshold enter the support.
+        """
+        ad = self.adapter_
+        if ad.penalty.is_smooth:
+            return self.factor_.solve(self._data_grad + ad.penalty.gradient(ad.theta))
+        M = self.curvature_ + self.damping * np.eye(ad.n_params)
+        null = ad.null_space()
+        if null is not None and null.size:  # directions the objective ignores: do not move
+            M += null @ null.T
+        grad = self._data_grad + ad.penalty.smooth_gradient(ad.theta)
+        return ad.theta - prox_newton_step(M, grad, ad.theta, ad.penalty)
+
     def _convergence_ratio(self):
         """‖Newton step to the optimum‖ relative to a typical leave-one-out step."""
-        ad = self.adapter_
-        r = ad.penalty.kkt_residual(ad.theta, self._data_grad)
-        step = np.linalg.norm(self.factor_.solve(r))
+        self._step = self._newton_step()
+        step = np.linalg.norm(self._step)
         if self._typical_loo is None:  # the yardstick, once per factorisation
             rng = np.random.default_rng(0)
             idx = rng.choice(self.n_samples_, size=min(256, self.n_samples_), replace=False)
@@ -299,8 +314,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
 
         The yardstick is the Newton step to the optimum, relative to the median
         leave-one-out step: above ``threshold`` the optimisation error is of the order
-        of the effects being estimated. Polishing takes Newton steps on the free
-        coordinates (ℓ1 zeros stay zero) until the ratio is below ``target``.
+        of the effects being estimated. Polishing takes Newton steps (proximal Newton
+        steps for ℓ1 penalties) until the ratio is below ``target``.
         """
         ratio = self._convergence_ratio()
         self.n_polish_steps_ = 0
@@ -317,15 +332,12 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         f0 = self._objective(self.adapter_.theta, self._eta)
         while self.polish and ratio > target and self.n_polish_steps_ < max_steps:
             ad = self.adapter_
-            # Newton step on the free coordinates (ℓ1 zeros stay zero, signs are kept),
-            # halved until the objective does not rise: a net's Gauss–Newton or damped
-            # curvature promises descent only for short steps. Near the optimum the
-            # decrease is below the objective's rounding error, hence the tolerance.
-            step = self.factor_.solve(self._data_grad + ad.penalty.gradient(ad.theta))
+            # the Newton step of the ratio, halved until the objective does not rise: a
+            # net's Gauss–Newton or damped curvature promises descent only for short
+            # steps. Near the optimum the decrease is below the objective's rounding
+            # error, hence the tolerance.
             for t in 0.5 ** np.arange(10):
-                new = ad.theta - t * step
-                if not ad.penalty.is_smooth:  # stay in the orthant: a crossing ℓ1 coordinate stops at 0
-                    new[np.sign(new) != np.sign(ad.theta)] = 0.0
+                new = ad.theta - t * self._step
                 eta = ad.eta(self._Z, new)
                 f = self._objective(new, eta)
                 if f <= f0 + 1e-10 * abs(f0):
@@ -335,7 +347,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             f0 = f
             # the curvature moves with θ: a step longer than a leave-one-out step changes it
             # by more than the error of the Newton step itself (a network's, always)
-            refactor = hasattr(ad, "curvature_matvec") or (ratio > 1 and not ad.constant_curvature)
+            refactor = (hasattr(ad, "curvature_matvec") or (ratio > 1 and not ad.constant_curvature)
+                        or not np.array_equal(ad.penalty.active_set(new), self._active))
             self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor, eta)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
@@ -345,10 +358,6 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             ratio = best[0]
             vars(self).clear()
             vars(self).update(best[1])
-        ad = self.adapter_
-        if not np.array_equal(self._active, ad.penalty.active_set(ad.theta)):  # ℓ1 zeros appeared
-            self._set_model(ad)
-            ratio = self._convergence_ratio()
         if self.polish and ratio > threshold:
             warnings.warn(
                 f"polishing stopped {ratio:.0%} of a typical leave-one-out change away from the "

@@ -378,6 +378,22 @@ def test_unconverged_estimator_warns_and_polish_fixes():
     np.testing.assert_allclose(inf.estimator_.coef_, ref.coef_, rtol=1e-4)
 
 
+@pytest.mark.parametrize("est", [Lasso(alpha=0.5, tol=0.5, max_iter=2),
+                                 LogisticRegression(l1_ratio=1.0, C=0.3, solver="saga", tol=0.5, max_iter=3)])
+def test_l1_polishing_fixes_the_support(est):
+    """Proximal Newton polishing lets coordinates enter and leave the support."""
+    X, y = _reg(n=120, d=10) if isinstance(est, Lasso) else _clf(n=300, d=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = clone(est).fit(X, y)
+        inf = HessianInfluence(est, polish=True).fit(X, y)
+        ref = clone(est).set_params(**TIGHT).fit(X, y)
+    assert not np.array_equal(raw.coef_ != 0, ref.coef_ != 0)  # the loose fit has the wrong support
+    np.testing.assert_array_equal(inf.estimator_.coef_ != 0, ref.coef_ != 0)
+    assert inf.convergence_ratio_ < 0.05  # within 5% of a leave-one-out step (~1/n relative)
+    np.testing.assert_allclose(inf.estimator_.coef_, ref.coef_, rtol=0.05 / len(y))
+
+
 def test_memory_guard(monkeypatch):
     import skinfluence.influence as influence
 

@@ -75,7 +75,7 @@ class Factorization:
         kind = "indefinite" if lo < -1e-10 * max(hi, 1.0) else "singular"
         raise CurvatureError(
             f"the curvature is {kind} (eigenvalues from {lo - damping:.3g} to {hi - damping:.3g}); "
-            f"pass damping >= {damping + max(-lo, 0) + 1e-6 * max(hi, 1.0):.3g}, a stronger penalty, "
+            f"pass damping >= {damping + max(-lo, 0) + 1e-8 * max(hi, 1.0):.3g}, a stronger penalty, "
             "or use FisherInfluence, whose curvature is positive semi-definite"
         )
 

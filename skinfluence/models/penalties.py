@@ -58,15 +58,3 @@ class ElasticNetPenalty:
         """Proximal map of ``step · factor · l1 ‖s∘θ‖₁`` (soft thresholding)."""
         t = step * factor * self.l1 * self.scale
         return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
-
-    def kkt_residual(self, theta, data_gradient):
-        """Distance of ``0`` to the subdifferential of the objective at ``theta``.
-
-        ``data_gradient`` is the gradient of the data term. On ℓ1-penalised zeros the
-        residual is the amount by which |gradient| exceeds the threshold.
-        """
-        g = data_gradient + self.smooth_gradient(theta)
-        thr = self.l1 * self.scale
-        nz = theta != 0
-        r = np.where(nz, g + thr * np.sign(theta), np.maximum(np.abs(g) - thr, 0.0))
-        return r
