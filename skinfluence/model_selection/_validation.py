@@ -357,7 +357,11 @@ def approx_cross_val_score(
         A scorer name (see ``sklearn.metrics.get_scorer_names()``) or a callable
         ``scorer(estimator, X, y)``; None uses the estimator's ``score``. The scorer
         sees an object whose ``predict``/``predict_proba``/``decision_function``
-        return the approximate held-out outputs.
+        return the approximate held-out outputs. ``"accuracy"``, ``"neg_log_loss"``,
+        ``"neg_mean_squared_error"``, ``"neg_root_mean_squared_error"``,
+        ``"neg_mean_absolute_error"``, ``"r2"`` and the default score of classifiers
+        and least-squares regressors are computed from those outputs directly, to
+        the same value, without scikit-learn's per-call input checks.
 
     Returns
     -------
