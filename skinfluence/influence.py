@@ -99,8 +99,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         indefinite (a Hessian away from a minimum).
     polish : bool, default=False
         If the fitted parameters are too far from the optimum for the approximation to
-        be meaningful, take Newton steps with the curvature (on the support, for ℓ1)
-        until they are not, and use the polished model as ``estimator_``. If False, a
+        be meaningful, take Newton steps with the curvature (proximal Newton steps
+        for ℓ1, in which coordinates may enter or leave the support) until they are
+        not, and use the polished model as ``estimator_``. If False, a
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
     solver : {"auto", "dense", "cg", "lissa"}, default="auto"
         How the curvature is inverted. Linear models always use a dense Cholesky
@@ -291,12 +292,22 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         ad = self.adapter_
         if ad.penalty.is_smooth:
             return self.factor_.solve(self._data_grad + ad.penalty.gradient(ad.theta))
-        M = self.curvature_ + self.damping * np.eye(ad.n_params)
-        null = ad.null_space()
-        if null is not None and null.size:  # directions the objective ignores: do not move
-            M += null @ null.T
         grad = self._data_grad + ad.penalty.smooth_gradient(ad.theta)
-        return ad.theta - prox_newton_step(M, grad, ad.theta, ad.penalty)
+        return ad.theta - self._prox_step(self.curvature_.copy(), grad)
+
+    def _prox_step(self, M, grad, l1_factor=1.0):
+        """Proximal Newton iterate from θ̂ with smooth gradient ``grad`` and curvature ``M``.
+
+        ``M`` (modified in place) gets the damping, and the directions the objective
+        ignores (a multinomial's common intercept shift) a unit curvature, so that
+        the step does not move along them, as the factorised solves do not.
+        """
+        ad = self.adapter_
+        M[np.diag_indices_from(M)] += self.damping
+        null = ad.null_space()
+        if null is not None and null.size:
+            M += null @ null.T
+        return prox_newton_step(M, grad, ad.theta, ad.penalty, l1_factor)
 
     def _convergence_ratio(self):
         """‖Newton step to the optimum‖ relative to a typical leave-one-out step."""
@@ -349,7 +360,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             # by more than the error of the Newton step itself (a network's, always)
             refactor = (hasattr(ad, "curvature_matvec") or (ratio > 1 and not ad.constant_curvature)
                         or not np.array_equal(ad.penalty.active_set(new), self._active))
-            self._set_model(make_adapter(ad.with_params(new), **self._adapter_options()), refactor, eta)
+            adapter = make_adapter(ad.with_params(new), **self._adapter_options())
+            # the outputs of the line search, unless the model stores θ rounded (float32)
+            self._set_model(adapter, refactor, eta if np.array_equal(adapter.theta, new) else None)
             self.n_polish_steps_ += 1
             ratio = self._convergence_ratio()
             if ratio < best[0]:
@@ -439,8 +452,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         smooth_grad = self._data_grad + ad.penalty.smooth_gradient(ad.theta) - v
         smooth_grad += share * (ad.penalty.gradient(ad.theta) - ad.penalty.smooth_gradient(ad.theta))
         M = self.curvature_ - block_gram(J, C)
-        M[np.diag_indices_from(M)] += self.damping - pen_diag
-        return prox_newton_step(M, smooth_grad, ad.theta, ad.penalty, 1.0 - share) - ad.theta
+        M[np.diag_indices_from(M)] -= pen_diag
+        return self._prox_step(M, smooth_grad, 1.0 - share) - ad.theta
 
     # --------------------------------------------------------------- public API
     def parameter_gradients(self, X, output_gradients):

@@ -394,6 +394,19 @@ def test_l1_polishing_fixes_the_support(est):
     np.testing.assert_allclose(inf.estimator_.coef_, ref.coef_, rtol=0.05 / len(y))
 
 
+def test_l1_multinomial_unlearn_keeps_the_intercept_shift():
+    """The common shift of a multinomial's intercepts is not a direction to move along."""
+    X, y = make_classification(300, 6, n_informative=4, n_classes=3, random_state=0)
+    est = LogisticRegression(l1_ratio=1.0, C=0.05, solver="saga", tol=1e-10, max_iter=10000)
+    inf = HessianInfluence(est).fit(X, y)
+    drop = np.arange(60)
+    un = inf.unlearn(drop)
+    ref = clone(est).fit(np.delete(X, drop, 0), np.delete(y, drop))
+    assert un.intercept_.sum() == pytest.approx(inf.estimator_.intercept_.sum(), abs=1e-10)
+    change = np.abs(ref.intercept_ - inf.estimator_.intercept_).max()
+    assert np.abs(un.intercept_ - ref.intercept_).max() < 0.2 * change
+
+
 def test_memory_guard(monkeypatch):
     import skinfluence.influence as influence
 

@@ -7,8 +7,8 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import FitFailedWarning, NotFittedError
 from sklearn.metrics import check_scoring
-from sklearn.linear_model import (ElasticNet, Lasso, LogisticRegression, PoissonRegressor, Ridge,
-                                  RidgeCV)
+from sklearn.linear_model import (ElasticNet, Lasso, LinearRegression, LogisticRegression,
+                                  PoissonRegressor, Ridge, RidgeCV)
 from sklearn.model_selection import (GridSearchCV, KFold, LeaveOneOut, ShuffleSplit, cross_val_predict,
                                      cross_val_score)
 from sklearn.pipeline import make_pipeline
@@ -151,6 +151,21 @@ def test_fast_metrics_equal_scorers(case, weighted, request):
         with pytest.raises(ValueError, match="label"):
             _score_split(inf, "neg_log_loss", check_scoring(est, "neg_log_loss"),
                          inf.loo_decision()[one_class], X, y, one_class, {})
+
+
+def test_column_target_and_undefined_loo(binary, regression):
+    """y of shape (n, 1) scores as y of shape (n,); leverage-1 points raise as scikit-learn does."""
+    X, y = regression
+    for scoring in ("neg_mean_squared_error", "r2", None):
+        np.testing.assert_array_equal(
+            approx_cross_val_score(Ridge(), X, y[:, None], cv=CV5, scoring=scoring),
+            approx_cross_val_score(Ridge(), X, y, cv=CV5, scoring=scoring))
+    Xb, yb = binary
+    np.testing.assert_array_equal(approx_cross_val_score(LogisticRegression(), Xb, yb[:, None], cv=CV5),
+                                  approx_cross_val_score(LogisticRegression(), Xb, yb, cv=CV5))
+    X1 = np.column_stack([X, np.eye(len(y))[0]])  # a feature only the first row has: leverage 1
+    with pytest.warns(UserWarning, match="leverage 1"), pytest.raises(ValueError, match="NaN"):
+        approx_cross_val_score(LinearRegression(), X1, y, cv=LeaveOneOut(), scoring="r2")
 
 
 def test_loo_score_pooled(binary):

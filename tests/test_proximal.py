@@ -50,9 +50,14 @@ def test_factor_scales_the_threshold():
 
 
 def test_singular_curvature_falls_back_to_fista(monkeypatch):
+    """A free coordinate without curvature (the model ignores it) makes Cholesky fail."""
     calls, fista = [], proximal._fista
     monkeypatch.setattr(proximal, "_fista", lambda *a: calls.append(1) or fista(*a))
-    M, g, theta, pen, ref, objective = _lasso_model(200, 20, 0.01, 5, duplicate=True)
+    M, g, theta, pen, ref, objective = _lasso_model(200, 20, 0.01, 5)
+    M = np.pad(M, ((0, 1), (0, 1)))  # an unpenalised coordinate with no curvature or gradient
+    g, theta = np.append(g, 0.0), np.append(theta, 0.7)
+    pen = ElasticNetPenalty(0.01, 0.0, np.append(np.ones(20), 0.0))
     b = prox_newton_step(M, g, theta, pen)
     assert calls
-    assert objective(b) == pytest.approx(objective(ref), rel=1e-8)
+    assert b[-1] == 0.7
+    assert objective(b[:-1]) == pytest.approx(objective(ref), rel=1e-8)

@@ -9,10 +9,14 @@ Coordinates may enter or leave the support. It is solved by a sign-guessing acti
 set ("feature-sign search", Lee, Battle, Raina & Ng 2007): fix the signs of the free
 coordinates, solve the linear system on them, walk back to the first sign change if
 the solution leaves the orthant, free zero coordinates whose gradient exceeds their
-threshold, repeat. Every step lowers ``q``, and a fold or a removal usually changes
-few signs, so two or three small Cholesky solves give the exact minimiser. Should
-the active set stall (a singular block, no decrease), FISTA (Beck & Teboulle 2009)
-finishes from where it stopped.
+threshold (one at a time), repeat. Every step lowers ``q``, and a fold or a removal
+usually changes few signs, so two or three small Cholesky solves give the exact
+minimiser. Should the active set stall (a block whose Cholesky fails, no decrease)
+or need more than ``ACTIVE_SET_MAX_ITER`` solves (many coordinates entering: each
+costs a factorisation), FISTA (Beck & Teboulle 2009) finishes from where it stopped.
+``M`` must be positive definite on the coordinates that end up free: directions the
+objective ignores (a multinomial's common intercept shift) must be given curvature
+by the caller, as a nearly singular block can factorise and move along them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 __all__ = ["prox_newton_step"]
+
+ACTIVE_SET_MAX_ITER = 100
 
 
 def _model(M, g, theta, lam):
@@ -38,6 +44,7 @@ def _model(M, g, theta, lam):
 def _active_set(M, g, theta, lam, max_iter, rtol=1e-9):
     """Feature-sign search from ``b = θ̂``; returns ``b`` and whether it is optimal."""
     q, smooth_grad = _model(M, g, theta, lam)
+    m_max = np.abs(M).max()
     b, sign = theta.copy(), np.sign(theta)
     free = (b != 0) | (lam == 0)
     for _ in range(max_iter):
@@ -67,7 +74,7 @@ def _active_set(M, g, theta, lam, max_iter, rtol=1e-9):
         b = target
         r = smooth_grad(b)
         excess = np.where(free, -np.inf, np.abs(r) - lam)
-        scale = max(np.abs(r).max(), lam.max(), np.abs(M).max() * np.abs(b).max(), 1e-300)
+        scale = max(np.abs(r).max(), lam.max(), m_max * np.abs(b).max(), 1e-300)
         j = np.argmax(excess)
         if excess[j] <= rtol * scale:
             return b, True
@@ -75,15 +82,14 @@ def _active_set(M, g, theta, lam, max_iter, rtol=1e-9):
     return b, False
 
 
-def _fista(M, g, theta, lam, b, max_iter, tol):
+def _fista(M, g, theta, lam, b, penalty, factor, max_iter, tol):
     """FISTA on ``q`` from ``b`` with step ``1/λ_max(M)``."""
     step = 1.0 / np.linalg.eigvalsh(M)[-1]
     z, t = b.copy(), 1.0
     scale = max(np.abs(theta).max(), 1.0)
     _, smooth_grad = _model(M, g, theta, lam)
     for _ in range(max_iter):
-        v = z - step * smooth_grad(z)
-        b_new = np.sign(v) * np.maximum(np.abs(v) - step * lam, 0.0)
+        b_new = penalty.prox(z - step * smooth_grad(z), step, factor)
         t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         z = b_new + ((t - 1.0) / t_new) * (b_new - b)
         done = np.abs(b_new - b).max() <= tol * scale
@@ -106,12 +112,12 @@ def prox_newton_step(M, grad, theta, penalty, factor=1.0, max_iter=2000, tol=1e-
     theta : ndarray of shape (p,)
         Expansion point (the fitted parameters).
     penalty : ElasticNetPenalty
-        Its ``l1`` and ``scale`` give the thresholds ``λ``.
+        Its ``l1`` and ``scale`` give the thresholds ``λ``; its ``prox`` the FISTA steps.
     factor : float
         Multiplies the ℓ1 strength (mean-scaled objectives after removal).
     max_iter, tol : int, float
         Limits of the FISTA fallback (relative change of the iterate).
     """
     lam = factor * penalty.l1 * penalty.scale
-    b, optimal = _active_set(M, grad, theta, lam, max_iter=4 * len(theta) + 10)
-    return b if optimal else _fista(M, grad, theta, lam, b, max_iter, tol)
+    b, optimal = _active_set(M, grad, theta, lam, ACTIVE_SET_MAX_ITER)
+    return b if optimal else _fista(M, grad, theta, lam, b, penalty, factor, max_iter, tol)

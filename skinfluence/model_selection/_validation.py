@@ -178,10 +178,11 @@ def score_outputs(scorer, adapter, eta, X, y, **score_params):
 
 # ---------------------------------------------------------------------- fast metrics
 # The most used scorers, computed from a split's held-out outputs and encoded targets.
-# Each equals scikit-learn's scorer (the tests compare them) without its per-call input
-# checks, which on folds of a few thousand rows cost more than the Newton steps. A
-# metric returns None where scikit-learn has a special case (a fold missing a class
-# for the log-loss, a constant target for R²): the scorer then decides.
+# Each equals scikit-learn's scorer to rounding (the tests compare them) without its
+# per-call input checks, which on folds of a few thousand rows cost more than the
+# Newton steps. A metric returns None where scikit-learn has a special case (a fold
+# missing a class for the log-loss, a constant target for R²), and outputs that are
+# not finite (leverage-1 points) go to scikit-learn too: the scorer then decides.
 def _accuracy(ad, eta, y, w):
     return np.average(ad.response(eta) == ad.classes_[y.astype(int)], weights=w)
 
@@ -208,8 +209,9 @@ def _neg_mean_absolute_error(ad, eta, y, w):
 
 
 def _r2(ad, eta, y, w):
-    total = np.average((y - np.average(y, weights=w)) ** 2, weights=w)
-    return None if total == 0 else 1.0 + _neg_mean_squared_error(ad, eta, y, w) / total
+    weight = 1.0 if w is None else w  # the two sums as r2_score forms them
+    total = np.sum(weight * (y - np.average(y, weights=w)) ** 2)
+    return None if total == 0 else 1.0 - np.sum(weight * (y - ad.response(eta)) ** 2) / total
 
 
 _FAST_METRICS = {f.__name__[1:]: f for f in (
@@ -231,11 +233,12 @@ def _fast_metric(scoring, adapter):
 def _score_split(influence, scoring, scorer, eta, X, y, test, params):
     """One split's score: by the fast metric where there is one, else by the scorer."""
     ad = influence.adapter_
-    metric = _fast_metric(scoring, ad) if set(params) <= {"sample_weight"} else None
+    fast = set(params) <= {"sample_weight"} and np.isfinite(eta).all()
+    metric = _fast_metric(scoring, ad) if fast else None
     if metric is not None:
         w = params.get("sample_weight")
         w = None if w is None else np.asarray(_safe_indexing(w, test), dtype=float)
-        value = metric(ad, eta, ad.encode_target(_safe_indexing(y, test)), w)
+        value = metric(ad, eta, influence._y[test], w)  # the fitted rows' encoded targets
         if value is not None:
             return float(value)
     kw = {k: _safe_indexing(v, test) for k, v in params.items()}

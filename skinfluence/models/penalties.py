@@ -1,4 +1,4 @@
-"""Elastic-net penalties on a parameter vector, with their proximal operator.
+"""Elastic-net penalties on a parameter vector, with their proximal operator (soft thresholding).
 
 One class covers the cases scikit-learn uses::
 
