@@ -424,8 +424,8 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if len(idx) >= self.n_samples_:
             raise ValueError("cannot remove every training sample")
         if self.adapter_.is_classifier:
-            K = len(self.adapter_.classes_)
-            left = np.bincount(self._y.astype(int), minlength=K) - np.bincount(self._y[idx].astype(int), minlength=K)
+            K, codes = len(self.adapter_.classes_), self._y.astype(int)
+            left = np.bincount(codes, minlength=K) - np.bincount(codes[idx], minlength=K)
             if not left.all():
                 gone = np.flatnonzero(left == 0)
                 raise ValueError(
