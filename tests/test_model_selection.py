@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler
 from skinfluence import HessianInfluence
 from skinfluence.model_selection import (ApproxGridSearchCV, approx_cross_val_predict,
                                          approx_cross_val_score)
-from skinfluence.model_selection._validation import (_FAST_METRICS, _fast_metric, _score_split,
-                                                     score_outputs)
+from skinfluence.model_selection._scoring import (_FAST_METRICS, _fast_metric, score_outputs,
+                                                  score_split)
 
 CV5 = KFold(5, shuffle=True, random_state=0)
 
@@ -141,7 +141,7 @@ def test_fast_metrics_equal_scorers(case, weighted, request):
     assert len(names) == (3 if inf.adapter_.is_classifier else 5)
     for name in names:
         scorer = check_scoring(est, scoring=name)
-        fast = _score_split(inf, name, scorer, eta, X, y, test, params)
+        fast = score_split(inf, name, scorer, eta, X, y, test, params)
         kw = {k: v[test] for k, v in params.items()}
         assert fast == pytest.approx(score_outputs(scorer, inf.adapter_, eta, X[test], y[test], **kw),
                                      rel=1e-12, abs=1e-14), name
@@ -149,7 +149,7 @@ def test_fast_metrics_equal_scorers(case, weighted, request):
     if inf.adapter_.is_classifier:
         one_class = np.flatnonzero(y == y[0])[:10]
         with pytest.raises(ValueError, match="label"):
-            _score_split(inf, "neg_log_loss", check_scoring(est, "neg_log_loss"),
+            score_split(inf, "neg_log_loss", check_scoring(est, "neg_log_loss"),
                          inf.loo_decision()[one_class], X, y, one_class, {})
 
 
