@@ -70,7 +70,8 @@ def _active_set(M, g, theta, lam, max_iter, rtol=1e-9):
             free = (b != 0) | (lam == 0)
             continue
         # optimal on the free set: the zero coordinate that most exceeds its threshold
-        # enters, downhill (its solved value then keeps that sign: Lee et al., lemma 2)
+        # enters, downhill; alone, its solved value keeps that sign (the reduced objective
+        # is convex in it with a negative slope at 0), so each entry makes progress
         b = target
         r = smooth_grad(b)
         excess = np.where(free, -np.inf, np.abs(r) - lam)
