@@ -1,0 +1,274 @@
+"""Generalized influence (GIF, Lyu et al.): influence restricted to a parameter subset J.
+
+Only the parameters in J move. With ``H`` the curvature (Hessian or Fisher, penalty and
+damping included) and ``g`` the gradient of the change (the removed samples' loss for
+unlearning), the strategies compared in the GIF paper are all least-squares problems
+``min_x ‖A x − b‖`` with ``x`` zero outside J:
+
+=============  ==========================  ==========================================
+strategy       ``A``, ``b``                solution
+=============  ==========================  ==========================================
+"gif"          ``H[:, J]``, ``g``          ``(H_Jᵀ H_J)⁻¹ H_Jᵀ g`` (all rows of H kept)
+"freezing"     ``H[J, J]``, ``g_J``        ``H_JJ⁻¹ g_J`` (the other parameters frozen)
+"projecting"   ``H``, ``g``, then masked   ``(H⁻¹ g)_J`` (the full step, indexed to J)
+"full"         ``H``, ``g``                ``H⁻¹ g`` (J = all: the ordinary influence)
+"second_order" as "freezing"               Basu et al. (2020): ``x₁ + H_JJ⁻¹ D_JJ x₁``
+=============  ==========================  ==========================================
+
+``"gif"`` with J = all is ``"full"``. ``"second_order"`` differs from the first order only
+when a down-date ``D`` (the curvature of the removed samples) is given: the Newton step
+``(H − D)⁻¹ g`` is expanded to second order in ``D``, ``H⁻¹g + H⁻¹ D H⁻¹ g`` (third
+derivatives dropped, as in Basu et al.); the mean-scaled factors ``p/(1−p)`` of their
+formula are this engine's down-dated penalty share and data weights.
+
+Two ways to solve:
+
+* ``method="exact"``: the dense ``H`` (``operator.dense()``), sliced and solved by
+  least squares (LAPACK ``gelsd``: the minimum-norm solution when ``A`` is singular).
+* ``method="lissa"``: the authors' modified LiSSA on the normal equations, two products
+  with ``H`` per step (the mask between them for "freezing")::
+
+      v = P (A/c)ᵀ (b/c);     I ← v + I − P (A/c)ᵀ (A/c) I
+
+  whose fixed point is the least-squares solution; it converges when every eigenvalue
+  of ``AᵀA/c²`` is below 2, i.e. ``c > σ_max(A)/√2``. The normaliser ``c`` starts at
+  ``normalizer`` (1 in the authors' runs); every second step the step norm ``‖ΔI‖`` is
+  compared with the one two steps before, and if it grew (or became non-finite) the
+  iteration restarts from scratch with ``c ← c + normalizer_step``. It stops when
+  ``‖ΔI‖ < tol·√|J|`` or after ``max_iter`` steps. **Truncation is a regulariser, not an
+  error**: the iteration is gradient descent on ``‖Ax − b‖²`` from 0, and stopping early
+  damps the directions of small singular value (like ridge with penalty
+  ``≈ c² / max_iter``), which in the authors' experiments (and ours, see
+  benchmarks/RESULTS_gif.md) often unlearns better than the exact solution. ``info_``
+  says whether it converged.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy import linalg
+
+from .._linalg import block_gram
+from ..exceptions import SolverDivergenceError
+
+__all__ = ["STRATEGIES", "gif_lissa", "GIFSolver"]
+
+STRATEGIES = ("gif", "freezing", "projecting", "full", "second_order")
+
+
+def gif_lissa(matvec, b, mask, *, square=False, normalizer=1.0, normalizer_step=5.0,
+              max_iter=200, tol=1e-9, max_restarts=100):
+    """The authors' modified LiSSA for ``min ‖A x − b‖`` over ``x`` supported on ``mask``.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``V ↦ H V`` for ``V`` of shape (p,) or (p, m).
+    b : ndarray of shape (p,) or (p, m)
+    mask : ndarray of bool, shape (p,)
+        The coordinates J that may move.
+    square : bool, default=False
+        False: ``A = H[:, J]`` (GIF). True: ``A = H[J, J]`` and ``b_J`` (Freezing).
+    normalizer : float, default=1.0
+        Initial ``c``.
+    normalizer_step : float, default=5.0
+        Added to ``c`` on each restart.
+    max_iter : int, default=200
+        Steps per attempt; the iteration stops there without error (truncation).
+    tol : float, default=1e-9
+        Stop when ``‖ΔI‖ < tol·√|J|`` (largest column norm).
+    max_restarts : int, default=100
+
+    Returns
+    -------
+    x : ndarray like ``b``, zero outside ``mask``
+    info : dict
+        ``n_iter`` (steps of the final attempt), ``total_iter``, ``n_restarts``,
+        ``normalizer`` (final ``c``), ``residual`` (``‖ΔI‖/‖v‖`` of the last step: the
+        relative normal-equation residual), ``step_norm`` and ``converged``.
+
+    Raises
+    ------
+    SolverDivergenceError
+        If it still diverges after ``max_restarts`` restarts.
+    """
+    b = np.asarray(b, dtype=float)
+    mask = np.asarray(mask, bool)
+    P = mask if b.ndim == 1 else mask[:, None]
+    c = float(normalizer)
+    if not c > 0:
+        raise ValueError(f"normalizer must be positive, got {normalizer!r}")
+    stop = tol * np.sqrt(max(mask.sum(), 1))
+    rhs = P * matvec(P * b if square else b)           # Aᵀb (A symmetric pieces of H)
+    total = 0
+    for restart in range(max_restarts + 1):
+        v = rhs / c**2
+        vnorm = _colmax(v) or 1.0
+        x = v.copy()
+        old, diff, k, diverged = np.inf, np.inf, 0, False
+        while k < max_iter:
+            k += 1
+            Hx = matvec(x)
+            step = v - P * matvec(P * Hx if square else Hx) / c**2
+            x += step
+            diff = _colmax(step)
+            if not np.isfinite(diff):
+                diverged = True
+                break
+            if k % 2 == 1:                               # the authors' check, every 2 steps
+                if diff > old:
+                    diverged = True
+                    break
+                old = diff
+            if diff < stop:
+                break
+        total += k
+        if not diverged:
+            return x, {"n_iter": k, "total_iter": total, "n_restarts": restart, "normalizer": c,
+                       "residual": diff / vnorm, "step_norm": diff, "converged": bool(diff < stop)}
+        c += normalizer_step
+    raise SolverDivergenceError(
+        f"modified LiSSA still diverges after {max_restarts} restarts (normaliser {c:.3g}); "
+        "pass a larger normalizer or normalizer_step"
+    )
+
+
+def _colmax(V):
+    if V.size == 0:
+        return 0.0
+    return float(np.max(np.linalg.norm(V.reshape(V.shape[0], -1), axis=0)))
+
+
+class GIFSolver:
+    """Solver of the generalized influence step, with the curvature solvers' interface.
+
+    Parameters
+    ----------
+    operator : CurvatureOperator
+        ``H`` with the penalty curvature included.
+    active : ndarray of bool, shape (p,), optional
+        The parameter subset J (default: all parameters).
+    strategy : {"gif", "freezing", "projecting", "full", "second_order"}, default="gif"
+        See the module docstring.
+    method : {"lissa", "exact"}, default="lissa"
+    damping : float, default=0.0
+        Added to the diagonal of ``H``.
+    null_space : ignored
+        Least squares returns the minimum-norm solution and the iteration never excites
+        directions outside the range of ``H``; accepted for the factory's signature.
+    normalizer, normalizer_step, max_iter, tol, max_restarts :
+        Modified LiSSA's settings (see :func:`gif_lissa`).
+
+    Attributes
+    ----------
+    info_ : dict
+        The last solve's ``n_iter``, ``n_restarts``, ``normalizer``, ``residual``,
+        ``converged`` (LiSSA), or ``method="exact"`` and ``residual``.
+    """
+
+    def __init__(self, operator, *, active=None, strategy="gif", method="lissa", damping=0.0,
+                 null_space=None, normalizer=1.0, normalizer_step=5.0, max_iter=200, tol=1e-9,
+                 max_restarts=100):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if method not in ("lissa", "exact"):
+            raise ValueError(f"method must be 'lissa' or 'exact', got {method!r}")
+        for name, val in (("max_iter", max_iter), ("max_restarts", max_restarts)):
+            if not isinstance(val, numbers.Integral) or val < (1 if name == "max_iter" else 0):
+                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        self.n_params = operator.n_params
+        self.operator = operator.add_diagonal(float(damping)) if damping else operator
+        mask = np.ones(self.n_params, bool) if active is None else np.asarray(active, bool)
+        if mask.shape != (self.n_params,):
+            raise ValueError(f"active must be a boolean mask of shape ({self.n_params},)")
+        if strategy == "full":
+            mask = np.ones(self.n_params, bool)
+        self.active = mask
+        self.strategy = strategy
+        self.method = method
+        self.lissa_options = dict(normalizer=normalizer, normalizer_step=normalizer_step,
+                                  max_iter=max_iter, tol=tol, max_restarts=max_restarts)
+        self.info_ = {}
+        self._dense = None
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def _square(self):
+        return self.strategy in ("freezing", "second_order")
+
+    @property
+    def _cols(self):
+        """Coordinates the least-squares problem solves for."""
+        return np.ones(self.n_params, bool) if self.strategy == "projecting" else self.active
+
+    def _matrix(self):
+        if self._dense is None:
+            self._dense = self.operator.dense()
+        return self._dense
+
+    def _lstsq(self, H, b):
+        cols = self._cols
+        rows = cols if self._square else np.ones(self.n_params, bool)
+        A = H[np.ix_(rows, cols)]
+        rhs = b[rows]
+        xs = linalg.lstsq(A, rhs, lapack_driver="gelsd", check_finite=False)[0]
+        denom = np.linalg.norm(A.T @ rhs) or 1.0
+        self.info_ = {"method": "exact", "residual": float(np.linalg.norm(A.T @ (A @ xs - rhs)) / denom),
+                      "n_iter": 0, "n_restarts": 0, "normalizer": 1.0, "converged": True}
+        x = np.zeros(b.shape)
+        x[cols] = xs
+        return x
+
+    def _first_order(self, b, matvec=None, H=None):
+        """The strategy's solution for right-hand side ``b`` (before masking)."""
+        if self.method == "exact":
+            return self._lstsq(self._matrix() if H is None else H, b)
+        x, self.info_ = gif_lissa(matvec or self.operator.matvec, b, self._cols,
+                                  square=self._square, **self.lissa_options)
+        return x
+
+    def _finish(self, x):
+        if self.strategy == "projecting":
+            x = x * (self.active if x.ndim == 1 else self.active[:, None])
+        return x
+
+    # -------------------------------------------------------------- interface
+    def solve(self, b):
+        """The step for right-hand side(s) ``b`` of shape (p,) or (p, m); zeros outside J."""
+        b = np.asarray(b, dtype=float)
+        if b.size == 0:
+            return np.zeros_like(b)
+        return self._finish(self._first_order(b))
+
+    def inverse(self):
+        """The p × p matrix of the linear map ``b ↦ solve(b)`` (not symmetric for "gif")."""
+        return self.solve(np.eye(self.n_params))
+
+    def downdated_solve(self, b, U, C, diag=None):
+        """The step with curvature ``H − D``, ``D = Uᵀ C U + diag(d)`` (the removed samples).
+
+        ``U``: per-sample Jacobians (m, K, p) with blocks ``C`` (m, K, K), or stacked
+        (m, p) with ``C`` (m, m). ``"second_order"`` expands in ``D`` instead.
+        """
+        b = np.asarray(b, dtype=float)
+        p = self.n_params
+        d = np.zeros(p) if diag is None else np.broadcast_to(np.asarray(diag, float), (p,))
+        Uf = U.reshape(-1, p)
+        Cf = linalg.block_diag(*C) if U.ndim == 3 else C
+
+        def down(V):
+            return Uf.T @ (Cf @ (Uf @ V)) + (d if V.ndim == 1 else d[:, None]) * V
+
+        if self.strategy == "second_order":
+            x1 = self._first_order(b)
+            info = self.info_
+            x2 = self._first_order(down(x1) * (self.active if b.ndim == 1 else self.active[:, None]))
+            self.info_ = {**info, "second_order": self.info_}
+            return x1 + x2
+        if self.method == "exact":
+            H = self._matrix() - (block_gram(U, C) if U.ndim == 3 else Uf.T @ Cf @ Uf)
+            H[np.diag_indices_from(H)] -= d
+            return self._finish(self._first_order(b, H=H))
+        return self._finish(self._first_order(b, matvec=lambda V: self.operator.matvec(V) - down(V)))

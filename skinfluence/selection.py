@@ -1,0 +1,206 @@
+"""Which parameters generalized influence moves: the GIF selection rules.
+
+For a network, every ``nn.Linear`` and ``nn.Conv2d`` layer (batch norm and other layers
+are never selected) contributes ``int(ratio · its parameter count)`` parameters. Its
+output units (Linear rows, Conv2d channels) are ranked by a score computed on the
+*examined* data (the rows to unlearn, as in the authors' code):
+
+* ``"highest_outputs"`` / ``"lowest_outputs"``: ``|mean unit output|`` over the rows (and
+  the spatial positions of a channel), from forward hooks;
+* ``"highest_gradients"`` / ``"lowest_gradients"``: ``|mean ∂ℓ/∂(unit output)|`` of the
+  examined rows' loss, from the output tensors' gradients;
+* ``"random"``: a uniformly random order.
+
+Whole rows of the top units are taken (the unit's fan-in weights and its bias); the
+budget left over after the last whole row is filled with weights drawn at random from
+the next unit's fan-in. For a linear model the same rules rank single coefficients:
+``|coefficient|`` for the "outputs" rules, ``|gradient of the examined loss|`` for the
+"gradients" rules.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
+
+__all__ = ["RULES", "select_parameters"]
+
+RULES = ("highest_outputs", "lowest_outputs", "highest_gradients", "lowest_gradients", "random")
+
+
+def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05, random_state=None):
+    """Boolean mask over the adapter's flat parameter vector, and a per-layer table.
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+        From :func:`skinfluence.models.make_adapter` (a torch adapter or a linear model's).
+    X : array-like
+        The examined rows (e.g. the rows to unlearn).
+    y : array-like, optional
+        Their targets; needed by the "gradients" rules.
+    rule : str or callable, default="highest_outputs"
+        One of :data:`RULES`, or ``rule(adapter, X, y) -> mask`` (bool, shape (p,)).
+    ratio : float in (0, 1], default=0.05
+        Share of each layer's parameters to select.
+    random_state : int, RandomState or None
+        For the leftover weights and the "random" rule.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_params,)
+    table : pandas.DataFrame
+        One row per layer: ``layer``, ``type``, ``n_params``, ``n_selected``, ``units``
+        (whole units taken, best first) and ``partial_unit`` (-1 if none).
+
+    Examples
+    --------
+    >>> mask, table = select_parameters(adapter, X_removed, y_removed, ratio=0.1)  # doctest: +SKIP
+    """
+    if not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
+    rng = check_random_state(random_state)
+    if callable(rule):
+        mask = np.asarray(rule(adapter, X, y))
+        if mask.dtype != bool or mask.shape != (adapter.n_params,):
+            raise ValueError(f"a selection callable must return a boolean mask of shape "
+                             f"({adapter.n_params},), got {mask.dtype} {mask.shape}")
+        return mask.copy(), pd.DataFrame([{"layer": "custom", "type": "callable", "n_params": mask.size,
+                                           "n_selected": int(mask.sum()), "units": [], "partial_unit": -1}])
+    if rule not in RULES:
+        raise ValueError(f"selection must be one of {RULES} or a callable, got {rule!r}")
+    if rule.endswith("gradients") and y is None:
+        raise ValueError(f"selection={rule!r} needs the targets y of the examined rows")
+    layers = _torch_layers(adapter) if hasattr(adapter, "module") else None
+    if layers is None:
+        layers = [_Layer("coefficients", "linear model", np.arange(adapter.n_params)[:, None], None)]
+        scores = _glm_scores(adapter, X, y, rule) if rule != "random" else [None]
+    else:
+        if not layers:
+            raise ValueError("the network has no trainable nn.Linear or nn.Conv2d layer to select from")
+        scores = _torch_scores(adapter, X, y, rule, layers) if rule != "random" else [None] * len(layers)
+    mask = np.zeros(adapter.n_params, bool)
+    rows = []
+    for layer, score in zip(layers, scores):
+        n_units = len(layer.weights)
+        if score is None:
+            order = rng.permutation(n_units)
+        else:
+            order = np.argsort(-score if rule.startswith("highest") else score, kind="stable")
+        rows.append(layer.take(order, ratio, mask, rng))
+    return mask, pd.DataFrame(rows)
+
+
+class _Layer:
+    """A selectable layer: per unit, the flat indices of its fan-in weights and bias."""
+
+    def __init__(self, name, kind, weights, bias):
+        self.name, self.kind = name, kind
+        self.weights = weights            # (units, fan_in) flat indices into θ
+        self.bias = bias                  # (units,) flat indices, or None
+
+    @property
+    def n_params(self):
+        return self.weights.size + (0 if self.bias is None else self.bias.size)
+
+    def take(self, order, ratio, mask, rng):
+        budget = int(self.n_params * ratio)
+        row = self.weights.shape[1] + (self.bias is not None)
+        whole, left = divmod(budget, row)
+        units = order[:whole]
+        mask[self.weights[units].ravel()] = True
+        if self.bias is not None:
+            mask[self.bias[units]] = True
+        partial = -1
+        if left and whole < len(order):
+            partial = int(order[whole])
+            mask[rng.choice(self.weights[partial], left, replace=False)] = True
+        return {"layer": self.name, "type": self.kind, "n_params": self.n_params,
+                "n_selected": budget, "units": units.tolist(), "partial_unit": partial}
+
+
+def _param_slices(adapter):
+    """Trainable parameter name -> slice of θ (``named_parameters`` order)."""
+    if hasattr(adapter, "param_slices"):
+        return dict(adapter.param_slices)
+    out, start = {}, 0
+    for name, size in zip(adapter._names, adapter._sizes):
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+def _torch_layers(adapter):
+    import torch
+
+    slices = _param_slices(adapter)
+    layers = []
+    for name, mod in adapter.module.named_modules():
+        if not isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        prefix = f"{name}." if name else ""
+        w = slices.get(prefix + "weight")
+        if w is None:                       # frozen weights: the layer is not selectable
+            continue
+        units = mod.weight.shape[0]
+        weights = np.arange(w.start, w.stop).reshape(units, -1)
+        b = slices.get(prefix + "bias")
+        bias = np.arange(b.start, b.stop) if b is not None else None
+        layers.append(_Layer(name, type(mod).__name__, weights, bias))
+        layers[-1].module = mod
+    return layers
+
+
+def _torch_scores(adapter, X, y, rule, layers):
+    """|mean unit output| or |mean unit-output gradient| of every layer, over the rows."""
+    import torch
+
+    Z = adapter.design(X)
+    use_grad = rule.endswith("gradients")
+    if use_grad:
+        y_enc = adapter.encode_target(np.asarray(y))
+        if len(y_enc) != len(Z):
+            raise ValueError(f"X and y have inconsistent lengths {len(Z)} and {len(y_enc)}")
+        G = adapter.loss.gradient(y_enc, adapter.eta(Z))          # ∂ℓ/∂η of each row
+    sums = [0.0] * len(layers)
+    count = [0] * len(layers)
+    outputs = {}
+
+    def hook(i):
+        def store(module, inputs, out):
+            if use_grad:
+                out.retain_grad()
+            outputs[i] = out
+        return store
+
+    handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        for start in range(0, len(Z), adapter.batch_size):
+            sl = slice(start, min(start + adapter.batch_size, len(Z)))
+            theta = adapter._theta_t.detach().clone().requires_grad_(use_grad)
+            with torch.set_grad_enabled(use_grad):
+                eta = adapter._f(theta, adapter._t(Z[sl]))
+                if use_grad:
+                    (eta * adapter._t(G[sl])).sum().backward()
+            for i in range(len(layers)):
+                t = outputs[i].grad if use_grad else outputs[i].detach()
+                dims = [0] + list(range(2, t.ndim))                # rows and positions
+                sums[i] = sums[i] + t.sum(dim=dims).double().cpu().numpy()
+                count[i] += t.numel() // t.shape[1]
+            outputs.clear()
+    finally:
+        for h in handles:
+            h.remove()
+    return [np.abs(s / n) for s, n in zip(sums, count)]
+
+
+def _glm_scores(adapter, X, y, rule):
+    if rule.endswith("outputs"):
+        return [np.abs(adapter.theta)]
+    Z = adapter.design(X)
+    y_enc = adapter.encode_target(np.asarray(y))
+    G = adapter.loss.gradient(y_enc, adapter.eta(Z))
+    return [np.abs(adapter.total_gradient(Z, G)) / max(len(y_enc), 1)]

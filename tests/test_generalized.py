@@ -1,0 +1,174 @@
+"""Generalized influence solvers against dense references on a small trained network."""
+
+import numpy as np
+import pytest
+import torch
+
+from skinfluence.curvature.gif import STRATEGIES, GIFSolver, gif_lissa
+from skinfluence.curvature.operators import CurvatureOperator, model_curvature
+from skinfluence.exceptions import SolverDivergenceError
+from skinfluence.models import make_adapter
+from skinfluence.models.torch import TorchModel
+
+WD = 1e-2
+DAMP = 0.05          # keeps H_JᵀH_J's condition small enough for LiSSA to converge in a test
+
+
+@pytest.fixture(scope="module")
+def net_problem():
+    """A 4-5-3 tanh network trained to its optimum; its dense Hessian and a removal gradient."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 4))
+    y = (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int) + (X[:, 2] > 0.8)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=2000, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-15)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(Xt), yt) + WD / 2 * sum((p**2).sum() for p in net.parameters())
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    ad = make_adapter(TorchModel(net, weight_decay=WD))
+    Z, ye = ad.design(X), ad.encode_target(y)
+    c = np.full(len(y), 1 / len(y))
+    op = model_curvature(ad, Z, ye, c, "hessian").add_diagonal(ad.penalty.hessian_diagonal())
+    H = op.dense()
+    idx = np.arange(10)
+    g = ad.gradients(Z[idx], c[idx, None] * ad.loss.gradient(ye[idx], ad.eta(Z[idx]))).sum(0)
+    mask = np.zeros(ad.n_params, bool)
+    mask[np.random.default_rng(1).choice(ad.n_params, 15, replace=False)] = True
+    return dict(X=X, y=y, net=net, adapter=ad, Z=Z, y_enc=ye, c=c, op=op, H=H, g=g, mask=mask, idx=idx)
+
+
+def _rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def _reference(H, g, J, strategy):
+    """The strategies' closed forms from the dense Hessian."""
+    x = np.zeros_like(g)
+    if strategy == "gif":
+        x[J] = np.linalg.solve(H[:, J].T @ H[:, J], H[:, J].T @ g)
+    elif strategy in ("freezing", "second_order"):
+        x[J] = np.linalg.solve(H[np.ix_(J, J)], g[J])
+    elif strategy == "projecting":
+        x[J] = np.linalg.solve(H, g)[J]
+    else:
+        x = np.linalg.solve(H, g)
+    return x
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_exact_matches_closed_form(net_problem, strategy):
+    P = net_problem
+    H = P["H"] + DAMP * np.eye(len(P["g"]))
+    x = GIFSolver(P["op"], active=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
+    assert _rel(x, _reference(H, P["g"], P["mask"], strategy)) < 1e-10
+    if strategy != "full":
+        assert not x[~P["mask"]].any()
+
+
+@pytest.mark.parametrize("strategy", ["gif", "freezing", "projecting", "full"])
+def test_lissa_to_convergence_equals_exact_least_squares(net_problem, strategy):
+    P = net_problem
+    dense = CurvatureOperator.from_matrix(P["H"])          # the same matrix, cheap products
+    exact = GIFSolver(dense, active=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
+    solver = GIFSolver(dense, active=P["mask"], strategy=strategy, method="lissa", damping=DAMP,
+                       max_iter=200_000, tol=1e-13)
+    x = solver.solve(P["g"])
+    assert solver.info_["converged"]
+    assert _rel(x, exact) <= 1e-4
+
+
+def test_lissa_on_model_products_follows_the_dense_iteration(net_problem):
+    """The Hessian-vector products of the network give the same iterates as its dense matrix."""
+    P = net_problem
+    kw = dict(active=P["mask"], damping=DAMP, max_iter=40, normalizer=2.0)
+    a = GIFSolver(P["op"], **kw).solve(P["g"])
+    b = GIFSolver(CurvatureOperator.from_matrix(P["H"]), **kw).solve(P["g"])
+    assert _rel(a, b) < 1e-9
+
+
+def test_all_parameters_recover_the_ordinary_influence_step(net_problem):
+    """J = all: GIF's least squares is H⁻¹g, the engine's infinitesimal-jackknife step."""
+    from skinfluence import HessianInfluence
+
+    P = net_problem
+    inf = HessianInfluence(TorchModel(P["net"], weight_decay=WD), prefit=True, solver="dense",
+                           damping=DAMP).fit(P["X"], P["y"])
+    ordinary = inf.parameter_change(P["idx"], method="ij")
+    op = CurvatureOperator.from_matrix(inf.curvature_)
+    v = inf._removal_gradients(P["idx"]).sum(0)
+    for method in ("exact", "lissa"):
+        solver = GIFSolver(op, strategy="gif", method=method, damping=DAMP, max_iter=100_000, tol=1e-13)
+        assert _rel(solver.solve(v), ordinary) < 1e-6
+
+
+def test_downdated_solve_uses_the_retained_curvature(net_problem):
+    P = net_problem
+    ad, idx = P["adapter"], P["idx"]
+    U = ad.jacobians(P["Z"][idx])
+    C = P["c"][idx, None, None] * ad.loss.curvature(P["y_enc"][idx], ad.eta(P["Z"][idx]), "hessian")
+    D = np.einsum("mkp,mkl,mlq->pq", U, C, U)
+    H = P["H"] + DAMP * np.eye(len(P["g"]))
+    J, g = P["mask"], P["g"]
+    x = GIFSolver(P["op"], active=J, method="exact", damping=DAMP).downdated_solve(g, U, C)
+    assert _rel(x, _reference(H - D, g, J, "gif")) < 1e-10
+    # second order (Basu et al.): x1 + H_JJ⁻¹ (D x1)_J, with x1 the first-order step
+    x2 = GIFSolver(P["op"], active=J, strategy="second_order", method="exact", damping=DAMP).downdated_solve(g, U, C)
+    x1 = _reference(H, g, J, "freezing")
+    assert _rel(x2, x1 + _reference(H, D @ x1, J, "freezing")) < 1e-10
+
+
+def test_diverging_run_restarts_and_converges():
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    H = Q @ np.diag(np.linspace(0.5, 10.0, 20)) @ Q.T        # σ_max = 10: c = 1 diverges
+    g = rng.standard_normal(20)
+    mask = np.arange(20) < 12
+    x, info = gif_lissa(H.__matmul__, g, mask, normalizer=1.0, normalizer_step=3.0,
+                        max_iter=50_000, tol=1e-14)
+    assert info["n_restarts"] >= 2 and info["converged"]
+    sigma = np.linalg.norm(H[:, mask], 2)                     # converges iff c > σ_max(H_J)/√2
+    assert info["normalizer"] == 1.0 + 3.0 * info["n_restarts"]
+    assert info["normalizer"] > sigma / np.sqrt(2) >= info["normalizer"] - 3.0
+    ref = np.linalg.lstsq(H[:, mask], g, rcond=None)[0]
+    assert _rel(x[mask], ref) < 1e-8 and not x[~mask].any()
+
+
+def test_divergence_beyond_max_restarts_raises_and_truncation_does_not():
+    H = np.diag([30.0, 1.0, 0.5])
+    g = np.ones(3)
+    with pytest.raises(SolverDivergenceError, match="restarts"):
+        gif_lissa(H.__matmul__, g, np.ones(3, bool), normalizer_step=1.0, max_restarts=3)
+    x, info = gif_lissa(H.__matmul__, g, np.ones(3, bool), normalizer=40.0, max_iter=3)
+    assert info["n_iter"] == 3 and not info["converged"] and np.all(np.isfinite(x))
+
+
+def test_truncated_solution_is_shrunk_towards_zero(net_problem):
+    """Truncation regularises: few steps give a shorter step than the exact least squares."""
+    P = net_problem
+    op = CurvatureOperator.from_matrix(P["H"])
+    exact = GIFSolver(op, active=P["mask"], method="exact").solve(P["g"])
+    short = GIFSolver(op, active=P["mask"], max_iter=10, normalizer=2.0)
+    x = short.solve(P["g"])
+    assert not short.info_["converged"]
+    assert np.linalg.norm(x) < np.linalg.norm(exact)
+
+
+def test_bad_options_are_refused(net_problem):
+    op = net_problem["op"]
+    with pytest.raises(ValueError, match="strategy"):
+        GIFSolver(op, strategy="newton")
+    with pytest.raises(ValueError, match="method"):
+        GIFSolver(op, method="cg")
+    with pytest.raises(ValueError, match="mask"):
+        GIFSolver(op, active=np.ones(3, bool))
+    with pytest.raises(ValueError, match="max_iter"):
+        GIFSolver(op, max_iter=0)
