@@ -252,7 +252,6 @@ class GIFSolver:
         ``U``: per-sample Jacobians (m, K, p) with blocks ``C`` (m, K, K), or stacked
         (m, p) with ``C`` (m, m). ``"second_order"`` expands in ``D`` instead.
         """
-        b = np.asarray(b, dtype=float)
         p = self.n_params
         d = np.zeros(p) if diag is None else np.broadcast_to(np.asarray(diag, float), (p,))
         Uf = U.reshape(-1, p)
@@ -261,6 +260,19 @@ class GIFSolver:
         def down(V):
             return Uf.T @ (Cf @ (Uf @ V)) + (d if V.ndim == 1 else d[:, None]) * V
 
+        dense = None
+        if self.method == "exact" and self.strategy != "second_order":
+            dense = (block_gram(U, C) if U.ndim == 3 else Uf.T @ Cf @ Uf) + np.diag(d)
+        return self.solve_downdated(b, down, dense)
+
+    def solve_downdated(self, b, down, dense=None):
+        """The step with curvature ``H − D``, ``D`` given by its products ``down(V) = D V``.
+
+        For networks whose per-sample Jacobians do not fit in memory: ``D`` is then
+        e.g. the curvature operator of the removed rows. ``dense`` is ``D`` as a matrix,
+        if known (``method="exact"``; otherwise it is assembled from ``down``).
+        """
+        b = np.asarray(b, dtype=float)
         if self.strategy == "second_order":
             x1 = self._first_order(b)
             info = self.info_
@@ -268,7 +280,6 @@ class GIFSolver:
             self.info_ = {**info, "second_order": self.info_}
             return x1 + x2
         if self.method == "exact":
-            H = self._matrix() - (block_gram(U, C) if U.ndim == 3 else Uf.T @ Cf @ Uf)
-            H[np.diag_indices_from(H)] -= d
-            return self._finish(self._first_order(b, H=H))
+            D = down(np.eye(self.n_params)) if dense is None else dense
+            return self._finish(self._first_order(b, H=self._matrix() - D))
         return self._finish(self._first_order(b, matvec=lambda V: self.operator.matvec(V) - down(V)))
