@@ -1,0 +1,199 @@
+"""Generalized influence functions (GIF, Lyu et al.) as an influence estimator.
+
+:class:`GeneralizedInfluence` is an influence estimator whose solver moves only a
+subset ``J`` of the parameters, chosen by a selection rule (:mod:`skinfluence.selection`)
+on the rows that the queries will examine. Every query of the shared API (``unlearn``,
+``relabel``, ``parameter_change``, ``attribute``, ...) goes through that solver, so all of
+them are restricted to ``J``. The maths and the baselines (Freezing, Projecting, the full
+influence function, second-order group influence) are in :mod:`skinfluence.curvature.gif`.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .curvature.gif import STRATEGIES, GIFSolver
+from .estimators import BaseInfluence
+from .estimators._base import _DEVICE
+from .estimators._model import InfluenceModel
+from .selection import RULES, select_parameters
+
+__all__ = ["GeneralizedInfluence"]
+
+
+class GeneralizedInfluence(BaseInfluence):
+    """Influence restricted to a selected share of the parameters (GIF).
+
+    The influence of a change ``g`` (the removed rows' gradient, or the difference of
+    gradients of a relabelling) on the selected parameters ``J`` is the least-squares
+    solution of ``H_J Δ_J ≈ g`` (``H_J``: the columns of the curvature for ``J``), i.e.
+    ``H_Jᵀ H_J Δ_J = H_Jᵀ g``; with ``J`` = all parameters it is the ordinary influence
+    function. The other parameters do not move.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        A skorch net or :class:`~skinfluence.models.torch.TorchModel` (``prefit=True``), or
+        a supported linear model (``J`` is then a subset of its coefficients).
+    selection : str or callable, default="highest_outputs"
+        ``"highest_outputs"``, ``"lowest_outputs"``, ``"highest_gradients"``,
+        ``"lowest_gradients"``, ``"random"``, or ``selection(adapter, X, y) -> mask``.
+        Rules rank units by their mean output or loss gradient on the rows passed to
+        :meth:`fit` as ``selection_rows`` (the rows to unlearn; default all rows).
+    ratio : float in (0, 1], default=0.05
+        Share of each layer's parameters in ``J``.
+    curvature : {"hessian", "fisher"}, default="hessian"
+        The Hessian (as in the paper) or the Fisher / Gauss–Newton matrix (AFIF's
+        curvature; positive semi-definite).
+    solver : {"lissa", "exact"}, default="lissa"
+        The authors' modified LiSSA (truncated at ``max_iter``) or the exact least
+        squares on the dense curvature (where ``p × p`` fits).
+    strategy : {"gif", "freezing", "projecting", "full", "second_order"}, default="gif"
+        GIF, or one of the baselines on the same ``J`` (see
+        :mod:`skinfluence.curvature.gif`).
+    max_iter : int, default=200
+        LiSSA steps; stopping there is a regulariser (documented), not an error.
+    tol : float, default=1e-9
+        LiSSA stops when ``‖ΔI‖ < tol·√|J|``.
+    normalizer : float, default=1.0
+        LiSSA's initial normaliser ``c`` (the curvature is divided by it).
+    normalizer_step : float, default=5.0
+        Added to ``c`` each time the iteration diverges and restarts.
+    damping, prefit, polish, curvature_sampler, device, dtype, batch_size, random_state, verbose
+        As for :class:`~skinfluence.HessianInfluence`.
+
+    Attributes
+    ----------
+    parameter_mask_ : ndarray of bool, shape (n_params,)
+        The selected parameters ``J``.
+    selection_table_ : pandas.DataFrame
+        Per layer: its size, the number selected, the whole units taken and the unit
+        filled partly.
+    n_iter_, n_restarts_, normalizer_, residual_ :
+        The last solve's LiSSA steps, restarts, final normaliser and relative
+        normal-equation residual (``solver="exact"``: 0, 0, 1 and the residual).
+    Other attributes as for :class:`~skinfluence.HessianInfluence`.
+
+    Examples
+    --------
+    >>> gif = GeneralizedInfluence(net, prefit=True, ratio=0.1)            # doctest: +SKIP
+    >>> gif.fit(X, y, selection_rows=np.flatnonzero(y == 0))               # doctest: +SKIP
+    >>> step = gif.parameter_change(np.flatnonzero(y == 0), method="ij")   # doctest: +SKIP
+    """
+
+    _parameter_constraints = {
+        **BaseInfluence._parameter_constraints,
+        "selection": [StrOptions(set(RULES)), callable],
+        "ratio": [Interval(Real, 0, 1, closed="right")],
+        "curvature": [StrOptions({"hessian", "fisher"})],
+        "solver": [StrOptions({"lissa", "exact"})],
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "normalizer": [Interval(Real, 0, None, closed="neither")],
+        "normalizer_step": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(self, estimator, *, selection="highest_outputs", ratio=0.05, curvature="hessian",
+                 solver="lissa", strategy="gif", max_iter=200, tol=1e-9, normalizer=1.0,
+                 normalizer_step=5.0, prefit=False, damping=0.0, polish=False, curvature_sampler=None,
+                 device="auto", dtype="float64", batch_size=4096, random_state=None, verbose=0):
+        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
+                         curvature_sampler=curvature_sampler, device=device, dtype=dtype,
+                         batch_size=batch_size, random_state=random_state, verbose=verbose)
+        self.selection = selection
+        self.ratio = ratio
+        self.curvature = curvature
+        self.strategy = strategy
+        self.max_iter = max_iter
+        self.tol = tol
+        self.normalizer = normalizer
+        self.normalizer_step = normalizer_step
+
+    @property
+    def _curvature_kind(self):
+        return self.curvature
+
+    def fit(self, X, y, sample_weight=None, *, selection_rows=None):
+        """Fit (unless ``prefit``), select ``J`` and set up the solver.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as for :meth:`HessianInfluence.fit`
+        selection_rows : array-like of int or bool, optional
+            The rows on which the selection rule ranks the units (the rows to unlearn or
+            relabel, as in the paper); default all rows.
+
+        Returns
+        -------
+        self : object
+        """
+        rows = np.arange(len(y)) if selection_rows is None else np.asarray(selection_rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        if rows.size == 0:
+            raise ValueError("selection_rows is empty")
+        self._selection_data = (_safe_indexing(X, rows), _safe_indexing(np.asarray(y), rows))
+        return super().fit(X, y, sample_weight)
+
+    def _check_options(self):
+        # ``solver`` names GIF's method (validated by _parameter_constraints), not an engine solver
+        if not _DEVICE.match(self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+
+    def _build(self, adapter, eta=None, previous=None):
+        # BaseInfluence._build, with the solver choice GIF's own
+        model = InfluenceModel(adapter, self._Z, self.y_encoded_, self.sample_weight_,
+                               self._curvature_kind, self.curvature_rows_, self.curvature_weights_, eta)
+        if previous is not None:
+            model.share_solver(previous)
+            return model
+        self.solver_ = "gif_exact" if self.solver == "exact" else "gif"
+        self.solver_reason_ = f"GeneralizedInfluence(solver={self.solver!r}, strategy={self.strategy!r})"
+        operator = model.curvature_operator(self.solver == "exact")
+        solver = self._make_solver(operator, adapter)
+        model.set_solver(solver, solver.curvature if self.solver == "exact" else operator)
+        return model
+
+    def _make_solver(self, operator, adapter):
+        if not adapter.penalty.is_smooth:
+            raise ValueError("GeneralizedInfluence supports smooth penalties only (no ℓ1); "
+                             "use HessianInfluence for Lasso / elastic net")
+        X_sel, y_sel = self._selection_data
+        mask, table = select_parameters(adapter, X_sel, y_sel, rule=self.selection, ratio=self.ratio,
+                                        random_state=self.random_state)
+        if self.strategy == "full":
+            mask = np.ones(adapter.n_params, bool)
+        if not mask.any():
+            raise ValueError(f"ratio={self.ratio} selects no parameter; increase it")
+        self.parameter_mask_, self.selection_table_ = mask, table
+        return GIFSolver(operator, active=mask, strategy=self.strategy,
+                         method="exact" if self.solver == "exact" else "lissa",
+                         damping=self.damping, null_space=adapter.null_space(),
+                         normalizer=self.normalizer, normalizer_step=self.normalizer_step,
+                         max_iter=self.max_iter, tol=self.tol)
+
+    # ------------------------------------------------------------- solver report
+    def _info(self, key, default):
+        self._fitted()
+        return self.curvature_solver_.info_.get(key, default)
+
+    @property
+    def n_iter_(self):
+        return self._info("n_iter", 0)
+
+    @property
+    def n_restarts_(self):
+        return self._info("n_restarts", 0)
+
+    @property
+    def normalizer_(self):
+        return self._info("normalizer", 1.0)
+
+    @property
+    def residual_(self):
+        return self._info("residual", np.nan)
