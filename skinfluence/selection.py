@@ -74,7 +74,7 @@ def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05,
         raise ValueError(f"selection must be one of {RULES} or a callable, got {rule!r}")
     if rule.endswith("gradients") and y is None:
         raise ValueError(f"selection={rule!r} needs the targets y of the examined rows")
-    layers = _torch_layers(adapter) if hasattr(adapter, "module") else None
+    layers = _torch_layers(adapter) if hasattr(adapter, "layers") else None
     if layers is None:
         layers = [_Layer("coefficients", "linear model", np.arange(adapter.n_params)[:, None], None)]
         scores = _glm_scores(adapter, X, y, rule) if rule != "random" else [None]
@@ -122,79 +122,29 @@ class _Layer:
                 "n_selected": budget, "units": units.tolist(), "partial_unit": partial}
 
 
-def _param_slices(adapter):
-    """Trainable parameter name -> slice of θ (``named_parameters`` order)."""
-    if hasattr(adapter, "param_slices"):
-        return dict(adapter.param_slices)
-    out, start = {}, 0
-    for name, size in zip(adapter._names, adapter._sizes):
-        out[name] = slice(start, start + size)
-        start += size
+def _torch_layers(adapter):
+    """The adapter's Linear/Conv2d layers with trainable weights, as :class:`_Layer`."""
+    out = []
+    for name, (n_units, parts) in adapter.layers().items():
+        weights = np.arange(parts[0].start, parts[0].stop).reshape(n_units, -1)
+        bias = np.arange(parts[1].start, parts[1].stop) if len(parts) > 1 else None
+        kind = type(dict(adapter.module.named_modules())[name]).__name__
+        out.append(_Layer(name, kind, weights, bias))
     return out
 
 
-def _torch_layers(adapter):
-    import torch
-
-    slices = _param_slices(adapter)
-    layers = []
-    for name, mod in adapter.module.named_modules():
-        if not isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
-            continue
-        prefix = f"{name}." if name else ""
-        w = slices.get(prefix + "weight")
-        if w is None:                       # frozen weights: the layer is not selectable
-            continue
-        units = mod.weight.shape[0]
-        weights = np.arange(w.start, w.stop).reshape(units, -1)
-        b = slices.get(prefix + "bias")
-        bias = np.arange(b.start, b.stop) if b is not None else None
-        layers.append(_Layer(name, type(mod).__name__, weights, bias))
-        layers[-1].module = mod
-    return layers
-
-
 def _torch_scores(adapter, X, y, rule, layers):
-    """|mean unit output| or |mean unit-output gradient| of every layer, over the rows."""
-    import torch
-
+    """|mean unit output| or |mean unit-output gradient of the rows' loss| per layer."""
     Z = adapter.design(X)
-    use_grad = rule.endswith("gradients")
-    if use_grad:
+    G = None
+    if rule.endswith("gradients"):
         y_enc = adapter.encode_target(np.asarray(y))
         if len(y_enc) != len(Z):
             raise ValueError(f"X and y have inconsistent lengths {len(Z)} and {len(y_enc)}")
         G = adapter.loss.gradient(y_enc, adapter.eta(Z))          # ∂ℓ/∂η of each row
-    sums = [0.0] * len(layers)
-    count = [0] * len(layers)
-    outputs = {}
-
-    def hook(i):
-        def store(module, inputs, out):
-            if use_grad:
-                out.retain_grad()
-            outputs[i] = out
-        return store
-
-    handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        for start in range(0, len(Z), adapter.batch_size):
-            sl = slice(start, min(start + adapter.batch_size, len(Z)))
-            theta = adapter._theta_t.detach().clone().requires_grad_(use_grad)
-            with torch.set_grad_enabled(use_grad):
-                eta = adapter._f(theta, adapter._t(Z[sl]))
-                if use_grad:
-                    (eta * adapter._t(G[sl])).sum().backward()
-            for i in range(len(layers)):
-                t = outputs[i].grad if use_grad else outputs[i].detach()
-                dims = [0] + list(range(2, t.ndim))                # rows and positions
-                sums[i] = sums[i] + t.sum(dim=dims).double().cpu().numpy()
-                count[i] += t.numel() // t.shape[1]
-            outputs.clear()
-    finally:
-        for h in handles:
-            h.remove()
-    return [np.abs(s / n) for s, n in zip(sums, count)]
+    stats = adapter.layer_statistics(Z, G)
+    key = "gradients" if G is not None else "outputs"
+    return [np.abs(stats[layer.name][key]) for layer in layers]
 
 
 def _glm_scores(adapter, X, y, rule):

@@ -52,8 +52,10 @@ from scipy import linalg
 
 from .._linalg import block_gram
 from ..exceptions import SolverDivergenceError
+from .operators import CurvatureOperator
+from .solvers import Solver, register_solver
 
-__all__ = ["STRATEGIES", "gif_lissa", "GIFSolver"]
+__all__ = ["STRATEGIES", "gif_lissa", "GIFSolver", "GIFExactSolver"]
 
 STRATEGIES = ("gif", "freezing", "projecting", "full", "second_order")
 
@@ -141,8 +143,9 @@ def _colmax(V):
     return float(np.max(np.linalg.norm(V.reshape(V.shape[0], -1), axis=0)))
 
 
-class GIFSolver:
-    """Solver of the generalized influence step, with the curvature solvers' interface.
+@register_solver("gif")
+class GIFSolver(Solver):
+    """Solver of the generalized influence step, registered as ``solver="gif"``.
 
     Parameters
     ----------
@@ -155,7 +158,7 @@ class GIFSolver:
     method : {"lissa", "exact"}, default="lissa"
     damping : float, default=0.0
         Added to the diagonal of ``H``.
-    null_space : ignored
+    null_space, random_state : ignored
         Least squares returns the minimum-norm solution and the iteration never excites
         directions outside the range of ``H``; accepted for the factory's signature.
     normalizer, normalizer_step, max_iter, tol, max_restarts :
@@ -170,7 +173,7 @@ class GIFSolver:
 
     def __init__(self, operator, *, active=None, strategy="gif", method="lissa", damping=0.0,
                  null_space=None, normalizer=1.0, normalizer_step=5.0, max_iter=200, tol=1e-9,
-                 max_restarts=100):
+                 max_restarts=100, random_state=None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if method not in ("lissa", "exact"):
@@ -178,6 +181,8 @@ class GIFSolver:
         for name, val in (("max_iter", max_iter), ("max_restarts", max_restarts)):
             if not isinstance(val, numbers.Integral) or val < (1 if name == "max_iter" else 0):
                 raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        if isinstance(operator, np.ndarray):
+            operator = CurvatureOperator.from_matrix(operator)
         self.n_params = operator.n_params
         self.operator = operator.add_diagonal(float(damping)) if damping else operator
         mask = np.ones(self.n_params, bool) if active is None else np.asarray(active, bool)
@@ -192,6 +197,11 @@ class GIFSolver:
                                   max_iter=max_iter, tol=tol, max_restarts=max_restarts)
         self.info_ = {}
         self._dense = None
+
+    @property
+    def curvature(self):
+        """The curvature (damping included): dense for ``method="exact"``, else the operator."""
+        return self._matrix() if self.method == "exact" else self.operator
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -283,3 +293,13 @@ class GIFSolver:
             D = down(np.eye(self.n_params)) if dense is None else dense
             return self._finish(self._first_order(b, H=self._matrix() - D))
         return self._finish(self._first_order(b, matvec=lambda V: self.operator.matvec(V) - down(V)))
+
+
+@register_solver("gif_exact")
+class GIFExactSolver(GIFSolver):
+    """:class:`GIFSolver` with ``method="exact"`` (dense least squares), as ``solver="gif_exact"``."""
+
+    dense = True
+
+    def __init__(self, operator, **options):
+        super().__init__(operator, **{**options, "method": "exact"})
