@@ -438,13 +438,21 @@ def summarise(rows_by_seed, cols):
         cells = []
         for c in cols:
             v = np.array([r.get(c, np.nan) for r in rs], float)
-            pct = c in ("EA", "SA", "relabel", "clean", "attack")
-            s = 100 if pct else 1
-            cells.append(f"{s * np.nanmean(v):.2f} ± {s * np.nanstd(v):.2f}" if c not in ("solve", "total")
-                         else f"{np.nanmean(v):.3f}")
+            s = 100 if c in ("EA", "SA", "relabel", "clean", "attack") else 1
+            if np.isnan(v).all():
+                cells.append("-")
+            elif c in ("solve", "total"):
+                cells.append(f"{np.mean(v):.2f}")
+            else:
+                cells.append(f"{s * np.mean(v):.{0 if c == 'steps' else 2}f} ± {s * np.std(v):.{0 if c == 'steps' else 2}f}")
         q = ratio if ratio == "-" else f"{100 * float(ratio):g}%"
         lines.append(f"| {m} | {rule} | {q} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+COLUMNS = {"removal": ["EA", "SA", "F1", "steps", "solve", "total"],
+           "label": ["EA", "relabel", "H", "steps", "solve", "total"],
+           "backdoor": ["clean", "relabel", "attack", "steps", "solve", "total"]}
 
 
 def main():
@@ -467,7 +475,17 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="append the tables to this markdown file")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--from-cache", action="store_true",
+                    help="only print the tables of the runs saved in benchmarks/.cache_gif")
     args = ap.parse_args()
+    if args.from_cache:
+        for exp, cols in COLUMNS.items():
+            for model in args.models:
+                path = CACHE / f"{exp}_{model}.json"
+                if path.exists():
+                    per_seed = json.loads(path.read_text())
+                    print(f"### {exp} — {model} ({len(per_seed)} seeds)", summarise(per_seed, cols), "", sep="\n")
+        return
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
         print(f"threads: torch {torch.get_num_threads()}, BLAS {args.threads} "
@@ -486,9 +504,7 @@ def main():
                 else:
                     fn = {"removal": exp_removal, "label": exp_label, "backdoor": exp_backdoor}[exp]
                     per_seed = [fn(args, model, s) for s in range(args.seeds)]
-                    cols = {"removal": ["EA", "SA", "F1", "steps", "solve", "total"],
-                            "label": ["EA", "relabel", "H", "steps", "solve", "total"],
-                            "backdoor": ["clean", "relabel", "attack", "steps", "solve", "total"]}[exp]
+                    cols = COLUMNS[exp]
                     table = summarise(per_seed, cols)
                     with open(CACHE / f"{exp}_{model}.json", "w") as f:
                         json.dump(per_seed, f, default=float)
