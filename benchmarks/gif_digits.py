@@ -181,9 +181,13 @@ class Problem:
         Zb = ad.design(Xtr[rows])
         op = (hessian_operator(ad, Zb, y_after[rows], 1 / len(rows)) if kind == "hessian" else
               model_curvature(ad, Zb, y_after[rows], np.full(len(rows), 1 / len(rows)), kind))
+        self.kind = kind
         self.H = op.add_diagonal(ad.penalty.hessian_diagonal())
         # the removed rows' Hessian in the same scale (second-order influence expands in it)
-        self.D = hessian_operator(ad, ZU, self.yU, 1 / n_new) if removed else None
+        self.D = None
+        if removed:
+            self.D = (hessian_operator(ad, ZU, self.yU, 1 / n_new) if kind == "hessian" else
+                      model_curvature(ad, ZU, self.yU, np.full(m, 1 / n_new), kind))
 
     def direction(self, method, rule="highest_outputs", ratio=1.0, max_iter=100, seed=0):
         """(Δθ, info, seconds) of one method."""
@@ -271,7 +275,7 @@ def exp_removal(args, model, seed, cls=0):
     U = np.flatnonzero(ytr == cls)
     keep = ytr != cls
     net_re, t_re = train_lbfgs(model, Xtr[keep], ytr[keep], seed)
-    P = Problem(net, Xtr, ytr, U, seed=seed)
+    P = Problem(net, Xtr, ytr, U, seed=seed, kind=args.curvature)
     ad = P.adapter
     check_operator(ad, ad.design(Xtr[:64]), ytr[:64])
     vk, tk = yva != cls, yte != cls
@@ -290,6 +294,8 @@ def exp_removal(args, model, seed, cls=0):
              "time_s": t_re}]
     rules = args.rules if model == "cnn" else args.mlp_rules
     for method, rule, ratio in methods(args.ratios, rules, args.rule_ratios, args.rule_ratios):
+        if args.only and method not in args.only and f"{method}:{rule}" not in args.only:
+            continue
         d, info, ts = P.direction(method, rule, ratio, args.max_iter, seed)
         th, steps, tp = run_path(ad, d, score_val, args)
         rows.append({"method": method, "rule": rule, "ratio": ratio, **report(ad, th), "solve": ts / t_re,
@@ -297,6 +303,9 @@ def exp_removal(args, model, seed, cls=0):
                      "c": info.get("normalizer")})
         if args.verbose:
             print(seed, rows[-1], flush=True)
+    with open(CACHE / f"removal_{model}{'' if args.curvature == 'hessian' else '_' + args.curvature}_seed{seed}.json",
+              "w") as f:
+        json.dump(rows, f, default=float)               # one file per seed: runs can be merged
     return rows
 
 
@@ -308,7 +317,7 @@ def exp_label(args, model, seed, src=1, dst=7):
     y_re = ytr.copy()
     y_re[U] = dst
     net_re, t_re = train_lbfgs(model, Xtr, y_re, seed)
-    P = Problem(net, Xtr, ytr, U, y_new=np.full(len(U), dst), seed=seed)
+    P = Problem(net, Xtr, ytr, U, y_new=np.full(len(U), dst), seed=seed, kind=args.curvature)
     ad = P.adapter
     vo, to = (yva != src), (yte != src)
 
@@ -349,7 +358,7 @@ def exp_backdoor(args, model, seed, target=4, frac=0.1):
     yp[U] = target
     net, _ = train_lbfgs(model, Xp, yp, seed)
     net_re, t_re = train_lbfgs(model, Xp, ytr, seed)          # the same images, true labels
-    P = Problem(net, Xp, yp, U, y_new=ytr[U], seed=seed)
+    P = Problem(net, Xp, yp, U, y_new=ytr[U], seed=seed, kind=args.curvature)
     ad = P.adapter
     Xva_t, Xte_t = add_trigger(Xva), add_trigger(Xte)
 
@@ -461,6 +470,7 @@ def main():
                     choices=["removal", "label", "backdoor", "cost"])
     ap.add_argument("--models", nargs="+", default=["cnn"], choices=list(MODELS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.3])
     ap.add_argument("--rule-ratios", type=float, nargs="+", default=[0.05, 0.3],
                     help="ratios of the other selection rules, Freezing and Projecting")
@@ -474,6 +484,9 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="append the tables to this markdown file")
+    ap.add_argument("--curvature", default="hessian", choices=["hessian", "fisher"])
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="removal: run only these methods (e.g. full gif:highest_outputs)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--from-cache", action="store_true",
                     help="only print the tables of the runs saved in benchmarks/.cache_gif")
@@ -481,10 +494,12 @@ def main():
     if args.from_cache:
         for exp, cols in COLUMNS.items():
             for model in args.models:
-                path = CACHE / f"{exp}_{model}.json"
-                if path.exists():
-                    per_seed = json.loads(path.read_text())
-                    print(f"### {exp} — {model} ({len(per_seed)} seeds)", summarise(per_seed, cols), "", sep="\n")
+                for tag in ("", "_fisher"):
+                    path = CACHE / f"{exp}_{model}{tag}.json"
+                    if path.exists():
+                        per_seed = json.loads(path.read_text())
+                        print(f"### {exp} — {model}{tag} ({len(per_seed)} seeds)", summarise(per_seed, cols), "",
+                              sep="\n")
         return
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
@@ -503,12 +518,13 @@ def main():
                     table = "\n".join(lines)
                 else:
                     fn = {"removal": exp_removal, "label": exp_label, "backdoor": exp_backdoor}[exp]
-                    per_seed = [fn(args, model, s) for s in range(args.seeds)]
+                    per_seed = [fn(args, model, s) for s in range(args.first_seed, args.first_seed + args.seeds)]
                     cols = COLUMNS[exp]
                     table = summarise(per_seed, cols)
-                    with open(CACHE / f"{exp}_{model}.json", "w") as f:
+                    tag = "" if args.curvature == "hessian" else f"_{args.curvature}"
+                    with open(CACHE / f"{exp}_{model}{tag}.json", "w") as f:
                         json.dump(per_seed, f, default=float)
-                head = f"### {exp} — {model} ({args.seeds if exp != 'cost' else 1} seeds, {time.perf_counter() - t0:.0f} s)"
+                head = f"### {exp} — {model}, {args.curvature} ({args.seeds if exp != 'cost' else 1} seeds, {time.perf_counter() - t0:.0f} s)"
                 print(head, table, "", sep="\n", flush=True)
                 out.append(head + "\n\n" + table + "\n")
         if args.out:

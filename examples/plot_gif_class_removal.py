@@ -37,7 +37,7 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn"):
     torch.set_num_threads(1)
     args = argparse.Namespace(ratios=[0.02, 0.05, 0.1, 0.3], rules=["highest_outputs", "random"],
                               mlp_rules=["highest_outputs", "random"], max_iter=100, gamma=0.1,
-                              max_steps=100, stop_sa=0.0, verbose=False)
+                              max_steps=100, stop_sa=0.0, verbose=False, curvature="hessian", only=None)
     saved = gif_digits.CACHE / f"removal_{model}.json"
     if saved.exists():
         per_seed = json.loads(saved.read_text())
