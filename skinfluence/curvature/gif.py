@@ -38,9 +38,9 @@ Two ways to solve:
   ``‖ΔI‖ < tol·√|J|`` or after ``max_iter`` steps. **Truncation is a regulariser, not an
   error**: the iteration is gradient descent on ``‖Ax − b‖²`` from 0, and stopping early
   damps the directions of small singular value (like ridge with penalty
-  ``≈ c² / max_iter``), which in the authors' experiments (and ours, see
-  benchmarks/RESULTS_gif.md) often unlearns better than the exact solution. ``info_``
-  says whether it converged.
+  ``≈ c² / max_iter``), which in the authors' experiments often unlearns better than
+  the exact solution (the project's own measurement on a small digits CNN agreed:
+  ALGORITHMS.md §2). ``info_`` says whether it converged.
 """
 
 from __future__ import annotations
