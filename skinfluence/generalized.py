@@ -59,8 +59,10 @@ class GeneralizedInfluence(BaseInfluence):
         LiSSA steps; stopping there is a regulariser (documented), not an error.
     tol : float, default=1e-9
         LiSSA stops when ``‖ΔI‖ < tol·√|J|``.
-    normalizer : float, default=1.0
-        LiSSA's initial normaliser ``c`` (the curvature is divided by it).
+    normalizer : float or "auto", default=1.0
+        LiSSA's initial normaliser ``c`` (the curvature is divided by it; the authors start
+        at 1). ``"auto"``: the curvature's largest eigenvalue (power iteration), for
+        models whose curvature is far from unit scale (e.g. unscaled linear models).
     normalizer_step : float, default=5.0
         Added to ``c`` each time the iteration diverges and restarts.
     damping, prefit, polish, curvature_sampler, device, dtype, batch_size, random_state, verbose
@@ -75,7 +77,7 @@ class GeneralizedInfluence(BaseInfluence):
         filled partly.
     n_iter_, n_restarts_, normalizer_, residual_ :
         The last solve's LiSSA steps, restarts, final normaliser and relative
-        normal-equation residual (``solver="exact"``: 0, 0, 1 and the residual).
+        normal-equation residual (``solver="exact"``: 1, 0, 1 and the residual).
     Other attributes as for :class:`~skinfluence.HessianInfluence`.
 
     Examples
@@ -94,7 +96,7 @@ class GeneralizedInfluence(BaseInfluence):
         "strategy": [StrOptions(set(STRATEGIES))],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "normalizer": [Interval(Real, 0, None, closed="neither")],
+        "normalizer": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "normalizer_step": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -132,12 +134,13 @@ class GeneralizedInfluence(BaseInfluence):
         -------
         self : object
         """
-        rows = np.arange(len(y)) if selection_rows is None else np.asarray(selection_rows)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        if rows.size == 0:
-            raise ValueError("selection_rows is empty")
-        self._selection_data = (_safe_indexing(X, rows), _safe_indexing(np.asarray(y), rows))
+        self._selection_data = (X, y)
+        if selection_rows is not None:
+            rows = np.asarray(selection_rows)
+            rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+            if rows.size == 0 or not np.issubdtype(rows.dtype, np.integer):
+                raise ValueError("selection_rows must be a non-empty array of row indices or a boolean mask")
+            self._selection_data = (_safe_indexing(X, rows), _safe_indexing(np.asarray(y), rows))
         return super().fit(X, y, sample_weight)
 
     def _check_options(self):
@@ -175,7 +178,7 @@ class GeneralizedInfluence(BaseInfluence):
                          method="exact" if self.solver == "exact" else "lissa",
                          damping=self.damping, null_space=adapter.null_space(),
                          normalizer=self.normalizer, normalizer_step=self.normalizer_step,
-                         max_iter=self.max_iter, tol=self.tol)
+                         max_iter=self.max_iter, tol=self.tol, random_state=self.random_state)
 
     # ------------------------------------------------------------- solver report
     def _info(self, key, default):

@@ -269,3 +269,15 @@ def test_estimator_on_a_linear_model_and_validation():
         GeneralizedInfluence(lr, ratio=1.5).fit(X, y)
     with pytest.raises(ValueError, match="solver"):
         GeneralizedInfluence(lr, solver="cg").fit(X, y)
+
+
+def test_auto_normalizer_converges_without_restarts_on_a_badly_scaled_curvature():
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.standard_normal((15, 15)))[0]
+    H = Q @ np.diag(np.geomspace(10.0, 300.0, 15)) @ Q.T         # additive restarts from 1 would need ~40
+    g = rng.standard_normal(15)
+    solver = GIFSolver(CurvatureOperator.from_matrix(H), normalizer="auto", max_iter=100_000, tol=1e-14,
+                       random_state=0)
+    x = solver.solve(g)
+    assert solver.info_["n_restarts"] == 0 and solver.info_["converged"]
+    assert _rel(x, np.linalg.solve(H, g)) < 1e-8

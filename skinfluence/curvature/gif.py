@@ -133,7 +133,7 @@ def gif_lissa(matvec, b, mask, *, square=False, normalizer=1.0, normalizer_step=
         c += normalizer_step
     raise SolverDivergenceError(
         f"modified LiSSA still diverges after {max_restarts} restarts (normaliser {c:.3g}); "
-        "pass a larger normalizer or normalizer_step"
+        "pass normalizer='auto' (the curvature's scale), or a larger normalizer_step"
     )
 
 
@@ -161,14 +161,20 @@ class GIFSolver(Solver):
     null_space, random_state : ignored
         Least squares returns the minimum-norm solution and the iteration never excites
         directions outside the range of ``H``; accepted for the factory's signature.
-    normalizer, normalizer_step, max_iter, tol, max_restarts :
+    normalizer : float or "auto", default=1.0
+        LiSSA's initial ``c`` (the authors start at 1). ``"auto"``: the curvature's largest
+        eigenvalue by power iteration (``≥ σ_max(A)`` for every strategy, so the first
+        attempt converges unless the estimate is far below it) — for curvatures whose
+        scale is far from 1, where additive restarts from 1 would take many attempts.
+    normalizer_step, max_iter, tol, max_restarts :
         Modified LiSSA's settings (see :func:`gif_lissa`).
 
     Attributes
     ----------
     info_ : dict
         The last solve's ``n_iter``, ``n_restarts``, ``normalizer``, ``residual``,
-        ``converged`` (LiSSA), or ``method="exact"`` and ``residual``.
+        ``converged`` (LiSSA), or for ``method="exact"`` its ``residual`` (and ``n_iter`` 1:
+        one direct solve).
     """
 
     def __init__(self, operator, *, active=None, strategy="gif", method="lissa", damping=0.0,
@@ -193,6 +199,9 @@ class GIFSolver(Solver):
         self.active = mask
         self.strategy = strategy
         self.method = method
+        if normalizer == "auto":
+            lam = self.operator.max_eigenvalue(random_state=random_state)
+            normalizer = lam if lam > 0 else 1.0
         self.lissa_options = dict(normalizer=normalizer, normalizer_step=normalizer_step,
                                   max_iter=max_iter, tol=tol, max_restarts=max_restarts)
         self.info_ = {}
@@ -226,7 +235,7 @@ class GIFSolver(Solver):
         xs = linalg.lstsq(A, rhs, lapack_driver="gelsd", check_finite=False)[0]
         denom = np.linalg.norm(A.T @ rhs) or 1.0
         self.info_ = {"method": "exact", "residual": float(np.linalg.norm(A.T @ (A @ xs - rhs)) / denom),
-                      "n_iter": 0, "n_restarts": 0, "normalizer": 1.0, "converged": True}
+                      "n_iter": 1, "n_restarts": 0, "normalizer": 1.0, "converged": True}
         x = np.zeros(b.shape)
         x[cols] = xs
         return x
