@@ -503,11 +503,16 @@ def main():
         for exp, cols in COLUMNS.items():
             for model in args.models:
                 for tag in ("", "_fisher"):
+                    seeds = sorted(CACHE.glob(f"{exp}_{model}{tag}_seed*.json"))
                     path = CACHE / f"{exp}_{model}{tag}.json"
-                    if path.exists():
+                    if seeds:
+                        per_seed = [json.loads(f.read_text()) for f in seeds]
+                    elif path.exists():
                         per_seed = json.loads(path.read_text())
-                        print(f"### {exp} — {model}{tag} ({len(per_seed)} seeds)", summarise(per_seed, cols), "",
-                              sep="\n")
+                    else:
+                        continue
+                    print(f"### {exp} — {model}{tag} ({len(per_seed)} seeds)", summarise(per_seed, cols), "",
+                          sep="\n")
         return
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
