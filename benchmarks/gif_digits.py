@@ -204,10 +204,10 @@ class Problem:
         opts = dict(max_iter=max_iter, normalizer=1.0, normalizer_step=5.0)
         if method == "second_order":
             full = CurvatureOperator(ad.n_params, lambda V: self.H.matvec(V) + self.D.matvec(V))
-            solver = GIFSolver(full, active=mask, strategy="second_order", **opts)
+            solver = GIFSolver(full, subset=mask, strategy="second_order", **opts)
             d = solver.solve_downdated(self.g, self.D.matvec)
         else:
-            solver = GIFSolver(self.H, active=mask, strategy=method, **opts)
+            solver = GIFSolver(self.H, subset=mask, strategy=method, **opts)
             d = solver.solve(self.g)
         return d, solver.info_, time.process_time() - t
 

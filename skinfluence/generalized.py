@@ -174,7 +174,7 @@ class GeneralizedInfluence(BaseInfluence):
         if not mask.any():
             raise ValueError(f"ratio={self.ratio} selects no parameter; increase it")
         self.parameter_mask_, self.selection_table_ = mask, table
-        return GIFSolver(operator, active=mask, strategy=self.strategy,
+        return GIFSolver(operator, subset=mask, strategy=self.strategy,
                          method="exact" if self.solver == "exact" else "lissa",
                          damping=self.damping, null_space=adapter.null_space(),
                          normalizer=self.normalizer, normalizer_step=self.normalizer_step,

@@ -68,7 +68,7 @@ def _reference(H, g, J, strategy):
 def test_exact_matches_closed_form(net_problem, strategy):
     P = net_problem
     H = P["H"] + DAMP * np.eye(len(P["g"]))
-    x = GIFSolver(P["op"], active=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
+    x = GIFSolver(P["op"], subset=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
     assert _rel(x, _reference(H, P["g"], P["mask"], strategy)) < 1e-10
     if strategy != "full":
         assert not x[~P["mask"]].any()
@@ -78,8 +78,8 @@ def test_exact_matches_closed_form(net_problem, strategy):
 def test_lissa_to_convergence_equals_exact_least_squares(net_problem, strategy):
     P = net_problem
     dense = CurvatureOperator.from_matrix(P["H"])          # the same matrix, cheap products
-    exact = GIFSolver(dense, active=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
-    solver = GIFSolver(dense, active=P["mask"], strategy=strategy, method="lissa", damping=DAMP,
+    exact = GIFSolver(dense, subset=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
+    solver = GIFSolver(dense, subset=P["mask"], strategy=strategy, method="lissa", damping=DAMP,
                        max_iter=200_000, tol=1e-13)
     x = solver.solve(P["g"])
     assert solver.info_["converged"]
@@ -89,7 +89,7 @@ def test_lissa_to_convergence_equals_exact_least_squares(net_problem, strategy):
 def test_lissa_on_model_products_follows_the_dense_iteration(net_problem):
     """The Hessian-vector products of the network give the same iterates as its dense matrix."""
     P = net_problem
-    kw = dict(active=P["mask"], damping=DAMP, max_iter=40, normalizer=2.0)
+    kw = dict(subset=P["mask"], damping=DAMP, max_iter=40, normalizer=2.0)
     a = GIFSolver(P["op"], **kw).solve(P["g"])
     b = GIFSolver(CurvatureOperator.from_matrix(P["H"]), **kw).solve(P["g"])
     assert _rel(a, b) < 1e-9
@@ -118,10 +118,10 @@ def test_downdated_solve_uses_the_retained_curvature(net_problem):
     D = np.einsum("mkp,mkl,mlq->pq", U, C, U)
     H = P["H"] + DAMP * np.eye(len(P["g"]))
     J, g = P["mask"], P["g"]
-    x = GIFSolver(P["op"], active=J, method="exact", damping=DAMP).downdated_solve(g, U, C)
+    x = GIFSolver(P["op"], subset=J, method="exact", damping=DAMP).downdated_solve(g, U, C)
     assert _rel(x, _reference(H - D, g, J, "gif")) < 1e-10
     # second order (Basu et al.): x1 + H_JJ⁻¹ (D x1)_J, with x1 the first-order step
-    x2 = GIFSolver(P["op"], active=J, strategy="second_order", method="exact", damping=DAMP).downdated_solve(g, U, C)
+    x2 = GIFSolver(P["op"], subset=J, strategy="second_order", method="exact", damping=DAMP).downdated_solve(g, U, C)
     x1 = _reference(H, g, J, "freezing")
     assert _rel(x2, x1 + _reference(H, D @ x1, J, "freezing")) < 1e-10
 
@@ -155,8 +155,8 @@ def test_truncated_solution_is_shrunk_towards_zero(net_problem):
     """Truncation regularises: few steps give a shorter step than the exact least squares."""
     P = net_problem
     op = CurvatureOperator.from_matrix(P["H"])
-    exact = GIFSolver(op, active=P["mask"], method="exact").solve(P["g"])
-    short = GIFSolver(op, active=P["mask"], max_iter=10, normalizer=2.0)
+    exact = GIFSolver(op, subset=P["mask"], method="exact").solve(P["g"])
+    short = GIFSolver(op, subset=P["mask"], max_iter=10, normalizer=2.0)
     x = short.solve(P["g"])
     assert not short.info_["converged"]
     assert np.linalg.norm(x) < np.linalg.norm(exact)
@@ -169,7 +169,7 @@ def test_bad_options_are_refused(net_problem):
     with pytest.raises(ValueError, match="method"):
         GIFSolver(op, method="cg")
     with pytest.raises(ValueError, match="mask"):
-        GIFSolver(op, active=np.ones(3, bool))
+        GIFSolver(op, subset=np.ones(3, bool))
     with pytest.raises(ValueError, match="max_iter"):
         GIFSolver(op, max_iter=0)
 

@@ -60,7 +60,7 @@ __all__ = ["STRATEGIES", "gif_lissa", "GIFSolver", "GIFExactSolver"]
 STRATEGIES = ("gif", "freezing", "projecting", "full", "second_order")
 
 
-def gif_lissa(matvec, b, mask, *, square=False, normalizer=1.0, normalizer_step=5.0,
+def gif_lissa(matvec, b, mask, *, rows=None, normalizer=1.0, normalizer_step=5.0,
               max_iter=200, tol=1e-9, max_restarts=100):
     """The authors' modified LiSSA for ``min ‖A x − b‖`` over ``x`` supported on ``mask``.
 
@@ -71,8 +71,9 @@ def gif_lissa(matvec, b, mask, *, square=False, normalizer=1.0, normalizer_step=
     b : ndarray of shape (p,) or (p, m)
     mask : ndarray of bool, shape (p,)
         The coordinates J that may move.
-    square : bool, default=False
-        False: ``A = H[:, J]`` (GIF). True: ``A = H[J, J]`` and ``b_J`` (Freezing).
+    rows : ndarray of bool, shape (p,), optional
+        The rows of ``H`` (and ``b``) in ``A``: all (None: GIF, ``A = H[:, J]``), or e.g.
+        ``mask`` itself (Freezing: ``A = H[J, J]``, ``b_J``).
     normalizer : float, default=1.0
         Initial ``c``.
     normalizer_step : float, default=5.0
@@ -103,7 +104,8 @@ def gif_lissa(matvec, b, mask, *, square=False, normalizer=1.0, normalizer_step=
     if not c > 0:
         raise ValueError(f"normalizer must be positive, got {normalizer!r}")
     stop = tol * np.sqrt(max(mask.sum(), 1))
-    rhs = P * matvec(P * b if square else b)           # Aᵀb (A symmetric pieces of H)
+    R = 1.0 if rows is None else (np.asarray(rows, bool) if b.ndim == 1 else np.asarray(rows, bool)[:, None])
+    rhs = P * matvec(R * b)                             # Aᵀb = (H R b)_J, H symmetric
     total = 0
     for restart in range(max_restarts + 1):
         v = rhs / c**2
@@ -113,7 +115,7 @@ def gif_lissa(matvec, b, mask, *, square=False, normalizer=1.0, normalizer_step=
         while k < max_iter:
             k += 1
             Hx = matvec(x)
-            step = v - P * matvec(P * Hx if square else Hx) / c**2
+            step = v - P * matvec(R * Hx) / c**2
             x += step
             diff = _colmax(step)
             if not np.isfinite(diff):
@@ -151,8 +153,13 @@ class GIFSolver(Solver):
     ----------
     operator : CurvatureOperator
         ``H`` with the penalty curvature included.
+    subset : ndarray of bool, shape (p,), optional
+        The parameter subset J of the strategy (default: all parameters).
     active : ndarray of bool, shape (p,), optional
-        The parameter subset J (default: all parameters).
+        The registry's meaning: coordinates that may move at all (an ℓ1 support); the
+        others are held fixed and the system is restricted to the active ones, as every
+        registered solver does (so ``solver="gif"`` with J = all and ``active`` is the
+        frozen solve). J is intersected with it.
     strategy : {"gif", "freezing", "projecting", "full", "second_order"}, default="gif"
         See the module docstring.
     method : {"lissa", "exact"}, default="lissa"
@@ -167,7 +174,9 @@ class GIFSolver(Solver):
         attempt converges unless the estimate is far below it) — for curvatures whose
         scale is far from 1, where additive restarts from 1 would take many attempts.
     normalizer_step, max_iter, tol, max_restarts :
-        Modified LiSSA's settings (see :func:`gif_lissa`).
+        Modified LiSSA's settings (see :func:`gif_lissa`). The solver's default
+        ``max_iter`` runs to convergence on well-conditioned systems; the authors'
+        truncation (30–1000 steps) is :class:`~skinfluence.GeneralizedInfluence`'s default.
 
     Attributes
     ----------
@@ -177,8 +186,8 @@ class GIFSolver(Solver):
         one direct solve).
     """
 
-    def __init__(self, operator, *, active=None, strategy="gif", method="lissa", damping=0.0,
-                 null_space=None, normalizer=1.0, normalizer_step=5.0, max_iter=200, tol=1e-9,
+    def __init__(self, operator, *, subset=None, active=None, strategy="gif", method="lissa", damping=0.0,
+                 null_space=None, normalizer=1.0, normalizer_step=5.0, max_iter=10_000, tol=1e-12,
                  max_restarts=100, random_state=None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -191,12 +200,9 @@ class GIFSolver(Solver):
             operator = CurvatureOperator.from_matrix(operator)
         self.n_params = operator.n_params
         self.operator = operator.add_diagonal(float(damping)) if damping else operator
-        mask = np.ones(self.n_params, bool) if active is None else np.asarray(active, bool)
-        if mask.shape != (self.n_params,):
-            raise ValueError(f"active must be a boolean mask of shape ({self.n_params},)")
-        if strategy == "full":
-            mask = np.ones(self.n_params, bool)
-        self.active = mask
+        self.free = self._mask(active, "active")                 # rows and columns of the system
+        J = self._mask(None if strategy == "full" else subset, "subset")
+        self.active = J & self.free                               # what moves
         self.strategy = strategy
         self.method = method
         if normalizer == "auto":
@@ -213,14 +219,21 @@ class GIFSolver(Solver):
         return self._matrix() if self.method == "exact" else self.operator
 
     # ------------------------------------------------------------------ pieces
-    @property
-    def _square(self):
-        return self.strategy in ("freezing", "second_order")
+    def _mask(self, mask, name):
+        mask = np.ones(self.n_params, bool) if mask is None else np.asarray(mask, bool)
+        if mask.shape != (self.n_params,):
+            raise ValueError(f"{name} must be a boolean mask of shape ({self.n_params},)")
+        return mask
 
     @property
     def _cols(self):
         """Coordinates the least-squares problem solves for."""
-        return np.ones(self.n_params, bool) if self.strategy == "projecting" else self.active
+        return self.free if self.strategy == "projecting" else self.active
+
+    @property
+    def _rows(self):
+        """Rows of ``H`` in the problem: J's for the square strategies, else every free one."""
+        return self._cols if self.strategy in ("freezing", "second_order") else self.free
 
     def _matrix(self):
         if self._dense is None:
@@ -228,8 +241,7 @@ class GIFSolver(Solver):
         return self._dense
 
     def _lstsq(self, H, b):
-        cols = self._cols
-        rows = cols if self._square else np.ones(self.n_params, bool)
+        cols, rows = self._cols, self._rows
         A = H[np.ix_(rows, cols)]
         rhs = b[rows]
         xs = linalg.lstsq(A, rhs, lapack_driver="gelsd", check_finite=False)[0]
@@ -244,8 +256,9 @@ class GIFSolver(Solver):
         """The strategy's solution for right-hand side ``b`` (before masking)."""
         if self.method == "exact":
             return self._lstsq(self._matrix() if H is None else H, b)
-        x, self.info_ = gif_lissa(matvec or self.operator.matvec, b, self._cols,
-                                  square=self._square, **self.lissa_options)
+        rows = None if self._rows.all() else self._rows
+        x, self.info_ = gif_lissa(matvec or self.operator.matvec, b, self._cols, rows=rows,
+                                  **self.lissa_options)
         return x
 
     def _finish(self, x):
