@@ -281,3 +281,13 @@ def test_auto_normalizer_converges_without_restarts_on_a_badly_scaled_curvature(
     x = solver.solve(g)
     assert solver.info_["n_restarts"] == 0 and solver.info_["converged"]
     assert _rel(x, np.linalg.solve(H, g)) < 1e-8
+
+
+def test_fisher_curvature_with_all_parameters_is_fisher_influence(net_problem):
+    from skinfluence import FisherInfluence, GeneralizedInfluence
+
+    P = net_problem
+    est = TorchModel(P["net"], weight_decay=WD)
+    ref = FisherInfluence(est, prefit=True, solver="dense").fit(P["X"], P["y"])
+    gif = GeneralizedInfluence(est, prefit=True, curvature="fisher", ratio=1.0, solver="exact").fit(P["X"], P["y"])
+    assert _rel(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10
