@@ -458,10 +458,11 @@ def summarise(rows_by_seed, cols):
             s = 100 if c in ("EA", "SA", "relabel", "clean", "attack") else 1
             if np.isnan(v).all():
                 cells.append("-")
-            elif c in ("solve", "total"):
-                cells.append(f"{np.mean(v):.2f}")
+            elif c in ("solve", "total"):                  # seeds timed by wall clock are NaN
+                cells.append(f"{np.nanmean(v):.2f}")
             else:
-                cells.append(f"{s * np.mean(v):.{0 if c == 'steps' else 2}f} ± {s * np.std(v):.{0 if c == 'steps' else 2}f}")
+                d = 0 if c == "steps" else 2
+                cells.append(f"{s * np.nanmean(v):.{d}f} ± {s * np.nanstd(v):.{d}f}")
         q = ratio if ratio == "-" else f"{100 * float(ratio):g}%"
         lines.append(f"| {m} | {rule} | {q} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
