@@ -102,8 +102,9 @@ class GeneralizedInfluence(BaseInfluence):
 
     def __init__(self, estimator, *, selection="highest_outputs", ratio=0.05, curvature="hessian",
                  solver="lissa", strategy="gif", max_iter=200, tol=1e-9, normalizer=1.0,
-                 normalizer_step=5.0, prefit=False, damping=0.0, polish=False, curvature_sampler=None,
-                 device="auto", dtype="float64", batch_size=4096, random_state=None, verbose=0):
+                 normalizer_step=5.0, prefit=False, damping=0.0, polish=False,
+                 curvature_sampler=None, device="auto", dtype="float64", batch_size=4096,
+                 random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
                          batch_size=batch_size, random_state=random_state, verbose=verbose)
@@ -139,24 +140,28 @@ class GeneralizedInfluence(BaseInfluence):
             rows = np.asarray(selection_rows)
             rows = np.flatnonzero(rows) if rows.dtype == bool else rows
             if rows.size == 0 or not np.issubdtype(rows.dtype, np.integer):
-                raise ValueError("selection_rows must be a non-empty array of row indices or a boolean mask")
+                raise ValueError("selection_rows must be a non-empty array of row indices "
+                                 "or a boolean mask")
             self._selection_data = (_safe_indexing(X, rows), _safe_indexing(np.asarray(y), rows))
         return super().fit(X, y, sample_weight)
 
     def _check_options(self):
         # ``solver`` names GIF's method (validated by _parameter_constraints), not an engine solver
         if not _DEVICE.match(self.device):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+            raise ValueError("device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', "
+                             f"got {self.device!r}")
 
     def _build(self, adapter, eta=None, previous=None):
         # BaseInfluence._build, with the solver choice GIF's own
         model = InfluenceModel(adapter, self._Z, self.y_encoded_, self.sample_weight_,
-                               self._curvature_kind, self.curvature_rows_, self.curvature_weights_, eta)
+                               self._curvature_kind, self.curvature_rows_, self.curvature_weights_,
+                               eta)
         if previous is not None:
             model.share_solver(previous)
             return model
         self.solver_ = "gif_exact" if self.solver == "exact" else "gif"
-        self.solver_reason_ = f"GeneralizedInfluence(solver={self.solver!r}, strategy={self.strategy!r})"
+        self.solver_reason_ = (f"GeneralizedInfluence(solver={self.solver!r}, "
+                               f"strategy={self.strategy!r})")
         operator = model.curvature_operator(self.solver == "exact")
         solver = self._make_solver(operator, adapter)
         model.set_solver(solver, solver.curvature if self.solver == "exact" else operator)
@@ -167,8 +172,8 @@ class GeneralizedInfluence(BaseInfluence):
             raise ValueError("GeneralizedInfluence supports smooth penalties only (no ℓ1); "
                              "use HessianInfluence for Lasso / elastic net")
         X_sel, y_sel = self._selection_data
-        mask, table = select_parameters(adapter, X_sel, y_sel, rule=self.selection, ratio=self.ratio,
-                                        random_state=self.random_state)
+        mask, table = select_parameters(adapter, X_sel, y_sel, rule=self.selection,
+                                        ratio=self.ratio, random_state=self.random_state)
         if self.strategy == "full":
             mask = np.ones(adapter.n_params, bool)
         if not mask.any():

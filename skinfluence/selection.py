@@ -68,20 +68,23 @@ def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05,
         if mask.dtype != bool or mask.shape != (adapter.n_params,):
             raise ValueError(f"a selection callable must return a boolean mask of shape "
                              f"({adapter.n_params},), got {mask.dtype} {mask.shape}")
-        return mask.copy(), pd.DataFrame([{"layer": "custom", "type": "callable", "n_params": mask.size,
-                                           "n_selected": int(mask.sum()), "units": [], "partial_unit": -1}])
+        row = {"layer": "custom", "type": "callable", "n_params": mask.size,
+               "n_selected": int(mask.sum()), "units": [], "partial_unit": -1}
+        return mask.copy(), pd.DataFrame([row])
     if rule not in RULES:
         raise ValueError(f"selection must be one of {RULES} or a callable, got {rule!r}")
     if rule.endswith("gradients") and y is None:
         raise ValueError(f"selection={rule!r} needs the targets y of the examined rows")
     layers = _torch_layers(adapter) if hasattr(adapter, "layers") else None
     if layers is None:
-        layers = [_Layer("coefficients", "linear model", np.arange(adapter.n_params)[:, None], None)]
+        coefs = np.arange(adapter.n_params)[:, None]                # one "unit" per coefficient
+        layers = [_Layer("coefficients", "linear model", coefs, None)]
         scores = _glm_scores(adapter, X, y, rule) if rule != "random" else [None]
     else:
         if not layers:
-            raise ValueError("the network has no trainable nn.Linear or nn.Conv2d layer to select from")
-        scores = _torch_scores(adapter, X, y, rule, layers) if rule != "random" else [None] * len(layers)
+            raise ValueError("the network has no trainable nn.Linear or nn.Conv2d layer to select")
+        scores = ([None] * len(layers) if rule == "random"
+                  else _torch_scores(adapter, X, y, rule, layers))
     mask = np.zeros(adapter.n_params, bool)
     rows = []
     for layer, score in zip(layers, scores):

@@ -112,7 +112,8 @@ def unlearning_path(adapter, direction, evaluate, *, step_size=0.1, max_steps=20
         history.append({"step": k, **scores})
         if sign * scores[metric] > best:
             best, best_k = sign * scores[metric], k
-        if stop_self_accuracy is not None and k > 0 and scores.get("self_accuracy", np.inf) <= stop_self_accuracy:
+        sa = scores.get("self_accuracy", np.inf)
+        if stop_self_accuracy is not None and k > 0 and sa <= stop_self_accuracy:
             stopped = "threshold"
             break
     theta = theta0 + best_k * step

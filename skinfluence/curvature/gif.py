@@ -104,7 +104,8 @@ def gif_lissa(matvec, b, mask, *, rows=None, normalizer=1.0, normalizer_step=5.0
     if not c > 0:
         raise ValueError(f"normalizer must be positive, got {normalizer!r}")
     stop = tol * np.sqrt(max(mask.sum(), 1))
-    R = 1.0 if rows is None else (np.asarray(rows, bool) if b.ndim == 1 else np.asarray(rows, bool)[:, None])
+    R = 1.0 if rows is None else np.asarray(rows, bool)
+    R = R[:, None] if b.ndim == 2 and rows is not None else R
     rhs = P * matvec(R * b)                             # Aᵀb = (H R b)_J, H symmetric
     total = 0
     for restart in range(max_restarts + 1):
@@ -186,9 +187,9 @@ class GIFSolver(Solver):
         one direct solve).
     """
 
-    def __init__(self, operator, *, subset=None, active=None, strategy="gif", method="lissa", damping=0.0,
-                 null_space=None, normalizer=1.0, normalizer_step=5.0, max_iter=10_000, tol=1e-12,
-                 max_restarts=100, random_state=None):
+    def __init__(self, operator, *, subset=None, active=None, strategy="gif", method="lissa",
+                 damping=0.0, null_space=None, normalizer=1.0, normalizer_step=5.0,
+                 max_iter=10_000, tol=1e-12, max_restarts=100, random_state=None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if method not in ("lissa", "exact"):
@@ -246,7 +247,8 @@ class GIFSolver(Solver):
         rhs = b[rows]
         xs = linalg.lstsq(A, rhs, lapack_driver="gelsd", check_finite=False)[0]
         denom = np.linalg.norm(A.T @ rhs) or 1.0
-        self.info_ = {"method": "exact", "residual": float(np.linalg.norm(A.T @ (A @ xs - rhs)) / denom),
+        residual = float(np.linalg.norm(A.T @ (A @ xs - rhs)) / denom)
+        self.info_ = {"method": "exact", "residual": residual,
                       "n_iter": 1, "n_restarts": 0, "normalizer": 1.0, "converged": True}
         x = np.zeros(b.shape)
         x[cols] = xs
@@ -308,18 +310,22 @@ class GIFSolver(Solver):
         if self.strategy == "second_order":
             x1 = self._first_order(b)
             info = self.info_
-            x2 = self._first_order(down(x1) * (self.active if b.ndim == 1 else self.active[:, None]))
+            J = self.active if b.ndim == 1 else self.active[:, None]
+            x2 = self._first_order(down(x1) * J)
             self.info_ = {**info, "second_order": self.info_}
             return x1 + x2
         if self.method == "exact":
             D = down(np.eye(self.n_params)) if dense is None else dense
             return self._finish(self._first_order(b, H=self._matrix() - D))
-        return self._finish(self._first_order(b, matvec=lambda V: self.operator.matvec(V) - down(V)))
+        def retained(V):
+            return self.operator.matvec(V) - down(V)
+
+        return self._finish(self._first_order(b, matvec=retained))
 
 
 @register_solver("gif_exact")
 class GIFExactSolver(GIFSolver):
-    """:class:`GIFSolver` with ``method="exact"`` (dense least squares), as ``solver="gif_exact"``."""
+    """:class:`GIFSolver` with ``method="exact"`` (dense least squares): ``solver="gif_exact"``."""
 
     dense = True
 

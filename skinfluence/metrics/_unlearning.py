@@ -39,7 +39,8 @@ def unlearning_f1(exclusive_accuracy: float, self_accuracy: float) -> float:
         if not 0 <= v <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {v!r}")
     forget = 1.0 - self_accuracy
-    return 0.0 if forget + exclusive_accuracy == 0 else 2 * forget * exclusive_accuracy / (forget + exclusive_accuracy)
+    total = forget + exclusive_accuracy
+    return 0.0 if total == 0 else 2 * forget * exclusive_accuracy / total
 
 
 def _proba(estimator, X):
