@@ -139,7 +139,8 @@ class BaseSampler(BaseEstimator):
             logits = np.asarray(logits, dtype=float).reshape(n, -1)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=float)
-            if sample_weight.shape != (n,) or not np.all(np.isfinite(sample_weight)) or (sample_weight < 0).any():
+            sw = sample_weight
+            if sw.shape != (n,) or not np.all(np.isfinite(sw)) or (sw < 0).any():
                 raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
         m = self._n_selected(n)
         rng = check_random_state(self.random_state)
@@ -166,7 +167,8 @@ class BaseSampler(BaseEstimator):
         The importance weights are in ``sample_weight_``.
         """
         self.fit(X, y, **fit_params)
-        return _safe_indexing(X, self.sample_indices_), _safe_indexing(np.asarray(y), self.sample_indices_)
+        idx = self.sample_indices_
+        return _safe_indexing(X, idx), _safe_indexing(np.asarray(y), idx)
 
     def _select(self, X, y, m, estimator, logits, sample_weight, rng):
         """``(indices, weights)`` of ``m`` rows (abstract)."""
@@ -180,8 +182,8 @@ class BaseSampler(BaseEstimator):
             codes = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
             unknown = classes[codes] != y
             if unknown.any():
-                raise ValueError(f"y contains labels {np.unique(y[unknown])[:5].tolist()} unknown to the "
-                                 f"model, whose classes are {np.asarray(classes).tolist()}")
+                raise ValueError(f"y contains labels {np.unique(y[unknown])[:5].tolist()} unknown "
+                                 f"to the model, whose classes are {np.asarray(classes).tolist()}")
             return codes, len(classes)
         if type_of_target(y) in ("continuous", "continuous-multioutput"):
             return np.zeros(len(y), dtype=np.intp), 1

@@ -51,12 +51,16 @@ def _penultimate(adapter, X, batch_size=1024):
 
     module = getattr(adapter, "module", None)
     if module is None:
-        raise ValueError(f"{type(adapter.estimator).__name__} is not a network: it has no penultimate features")
+        raise ValueError(f"{type(adapter.estimator).__name__} is not a network: "
+                         "it has no penultimate features")
     Z = adapter.design(X)
     param = next(module.parameters())
     layer = _last_linear(module)
     captured = []
-    handle = layer.register_forward_hook(lambda mod, inputs, out: captured.append(inputs[0].detach()))
+    def hook(mod, inputs, out):
+        captured.append(inputs[0].detach())
+
+    handle = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
             for start in range(0, len(Z), batch_size):
@@ -79,8 +83,9 @@ def _model_inputs(estimator, X):
 def _distance_to_centroid(F, C):
     """Squared distance of each row of ``F`` (dense or CSR) to its row of ``C``."""
     if sp.issparse(F):
-        return (np.asarray(F.multiply(F).sum(axis=1)).ravel() - 2 * np.asarray(F.multiply(C).sum(axis=1)).ravel()
-                + np.einsum("ij,ij->i", C, C))
+        FF = np.asarray(F.multiply(F).sum(axis=1)).ravel()
+        FC = np.asarray(F.multiply(C).sum(axis=1)).ravel()
+        return FF - 2 * FC + np.einsum("ij,ij->i", C, C)
     return np.einsum("ij,ij->i", F - C, F - C)
 
 
@@ -153,8 +158,8 @@ class FeatureSampler(BaseSampler):
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, n_samples=0.1, *, features="auto", n_clusters=None, class_quotas="proportional",
-                 max_iter=100, random_state=None):
+    def __init__(self, n_samples=0.1, *, features="auto", n_clusters=None,
+                 class_quotas="proportional", max_iter=100, random_state=None):
         super().__init__(n_samples, random_state=random_state)
         self.features = features
         self.n_clusters = n_clusters

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from ..models import make_adapter
@@ -124,7 +125,8 @@ class LeverageSampler(BaseSampler):
         "uniform_mix": [Interval(numbers.Real, 0, 1, closed="both")],
     }
 
-    def __init__(self, n_samples=0.1, *, sketch_size=64, ridge=0.0, uniform_mix=0.1, random_state=None):
+    def __init__(self, n_samples=0.1, *, sketch_size=64, ridge=0.0, uniform_mix=0.1,
+                 random_state=None):
         super().__init__(n_samples, random_state=random_state)
         self.sketch_size = sketch_size
         self.ridge = ridge
@@ -165,21 +167,22 @@ def leverage_scores(adapter, X, y, logits=None, sample_weight=None, sketch_size=
     -------
     ndarray of shape (n,)
     """
-    rng = random_state if isinstance(random_state, np.random.RandomState) else np.random.RandomState(random_state)
+    rng = check_random_state(random_state)
     Z = adapter.design(X)
     y_enc = adapter.encode_target(y)
     n, p = len(y_enc), adapter.n_params
     eta = adapter.eta(Z) if logits is None else np.asarray(logits, dtype=float).reshape(n, -1)
     sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-    cW = adapter.loss.curvature(y_enc, eta, "fisher") * adapter.data_weights(y_enc, sw)[:, None, None]
+    c = adapter.data_weights(y_enc, sw)
+    cW = adapter.loss.curvature(y_enc, eta, "fisher") * c[:, None, None]
     if p <= sketch_size:
         G = np.eye(p)
     else:
         G = rng.standard_normal((p, sketch_size)) / np.sqrt(sketch_size)
-    P = np.stack([adapter.jvp(Z, G[:, j]) for j in range(G.shape[1])], axis=-1)     # J_i G, (n, K, r)
-    B = np.einsum("nkr,nkl,nls->rs", P, cW, P)                                    # Gᵀ Σ c_i J_iᵀ W_i J_i G
+    P = np.stack([adapter.jvp(Z, G[:, j]) for j in range(G.shape[1])], axis=-1)  # J_i G: (n, K, r)
+    B = np.einsum("nkr,nkl,nls->rs", P, cW, P)                        # Gᵀ Σ c_i J_iᵀW_iJ_i G
     B += (G * adapter.penalty.hessian_diagonal()[:, None]).T @ G + ridge * (G.T @ G)
     lam, V = np.linalg.eigh((B + B.T) / 2)
-    keep = lam > 1e-10 * max(lam.max(), 1e-300)          # a pseudo-inverse: null directions carry nothing
+    keep = lam > 1e-10 * max(lam.max(), 1e-300)   # a pseudo-inverse: null directions carry nothing
     PV = P @ V[:, keep]                                   # J_i G in B's eigenbasis
     return np.einsum("nkl,nlr,nkr->n", cW, PV / lam[keep], PV)

@@ -106,7 +106,8 @@ class LogitSampler(BaseSampler):
         "class_quotas": [StrOptions({"proportional", "balanced"})],
     }
 
-    def __init__(self, n_samples=0.1, *, n_strata=10, class_quotas="proportional", random_state=None):
+    def __init__(self, n_samples=0.1, *, n_strata=10, class_quotas="proportional",
+                 random_state=None):
         super().__init__(n_samples, random_state=random_state)
         self.n_strata = n_strata
         self.class_quotas = class_quotas
@@ -119,13 +120,14 @@ class LogitSampler(BaseSampler):
             if logits is None:
                 logits = adapter.eta(adapter.design(X))
         elif logits is None:
-            raise ValueError("LogitSampler needs the model's outputs: pass logits= or the fitted estimator=")
+            raise ValueError("LogitSampler needs the model's outputs: "
+                             "pass logits= or the fitted estimator=")
         if classifier:
             codes, n_groups = self._class_codes(y, classes)
             binary = logits.shape[1] == 1
             if not binary and logits.shape[1] != n_groups:
-                raise ValueError(f"logits has {logits.shape[1]} columns but y has {n_groups} classes; "
-                                 "pass the estimator so that its classes_ order the columns")
+                raise ValueError(f"logits has {logits.shape[1]} columns but y has {n_groups} "
+                                 "classes; pass the estimator, whose classes_ order the columns")
             if binary and n_groups > 2:
                 raise ValueError(f"a single column of logits cannot describe {n_groups} classes")
             if n_groups == 1 and classes is None:
@@ -141,7 +143,7 @@ class LogitSampler(BaseSampler):
         for k in np.flatnonzero(quotas):
             rows = np.flatnonzero(codes == k)
             rows = rows[np.argsort(margin[rows], kind="stable")]
-            strata = np.array_split(rows, min(self.n_strata, quotas[k]))   # equal-count quantile bins
+            strata = np.array_split(rows, min(self.n_strata, quotas[k]))  # equal-count quantiles
             for members, q in zip(strata, allocate(quotas[k], [len(s) for s in strata])):
                 self.strata_[members] = stratum
                 stratum += 1
