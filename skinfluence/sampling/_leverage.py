@@ -180,7 +180,8 @@ def leverage_scores(adapter, X, y, logits=None, sample_weight=None, sketch_size=
     else:
         G = rng.standard_normal((p, sketch_size)) / np.sqrt(sketch_size)
     P = np.stack([adapter.jvp(Z, G[:, j]) for j in range(G.shape[1])], axis=-1)  # J_i G: (n, K, r)
-    B = np.einsum("nkr,nkl,nls->rs", P, cW, P)                        # Gᵀ Σ c_i J_iᵀW_iJ_i G
+    WP = np.einsum("nkl,nlr->nkr", cW, P)
+    B = P.reshape(-1, P.shape[2]).T @ WP.reshape(-1, P.shape[2])      # Gᵀ Σ c_i J_iᵀW_iJ_i G
     B += (G * adapter.penalty.hessian_diagonal()[:, None]).T @ G + ridge * (G.T @ G)
     lam, V = np.linalg.eigh((B + B.T) / 2)
     keep = lam > 1e-10 * max(lam.max(), 1e-300)   # a pseudo-inverse: null directions carry nothing
