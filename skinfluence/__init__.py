@@ -6,7 +6,7 @@ one fit, with Hessian, Fisher (AFIF) and generalised (GIF) influence.
 
 from . import datasets, fairness, model_selection
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
-from .influence import BaseInfluence, FisherInfluence, HessianInfluence
+from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
 
 __version__ = "0.1.0"
 

@@ -34,16 +34,15 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from ..influence import FisherInfluence, HessianInfluence
-from ..models import make_adapter
-from ..refit import is_skorch, fit_weighted, supports_sample_weight
+from ..estimators import FisherInfluence, HessianInfluence
+from .._utils import check_sample_weight, final_step, is_skorch
+from ..refit import fit_weighted, supports_sample_weight
 from .metrics import demographic_parity_difference, encode_groups, equal_opportunity_difference
 
 __all__ = ["InfluenceReweighing", "FairnessWarning"]
@@ -307,7 +306,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self._validate_params()
         if not is_classifier(self.estimator):
             raise TypeError(f"estimator must be a classifier, got {type(self.estimator).__name__}")
-        last = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
+        last = final_step(self.estimator)
         if not supports_sample_weight(self.estimator):
             raise TypeError(f"{type(last).__name__}.fit does not accept sample_weight, which the "
                             "refit with the fairness weights needs")
@@ -328,9 +327,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if len(groups) < 2:
             raise ValueError(f"sensitive_features has only one group ({groups[0]!r}); "
                              "fairness needs at least two")
-        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        if sw.shape != (n,) or not np.all(np.isfinite(sw)) or (sw < 0).any():
-            raise ValueError(f"sample_weight must be finite, non-negative, of shape ({n},)")
+        sw = check_sample_weight(sample_weight, n)
 
         tr, va = self._split(n, codes, y01)
         self._check_groups(codes[tr], y01[tr], len(groups), "training")
@@ -372,7 +369,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                                            warm_start=True)
         else:
             self.estimator_ = fit_weighted(clone(self.estimator), X_tr, y_tr, weights[tr])
-        refit = make_adapter(self.estimator_, **inf._adapter_options())
+        refit = inf.model_adapter(self.estimator_)
         after = self._evaluate(refit, X_va, y_va, codes[va], sw[va])
 
         self.influence_ = inf
