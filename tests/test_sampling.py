@@ -8,6 +8,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import InvalidParameterError
 
+from skinfluence import FisherInfluence
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
 from skinfluence.sampling import (FeatureSampler, LeverageSampler, LogitSampler, RandomSampler, allocate,
@@ -303,3 +304,45 @@ def test_samplers_that_need_the_model(glm):
         RandomSampler().fit(X, np.c_[y, y])
     with pytest.raises(ValueError, match="sample_weight"):
         LeverageSampler().fit(X, y, estimator=model, sample_weight=-np.ones(len(y)))
+
+
+# ------------------------------------------------------- through the estimators
+def _queries(inf, X, y):
+    return [inf.attribute(X[:7], y[:7]), inf.self_influence(), inf.approx_loocv(response_method="predict_proba"),
+            inf.parameter_change([1, 4])]
+
+
+@pytest.mark.parametrize("model_name", ["glm", "net"])
+@pytest.mark.parametrize("cls", SAMPLERS)
+def test_estimator_with_every_row_sampled_matches_the_full_curvature(request, model_name, cls):
+    X, y, model = request.getfixturevalue(model_name)
+    ref = FisherInfluence(model, prefit=True).fit(X, y)
+    inf = FisherInfluence(model, prefit=True, curvature_sampler=_sampler(cls, len(y), 0)).fit(X, y)
+    np.testing.assert_array_equal(inf.curvature_rows_, np.arange(len(y)))
+    np.testing.assert_allclose(inf.curvature_, ref.curvature_, rtol=1e-12, atol=1e-14)
+    for a, b in zip(_queries(inf, X, y), _queries(ref, X, y)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", SAMPLERS)
+def test_estimator_curvature_is_the_weighted_subset(net, cls):
+    """The estimator's curvature is Σ_S w_i c_i J_iᵀW_iJ_i + the penalty, and gradients
+    still cover every row; CG and LiSSA solve with the same sampled curvature."""
+    X, y, model = net
+    A, _ = _row_curvatures(model, X, y)
+    inf = FisherInfluence(model, prefit=True, curvature_sampler=_sampler(cls, 30, 0)).fit(X, y)
+    s = _sampler(cls, 30, 0).fit(X, y, estimator=model, logits=make_adapter(model).eta(X))
+    np.testing.assert_array_equal(inf.curvature_rows_, s.sample_indices_)
+    np.testing.assert_allclose(inf.curvature_weights_, s.sample_weight_)
+    pen = make_adapter(model).penalty.hessian_diagonal()
+    expected = np.einsum("i,ipq->pq", s.sample_weight_, A[s.sample_indices_]) + np.diag(pen)
+    np.testing.assert_allclose(inf.curvature_, expected, rtol=1e-10, atol=1e-13)
+    assert inf.attribute(X[:5], y[:5]).shape == (5, len(y))
+    # the iterative solvers multiply by the same sampled curvature (damped: LiSSA's
+    # iterations grow with the condition number)
+    dense = FisherInfluence(model, prefit=True, damping=0.2, curvature_sampler=_sampler(cls, 30, 0))
+    attr = dense.fit(X, y).attribute(X[:5], y[:5])
+    for solver in ("cg", "lissa") if cls is RandomSampler else ("cg",):
+        it = FisherInfluence(model, prefit=True, damping=0.2, solver=solver,
+                             curvature_sampler=_sampler(cls, 30, 0)).fit(X, y)
+        np.testing.assert_allclose(it.attribute(X[:5], y[:5]), attr, rtol=1e-5, atol=1e-7 * np.abs(attr).max())
