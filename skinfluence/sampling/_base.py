@@ -138,8 +138,7 @@ class BaseSampler(BaseEstimator):
         if logits is not None:
             logits = np.asarray(logits, dtype=float).reshape(n, -1)
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=float)
-            sw = sample_weight
+            sw = sample_weight = np.asarray(sample_weight, dtype=float)
             if sw.shape != (n,) or not np.all(np.isfinite(sw)) or (sw < 0).any():
                 raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
         m = self._n_selected(n)
@@ -176,8 +175,11 @@ class BaseSampler(BaseEstimator):
 
     # ------------------------------------------------------------ stratification
     @staticmethod
-    def _class_codes(y, classes=None):
-        """Class code of each row, and the number of classes (one group for a continuous target)."""
+    def _class_codes(y, classes=None, classifier=None):
+        """Class code of each row, and the number of classes (one group for a regression
+        model, or without a model for a continuous target)."""
+        if classifier is False:
+            return np.zeros(len(y), dtype=np.intp), 1
         if classes is not None:
             codes = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
             unknown = classes[codes] != y

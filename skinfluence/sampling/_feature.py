@@ -187,8 +187,10 @@ class FeatureSampler(BaseSampler):
 
     def _select(self, X, y, m, estimator, logits, sample_weight, rng):
         adapter = None if estimator is None else make_adapter(estimator)
-        classes = None if adapter is None else adapter.classes_
-        codes, n_groups = self._class_codes(y, classes)
+        classes = classifier = None
+        if adapter is not None:
+            classes, classifier = adapter.classes_, adapter.is_classifier
+        codes, n_groups = self._class_codes(y, classes, classifier)
         F = self._features(X, estimator, adapter)
         quotas = self._class_quotas(codes, n_groups, m, self.class_quotas)
         chosen, weights = [], []
