@@ -41,7 +41,8 @@ def net():
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(module(Xt), yt) + 5e-3 * sum((p ** 2).sum() for p in module.parameters())
+        penalty = 5e-3 * sum((p ** 2).sum() for p in module.parameters())      # weight decay 1e-2
+        loss = torch.nn.functional.cross_entropy(module(Xt), yt) + penalty
         loss.backward()
         return loss
 
@@ -225,7 +226,8 @@ def test_feature_sampler_uses_penultimate_features_of_a_network(net):
     np.testing.assert_allclose(F, expected, rtol=1e-12)
     s = FeatureSampler(n_samples=15, random_state=0).fit(X, y, estimator=model)
     assert s.features_used_ == "penultimate" and len(s.sample_indices_) == 15
-    assert FeatureSampler(n_samples=15, features="inputs").fit(X, y, estimator=model).features_used_ == "inputs"
+    inputs = FeatureSampler(n_samples=15, features="inputs").fit(X, y, estimator=model)
+    assert inputs.features_used_ == "inputs"
 
 
 def test_feature_sampler_on_a_linear_model_uses_its_inputs(glm):
@@ -308,8 +310,8 @@ def test_samplers_that_need_the_model(glm):
 
 # ------------------------------------------------------- through the estimators
 def _queries(inf, X, y):
-    return [inf.attribute(X[:7], y[:7]), inf.self_influence(), inf.approx_loocv(response_method="predict_proba"),
-            inf.parameter_change([1, 4])]
+    return [inf.attribute(X[:7], y[:7]), inf.self_influence(),
+            inf.approx_loocv(response_method="predict_proba"), inf.parameter_change([1, 4])]
 
 
 @pytest.mark.parametrize("model_name", ["glm", "net"])
@@ -345,4 +347,5 @@ def test_estimator_curvature_is_the_weighted_subset(net, cls):
     for solver in ("cg", "lissa") if cls is RandomSampler else ("cg",):
         it = FisherInfluence(model, prefit=True, damping=0.2, solver=solver,
                              curvature_sampler=_sampler(cls, 30, 0)).fit(X, y)
-        np.testing.assert_allclose(it.attribute(X[:5], y[:5]), attr, rtol=1e-5, atol=1e-7 * np.abs(attr).max())
+        np.testing.assert_allclose(it.attribute(X[:5], y[:5]), attr, rtol=1e-5,
+                                   atol=1e-7 * np.abs(attr).max())
