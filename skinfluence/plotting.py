@@ -153,6 +153,8 @@ def plot_influential_examples(A, X_train, y_train=None, X_test=None, y_test=None
     (2,)
     """
     plt = _pyplot()
+    from matplotlib.ticker import FormatStrFormatter
+
     A = np.atleast_2d(np.asarray(A, dtype=float))
     X_train = np.asarray(X_train)
     if A.shape[1] != len(X_train):
@@ -198,6 +200,7 @@ def plot_influential_examples(A, X_train, y_train=None, X_test=None, y_test=None
         ax.set_yticks(np.arange(len(rows)), [describe(i) for i in rows], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(0, color="k", lw=0.8)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))  # the scale on each tick, no offset text
         ax.set_title(f"test point {j}", fontsize=9)
         ax.set_xlabel("test loss after removing the row − loss now (green: helpful, red: harmful)", fontsize=8)
     return axes
@@ -270,9 +273,9 @@ def plot_detection_curve(rankings: Mapping[str, np.ndarray], is_bad, *, ax=None)
     """
     ax = _axes(ax)
     bad = np.asarray(is_bad, dtype=bool)
-    for name, scores in rankings.items():
+    for k, (name, scores) in enumerate(rankings.items()):
         x, found = detection_curve(scores, bad)
-        ax.plot(x, found, label=name)
+        ax.plot(x, found, ["-", "--", "-.", (0, (5, 1, 1, 1))][k % 4], label=name)
     ax.plot([0, 1], [0, 1], ":", color="gray", label="random order")
     ax.axvline(bad.mean(), color="gray", lw=0.6)
     ax.set_xlabel("fraction of training rows inspected (highest score first)")
