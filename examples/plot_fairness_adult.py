@@ -46,7 +46,7 @@ betas = {"equal_opportunity": [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4],
          "demographic_parity": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.2]}
 plain = est.fit(train.X, train.y).predict(test.X)
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
 for ax, (constraint, metric) in zip(axes, metrics.items()):
     acc, gap, fallback = [], [], []
     for beta in betas[constraint]:
@@ -63,12 +63,13 @@ for ax, (constraint, metric) in zip(axes, metrics.items()):
     auto = InfluenceReweighing(est, constraint=constraint, random_state=0).fit(
         train.X, train.y, sensitive_features=train.sensitive)
     pred = auto.predict(test.X)
-    plot_fairness_tradeoff(gap, acc, labels=[f"β={b:g}" for b in betas[constraint]], fallback=fallback,
+    auto_gap, auto_acc = metric(test.y, pred, sensitive_features=test.sensitive), np.mean(pred == test.y)
+    plot_fairness_tradeoff(gap + [auto_gap], acc + [auto_acc], labels=[f"β={b:g}" for b in betas[constraint]],
+                           fallback=fallback + [auto.fallback_],
                            baseline=(metric(test.y, plain, sensitive_features=test.sensitive),
                                      np.mean(plain == test.y)), ax=ax)
-    ax.scatter([metric(test.y, pred, sensitive_features=test.sensitive)], [np.mean(pred == test.y)],
-               marker="s", s=60, color="tab:red", zorder=4, label=f'beta="auto" ({auto.beta_:g})')
-    ax.set_xlabel(f"{constraint.replace('_', ' ')} difference on the test set, by sex (lower is fairer)")
+    ax.scatter([auto_gap], [auto_acc], marker="s", s=60, color="tab:red", zorder=4, label=f'beta="auto" ({auto.beta_:g})')
+    ax.set_xlabel(f"{constraint.replace('_', ' ')} gap on the test set, by sex (lower is fairer)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"InfluenceReweighing: {constraint.replace('_', ' ')}")
     ax.legend(fontsize=8)

@@ -1,13 +1,15 @@
 """The documentation builds with warnings as errors (``sphinx -W``).
 
-The gallery is rendered without running the examples here (``plot_gallery=0``; CI's
-``.ci/run`` builds it with them). Warnings that come only from docstrings of modules
+The gallery is rendered without running the examples unless
+``SKINFLUENCE_DOCS_GALLERY=1`` (set by CI's ``.ci/run``: then every example runs and its
+figure is in the pages). Warnings that come only from docstrings of modules
 that another branch is rewriting are reported as an expected failure naming each one;
 any other warning fails the test.
 """
 
 import importlib
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -53,10 +55,12 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     pytest.importorskip("numpydoc", reason="numpydoc is not installed: pip install -e '.[docs]'")
     pytest.importorskip("sphinx_gallery", reason="sphinx-gallery is not installed: pip install -e '.[docs]'")
     warnings_file = tmp_path / "warnings.txt"
+    gallery = os.environ.get("SKINFLUENCE_DOCS_GALLERY") == "1"
     build = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-D", "plot_gallery=0",
-         "-w", str(warnings_file), str(ROOT / "docs"), str(tmp_path / "html")],
-        capture_output=True, text=True, cwd=ROOT)
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         "-D", f"plot_gallery={int(gallery)}", "-w", str(warnings_file), str(ROOT / "docs"), str(tmp_path / "html")],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
     text = warnings_file.read_text() if warnings_file.exists() else ""
     # one warning per entry: numpydoc's span several lines (indented continuation)
     entries = [e.strip() for e in re.split(r"\n(?=\S)", text) if e.strip()]
@@ -64,6 +68,8 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
         assert not entries
         assert (tmp_path / "html" / "index.html").exists()
         assert (tmp_path / "html" / "auto_examples" / "plot_data_cleaning.html").exists()
+        if gallery:
+            assert list((tmp_path / "html" / "_images").glob("sphx_glr_plot_data_cleaning_001.png"))
         return
     assert entries, build.stderr[-3000:]
     ours = [e for e in entries if not _origin(e).startswith(ELSEWHERE)]
