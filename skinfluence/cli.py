@@ -285,10 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a column that is not a feature (repeatable)")
         p.add_argument("--curvature", choices=["fisher", "hessian"], default="fisher",
                        help="Fisher information (AFIF, default) or Hessian of the training objective")
-        p.add_argument("--method", choices=["ns", "ij"], default="ns",
-                       help="ns: Newton step with the curvature without the row(s) (default); "
-                            "ij: infinitesimal jackknife" + (" (attribute is always first order)"
-                                                              if verb == "attribute" else ""))
+        if verb != "attribute":  # attribution is first order by definition
+            p.add_argument("--method", choices=["ns", "ij"], default="ns",
+                           help="ns: Newton step with the curvature without the row(s) (default); "
+                                "ij: infinitesimal jackknife (the full curvature)")
         p.add_argument("--damping", type=float, default=0.0,
                        help="added to the curvature's diagonal when it is singular (default 0)")
         p.add_argument("--no-polish", action="store_true",
