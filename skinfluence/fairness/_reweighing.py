@@ -401,16 +401,13 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         mask = pos if self.constraint == "equal_opportunity" else np.ones(len(y), bool)
         smooth, grad = _gap_and_gradient(proba, dproba, codes, mask, sw)
         pred = adapter.response(eta, "predict")
-        eps = np.finfo(float).eps
-        loglik = np.where(pos, np.log(np.clip(proba, eps, None)),
-                          np.log(np.clip(1 - proba, eps, None)))
         return {
             "eta": eta,
             "gap": _METRICS[self.constraint](y, pred, sensitive_features=codes,
                                              pos_label=adapter.classes_[1], sample_weight=sw),
             "smooth_gap": smooth, "gap_gradient": grad,
             "accuracy": float(accuracy_score(y, pred, sample_weight=sw)),
-            "log_loss": float(-(sw * loglik).sum() / sw.sum()),
+            "log_loss": float(np.average(adapter.loss.loss(adapter.encode_target(y), eta), weights=sw)),
         }
 
     # ---------------------------------------------------------------- predicting

@@ -30,84 +30,15 @@ def _split_params(estimator, params):
     return {k: v for k, v in params.items() if not k.startswith(f"{last}__") and k != last}
 
 
-class ApproxGridSearchCV(BaseSearchCV):
-    """Exhaustive search over a parameter grid, scored by approximate cross-validation.
-
-    Reads like :class:`~sklearn.model_selection.GridSearchCV` (same ``cv_results_``
-    keys, ``best_*`` attributes, ``refit`` and ``predict``/``score`` delegation) but
-    fits each candidate once, on all the data: its split models are Newton steps
-    from that fit (see :func:`~skinfluence.model_selection.approx_cross_val_score`).
-
-    Differences from ``GridSearchCV``:
-
-    * Inside a Pipeline, the preprocessing steps are fitted once per candidate on all
-      the data and held fixed in the split models; ``GridSearchCV`` refits them on
-      each training fold. Supervised or strongly data-dependent preprocessing
-      (target encoding, feature selection) can therefore look better than it would
-      under exact CV; scalers and one-hot encoders barely change.
-    * With ``cv=LeaveOneOut()`` the pooled leave-one-out predictions are scored once,
-      as :class:`~sklearn.linear_model.RidgeCV` does: ``cv_results_`` has one split
-      and ``n_splits_ == 1``.
-    * Candidates are fitted in grid order; when the model has a ``warm_start``
-      parameter (LogisticRegression, Lasso, ElasticNet, the GLM regressors, ...)
-      each fit starts from the previous candidate's solution when only the model's
-      own parameters changed (a regularisation path). The user's estimator is
-      never modified and ``best_estimator_`` is a plain refit, as in GridSearchCV.
-    * Train scores are not computed (``return_train_score`` is not available), and
-      candidates run sequentially (no ``n_jobs``).
-
-    Parameters
-    ----------
-    estimator : estimator object
-        A model supported by skinfluence, or a Pipeline ending in one.
-    param_grid : dict or list of dicts
-        As in ``GridSearchCV``.
-    scoring : str, callable, list, tuple or dict, default=None
-        As in ``GridSearchCV`` (several metrics need ``refit`` to name one).
-    refit : bool, str or callable, default=True
-        Refit the best candidate on all the data (``best_estimator_``).
-    cv : int, cross-validation generator or iterable, default=None
-        As in ``GridSearchCV``; ``LeaveOneOut()`` uses the closed form.
-    method : {"ns", "ij"}, default="ns"
-        Newton step with the down-dated curvature, or infinitesimal jackknife.
-    curvature : {"hessian", "fisher"}, default="hessian"
-    polish : bool, default=True
-        Newton-polish fits that stopped short of the optimum (see
-        :func:`~skinfluence.model_selection.approx_cross_val_score`).
-    damping : float, default=0.0
-    warm_start : bool, default=True
-        Start each candidate's fit from the previous one's solution where possible.
-    verbose : int, default=0
-    error_score : "raise" or float, default=np.nan
-        Score of a candidate whose fit or approximation fails (with a
-        ``FitFailedWarning``), or ``"raise"``.
-
-    Attributes
-    ----------
-    cv_results_ : dict of ndarrays
-        As in ``GridSearchCV``. ``fit_time`` of a split is its share of the
-        candidate's one fit and factorisation plus its own down-date.
-    best_estimator_, best_score_, best_params_, best_index_, scorer_, n_splits_,
-    refit_time_, multimetric_
-        As in ``GridSearchCV``.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import make_classification
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from skinfluence.model_selection import ApproxGridSearchCV
-    >>> X, y = make_classification(300, 5, random_state=0)
-    >>> search = ApproxGridSearchCV(LogisticRegression(), {"C": [0.01, 0.1, 1.0]}, cv=5)
-    >>> search.fit(X, y).best_params_  # doctest: +SKIP
-    {'C': 0.1}
-    """
+class _ApproxSearchCV(BaseSearchCV):
+    """Hyper-parameter search scored by approximate cross-validation (one fit per
+    candidate); subclasses say which candidates through ``_run_search``."""
 
     return_train_score = False  # train scores of the approximate split models are not computed
     n_jobs = None
     pre_dispatch = None
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit"])],
-        "param_grid": [dict, list],
         "scoring": [str, callable, list, tuple, dict, None],
         "refit": ["boolean", str, callable],
         "cv": ["cv_object"],
@@ -117,11 +48,10 @@ class ApproxGridSearchCV(BaseSearchCV):
         **APPROX_CV_CONSTRAINTS,
     }
 
-    def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, method="ns",
+    def __init__(self, estimator, *, scoring=None, refit=True, cv=None, method="ns",
                  curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
                  error_score=np.nan):
         self.estimator = estimator
-        self.param_grid = param_grid
         self.scoring = scoring
         self.refit = refit
         self.cv = cv
@@ -169,11 +99,6 @@ class ApproxGridSearchCV(BaseSearchCV):
         scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
                               self._scorings(list(scorers)))
         return est, scores, fit_time, time.perf_counter() - start
-
-    def _run_search(self, evaluate_candidates):
-        """Evaluate every candidate of ``param_grid`` (as ``GridSearchCV`` does; a subclass
-        searches otherwise, e.g. :class:`ApproxRandomizedSearchCV`)."""
-        evaluate_candidates(ParameterGrid(self.param_grid))
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, **params):
@@ -257,10 +182,97 @@ class ApproxGridSearchCV(BaseSearchCV):
         return self
 
 
-class ApproxRandomizedSearchCV(ApproxGridSearchCV):
+class ApproxGridSearchCV(_ApproxSearchCV):
+    """Exhaustive search over a parameter grid, scored by approximate cross-validation.
+
+    Reads like :class:`~sklearn.model_selection.GridSearchCV` (same ``cv_results_``
+    keys, ``best_*`` attributes, ``refit`` and ``predict``/``score`` delegation) but
+    fits each candidate once, on all the data: its split models are Newton steps
+    from that fit (see :func:`~skinfluence.model_selection.approx_cross_val_score`).
+
+    Differences from ``GridSearchCV``:
+
+    * Inside a Pipeline, the preprocessing steps are fitted once per candidate on all
+      the data and held fixed in the split models; ``GridSearchCV`` refits them on
+      each training fold. Supervised or strongly data-dependent preprocessing
+      (target encoding, feature selection) can therefore look better than it would
+      under exact CV; scalers and one-hot encoders barely change.
+    * With ``cv=LeaveOneOut()`` the pooled leave-one-out predictions are scored once,
+      as :class:`~sklearn.linear_model.RidgeCV` does: ``cv_results_`` has one split
+      and ``n_splits_ == 1``.
+    * Candidates are fitted in grid order; when the model has a ``warm_start``
+      parameter (LogisticRegression, Lasso, ElasticNet, the GLM regressors, ...)
+      each fit starts from the previous candidate's solution when only the model's
+      own parameters changed (a regularisation path). The user's estimator is
+      never modified and ``best_estimator_`` is a plain refit, as in GridSearchCV.
+    * Train scores are not computed (``return_train_score`` is not available), and
+      candidates run sequentially (no ``n_jobs``).
+
+    Parameters
+    ----------
+    estimator : estimator object
+        A model supported by skinfluence, or a Pipeline ending in one.
+    param_grid : dict or list of dicts
+        As in ``GridSearchCV``.
+    scoring : str, callable, list, tuple or dict, default=None
+        As in ``GridSearchCV`` (several metrics need ``refit`` to name one).
+    refit : bool, str or callable, default=True
+        Refit the best candidate on all the data (``best_estimator_``).
+    cv : int, cross-validation generator or iterable, default=None
+        As in ``GridSearchCV``; ``LeaveOneOut()`` uses the closed form.
+    method : {"ns", "ij"}, default="ns"
+        Newton step with the down-dated curvature, or infinitesimal jackknife.
+    curvature : {"hessian", "fisher"}, default="hessian"
+    polish : bool, default=True
+        Newton-polish fits that stopped short of the optimum (see
+        :func:`~skinfluence.model_selection.approx_cross_val_score`).
+    damping : float, default=0.0
+    warm_start : bool, default=True
+        Start each candidate's fit from the previous one's solution where possible.
+    verbose : int, default=0
+    error_score : "raise" or float, default=np.nan
+        Score of a candidate whose fit or approximation fails (with a
+        ``FitFailedWarning``), or ``"raise"``.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarrays
+        As in ``GridSearchCV``. ``fit_time`` of a split is its share of the
+        candidate's one fit and factorisation plus its own down-date.
+    best_estimator_, best_score_, best_params_, best_index_, scorer_, n_splits_,
+    refit_time_, multimetric_
+        As in ``GridSearchCV``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfluence.model_selection import ApproxGridSearchCV
+    >>> X, y = make_classification(300, 5, random_state=0)
+    >>> search = ApproxGridSearchCV(LogisticRegression(), {"C": [0.01, 0.1, 1.0]}, cv=5)
+    >>> search.fit(X, y).best_params_  # doctest: +SKIP
+    {'C': 0.1}
+    """
+
+    _parameter_constraints: dict = {**_ApproxSearchCV._parameter_constraints, "param_grid": [dict, list]}
+
+    def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, method="ns",
+                 curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
+                 error_score=np.nan):
+        super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, method=method, curvature=curvature,
+                         polish=polish, damping=damping, warm_start=warm_start, verbose=verbose,
+                         error_score=error_score)
+        self.param_grid = param_grid
+
+    def _run_search(self, evaluate_candidates):
+        """Evaluate every candidate of ``param_grid``, as ``GridSearchCV`` does."""
+        evaluate_candidates(ParameterGrid(self.param_grid))
+
+
+class ApproxRandomizedSearchCV(_ApproxSearchCV):
     """Randomized search over parameter distributions, scored by approximate cross-validation.
 
-    :class:`ApproxGridSearchCV` with ``n_iter`` candidates drawn from
+    The search of :class:`ApproxGridSearchCV` with ``n_iter`` candidates drawn from
     ``param_distributions`` (as :class:`~sklearn.model_selection.RandomizedSearchCV`
     draws them); every other parameter and attribute is the same.
 
@@ -290,7 +302,7 @@ class ApproxRandomizedSearchCV(ApproxGridSearchCV):
     """
 
     _parameter_constraints: dict = {
-        **{k: v for k, v in ApproxGridSearchCV._parameter_constraints.items() if k != "param_grid"},
+        **_ApproxSearchCV._parameter_constraints,
         "param_distributions": [dict, list],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
@@ -299,21 +311,14 @@ class ApproxRandomizedSearchCV(ApproxGridSearchCV):
     def __init__(self, estimator, param_distributions, *, n_iter=10, random_state=None, scoring=None,
                  refit=True, cv=None, method="ns", curvature="hessian", polish=True, damping=0.0,
                  warm_start=True, verbose=0, error_score=np.nan):
-        self.estimator = estimator
+        super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, method=method, curvature=curvature,
+                         polish=polish, damping=damping, warm_start=warm_start, verbose=verbose,
+                         error_score=error_score)
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.random_state = random_state
-        self.scoring = scoring
-        self.refit = refit
-        self.cv = cv
-        self.method = method
-        self.curvature = curvature
-        self.polish = polish
-        self.damping = damping
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.error_score = error_score
 
     def _run_search(self, evaluate_candidates):
+        """Evaluate ``n_iter`` candidates drawn from ``param_distributions``."""
         evaluate_candidates(ParameterSampler(self.param_distributions, self.n_iter,
                                              random_state=self.random_state))

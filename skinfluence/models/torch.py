@@ -42,6 +42,7 @@ import torch
 from sklearn.utils.validation import check_array
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
+from .._utils import row_blocks
 from .base import ModelAdapter
 from .families import Bernoulli, Gaussian, Multinomial
 from .penalties import ElasticNetPenalty
@@ -259,8 +260,7 @@ class TorchAdapter(ModelAdapter):
         return self._theta_t if theta is None else self._t(theta)
 
     def _chunks(self, n, per_sample=1):
-        b = max(1, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
-        return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+        return row_blocks(n, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
 
     @staticmethod
     def _np(t):
