@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,9 +20,10 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from .._utils import (check_memory, check_method, check_sample_weight, check_target, final_step,
-                      is_torch_module)
-from ..curvature.newton import NewtonPolisher
+                      is_torch_model, is_torch_module)
+from ..curvature.newton import NewtonPolisher, lbfgs_finish
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
+from ..exceptions import InfluenceWarning
 from ..models import make_adapter
 from ..refit import fit_weighted
 from . import _updates
@@ -48,11 +51,14 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         Added to the diagonal of the curvature. Needed when it is singular (no penalty
         and collinear features, unpenalised multinomial with separable data) or
         indefinite (a Hessian away from a minimum).
-    polish : bool, default=False
+    polish : bool or "lbfgs", default=False
         If the fitted parameters are too far from the optimum for the approximation to
         be meaningful, take Newton steps with the curvature (proximal Newton steps for
-        ℓ1) until they are not, and use the polished model as ``estimator_``. If False,
-        an :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+        ℓ1) until they are not, and use the polished model as ``estimator_``. ``"lbfgs"``
+        first minimises the model's own objective by full-batch L-BFGS in float64, the
+        finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
+        stall far from the optimum), then checks with Newton steps. If False, an
+        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"cg"``,
         ``"lissa"``, ...). Linear models always use the dense Cholesky factorisation.
@@ -96,7 +102,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         "estimator": [HasMethods(["fit"]), HasMethods(["forward"])],
         "prefit": ["boolean"],
         "damping": [Interval(Real, 0, None, closed="left")],
-        "polish": ["boolean"],
+        "polish": ["boolean", StrOptions({"lbfgs"})],
         "solver": [str],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
@@ -187,9 +193,15 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
             sampler = clone(self.curvature_sampler).fit(X, y, estimator=est, logits=adapter.eta(self._Z))
             self.curvature_rows_ = np.asarray(sampler.sample_indices_)
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
+        self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
+                                                          hasattr(adapter, "curvature_matvec"))
         model = self._build(adapter)
+        if self.polish == "lbfgs":
+            model = self._rebuild(model, lbfgs_finish(model), None, False)
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
-        polisher = NewtonPolisher(self._rebuild, polish=self.polish, what=what)
+        advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
+                  "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
+        polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice)
         model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
         self._set_model(model)
         if self.verbose:
@@ -198,27 +210,30 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                   f"{self.n_polish_steps_} Newton step(s)")
         return self
 
-    def _build(self, adapter, eta=None, previous=None):
-        """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given."""
-        model = InfluenceModel(adapter, self._Z, self.y_encoded_, self.sample_weight_,
-                               self._curvature_kind, self.curvature_rows_, self.curvature_weights_, eta)
+    def _build(self, adapter, eta=None, previous=None, target=None):
+        """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given.
+
+        ``target = (y, sample_weight)`` replaces the training targets and weights (a
+        changed objective: rows removed by zero weights, or relabelled).
+        """
+        y, sw = target or (self.y_encoded_, self.sample_weight_)
+        model = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind,
+                               self.curvature_rows_, self.curvature_weights_, eta)
         if previous is not None:
             model.share_solver(previous)
             return model
-        self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
-                                                          hasattr(adapter, "curvature_matvec"))
         dense = SOLVERS[self.solver_].dense
         operator = model.curvature_operator(dense)
         solver = self._make_solver(operator, adapter)
         model.set_solver(solver, solver.curvature if dense else operator)
         return model
 
-    def _rebuild(self, model, theta, eta, reuse_curvature):
+    def _rebuild(self, model, theta, eta, reuse_curvature, target=None):
         """``model`` moved to ``theta`` (polishing), refactorised unless ``reuse_curvature``."""
         adapter = self.model_adapter(model.adapter.with_params(theta))
         # the line search's outputs, unless the model stores θ rounded (float32)
         eta = eta if np.array_equal(adapter.theta, theta) else None
-        return self._build(adapter, eta, model if reuse_curvature else None)
+        return self._build(adapter, eta, model if reuse_curvature else None, target)
 
     def _make_solver(self, operator, adapter):
         """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
@@ -334,32 +349,115 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         loss = self.adapter_.loss
         return loss.loss(model.y, self.loo_decision("ns")) - loss.loss(model.y, model.eta)
 
-    def parameter_change(self, indices, method="ns"):
-        """Approximate change of the parameter vector when ``indices`` are removed."""
+    def parameter_change(self, indices, method="ns", steps=1):
+        """Change of the parameter vector when training rows ``indices`` are removed.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask
+        method : {"ns", "ij"}, default="ns"
+            First step with the curvature without those rows, or with the full one.
+        steps : int or "converge", default=1
+            Newton steps on the objective without those rows (each rebuilds the curvature
+            at the current parameters and is line-searched; proximal for ℓ1). One step is
+            the influence approximation; ``"converge"`` iterates to the exact optimum
+            (to a relative step of 1e-12), which for a GLM costs one Gram matrix and one
+            factorisation per step. ``update_info_`` reports the steps taken and, with
+            several, how far the first step was from the last.
+
+        Returns
+        -------
+        ndarray of shape (n_params,)
+        """
+        return self._iterate(*self._removal(indices, method), steps)
+
+    def _removal(self, indices, method):
+        """The first step of removing ``indices``, and the changed ``(targets, weights)``."""
         model = self._fitted()
         idx = model.check_indices(indices)
         model.check_removal(idx)
-        return _updates.newton_update(model, idx, model.g[idx], model.W[idx],
-                                      model.share[idx].sum(), check_method(method))
+        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
+                                       model.share[idx].sum(), check_method(method))
+        sw = self.sample_weight_.copy()
+        sw[idx] = 0.0
+        return delta, (model.y, sw)
 
-    def unlearn(self, indices, method="ns"):
+    def unlearn(self, indices, method="ns", steps=1):
         """The model as if ``indices`` had not been in the training data (a new fitted
-        estimator of the user's type; ``estimator_`` is unchanged)."""
-        delta = self.parameter_change(indices, method)
+        estimator of the user's type; ``estimator_`` is unchanged). ``steps`` as in
+        :meth:`parameter_change`; a single step that leaves much of the changed
+        objective's gradient warns."""
+        delta = self._iterate(*self._removal(indices, method), steps, check=True)
         return self.adapter_.with_params(self.adapter_.theta + delta)
 
-    def relabel(self, indices, y_new, method="ns"):
-        """The model as if training points ``indices`` had labels ``y_new`` (a new estimator)."""
+    def relabel(self, indices, y_new, method="ns", steps=1):
+        """The model as if training rows ``indices`` had labels ``y_new`` (a new estimator).
+
+        ``steps`` as in :meth:`parameter_change`: one Newton step is a poor model of a
+        confidently misclassified logistic loss, ``"converge"`` gives the refit's answer.
+        """
         model = self._fitted()
         idx = model.check_indices(indices)
         ad = self.adapter_
-        y_new = ad.encode_target(np.broadcast_to(np.asarray(y_new), idx.shape))
+        y_new = check_target(y_new, "relabel") if np.ndim(y_new) else np.asarray(y_new)
+        if y_new.ndim and y_new.shape != idx.shape:
+            raise ValueError(f"y_new has {len(y_new)} labels for {len(idx)} indices")
+        y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
         eta = model.eta[idx]
         g_new = ad.loss.gradient(y_new, eta)
         W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
         delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
                                        0.0, check_method(method))
-        return ad.with_params(ad.theta + delta)
+        y = model.y.copy()
+        y[idx] = y_new
+        return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
+
+    def _iterate(self, delta, target, steps, check=False):
+        """Δθ after ``steps`` Newton steps on the changed objective ``target = (y, weights)``,
+        the first being ``delta``; reports in ``update_info_``.
+
+        With one step and ``check``, the Newton decrement of the changed objective after the
+        step, relative to before it (``√(gᵀM⁻¹g)``, 0 for a quadratic objective), says
+        whether one step was in its regime; above 0.1 it warns.
+        """
+        if not (steps == "converge" or (isinstance(steps, Integral) and steps >= 1)):
+            raise ValueError(f"steps must be a positive integer or 'converge', got {steps!r}")
+        theta = self.adapter_.theta
+        info = {"steps": 1, "converged": None, "one_step_error": None}
+        if steps == 1 and check and self.adapter_.penalty.is_smooth:
+            ratio = self._decrement_ratio(delta, target)
+            info["decrement_ratio"] = ratio
+            if ratio > 0.1:
+                warnings.warn(
+                    f"one Newton step leaves {ratio:.0%} of the changed objective's Newton "
+                    "decrement: the one-step answer is far from the refit's (large or confidently "
+                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=3)
+        if steps != 1:
+            start = self._build(self.model_adapter(self.adapter_.with_params(theta + delta)),
+                                target=target)
+            polisher = NewtonPolisher(partial(self._rebuild, target=target), polish=True,
+                                      threshold=1e-6, target=1e-12, yardstick="parameters",
+                                      max_steps=50 if steps == "converge" else steps - 1)
+            model, ratio, n = polisher.solve(start)
+            final = model.adapter.theta - theta
+            info = {"steps": 1 + n, "converged": bool(ratio <= 1e-6),
+                    "one_step_error": float(np.linalg.norm(delta - final)
+                                            / max(np.linalg.norm(final), 1e-300))}
+            delta = final
+        self.update_info_ = info
+        return delta
+
+    def _decrement_ratio(self, delta, target):
+        """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step."""
+        y, sw = target
+        ad, solve = self.adapter_, self._model.solver.solve
+        gradients = []
+        for adapter in (ad, self.model_adapter(ad.with_params(ad.theta + delta))):
+            m = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind)
+            gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta))
+        g0, g1 = gradients
+        before = float(g0 @ solve(g0))
+        return float(np.sqrt(max(g1 @ solve(g1), 0.0) / before)) if before > 0 else 0.0
 
     def cv_decision(self, test_folds, method="ns"):
         """Approximate held-out outputs of each fold (an iterable of index arrays), shape

@@ -127,8 +127,10 @@ class ModelAdapter:
     def gradients(self, Z, G):
         return np.einsum("nkp,nk->np", self.jacobians(Z), G)
 
-    def total_gradient(self, Z, G):
-        """``Σ_i J_iᵀ G_i``, shape (p,)."""
+    def total_gradient(self, Z, G, theta=None):
+        """``Σ_i J_iᵀ G_i``, shape (p,), with the Jacobians at ``theta`` (the fitted θ by default)."""
+        if theta is not None:
+            raise NotImplementedError(f"{type(self).__name__} has Jacobians at its fitted θ only")
         return self.gradients(Z, G).sum(axis=0)
 
     def jvp(self, Z, v):

@@ -216,7 +216,7 @@ class GLMAdapter(ModelAdapter):
         Zd = Z.toarray() if sp.issparse(Z) else Z
         return (Zd[:, :, None] * G[:, None, :]).reshape(len(Zd), -1)
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):  # J_i does not depend on θ
         return np.asarray(Z.T @ G).ravel()
 
     def _blocks(self):

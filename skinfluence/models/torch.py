@@ -318,12 +318,13 @@ class TorchAdapter(ModelAdapter):
             out[sl] = self._np(per(self._theta_t, self._t(Z[sl]), self._t(G[sl])))
         return out
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):
         G = np.asarray(G, dtype=float).reshape(len(Z), -1)
+        th = self._theta(theta)
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
         for sl in self._chunks(len(Z)):
             x = self._t(Z[sl])
-            _, pull = vjp(lambda th: self._f(th, x), self._theta_t)
+            _, pull = vjp(lambda t: self._f(t, x), th)
             total += pull(self._t(G[sl]))[0]
         return self._np(total)
 
