@@ -8,7 +8,7 @@ from importlib import metadata as _metadata
 
 from . import datasets, fairness, model_selection
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
-from .influence import BaseInfluence, FisherInfluence, HessianInfluence
+from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
 
 try:
     __version__ = _metadata.version("skinfluence")

@@ -408,11 +408,11 @@ def test_l1_multinomial_unlearn_keeps_the_intercept_shift():
 
 
 def test_memory_guard(monkeypatch):
-    import skinfluence.influence as influence
+    import skinfluence._utils as utils
 
     X, y = _clf()
     inf = FisherInfluence(LogisticRegression(**TIGHT)).fit(X, y)
-    monkeypatch.setattr(influence, "MAX_DENSE_BYTES", 1000)
+    monkeypatch.setattr(utils, "MAX_DENSE_BYTES", 1000)
     with pytest.raises(MemoryError, match="influence matrix"):
         inf.attribute(X, y)
     with pytest.raises(MemoryError, match="curvature"):

@@ -15,6 +15,9 @@ singular) reads::
 so ``U (M − UᵀCU)⁻¹ v = (I − G C)⁻¹ U A v``. When ``m ≥ p`` forming and factorising
 ``M − Uᵀ C U`` directly is cheaper, and is what :meth:`Factorization.downdated_solve`
 does then.
+
+Registered as ``solver="dense"`` (:mod:`.solvers`). It also takes the proximal Newton
+steps of ℓ1 models (:meth:`DenseSolver.prox_step`), with the same damping and null space.
 """
 
 from __future__ import annotations
@@ -24,17 +27,20 @@ from scipy import linalg
 
 from .._linalg import block_gram
 from ..exceptions import CurvatureError
+from .proximal import prox_newton_step
+from .solvers import Solver, register_solver
 
-__all__ = ["Factorization"]
+__all__ = ["DenseSolver"]
 
 
-class Factorization:
+@register_solver("dense")
+class DenseSolver(Solver):
     """Factorised symmetric positive definite curvature restricted to ``active`` coordinates.
 
     Parameters
     ----------
-    matrix : ndarray of shape (p, p)
-        The curvature, penalty included.
+    matrix : ndarray of shape (p, p) or CurvatureOperator
+        The curvature, penalty included (an operator is made dense once).
     damping : float
         Added to the diagonal before factorising.
     active : ndarray of bool, shape (p,), optional
@@ -47,17 +53,23 @@ class Factorization:
         ``Z``).
     """
 
-    def __init__(self, matrix, damping=0.0, active=None, null_space=None):
+    dense = True
+
+    def __init__(self, matrix, damping=0.0, null_space=None, active=None):
+        matrix = matrix.dense() if hasattr(matrix, "dense") else np.asarray(matrix, dtype=float)
         p = matrix.shape[0]
         self.n_params = p
+        self.curvature = matrix
         self.active = np.ones(p, bool) if active is None else np.asarray(active, bool)
         self.damping = float(damping)
+        self.null_space = null_space if null_space is not None and null_space.size else None
         M = matrix[np.ix_(self.active, self.active)].copy()
-        if null_space is not None and null_space.size:
-            Z = null_space[self.active]
+        if self.null_space is not None:
+            Z = self.null_space[self.active]
             M += Z @ Z.T
         M[np.diag_indices_from(M)] += self.damping
         self.matrix = M
+        self.info_ = {}
         self._chol = self._factor(M, self.damping)
 
     @staticmethod
@@ -78,6 +90,20 @@ class Factorization:
             f"pass damping >= {damping + max(-lo, 0) + 1e-8 * max(hi, 1.0):.3g}, a stronger penalty, "
             "or use FisherInfluence, whose curvature is positive semi-definite"
         )
+
+    def prox_step(self, grad, theta, penalty, l1_factor=1.0, downdate=None):
+        """Proximal Newton iterate from ``theta`` with smooth gradient ``grad``.
+
+        The quadratic model uses the full curvature (coordinates may enter or leave the
+        support), minus ``downdate`` (a ``p × p`` matrix: removed samples' curvature),
+        with the damping, and a unit curvature along the null space so that the step does
+        not move along directions the objective ignores, as the factorised solves do not.
+        """
+        M = self.curvature - downdate if downdate is not None else self.curvature.copy()
+        M[np.diag_indices_from(M)] += self.damping
+        if self.null_space is not None:
+            M += self.null_space @ self.null_space.T
+        return prox_newton_step(M, grad, theta, penalty, l1_factor)
 
     # ----------------------------------------------------------------- solves
     def _expand(self, xs, shape):

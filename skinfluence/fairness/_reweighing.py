@@ -34,16 +34,15 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from ..influence import FisherInfluence, HessianInfluence
-from ..models import make_adapter
-from ..refit import is_skorch, fit_weighted, supports_sample_weight
+from ..estimators import FisherInfluence, HessianInfluence
+from .._utils import check_sample_weight, final_step, is_skorch
+from ..refit import fit_weighted, supports_sample_weight
 from .metrics import demographic_parity_difference, encode_groups, equal_opportunity_difference
 
 __all__ = ["InfluenceReweighing", "FairnessWarning"]
@@ -330,7 +329,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self._validate_params()
         if not is_classifier(self.estimator):
             raise TypeError(f"estimator must be a classifier, got {type(self.estimator).__name__}")
-        last = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
+        last = final_step(self.estimator)
         if not supports_sample_weight(self.estimator):
             raise TypeError(f"{type(last).__name__}.fit does not accept sample_weight, which the "
                             "refit with the fairness weights needs")
@@ -351,9 +350,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if len(groups) < 2:
             raise ValueError(f"sensitive_features has only one group ({groups[0]!r}); "
                              "fairness needs at least two")
-        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        if sw.shape != (n,) or not np.all(np.isfinite(sw)) or (sw < 0).any():
-            raise ValueError(f"sample_weight must be finite, non-negative, of shape ({n},)")
+        sw = check_sample_weight(sample_weight, n)
 
         tr, va = self._split(n, codes, y01)
         self._check_groups(codes[tr], y01[tr], len(groups), "training")
@@ -395,7 +392,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                                            warm_start=True)
         else:
             self.estimator_ = fit_weighted(clone(self.estimator), X_tr, y_tr, weights[tr])
-        refit = make_adapter(self.estimator_, **inf._adapter_options())
+        refit = inf.model_adapter(self.estimator_)
         after = self._evaluate(refit, X_va, y_va, codes[va], sw[va])
 
         self.influence_ = inf
@@ -427,16 +424,13 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         mask = pos if self.constraint == "equal_opportunity" else np.ones(len(y), bool)
         smooth, grad = _gap_and_gradient(proba, dproba, codes, mask, sw)
         pred = adapter.response(eta, "predict")
-        eps = np.finfo(float).eps
-        loglik = np.where(pos, np.log(np.clip(proba, eps, None)),
-                          np.log(np.clip(1 - proba, eps, None)))
         return {
             "eta": eta,
             "gap": _METRICS[self.constraint](y, pred, sensitive_features=codes,
                                              pos_label=adapter.classes_[1], sample_weight=sw),
             "smooth_gap": smooth, "gap_gradient": grad,
             "accuracy": float(accuracy_score(y, pred, sample_weight=sw)),
-            "log_loss": float(-(sw * loglik).sum() / sw.sum()),
+            "log_loss": float(np.average(adapter.loss.loss(adapter.encode_target(y), eta), weights=sw)),
         }
 
     # ---------------------------------------------------------------- predicting

@@ -46,7 +46,7 @@ from .base import ModelAdapter
 from .families import Bernoulli, Gaussian, IdentityLink, LogLink, Multinomial, Tweedie
 from .penalties import ElasticNetPenalty
 
-__all__ = ["GLMAdapter", "SUPPORTED_GLMS", "is_supported_glm"]
+__all__ = ["GLMAdapter", "SUPPORTED_GLMS", "is_supported_glm", "tweedie_power"]
 
 SUPPORTED_GLMS = (
     LogisticRegression,
@@ -63,6 +63,13 @@ SUPPORTED_GLMS = (
 
 def is_supported_glm(estimator) -> bool:
     return type(estimator) in SUPPORTED_GLMS
+
+
+def tweedie_power(est):
+    """The Tweedie power of a Poisson (1), Gamma (2) or Tweedie regressor, else None."""
+    if isinstance(est, (PoissonRegressor, GammaRegressor, TweedieRegressor)):
+        return {PoissonRegressor: 1.0, GammaRegressor: 2.0}.get(type(est), getattr(est, "power", 0))
+    return None
 
 
 @dataclass
@@ -122,7 +129,7 @@ def _spec(est, n_classes) -> _Spec:
         rho = 1.0 if type(est) is Lasso else float(est.l1_ratio)
         return _Spec(Gaussian(), est.alpha * rho, est.alpha * (1 - rho), mean_scaled=True)
     if isinstance(est, (PoissonRegressor, GammaRegressor, TweedieRegressor)):
-        power = {PoissonRegressor: 1.0, GammaRegressor: 2.0}.get(type(est), getattr(est, "power", 0))
+        power = tweedie_power(est)
         link_name = getattr(est, "link", "auto")
         if link_name == "auto":
             link_name = "identity" if power == 0 else "log"
@@ -209,7 +216,7 @@ class GLMAdapter(ModelAdapter):
         Zd = Z.toarray() if sp.issparse(Z) else Z
         return (Zd[:, :, None] * G[:, None, :]).reshape(len(Zd), -1)
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):  # J_i does not depend on θ
         return np.asarray(Z.T @ G).ravel()
 
     def _blocks(self):
@@ -224,9 +231,9 @@ class GLMAdapter(ModelAdapter):
             out[:, k, l] = np.asarray(Z.multiply(ZA).sum(axis=1)).ravel() if sp.issparse(Z) else np.einsum("nq,nq->n", ZA, Z)
         return out
 
-    def curvature(self, Z, y, c, kind="fisher"):
+    def curvature(self, Z, y, c, kind="fisher", eta=None):
         K = self.n_outputs
-        W = self.loss.curvature(y, self.eta(Z), kind) * c[:, None, None]
+        W = self.output_curvature(y, self.eta(Z) if eta is None else eta, kind) * c[:, None, None]
         M = np.empty((self.n_params, self.n_params))
         for k, l in self._blocks():
             if sp.issparse(Z):
