@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,21 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     assert not ours, "documentation warnings:\n" + "\n".join(ours)
     pytest.xfail(f"{len(entries)} warnings, all from docstrings being rewritten on another branch "
                  f"({', '.join(ELSEWHERE)}):\n" + "\n".join(entries))
+
+
+def _guide_pages():
+    pages = {}
+    for page in sorted((ROOT / "docs" / "user_guide").glob("*.rst")):
+        blocks = re.findall(r"^\.\. code-block:: python\n\n((?:(?:   .*)?\n)+)", page.read_text(), flags=re.M)
+        if blocks:
+            pages[page.stem] = "\n".join(textwrap.dedent(b) for b in blocks)
+    return pages
+
+
+@pytest.mark.parametrize("page, code", sorted(_guide_pages().items()), ids=sorted(_guide_pages()))
+def test_user_guide_code_runs(page, code, tmp_path):
+    """A page's python blocks, run in order in a fresh interpreter, as a reader would paste them."""
+    run = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
+                         timeout=600)
+    assert run.returncode == 0, f"docs/user_guide/{page}.rst:\n{run.stderr[-3000:]}"
