@@ -67,7 +67,7 @@ def split_features(df: pd.DataFrame, target: str, drop=(), path: str = "the data
     X = df.drop(columns=[target, *drop])
     if X.shape[1] == 0:
         raise CLIError(f"{path} has no feature columns besides the target {target!r}")
-    bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])]
+    bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]  # bool counts as 0/1
     if bad:
         raise CLIError(f"feature column {bad[0]!r} in {path} is not numeric ({X[bad[0]].dtype}): "
                        f"encode it as numbers or leave it out with --drop {bad[0]}")
