@@ -153,9 +153,14 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if self.prefit:
             check_is_fitted(last)
             return copy.deepcopy(est)
-        return fit_weighted(clone(est), X, y, sample_weight)
+        est = clone(est)
+        if getattr(final_step(est), "copy_X", True) is False:  # it would centre the user's X in place
+            final_step(est).set_params(copy_X=True)
+        return fit_weighted(est, X, y, sample_weight)
 
     def _check_options(self):
+        if not np.isfinite(self.damping):
+            raise ValueError(f"damping must be finite, got {self.damping!r}")
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -180,7 +185,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         check_consistent_length(X, y)
         est = self._fit_estimator(X, y, sample_weight)
         adapter = self.model_adapter(est)
-        self._Z = adapter.design(X)
+        Z = adapter.design(X)
+        # the influence refers to the data as fitted: never a view of the user's array
+        self._Z = Z.copy() if Z is X or (isinstance(X, np.ndarray) and np.shares_memory(Z, X)) else Z
         validate_data(self, X, skip_check_array=True)   # n_features_in_, feature_names_in_
         y_enc = adapter.encode_target(y)
         if not adapter.is_classifier and not np.all(np.isfinite(y_enc)):
@@ -435,12 +442,16 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if steps != 1:
             start = self._build(self.model_adapter(self.adapter_.with_params(theta + delta)),
                                 target=target)
+            here = self._build(self.adapter_, target=target)
+            first = 1
+            if here.objective(theta, here.eta) < start.objective(start.adapter.theta, start.eta):
+                start, first = here, 0  # the first step overshot: damped Newton from θ̂ instead
             polisher = NewtonPolisher(partial(self._rebuild, target=target), polish=True,
                                       threshold=1e-6, target=1e-12, yardstick="parameters",
                                       max_steps=50 if steps == "converge" else steps - 1)
             model, ratio, n = polisher.solve(start)
             final = model.adapter.theta - theta
-            info = {"steps": 1 + n, "converged": bool(ratio <= 1e-6),
+            info = {"steps": first + n, "converged": bool(ratio <= 1e-6),
                     "one_step_error": float(np.linalg.norm(delta - final)
                                             / max(np.linalg.norm(final), 1e-300))}
             delta = final
