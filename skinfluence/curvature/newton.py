@@ -116,7 +116,10 @@ class NewtonPolisher:
         tolerance.
         """
         model, theta = self.model, self.model.adapter.theta
-        for t in 0.5 ** np.arange(10):
+        # polishing a fit stays near it; iterating a changed objective may start where a full
+        # Newton step overshoots by orders of magnitude (a saturated softmax)
+        halvings = 10 if self.yardstick == "loo" else 40
+        for t in 0.5 ** np.arange(halvings):
             new = theta - t * step
             eta = model.adapter.eta(model.Z, new)
             f = model.objective(new, eta)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import re
-import warnings
-from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -23,10 +21,10 @@ from .._utils import (check_memory, check_method, check_sample_weight, check_tar
                       is_torch_model, is_torch_module)
 from ..curvature.newton import NewtonPolisher, lbfgs_finish
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
-from ..exceptions import InfluenceWarning
 from ..models import make_adapter
 from ..refit import fit_weighted
 from . import _updates
+from ._changes import iterate_change
 from ._model import InfluenceModel
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
@@ -153,9 +151,14 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if self.prefit:
             check_is_fitted(last)
             return copy.deepcopy(est)
-        return fit_weighted(clone(est), X, y, sample_weight)
+        est = clone(est)
+        if getattr(final_step(est), "copy_X", True) is False:  # it would centre the user's X in place
+            final_step(est).set_params(copy_X=True)
+        return fit_weighted(est, X, y, sample_weight)
 
     def _check_options(self):
+        if not np.isfinite(self.damping):
+            raise ValueError(f"damping must be finite, got {self.damping!r}")
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -180,7 +183,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         check_consistent_length(X, y)
         est = self._fit_estimator(X, y, sample_weight)
         adapter = self.model_adapter(est)
-        self._Z = adapter.design(X)
+        Z = adapter.design(X)
+        # the influence refers to the data as fitted: never a view of the user's array
+        self._Z = Z.copy() if Z is X or (isinstance(X, np.ndarray) and np.shares_memory(Z, X)) else Z
         validate_data(self, X, skip_check_array=True)   # n_features_in_, feature_names_in_
         y_enc = adapter.encode_target(y)
         if not adapter.is_classifier and not np.all(np.isfinite(y_enc)):
@@ -413,51 +418,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
 
     def _iterate(self, delta, target, steps, check=False):
-        """Δθ after ``steps`` Newton steps on the changed objective ``target = (y, weights)``,
-        the first being ``delta``; reports in ``update_info_``.
-
-        With one step and ``check``, the Newton decrement of the changed objective after the
-        step, relative to before it (``√(gᵀM⁻¹g)``, 0 for a quadratic objective), says
-        whether one step was in its regime; above 0.1 it warns.
-        """
-        if not (steps == "converge" or (isinstance(steps, Integral) and steps >= 1)):
-            raise ValueError(f"steps must be a positive integer or 'converge', got {steps!r}")
-        theta = self.adapter_.theta
-        info = {"steps": 1, "converged": None, "one_step_error": None}
-        if steps == 1 and check and self.adapter_.penalty.is_smooth:
-            ratio = self._decrement_ratio(delta, target)
-            info["decrement_ratio"] = ratio
-            if ratio > 0.1:
-                warnings.warn(
-                    f"one Newton step leaves {ratio:.0%} of the changed objective's Newton "
-                    "decrement: the one-step answer is far from the refit's (large or confidently "
-                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=3)
-        if steps != 1:
-            start = self._build(self.model_adapter(self.adapter_.with_params(theta + delta)),
-                                target=target)
-            polisher = NewtonPolisher(partial(self._rebuild, target=target), polish=True,
-                                      threshold=1e-6, target=1e-12, yardstick="parameters",
-                                      max_steps=50 if steps == "converge" else steps - 1)
-            model, ratio, n = polisher.solve(start)
-            final = model.adapter.theta - theta
-            info = {"steps": 1 + n, "converged": bool(ratio <= 1e-6),
-                    "one_step_error": float(np.linalg.norm(delta - final)
-                                            / max(np.linalg.norm(final), 1e-300))}
-            delta = final
-        self.update_info_ = info
+        """Δθ after ``steps`` Newton steps on the changed objective (see :mod:`._changes`)."""
+        delta, self.update_info_ = iterate_change(self, delta, target, steps, check)
         return delta
-
-    def _decrement_ratio(self, delta, target):
-        """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step."""
-        y, sw = target
-        ad, solve = self.adapter_, self._model.solver.solve
-        gradients = []
-        for adapter in (ad, self.model_adapter(ad.with_params(ad.theta + delta))):
-            m = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind)
-            gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta))
-        g0, g1 = gradients
-        before = float(g0 @ solve(g0))
-        return float(np.sqrt(max(g1 @ solve(g1), 0.0) / before)) if before > 0 else 0.0
 
     def cv_decision(self, test_folds, method="ns"):
         """Approximate held-out outputs of each fold (an iterable of index arrays), shape

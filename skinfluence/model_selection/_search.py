@@ -135,6 +135,8 @@ class _ApproxSearchCV(BaseSearchCV):
         def evaluate_candidates(candidate_params):
             """Fit and score each candidate (one fit each); returns the results so far."""
             candidate_params = list(candidate_params)
+            if not candidate_params and not candidates:
+                raise ValueError(f"the parameter grid {self._candidate_space()!r} has no candidates")
             if self.verbose:
                 print(f"Fitting {len(candidate_params)} candidates once each, scoring "
                       f"{n_splits} approximate splits each")
@@ -160,8 +162,6 @@ class _ApproxSearchCV(BaseSearchCV):
             return self._format_results(candidates, n_splits, out)
 
         self._run_search(evaluate_candidates)
-        if not candidates:
-            raise ValueError("the parameter grid has no candidates")
         self.multimetric_ = multimetric
         results = self._format_results(candidates, n_splits, out)
 
@@ -264,6 +264,9 @@ class ApproxGridSearchCV(_ApproxSearchCV):
                          error_score=error_score)
         self.param_grid = param_grid
 
+    def _candidate_space(self):
+        return self.param_grid
+
     def _run_search(self, evaluate_candidates):
         """Evaluate every candidate of ``param_grid``, as ``GridSearchCV`` does."""
         evaluate_candidates(ParameterGrid(self.param_grid))
@@ -317,6 +320,9 @@ class ApproxRandomizedSearchCV(_ApproxSearchCV):
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.random_state = random_state
+
+    def _candidate_space(self):
+        return self.param_distributions
 
     def _run_search(self, evaluate_candidates):
         """Evaluate ``n_iter`` candidates drawn from ``param_distributions``."""

@@ -74,7 +74,11 @@ class ModelAdapter:
         """Targets as the loss expects them (class codes for classifiers)."""
         y = np.asarray(y)
         if not self.is_classifier:
-            return y.astype(float)
+            y = y.astype(float)
+            if not np.all(np.isfinite(y)):
+                raise ValueError("y contains NaN or infinity")
+            check = getattr(self.loss, "check_target", None)
+            return check(y) if check is not None else y
         codes = np.searchsorted(self.classes_, y)
         codes = np.clip(codes, 0, len(self.classes_) - 1)
         unknown = self.classes_[codes] != y

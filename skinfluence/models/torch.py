@@ -121,6 +121,10 @@ class TorchAdapter(ModelAdapter):
         self._fixed.update({n: b for n, b in self.module.named_buffers()})
         self._theta_t = torch.cat([own[n].detach().reshape(-1) for n in self._names])
         self.theta = self._theta_t.cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(self.theta)):
+            bad = [n for n, p in named if not torch.isfinite(p).all()]
+            raise ValueError(f"the network has NaN or infinite parameters (in {bad}): it cannot be "
+                             "at an optimum; retrain it (a smaller learning rate, gradient clipping)")
         decay = np.concatenate([np.full(p.numel(), spec.decay.get(id(p), 0.0)) for _, p in named])
         self.penalty = ElasticNetPenalty(0.0, 1.0, np.sqrt(decay))
 
