@@ -80,5 +80,8 @@ def check_memory(shape, what: str) -> None:
 def check_method(method: str) -> str:
     """The approximation: ``"ns"`` (Newton step) or ``"ij"`` (infinitesimal jackknife)."""
     if method not in ("ns", "ij"):
-        raise ValueError(f"method must be 'ns' or 'ij', got {method!r}")
+        hint = (f"; scikit-learn's method={method!r} is response_method= here"
+                if method in ("predict", "predict_proba", "predict_log_proba", "decision_function") else "")
+        raise ValueError(f"method must be 'ns' (Newton step) or 'ij' (infinitesimal jackknife), "
+                         f"got {method!r}{hint}")
     return method

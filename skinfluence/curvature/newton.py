@@ -20,10 +20,35 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.optimize import minimize
 
 from ..exceptions import InfluenceWarning
 
-__all__ = ["NewtonPolisher"]
+__all__ = ["NewtonPolisher", "lbfgs_finish"]
+
+
+def lbfgs_finish(model, max_iter=1000):
+    """Minimise the model's own objective ``Σ c_i ℓ_i + π`` by full-batch L-BFGS in float64.
+
+    The finisher for networks trained by minibatch optimisers, whose Gauss–Newton or
+    damped Newton steps promise descent only for short steps: L-BFGS needs only the
+    objective and its gradient (one forward and one backward pass over the data per
+    evaluation). Smooth penalties only. Returns the parameters it reached.
+    """
+    ad = model.adapter
+    if not ad.penalty.is_smooth:
+        raise ValueError("polish='lbfgs' needs a smooth objective; use polish=True (proximal "
+                         "Newton steps) for an ℓ1 penalty")
+
+    def fun(theta):
+        eta = ad.eta(model.Z, theta)
+        f = float(model.c @ ad.loss.loss(model.y, eta)) + ad.penalty.value(theta)
+        grad = ad.total_gradient(model.Z, model.c[:, None] * ad.loss.gradient(model.y, eta), theta)
+        return f, grad + ad.penalty.gradient(theta)
+
+    res = minimize(fun, ad.theta.copy(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iter, "maxcor": 50, "ftol": 1e-15, "gtol": 1e-12})
+    return res.x
 
 
 class NewtonPolisher:
@@ -43,13 +68,24 @@ class NewtonPolisher:
     max_steps : int, default=20
     what : str
         The model and curvature named in warnings.
+    yardstick : {"loo", "parameters"}, default="loo"
+        The step is measured against a typical leave-one-out step (polishing a fit for
+        influence), or against ``max(‖θ‖, 1)`` (iterating a changed objective to its
+        optimum: then the curvature is rebuilt at every step, for Newton's quadratic
+        convergence).
+    advice : str, optional
+        What to tell a user whose model is too far from the optimum (``polish=False``).
     """
 
-    def __init__(self, rebuild, *, polish, threshold=0.05, target=0.05, max_steps=20, what="model"):
+    def __init__(self, rebuild, *, polish, threshold=0.05, target=0.05, max_steps=20, what="model",
+                 yardstick="loo", advice=None):
         self.rebuild = rebuild
         self.polish = polish
         self.threshold, self.target, self.max_steps = threshold, target, max_steps
         self.what = what
+        self.yardstick = yardstick
+        self.advice = advice or ("Refit with a smaller tol / larger max_iter, or pass polish=True "
+                                 "to take Newton steps with the factorised curvature.")
 
     # ------------------------------------------------------------------ stages
     def setup(self, model):
@@ -61,8 +97,11 @@ class NewtonPolisher:
     def check_convergence(self):
         """Newton step to the optimum and its size relative to a typical LOO step."""
         self.step = self.model.newton_step()
-        loo = self.model.typical_loo_step()
-        self.ratio = np.linalg.norm(self.step) / loo if loo > 0 else 0.0
+        if self.yardstick == "loo":
+            scale = self.model.typical_loo_step()
+        else:
+            scale = max(np.linalg.norm(self.model.adapter.theta), 1.0)
+        self.ratio = np.linalg.norm(self.step) / scale if scale > 0 else 0.0
         return self.ratio <= self.target
 
     def inner_solve(self):
@@ -77,7 +116,10 @@ class NewtonPolisher:
         tolerance.
         """
         model, theta = self.model, self.model.adapter.theta
-        for t in 0.5 ** np.arange(10):
+        # polishing a fit stays near it; iterating a changed objective may start where a full
+        # Newton step overshoots by orders of magnitude (a saturated softmax)
+        halvings = 10 if self.yardstick == "loo" else 40
+        for t in 0.5 ** np.arange(halvings):
             new = theta - t * step
             eta = model.adapter.eta(model.Z, new)
             f = model.objective(new, eta)
@@ -90,11 +132,12 @@ class NewtonPolisher:
         if self.polish and self.ratio > self.best[0]:  # the step count is the best iterate's
             self.ratio, self.model, self.n_steps = self.best
         if self.ratio > self.threshold:
-            if not self.polish:
+            if self.yardstick != "loo":
+                msg = (f"Newton iterations on the changed objective stopped after {self.n_steps} "
+                       f"step(s) with a last step of {self.ratio:.1e} of ‖θ‖: not converged")
+            elif not self.polish:
                 msg = (f"{self.what} is not converged enough for influence: the distance to the "
-                       f"optimum is {self.ratio:.0%} of a typical leave-one-out change. Refit with a "
-                       "smaller tol / larger max_iter, or pass polish=True to take Newton steps with "
-                       "the factorised curvature.")
+                       f"optimum is {self.ratio:.0%} of a typical leave-one-out change. {self.advice}")
             else:
                 msg = (f"polishing stopped {self.ratio:.0%} of a typical leave-one-out change away "
                        f"from the optimum after {self.n_steps} Newton step(s) with the {self.what}, "
@@ -112,7 +155,7 @@ class NewtonPolisher:
             if found is None:
                 break
             theta, eta, self.f = found
-            reuse = not self.model.needs_new_curvature(theta, self.ratio)
+            reuse = self.yardstick == "loo" and not self.model.needs_new_curvature(theta, self.ratio)
             self.model = self.rebuild(self.model, theta, eta, reuse)
             self.n_steps += 1
             self.check_convergence()

@@ -107,7 +107,10 @@ def held_out_outputs(influence, X, splits, method="ns"):
         kept = np.zeros(n, bool)
         kept[train] = True
         removed = np.flatnonzero(~kept)
-        if np.array_equal(np.sort(test), removed):  # the test rows are exactly those removed
+        if removed.size == 0:  # the split trains on every row: the fitted model itself
+            ad = influence.adapter_
+            out.append(ad.eta(ad.design(_safe_indexing(X, test))))
+        elif np.array_equal(np.sort(test), removed):  # the test rows are exactly those removed
             out.append(influence.cv_decision([test], method)[test])
         else:
             ad = influence.adapter_
