@@ -5,8 +5,8 @@ Every influence estimate here is ``FisherInfluence`` / ``HessianInfluence`` with
 gradients from every row), compared with the same estimator on the full curvature.
 
 1. **Faithfulness and consistency** (``--exp 1-adult 1-digits``): a tanh MLP 87 → 32 → 2 on ``--adult-n``
-   rows of Adult, and the digits CNN of ``examples/digits_influence.py`` (1,898
-   parameters, 1,437 training images), both trained to a tight optimum by full-batch
+   rows of Adult, and a small digits CNN (:class:`SmallCNN`, 1,898 parameters, 1,437
+   training images), both trained to a tight optimum by full-batch
    L-BFGS. For subsets of t ∈ ``--fractions`` of the rows and ``--seeds`` seeds, the
    Pearson correlation of each sampler's influence matrix (``attribute`` of
    ``--n-test`` test points × every training row) with the full-curvature one (mean ±
@@ -39,7 +39,6 @@ Run: ``python benchmarks/sampling.py [--exp 1-adult 1-digits 2 3] [--seeds 10] [
 import argparse
 import os
 import statistics
-import sys
 import time
 import tracemalloc
 import warnings
@@ -58,9 +57,6 @@ from skinfluence.datasets import adult_design
 from skinfluence.models.torch import TorchModel
 from skinfluence.sampling import FeatureSampler, LeverageSampler, LogitSampler, RandomSampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from digits_influence import SmallCNN  # noqa: E402
-
 SAMPLERS = {"random": RandomSampler, "feature": FeatureSampler, "logit": LogitSampler,
             "leverage": LeverageSampler}
 WD = 1e-3          # weight decay of both networks (their penalty curvature)
@@ -68,6 +64,24 @@ DAMPING = 1e-4
 
 
 # ------------------------------------------------------------------------- models
+class SmallCNN(torch.nn.Module):
+    """1×8×8 → conv 8 → pool → conv 16 → pool → linear 10 (1,898 parameters), tanh and
+    average pooling in float64 (smooth, so that L-BFGS reaches the optimum); the digits
+    CNN that ``examples/digits_influence.py`` used before the gallery moved to an MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
+        )
+        self.classifier = torch.nn.Linear(16 * 2 * 2, 10)
+        self.double()
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
 class MLP(torch.nn.Module):
     def __init__(self, d=87, h=32):
         super().__init__()
