@@ -6,7 +6,7 @@ one fit, with Hessian, Fisher (AFIF) and generalised (GIF) influence.
 
 from importlib import metadata as _metadata
 
-from . import datasets, fairness, model_selection
+from . import datasets, fairness, model_selection, sampling
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
 from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
 
@@ -25,4 +25,5 @@ __all__ = [
     "datasets",
     "fairness",
     "model_selection",
+    "sampling",
 ]

@@ -126,6 +126,7 @@ class _FixedRows(BaseEstimator):
         self.sample_indices_ = np.asarray(self.rows)
         self.sample_weight_ = np.asarray(self.weights, dtype=float)
         self.logits_shape_ = logits.shape
+        self.weights_seen_ = sample_weight
         return self
 
 

@@ -229,7 +229,8 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         self.n_samples_ = len(y_enc)
         self.curvature_rows_ = self.curvature_weights_ = None
         if self.curvature_sampler is not None:
-            sampler = clone(self.curvature_sampler).fit(X, y, estimator=est, logits=adapter.eta(self._Z))
+            sampler = clone(self.curvature_sampler).fit(X, y, estimator=est, logits=adapter.eta(self._Z),
+                                                        sample_weight=sample_weight)
             self.curvature_rows_ = np.asarray(sampler.sample_indices_)
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
         self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
