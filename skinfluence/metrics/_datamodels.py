@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
-from joblib import Memory, Parallel, delayed
+import joblib
+from joblib import Parallel, delayed
 from sklearn.base import clone, is_classifier
 from sklearn.utils import Bunch, _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
@@ -42,6 +43,13 @@ def _squared_error(estimator, X, y):
 
 
 _LOSSES = {"log_loss": _log_loss, "squared_error": _squared_error}
+
+
+def _loss_key(loss):
+    """What identifies a loss function in the cache: its name and, for Python functions, its code."""
+    code = getattr(loss, "__code__", None)
+    return (getattr(loss, "__module__", None), getattr(loss, "__qualname__", repr(loss)),
+            None if code is None else (code.co_code, code.co_consts))
 
 
 def _fit_and_test_losses(estimator, X, y, X_test, y_test, kept, loss, torch_seed):
@@ -132,9 +140,9 @@ def retrain_on_subsets(
         Models trained in parallel by joblib (each worker's BLAS and torch limited
         to one thread).
     cache_dir : str or path-like, default=None
-        A directory where each trained model's test losses are cached (joblib.Memory,
-        keyed by the estimator's parameters, the data and the subset), so that a
-        rerun or a longer run retrains nothing it has already trained.
+        A directory where each trained model's test losses are cached (one ``.npy``
+        file keyed by a hash of the estimator, the data, the loss and the subset), so
+        that a rerun or a longer run retrains nothing it has already trained.
     random_state : int, RandomState instance or None, default=None
         Draws the random subsets, and seeds torch for nets.
     verbose : int, default=0
@@ -163,6 +171,7 @@ def retrain_on_subsets(
     check_consistent_length(X_test, y_test)
     n_train = _num_samples(X)
     rng = check_random_state(random_state)
+    torch_seed = int(rng.randint(2**31 - 1))  # drawn first: the first k of n random subsets do not depend on n
     if isinstance(subsets, numbers.Integral):
         n_keep = int(round(subset_fraction * n_train))
         if not 0 < n_keep < n_train:
@@ -181,14 +190,24 @@ def retrain_on_subsets(
     loss_fn = _LOSSES[loss] if isinstance(loss, str) else loss
     if loss_fn is None:
         loss_fn = _log_loss if is_classifier(estimator) else _squared_error
-    torch_seed = int(rng.randint(2**31 - 1))
 
-    work = _fit_and_test_losses
-    if cache_dir is not None:
-        work = Memory(cache_dir, verbose=0).cache(_fit_and_test_losses)
     everything = np.ones(n_train, dtype=bool)
-    results = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(work)(estimator, X, y, X_test, y_test, kept, loss_fn, torch_seed)
-        for kept in [everything, *masks]
+    todo = [everything, *masks]
+    results, paths = [None] * len(todo), [None] * len(todo)
+    if cache_dir is not None:  # keys are computed here, where the estimator's classes are importable
+        os.makedirs(cache_dir, exist_ok=True)
+        base = joblib.hash((estimator, X, y, X_test, y_test, _loss_key(loss_fn), torch_seed))
+        for m, kept in enumerate(todo):
+            paths[m] = os.path.join(cache_dir, f"losses_{joblib.hash((base, kept))}.npy")
+            if os.path.exists(paths[m]):
+                results[m] = np.load(paths[m])
+    missing = [m for m, r in enumerate(results) if r is None]
+    fitted = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator")(  # each saved as it comes
+        delayed(_fit_and_test_losses)(estimator, X, y, X_test, y_test, todo[m], loss_fn, torch_seed)
+        for m in missing
     )
+    for m, losses in zip(missing, fitted):
+        results[m] = losses
+        if paths[m] is not None:
+            np.save(paths[m], losses)
     return Bunch(subsets=masks, subset_losses=np.stack(results[1:]), full_losses=results[0])
