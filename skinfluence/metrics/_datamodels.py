@@ -205,7 +205,7 @@ def retrain_on_subsets(
     fitted = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator")(  # each saved as it comes
         delayed(_fit_and_test_losses)(estimator, X, y, X_test, y_test, todo[m], loss_fn, torch_seed)
         for m in missing
-    )
+    ) if missing else []
     for m, losses in zip(missing, fitted):
         results[m] = losses
         if paths[m] is not None:
