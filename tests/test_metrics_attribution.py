@@ -1,5 +1,7 @@
 """Attribution metrics (LDS, LOO correlation) and the subset-retraining helper."""
 
+import copy
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -177,3 +179,22 @@ def test_influence_predicts_leave_one_out_with_the_documented_sign(data):
     half = retrain_on_subsets(est, X, y, Xt, yt, subsets=30, random_state=0)
     lds = linear_datamodeling_score(A, half.subset_losses, half.subsets, half.full_losses)
     assert 0.5 < lds <= 1.0
+
+
+# ---------------------------------------------------------------- ensembles of influence estimators
+def test_influence_ensemble_averages_its_members(data):
+    from skinfluence.ensemble import InfluenceEnsemble
+
+    X, y, Xt, yt = data
+    fitted = LogisticRegression(C=0.5, tol=1e-12, max_iter=5000).fit(X, y)
+    members = [FisherInfluence(LogisticRegression(C=1.0, tol=1e-12, max_iter=5000)),
+               FisherInfluence(fitted, prefit=True, damping=1e-3)]
+    ens = InfluenceEnsemble(members).fit(X, y)
+    expected = [m.fit(X, y).attribute(Xt, yt) for m in (clone(members[0]), copy.deepcopy(members[1]))]
+    np.testing.assert_allclose(ens.attribute(Xt, yt), np.mean(expected, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(ens.self_influence(), np.mean([m.self_influence() for m in ens.influences_], axis=0))
+    assert not any(hasattr(m, "adapter_") for m in members)      # the given members are not fitted
+    with pytest.raises(TypeError, match="influence estimator"):
+        InfluenceEnsemble([fitted]).fit(X, y)
+    with pytest.raises(ValueError, match="non-empty list"):
+        InfluenceEnsemble([]).fit(X, y)
