@@ -19,19 +19,22 @@ Methods, each on the same trained model (time = fit + attribute, one run):
 * skinfluence ``FisherInfluence`` (exact GGN; nets also ``fisher="mc"`` and
   ``"empirical"``) and ``HessianInfluence``, over a damping sweep
   ``damping = f · trace(M)/p`` for ``f`` in ``--fractions`` (f = 0 is the default);
-* the Fisher influence averaged over ``--n-ensemble`` models trained from different
-  initial seeds (nets; training time counted);
+* :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
+  ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
 * gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
 * dattri (``pip install --no-deps dattri``, benchmark venv only): IF-CG, TracIn
-  (checkpoints along the L-BFGS run) and TRAK with 1 and ``--n-ensemble`` models.
+  (checkpoints along the L-BFGS run) and TRAK with 1 and ``--n-ensemble`` (CNN: ``--cnn-ensemble``) models.
+
+For time on a shared machine the CNN gets only the exact Fisher (and the Hessian unless
+``--no-hessian``), no IF-CG, and ``--cnn-subsets`` (default 20) subsets without LOO refits.
 
 Run (2 shared cores): ``nice -n 5 python benchmarks/attribution_quality.py --n-jobs 2``
 (``--part truth`` only trains the ground truth; ``--part cv`` only the Adult CV experiment).
+The commands behind ``benchmarks/RESULTS_attribution.md`` are listed there.
 """
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
@@ -216,11 +219,13 @@ def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, hal
     space) fits every damping.
     """
     rows, (base, t_fit) = [], (fitted or (None, 0.0))
+    t_base = t_fit
     for f in fractions:
         t = time.perf_counter()
         try:
-            if base is None or not resolve or (f == fractions[0] and fitted):
-                base = base if (f == fractions[0] and fitted) else make(damping=f * scale).fit(X, y)
+            reuse = fitted is not None and f * scale == fitted[0].damping
+            if base is None or not resolve or reuse:
+                base = fitted[0] if reuse else make(damping=f * scale).fit(X, y)
                 A = base.attribute(Xt, yt)
                 t_base = time.perf_counter() - t + t_fit
                 rows.append((label, f"damping {f:g}·tr/p", *scores(A, half, loo), t_base))
@@ -256,7 +261,7 @@ def dattri_methods(name, modules, ckpts, t_train, data, half, loo, args):
     n = len(y)
 
     def penalty(params):
-        if name == "logreg":  # LogisticRegression(C=1): Σℓ + ‖W‖²/2 = n · (mean ℓ + ‖W‖²/(2n)); bias free
+        if name == "logreg":  # C=1: Σℓ + ‖W‖²/2 = n · (mean ℓ + ‖W‖²/(2n)); bias free
             return sum((p**2).sum() for k, p in params.items() if k.endswith("weight")) / (2 * n)
         return WD / 2 * sum((p**2).sum() for p in params.values())
 
@@ -323,7 +328,8 @@ def run_methods(name, est, data, half, loo, args):
     X, y, Xt, yt = data
     fitted, modules, ckpts, t_train = trained_models(name, est, X, y, args)
     full_check = -np.log(probabilities(fitted[0], Xt)[np.arange(len(yt)), yt])
-    print(f"[{name}] max |full-model test loss − ground truth's| = {np.abs(full_check - half.full_losses).max():.1e}; "
+    gap = np.abs(full_check - half.full_losses).max()
+    print(f"[{name}] max |full-model test loss − ground truth's| = {gap:.1e}; "
           f"test accuracy {np.mean(probabilities(fitted[0], Xt).argmax(1) == yt):.3f}", flush=True)
     prefit = name != "logreg"
     opts = dict(prefit=prefit)
@@ -341,16 +347,19 @@ def run_methods(name, est, data, half, loo, args):
         return inf.parameter_gradients(Xt, G)
 
     rows = []
-    flavours = ("exact", "mc", "empirical") if name == "mlp" else ("exact",)  # the CNN: exact only, for time
+    flavours = ("exact", "mc", "empirical") if name == "mlp" and not args.sweep_only else ("exact",)
     for flavour in flavours:
         rows += influence_sweep(f"Fisher ({flavour})",
                                 lambda damping, fl=flavour: FisherInfluence(target, fisher=fl, damping=damping,
                                                                               random_state=0, **opts),
                                 X, y, Xt, yt, test_grads, scale, fractions, half, loo,
-                                fitted=(scale_inf, t_scale) if flavour == "exact" and fractions[0] == 0 else None,
+                                fitted=(scale_inf, t_scale) if flavour == "exact" else None,
                                 resolve=prefit)
-    rows += influence_sweep("Hessian", lambda damping: HessianInfluence(target, damping=damping, **opts),
-                            X, y, Xt, yt, test_grads, scale, fractions, half, loo, resolve=prefit)
+    if not args.no_hessian:
+        rows += influence_sweep("Hessian", lambda damping: HessianInfluence(target, damping=damping, **opts),
+                                X, y, Xt, yt, test_grads, scale, fractions, half, loo, resolve=prefit)
+    if args.sweep_only:
+        return [(name, *r) for r in rows]
 
     # ours: gradient dot product (no curvature) on the same model
     t = time.perf_counter()
@@ -452,7 +461,8 @@ def adult_cv_experiment(args):
     scale_inf = FisherInfluence(full, prefit=True, polish=True).fit(X, y)
     scale = float(np.trace(scale_inf.curvature_)) / scale_inf.curvature_.shape[0]
     print(f"\n== AFIF CV experiment: Adult, n = {len(y)}, skorch 87-16-2 tanh (Adam 30 epochs, weight decay {WD}), "
-          f"5-fold CV; p = {scale_inf.curvature_.shape[0]}, tr(F)/p = {scale:.2e} (F: the polished full model's Fisher)")
+          f"5-fold CV; p = {scale_inf.curvature_.shape[0]}, tr(F)/p = {scale:.2e} "
+          "(F: the polished full model's Fisher)")
     methods = [
         ("exact refits, polished to the optimum (reference)", polished_refits),
         ("exact refits, Adam only (cross_val_score)", lambda: cross_val_score(net, X, y, cv=cv, scoring=scorer)),
@@ -501,6 +511,8 @@ def main():
     ap.add_argument("--fisher-ensemble", type=int, default=3, help="models averaged by InfluenceEnsemble")
     ap.add_argument("--fractions", default="0,1e-4,1e-3,1e-2,1e-1")
     ap.add_argument("--adult-n", type=int, default=2000)
+    ap.add_argument("--no-hessian", action="store_true", help="skip the Hessian (slow for the CNN)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the exact Fisher and Hessian damping sweeps")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),

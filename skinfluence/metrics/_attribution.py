@@ -13,7 +13,6 @@ and both scores ask how well that prediction ranks or tracks real retraining
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 from scipy.stats import rankdata

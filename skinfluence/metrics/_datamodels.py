@@ -162,7 +162,7 @@ def retrain_on_subsets(
     >>> from skinfluence import FisherInfluence
     >>> from skinfluence.metrics import linear_datamodeling_score, retrain_on_subsets
     >>> X, y = load_iris(return_X_y=True)
-    >>> est = LogisticRegression(max_iter=1000)
+    >>> est = LogisticRegression(tol=1e-10, max_iter=1000)
     >>> truth = retrain_on_subsets(est, X[::2], y[::2], X[1::2], y[1::2], subsets=20, random_state=0)
     >>> A = FisherInfluence(est).fit(X[::2], y[::2]).attribute(X[1::2], y[1::2])
     >>> lds = linear_datamodeling_score(A, truth.subset_losses, truth.subsets, truth.full_losses)
