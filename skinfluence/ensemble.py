@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from .influence import BaseInfluence
+from . import BaseInfluence  # the package exports it, wherever the estimators live
 
 __all__ = ["InfluenceEnsemble"]
 
