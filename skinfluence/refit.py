@@ -14,19 +14,17 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
+from ._utils import final_step, is_skorch
+
 __all__ = ["fit_weighted", "supports_sample_weight", "refit_without", "exact_loo_predictions"]
 
 # keys of the dict a skorch net is fed when it trains with sample weights
 _DATA, _WEIGHT = "_skinfluence_X", "_skinfluence_sample_weight"
 
 
-def is_skorch(estimator) -> bool:
-    return type(estimator).__module__.startswith("skorch")
-
-
 def supports_sample_weight(estimator) -> bool:
     """Whether :func:`fit_weighted` can fit ``estimator`` (or a Pipeline's last step) with weights."""
-    last = estimator[-1] if isinstance(estimator, Pipeline) else estimator
+    last = final_step(estimator)
     return is_skorch(last) or has_fit_parameter(last, "sample_weight")
 
 
@@ -107,7 +105,7 @@ def fit_weighted(estimator, X, y, sample_weight=None, *, warm_start=False):
     -------
     estimator
     """
-    last = estimator[-1] if isinstance(estimator, Pipeline) else estimator
+    last = final_step(estimator)
     if is_skorch(last):
         if isinstance(estimator, Pipeline):
             Xt = estimator[:-1].transform(X) if warm_start else estimator[:-1].fit_transform(X, y)
@@ -157,7 +155,27 @@ def refit_without(fitted, X, y, indices, sample_weight=None, tol=1e-10):
 
 
 def exact_loo_predictions(fitted, X, y, indices, response_method="predict", sample_weight=None, tol=1e-10):
-    """Leave-one-out predictions of ``fitted`` for the rows ``indices``, by exact refits."""
+    """Leave-one-out predictions of ``fitted`` for the rows ``indices``, by exact refits.
+
+    Parameters
+    ----------
+    fitted : fitted estimator
+        The model fitted on all rows; each refit starts from it (``warm_start``).
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    indices : array-like of int
+        The rows to leave out, one at a time.
+    response_method : str, default="predict"
+        The method whose output is returned.
+    sample_weight : array-like of shape (n_samples,), default=None
+    tol : float, default=1e-10
+        Tolerance of the refits, far below the leave-one-out effects.
+
+    Returns
+    -------
+    ndarray of shape (len(indices),) or (len(indices), n_classes)
+        The refit's output on the row it left out.
+    """
     out = []
     for i in np.asarray(indices):
         est = refit_without(fitted, X, y, [i], sample_weight, tol)

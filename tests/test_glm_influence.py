@@ -379,7 +379,8 @@ def test_unconverged_estimator_warns_and_polish_fixes():
 
 
 @pytest.mark.parametrize("est", [Lasso(alpha=0.5, tol=0.5, max_iter=2),
-                                 LogisticRegression(l1_ratio=1.0, C=0.3, solver="saga", tol=0.5, max_iter=3)])
+                                 LogisticRegression(l1_ratio=1.0, C=0.3, solver="saga", tol=0.5, max_iter=3,
+                                                    random_state=0)])
 def test_l1_polishing_fixes_the_support(est):
     """Proximal Newton polishing lets coordinates enter and leave the support."""
     X, y = _reg(n=120, d=10) if isinstance(est, Lasso) else _clf(n=300, d=8)
@@ -408,11 +409,11 @@ def test_l1_multinomial_unlearn_keeps_the_intercept_shift():
 
 
 def test_memory_guard(monkeypatch):
-    import skinfluence.influence as influence
+    import skinfluence._utils as utils
 
     X, y = _clf()
     inf = FisherInfluence(LogisticRegression(**TIGHT)).fit(X, y)
-    monkeypatch.setattr(influence, "MAX_DENSE_BYTES", 1000)
+    monkeypatch.setattr(utils, "MAX_DENSE_BYTES", 1000)
     with pytest.raises(MemoryError, match="influence matrix"):
         inf.attribute(X, y)
     with pytest.raises(MemoryError, match="curvature"):

@@ -29,8 +29,9 @@ import numpy as np
 
 from ..exceptions import CurvatureError
 from .operators import symmetric_matrix
+from .solvers import Solver, register_solver
 
-__all__ = ["conjugate_gradient", "lissa", "IterativeSolver"]
+__all__ = ["conjugate_gradient", "lissa", "IterativeSolver", "CGSolver", "LissaSolver"]
 
 
 def _as_block(b):
@@ -65,7 +66,7 @@ def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None):
         if np.any(pAp[live] <= 0):
             raise CurvatureError(
                 "conjugate gradients met a direction of non-positive curvature: the curvature is "
-                "not positive definite; pass damping > 0 or use FisherInfluence"
+                "not positive definite; pass damping > 0 (or, with a Hessian, use FisherInfluence)"
             )
         alpha = np.where(live, rr / np.where(live, pAp, 1.0), 0.0)
         X += alpha * P
@@ -79,7 +80,7 @@ def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None):
     return X.reshape(shape), {"iterations": it, "residual": res}
 
 
-def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10):
+def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10, truncate=False):
     """Solve ``M X = B`` by the Neumann series with scale ``s``, rescaling on divergence.
 
     Parameters
@@ -90,10 +91,12 @@ def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10):
         Initial ``s`` (should exceed ``λ_max / 2``).
     tol : float
         Stop when the step ``‖x_k − x_{k−1}‖ ≤ tol ‖x_k‖`` for every column.
+    truncate : bool, default=False
+        Return the iterate after ``maxiter`` steps instead of raising (``info["truncated"]``).
 
     Returns
     -------
-    X, info : info has ``iterations``, ``restarts`` and the final ``scale``.
+    X, info : info has ``iterations``, ``restarts``, the final ``scale`` and ``truncated``.
     """
     B, shape = _as_block(B)
     s = float(scale)
@@ -124,14 +127,17 @@ def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10):
                 if lam <= 0:
                     raise CurvatureError(
                         f"LiSSA diverges along a direction of non-positive curvature (eigenvalue "
-                        f"≈ {lam:.3g}): pass damping > {-lam:.3g} or use FisherInfluence"
+                        f"≈ {lam:.3g}): pass damping > {-lam:.3g} (or, with a Hessian, use FisherInfluence)"
                     )
                 diverged = True
                 break
             prev, prev_step = dn, step
             if np.all(d <= tol * np.maximum(np.linalg.norm(X, axis=0), 1e-300)):
                 return (X / s).reshape(shape), {"iterations": k, "restarts": restarts, "scale": s,
-                                                "total_iterations": total}
+                                                "total_iterations": total, "truncated": False}
+        if not diverged and truncate:
+            return (X / s).reshape(shape), {"iterations": maxiter, "restarts": restarts, "scale": s,
+                                            "total_iterations": total, "truncated": True}
         if not diverged:
             raise CurvatureError(
                 f"LiSSA did not converge in {maxiter} iterations (scale {s:.3g}); the curvature is "
@@ -143,8 +149,10 @@ def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10):
         s *= 4.0
 
 
-class IterativeSolver:
-    """Inverse of a curvature operator by CG or LiSSA, with :class:`Factorization`'s interface.
+class IterativeSolver(Solver):
+    """Inverse of a curvature operator by CG or LiSSA, with :class:`~.factor.DenseSolver`'s interface.
+
+    Registered as ``solver="cg"`` and ``solver="lissa"``.
 
     Parameters
     ----------
@@ -153,14 +161,22 @@ class IterativeSolver:
     method : {"cg", "lissa"}
     damping : float
         Added to the diagonal.
-    tol, maxiter : stopping rule of the iteration.
     null_space : ndarray of shape (p, r), optional
-        As for :class:`Factorization`: ``Z Zᵀ`` is added to the operator.
+        As for :class:`~.factor.DenseSolver`: ``Z Zᵀ`` is added to the operator.
+    active : ndarray of bool, shape (p,), optional
+        Coordinates that move; the system is solved on them alone (``M_AA x_A = b_A``)
+        and the others are 0.
+    tol, maxiter : stopping rule of the iteration.
+    truncate : bool, default=False
+        LiSSA only: return the iterate reached after ``maxiter`` steps instead of raising.
+        A truncated Neumann series is a spectral filter that shrinks the directions of
+        small curvature (a regulariser, like damping), not the exact ``M⁻¹ b``;
+        ``info_["truncated"]`` says when it happened.
     random_state : seeds LiSSA's power iteration for the initial scale.
     """
 
     def __init__(self, operator, method="cg", damping=0.0, tol=1e-10, maxiter=None,
-                 null_space=None, random_state=None):
+                 null_space=None, random_state=None, active=None, truncate=False):
         if method not in ("cg", "lissa"):
             raise ValueError(f"method must be 'cg' or 'lissa', got {method!r}")
         self.operator = operator.add_diagonal(float(damping))
@@ -168,8 +184,9 @@ class IterativeSolver:
         self.damping = float(damping)
         self.tol = tol
         self.maxiter = maxiter
+        self.truncate = bool(truncate)
         self.n_params = operator.n_params
-        self.active = np.ones(self.n_params, bool)
+        self.active = np.ones(self.n_params, bool) if active is None else np.asarray(active, bool)
         self._null = null_space if null_space is not None and null_space.size else None
         self.info_ = {}
         self._scale = None
@@ -188,6 +205,18 @@ class IterativeSolver:
     def _solve_with(self, matvec, b):
         if b.size == 0:
             return np.zeros_like(b)
+        a = self.active
+        if not a.all():  # the system on the active coordinates: M_AA x_A = b_A
+            def full(V, matvec=matvec):
+                E = np.zeros((self.n_params,) + V.shape[1:])
+                E[a] = V
+                return matvec(E)[a]
+            x = np.zeros_like(b)
+            x[a] = self._iterate(full, b[a])
+            return x
+        return self._iterate(matvec, b)
+
+    def _iterate(self, matvec, b):
         if self.method == "cg":
             x, info = conjugate_gradient(matvec, b, tol=self.tol, maxiter=self.maxiter)
         else:
@@ -195,7 +224,7 @@ class IterativeSolver:
                 lam = self.operator.max_eigenvalue(random_state=self._random_state)
                 self._scale = 1.1 * lam if lam > 0 else 1.0
             x, info = lissa(matvec, b, self._scale, tol=self.tol,
-                            maxiter=self.maxiter or 10_000)
+                            maxiter=self.maxiter or 10_000, truncate=self.truncate)
             self._scale = info["scale"]
         self.info_ = info
         return x
@@ -207,7 +236,7 @@ class IterativeSolver:
     def downdated_solve(self, b, U, C, diag=None):
         """Solve ``(M − Uᵀ C U − diag(d)) x = b`` by iterating with the down-dated operator.
 
-        ``U``, ``C`` as in :meth:`Factorization.downdated_solve`: stacked Jacobians
+        ``U``, ``C`` as in :meth:`~.factor.DenseSolver.downdated_solve`: stacked Jacobians
         (m × p) and the m × m curvature, or per-sample Jacobians (n, K, p) and their
         K × K blocks. The down-date is applied exactly (no Woodbury step needed).
         """
@@ -227,3 +256,19 @@ class IterativeSolver:
             return out.reshape(V.shape)
 
         return self._solve_with(matvec, b)
+
+
+@register_solver("cg")
+class CGSolver(IterativeSolver):
+    """Conjugate gradients (see :class:`IterativeSolver`)."""
+
+    def __init__(self, operator, **options):
+        super().__init__(operator, "cg", **options)
+
+
+@register_solver("lissa")
+class LissaSolver(IterativeSolver):
+    """LiSSA, converged or truncated at ``maxiter`` (see :class:`IterativeSolver`)."""
+
+    def __init__(self, operator, **options):
+        super().__init__(operator, "lissa", **options)

@@ -95,14 +95,18 @@ class CurvatureOperator:
         return abs(lam)
 
 
-def model_curvature(adapter, Z, y, c, kind):
+def model_curvature(adapter, Z, y, c, kind, eta=None):
     """The curvature ``Σ_i c_i ∇²ℓ_i`` (``kind="hessian"``) or its Fisher, as an operator.
 
-    The adapter must provide ``curvature(Z, y, c, kind)`` and
-    ``curvature_matvec(Z, y, c, V, kind)``; the penalty is not included.
+    The adapter provides ``curvature(Z, y, c, kind, eta=)`` and, where the model has
+    them, products ``curvature_matvec(Z, y, c, V, kind, eta=)`` (else they are taken
+    from the dense matrix); ``eta`` are the outputs at θ if known. The penalty is not
+    included.
     """
-    return CurvatureOperator(
-        adapter.n_params,
-        lambda V: adapter.curvature_matvec(Z, y, c, V, kind),
-        lambda: adapter.curvature(Z, y, c, kind),
-    )
+    dense = lambda: adapter.curvature(Z, y, c, kind, eta=eta)  # noqa: E731
+    if hasattr(adapter, "curvature_matvec"):
+        matvec = lambda V: adapter.curvature_matvec(Z, y, c, V, kind, eta=eta)  # noqa: E731
+    else:  # products from the matrix, built once on first use
+        cache = []
+        matvec = lambda V: (cache or cache.append(dense()) or cache)[0] @ V  # noqa: E731
+    return CurvatureOperator(adapter.n_params, matvec, dense)

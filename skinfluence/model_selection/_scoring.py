@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import d2_tweedie_score
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import _num_samples
+
+from .._utils import final_step
+from ..models.glm import tweedie_power
 
 __all__ = ["frozen_predictions", "score_outputs", "score_split"]
 
@@ -54,10 +56,7 @@ class _FrozenClassifier(ClassifierMixin, _FrozenPredictions):
 
 def _tweedie_power(adapter):
     """The power of a Poisson/Gamma/Tweedie regressor (whose ``score`` is D²), else None."""
-    est = adapter.estimator
-    est = est[-1] if isinstance(est, Pipeline) else est
-    return {"PoissonRegressor": 1.0, "GammaRegressor": 2.0}.get(
-        type(est).__name__, getattr(est, "power", None) if hasattr(est, "link") else None)
+    return tweedie_power(final_step(adapter.estimator))
 
 
 class _FrozenRegressor(RegressorMixin, _FrozenPredictions):
@@ -77,7 +76,14 @@ def frozen_predictions(adapter, eta):
 
 def score_outputs(scorer, adapter, eta, X, y, **score_params):
     """Score approximate outputs ``eta`` of rows ``X``, ``y`` with a scikit-learn scorer."""
-    return scorer(frozen_predictions(adapter, eta), X, y, **score_params)
+    frozen = frozen_predictions(adapter, eta)
+    try:
+        return scorer(frozen, X, y, **score_params)
+    except AttributeError:  # e.g. a probability scorer on a regressor
+        kind = "classifier" if adapter.is_classifier else "regressor"
+        needs = getattr(scorer, "_response_method", "a method")
+        raise ValueError(f"the scoring {scorer} needs {needs}, which a {kind} does not have; "
+                         f"choose a scoring for a {kind}") from None
 
 
 # ---------------------------------------------------------------------- fast metrics
@@ -142,7 +148,7 @@ def score_split(influence, scoring, scorer, eta, X, y, test, params):
     if metric is not None:
         w = params.get("sample_weight")
         w = None if w is None else np.asarray(_safe_indexing(w, test), dtype=float)
-        value = metric(ad, eta, influence._y[test], w)  # the fitted rows' encoded targets
+        value = metric(ad, eta, influence.y_encoded_[test], w)  # the fitted rows' encoded targets
         if value is not None:
             return float(value)
     kw = {k: _safe_indexing(v, test) for k, v in params.items()}

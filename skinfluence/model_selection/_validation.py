@@ -16,15 +16,18 @@ convex objective; IJ has error O(m/n).
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import LeaveOneOut, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.validation import _num_samples, indexable
 
-from ..influence import FisherInfluence, HessianInfluence
+from ..estimators import FisherInfluence, HessianInfluence
 from ._scoring import score_split
 
 __all__ = ["approx_cross_val_predict", "approx_cross_val_score"]
@@ -33,28 +36,27 @@ _RESPONSE_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_
 
 
 # --------------------------------------------------------------------------- helpers
+#: the parameters every approximate-CV entry point shares, declared once
+APPROX_CV_CONSTRAINTS = {
+    "method": [StrOptions({"ns", "ij"})],
+    "curvature": [StrOptions({"hessian", "fisher"})],
+    "polish": ["boolean"],
+    "damping": [Interval(Real, 0, None, closed="left")],
+}
+
+
 def _influence(estimator, *, curvature="hessian", polish=True, damping=0.0, prefit=False):
     """An unfitted influence estimator of the requested curvature."""
     classes = {"hessian": HessianInfluence, "fisher": FisherInfluence}
-    if curvature not in classes:
-        raise ValueError(f"curvature must be 'hessian' or 'fisher', got {curvature!r}")
-    if not isinstance(polish, (bool, np.bool_)):
-        raise ValueError(f"polish must be a bool, got {polish!r}")
     return classes[curvature](estimator, polish=polish, damping=damping, prefit=prefit)
-
-
-def _check_method(method):
-    if method not in ("ns", "ij"):
-        raise ValueError(f"method must be 'ns' or 'ij', got {method!r}")
 
 
 def _sample_weight(estimator, params):
     """The ``sample_weight`` among fit ``params`` (the only fit parameter supported)."""
     params = dict(params or {})
     sw = params.pop("sample_weight", None)
-    if isinstance(estimator, Pipeline):
-        key = f"{estimator.steps[-1][0]}__sample_weight"
-        sw = params.pop(key, sw)
+    if isinstance(estimator, Pipeline):  # routed to the last step by its name
+        sw = params.pop(f"{estimator.steps[-1][0]}__sample_weight", sw)
     if params:
         raise ValueError(
             f"approximate cross-validation supports only sample_weight as a fit parameter; "
@@ -105,7 +107,10 @@ def held_out_outputs(influence, X, splits, method="ns"):
         kept = np.zeros(n, bool)
         kept[train] = True
         removed = np.flatnonzero(~kept)
-        if np.array_equal(np.sort(test), removed):  # the test rows are exactly those removed
+        if removed.size == 0:  # the split trains on every row: the fitted model itself
+            ad = influence.adapter_
+            out.append(ad.eta(ad.design(_safe_indexing(X, test))))
+        elif np.array_equal(np.sort(test), removed):  # the test rows are exactly those removed
             out.append(influence.cv_decision([test], method)[test])
         else:
             ad = influence.adapter_
@@ -115,6 +120,13 @@ def held_out_outputs(influence, X, splits, method="ns"):
 
 
 # ---------------------------------------------------------------------------- public
+@validate_params(
+    {"estimator": [HasMethods(["fit"])], "X": ["array-like", "sparse matrix"],
+     "y": ["array-like", None], "groups": ["array-like", None], "cv": ["cv_object"],
+     "params": [dict, None], "response_method": [StrOptions(set(_RESPONSE_METHODS))],
+     **APPROX_CV_CONSTRAINTS},
+    prefer_skip_nested_validation=False,
+)
 def approx_cross_val_predict(
     estimator,
     X,
@@ -180,9 +192,6 @@ def approx_cross_val_predict(
     >>> approx_cross_val_predict(LogisticRegression(), X, y, cv=5).shape
     (200,)
     """
-    _check_method(method)
-    if response_method not in _RESPONSE_METHODS:
-        raise ValueError(f"response_method must be one of {_RESPONSE_METHODS}, got {response_method!r}")
     X, y = _check_xy(X, y)
     cv, splits = _splits(cv, X, y, groups, estimator)
     n = _num_samples(X)
@@ -201,6 +210,12 @@ def approx_cross_val_predict(
     return inf.adapter_.response(eta, response_method)
 
 
+@validate_params(
+    {"estimator": [HasMethods(["fit"])], "X": ["array-like", "sparse matrix"],
+     "y": ["array-like", None], "groups": ["array-like", None], "cv": ["cv_object"],
+     "scoring": [str, callable, list, tuple, set, dict, None], "params": [dict, None], **APPROX_CV_CONSTRAINTS},
+    prefer_skip_nested_validation=False,
+)
 def approx_cross_val_score(
     estimator,
     X,
@@ -253,7 +268,6 @@ def approx_cross_val_score(
     >>> approx_cross_val_score(LogisticRegression(), X, y, cv=5).shape
     (5,)
     """
-    _check_method(method)
     X, y = _check_xy(X, y)
     if isinstance(scoring, (list, tuple, set, dict)):
         raise ValueError("approx_cross_val_score takes a single scoring; use ApproxGridSearchCV "

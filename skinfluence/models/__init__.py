@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
-import sys
 
 from sklearn.pipeline import Pipeline
 
+from .._utils import is_torch_model
 from .base import ModelAdapter
 from .glm import SUPPORTED_GLMS, GLMAdapter, is_supported_glm
+from .subset import SubsetAdapter
 
-__all__ = ["ModelAdapter", "GLMAdapter", "PipelineAdapter", "make_adapter", "supported_estimators"]
+__all__ = ["ModelAdapter", "GLMAdapter", "PipelineAdapter", "SubsetAdapter", "make_adapter",
+           "supported_estimators"]
 
 
 def supported_estimators() -> list[str]:
@@ -45,13 +47,6 @@ class PipelineAdapter:
         return pipe
 
 
-def _is_torch_model(estimator) -> bool:
-    if type(estimator).__module__.startswith("skorch"):
-        return True
-    torch = sys.modules.get("torch")  # a torch object means torch is imported: never import it here
-    return torch is not None and isinstance(estimator, torch.nn.Module)
-
-
 def make_adapter(estimator, **options) -> ModelAdapter:
     """Return the adapter for a *fitted* estimator.
 
@@ -67,7 +62,7 @@ def make_adapter(estimator, **options) -> ModelAdapter:
         return PipelineAdapter(estimator, make_adapter(estimator[-1], **options))
     if is_supported_glm(estimator):
         return GLMAdapter(estimator)
-    if _is_torch_model(estimator):
+    if is_torch_model(estimator):
         from .torch import make_torch_adapter
 
         return make_torch_adapter(estimator, **options)

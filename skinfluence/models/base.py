@@ -13,11 +13,12 @@ Influence computations touch a model only through ``J_i = ∂η_i/∂θ`` (``K �
 * ``jvp(Z, v)``: ``J_i v`` for every sample,
 * ``jacobian_quadratic(Z, A)``: ``J_i A J_iᵀ`` for every sample,
 * ``jacobians(Z)``: the explicit ``J_i`` for a few samples (down-dates),
-* ``curvature(Z, y, c, kind)``: ``Σ_i c_i J_iᵀ W_i J_i`` (and for a non-linear model's
-  Hessian the second-derivative term).
+* ``curvature(Z, y, c, kind, eta=None)``: ``Σ_i c_i J_iᵀ W_i J_i`` (and for a non-linear
+  model's Hessian the second-derivative term), reusing the outputs ``eta`` when given.
 
-Everything else (leave-one-out, folds, unlearning, attribution) is written once, in
-:class:`skinfluence.influence.BaseInfluence`.
+``restrict(mask)`` gives the same protocol on a subset of the parameters
+(:mod:`.subset`). Everything else (leave-one-out, folds, unlearning, attribution) is
+written once, in :mod:`skinfluence.estimators`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ class ModelAdapter:
         """Targets as the loss expects them (class codes for classifiers)."""
         y = np.asarray(y)
         if not self.is_classifier:
-            return y.astype(float)
+            y = y.astype(float)
+            if not np.all(np.isfinite(y)):
+                raise ValueError("y contains NaN or infinity")
+            check = getattr(self.loss, "check_target", None)
+            return check(y) if check is not None else y
         codes = np.searchsorted(self.classes_, y)
         codes = np.clip(codes, 0, len(self.classes_) - 1)
         unknown = self.classes_[codes] != y
@@ -126,8 +131,10 @@ class ModelAdapter:
     def gradients(self, Z, G):
         return np.einsum("nkp,nk->np", self.jacobians(Z), G)
 
-    def total_gradient(self, Z, G):
-        """``Σ_i J_iᵀ G_i``, shape (p,)."""
+    def total_gradient(self, Z, G, theta=None):
+        """``Σ_i J_iᵀ G_i``, shape (p,), with the Jacobians at ``theta`` (the fitted θ by default)."""
+        if theta is not None:
+            raise NotImplementedError(f"{type(self).__name__} has Jacobians at its fitted θ only")
         return self.gradients(Z, G).sum(axis=0)
 
     def jvp(self, Z, v):
@@ -137,8 +144,20 @@ class ModelAdapter:
         J = self.jacobians(Z)
         return np.einsum("nkp,pq,nlq->nkl", J, A, J)
 
-    def curvature(self, Z, y, c, kind="fisher"):
+    def output_curvature(self, y, eta, kind):
+        """Per-sample ``W_i`` (n, K, K) of the curvature of kind ``"hessian"`` or ``"fisher"``."""
+        return self.loss.curvature(y, eta, kind)
+
+    def curvature(self, Z, y, c, kind="fisher", eta=None):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (p × p); ``eta`` are the outputs at θ if known."""
         raise NotImplementedError
+
+    def restrict(self, mask):
+        """This model seen through the parameters where ``mask`` is True (a
+        :class:`~skinfluence.models.subset.SubsetAdapter`)."""
+        from .subset import SubsetAdapter
+
+        return SubsetAdapter(self, mask)
 
     def null_space(self):
         """Orthonormal directions (p × r) the objective is invariant to, or None."""

@@ -46,7 +46,7 @@ from .base import ModelAdapter
 from .families import Bernoulli, Gaussian, IdentityLink, LogLink, Multinomial, Tweedie
 from .penalties import ElasticNetPenalty
 
-__all__ = ["GLMAdapter", "SUPPORTED_GLMS", "is_supported_glm"]
+__all__ = ["GLMAdapter", "SUPPORTED_GLMS", "is_supported_glm", "tweedie_power"]
 
 SUPPORTED_GLMS = (
     LogisticRegression,
@@ -65,6 +65,13 @@ def is_supported_glm(estimator) -> bool:
     return type(estimator) in SUPPORTED_GLMS
 
 
+def tweedie_power(est):
+    """The Tweedie power of a Poisson (1), Gamma (2) or Tweedie regressor, else None."""
+    if isinstance(est, (PoissonRegressor, GammaRegressor, TweedieRegressor)):
+        return {PoissonRegressor: 1.0, GammaRegressor: 2.0}.get(type(est), getattr(est, "power", 0))
+    return None
+
+
 @dataclass
 class _Spec:
     """How one estimator's objective maps onto ``Σ c_i ℓ_i + π``."""
@@ -77,8 +84,9 @@ class _Spec:
     intercept_penalty: float = 0.0  # liblinear penalises the intercept
 
 
-def _unsupported(est, why):
-    return ValueError(f"{type(est).__name__} with {why} is not supported by skinfluence")
+def _unsupported(est, why, advice=""):
+    return ValueError(f"{type(est).__name__} with {why} is not supported by skinfluence"
+                      + (f"; {advice}" if advice else ""))
 
 
 def _logistic_l1_ratio(est):
@@ -108,7 +116,7 @@ def _spec(est, n_classes) -> _Spec:
         return _Spec(loss, rho, 1.0 - rho, data_scale=est.C, intercept_penalty=ip)
     if isinstance(est, SGDClassifier):
         if est.loss != "log_loss":
-            raise _unsupported(est, f"loss={est.loss!r}; use loss='log_loss'")
+            raise _unsupported(est, f"loss={est.loss!r}", "use loss='log_loss'")
         if n_classes != 2:
             raise _unsupported(est, "more than two classes (SGD fits one-vs-rest)")
         rho = {"l2": 0.0, "l1": 1.0, "elasticnet": est.l1_ratio, None: None}[est.penalty]
@@ -122,7 +130,7 @@ def _spec(est, n_classes) -> _Spec:
         rho = 1.0 if type(est) is Lasso else float(est.l1_ratio)
         return _Spec(Gaussian(), est.alpha * rho, est.alpha * (1 - rho), mean_scaled=True)
     if isinstance(est, (PoissonRegressor, GammaRegressor, TweedieRegressor)):
-        power = {PoissonRegressor: 1.0, GammaRegressor: 2.0}.get(type(est), getattr(est, "power", 0))
+        power = tweedie_power(est)
         link_name = getattr(est, "link", "auto")
         if link_name == "auto":
             link_name = "identity" if power == 0 else "log"
@@ -157,6 +165,8 @@ class GLMAdapter(ModelAdapter):
             B = np.vstack([B, intercept])
             scale = np.vstack([scale, np.full((1, K), spec.intercept_penalty)])
         self.theta = B.ravel().copy()
+        if not np.all(np.isfinite(self.theta)):
+            raise ValueError(f"the fitted {type(estimator).__name__} has NaN or infinite coefficients")
         self.penalty = ElasticNetPenalty(spec.l1, spec.l2, scale.ravel())
 
     @property
@@ -209,7 +219,7 @@ class GLMAdapter(ModelAdapter):
         Zd = Z.toarray() if sp.issparse(Z) else Z
         return (Zd[:, :, None] * G[:, None, :]).reshape(len(Zd), -1)
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):  # J_i does not depend on θ
         return np.asarray(Z.T @ G).ravel()
 
     def _blocks(self):
@@ -224,9 +234,9 @@ class GLMAdapter(ModelAdapter):
             out[:, k, l] = np.asarray(Z.multiply(ZA).sum(axis=1)).ravel() if sp.issparse(Z) else np.einsum("nq,nq->n", ZA, Z)
         return out
 
-    def curvature(self, Z, y, c, kind="fisher"):
+    def curvature(self, Z, y, c, kind="fisher", eta=None):
         K = self.n_outputs
-        W = self.loss.curvature(y, self.eta(Z), kind) * c[:, None, None]
+        W = self.output_curvature(y, self.eta(Z) if eta is None else eta, kind) * c[:, None, None]
         M = np.empty((self.n_params, self.n_params))
         for k, l in self._blocks():
             if sp.issparse(Z):

@@ -42,175 +42,17 @@ import torch
 from sklearn.utils.validation import check_array
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
+from .._utils import row_blocks
 from .base import ModelAdapter
 from .families import Bernoulli, Gaussian, Multinomial
 from .penalties import ElasticNetPenalty
+from .torch_objective import TorchModel, objective_spec, resolve_device, resolve_dtype
 
 __all__ = ["TorchModel", "TorchAdapter", "make_torch_adapter"]
 
-_LOSSES = ("cross_entropy", "nll", "bce", "mse")
 _ELEMENTS = 2**24  # bound on the entries of one chunk's Jacobian / HVP block
 # models made by with_params remember the input shape and a few rows of their parent's data
 _INPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class TorchModel(torch.nn.Module):
-    """A trained torch module together with the objective it was trained on.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The trained network; ``module(X)`` returns the outputs for a batch ``X``.
-    loss : {"cross_entropy", "nll", "bce", "mse"}, default="cross_entropy"
-        ``"cross_entropy"``: the module outputs logits (``nn.CrossEntropyLoss``);
-        ``"nll"``: it outputs log-probabilities (``nn.NLLLoss``); ``"bce"``: one logit per
-        sample (``nn.BCEWithLogitsLoss``); ``"mse"``: one output per sample
-        (``nn.MSELoss``).
-    weight_decay : float, default=0.0
-        The L2 penalty ``weight_decay/2 ‖θ‖²`` on every trainable parameter (torch
-        optimizers' coupled ``weight_decay``).
-    reduction : {"mean", "sum"}, default="mean"
-        How the training loss combined the per-sample losses.
-    classes : array-like, optional
-        Class labels in the order of the outputs (default ``0, ..., K − 1``).
-
-    Examples
-    --------
-    >>> model = TorchModel(net, loss="cross_entropy", weight_decay=1e-3)  # doctest: +SKIP
-    >>> HessianInfluence(model, prefit=True).fit(X, y)                      # doctest: +SKIP
-    """
-
-    def __init__(self, module, loss="cross_entropy", weight_decay=0.0, reduction="mean",
-                 classes=None):
-        super().__init__()
-        if not isinstance(module, torch.nn.Module):
-            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        self.module = module
-        self.loss = loss
-        self.weight_decay = weight_decay
-        self.reduction = reduction
-        self.classes = classes
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-
-# ----------------------------------------------------------------------------- specs
-class _Spec:
-    """How a model's training objective maps onto ``Σ c_i ℓ_i(η_i) + π``."""
-
-    def __init__(self, module, family, output, factor, reduction, decay, classes):
-        self.module, self.family, self.output = module, family, output
-        self.factor, self.reduction, self.decay, self.classes = factor, reduction, decay, classes
-
-
-def _check_reduction(reduction, where):
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"{where}: reduction={reduction!r} is not supported; use 'mean' or 'sum'")
-
-
-def _criterion_spec(crit, kind):
-    """(loss name, reduction) for a skorch net's criterion instance."""
-    name = type(crit).__name__
-    _check_reduction(getattr(crit, "reduction", None), f"criterion {name}")
-    if getattr(crit, "weight", None) is not None:
-        raise ValueError(f"criterion {name} with class weights is not supported")
-    if getattr(crit, "pos_weight", None) is not None:
-        raise ValueError(f"criterion {name} with pos_weight is not supported")
-    if getattr(crit, "label_smoothing", 0.0):
-        raise ValueError(f"criterion {name} with label_smoothing is not supported")
-    table = {
-        "classifier": {torch.nn.NLLLoss: "nll_prob", torch.nn.CrossEntropyLoss: "cross_entropy"},
-        "binary": {torch.nn.BCEWithLogitsLoss: "bce"},
-        "regressor": {torch.nn.MSELoss: "mse"},
-    }[kind]
-    for cls, loss in table.items():
-        if type(crit) is cls:
-            return loss, crit.reduction
-    raise ValueError(
-        f"criterion {name} is not supported for this skorch net; supported: "
-        + ", ".join(c.__name__ for c in table)
-    )
-
-
-def _optimizer_decay(net, module):
-    """Per-parameter coupled weight decay of a skorch net's optimizer."""
-    opt = getattr(net, "optimizer_", None)
-    decay = {}
-    if opt is None:
-        return decay
-    for group in opt.param_groups:
-        wd = float(group.get("weight_decay", 0.0) or 0.0)
-        decoupled = isinstance(opt, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
-        if wd and decoupled:
-            raise ValueError(
-                f"{type(opt).__name__} uses decoupled weight decay, which minimises no objective; "
-                "influence needs a coupled L2 penalty (e.g. Adam or SGD with weight_decay)"
-            )
-        for p in group["params"]:
-            decay[id(p)] = wd
-    return decay
-
-
-def _spec(estimator) -> _Spec:
-    if isinstance(estimator, TorchModel):
-        loss = estimator.loss
-        if loss not in _LOSSES:
-            raise ValueError(f"TorchModel loss must be one of {_LOSSES}, got {loss!r}")
-        _check_reduction(estimator.reduction, "TorchModel")
-        wd = estimator.weight_decay
-        if not isinstance(wd, numbers.Real) or wd < 0:
-            raise ValueError(f"weight_decay must be a non-negative number, got {wd!r}")
-        decay = {id(p): float(wd) for p in estimator.module.parameters()}
-        return _Spec(estimator.module, loss, "identity", 2.0 if loss == "mse" else 1.0,
-                     estimator.reduction, decay, estimator.classes)
-    if isinstance(estimator, torch.nn.Module):
-        raise TypeError(
-            f"a plain {type(estimator).__name__} does not say which loss it was trained on: wrap it "
-            "as skinfluence.models.torch.TorchModel(module, loss='cross_entropy'|'nll'|'bce'|'mse', "
-            "weight_decay=...)"
-        )
-    from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
-
-    if isinstance(estimator, NeuralNetBinaryClassifier):
-        kind = "binary"
-    elif isinstance(estimator, NeuralNetClassifier):
-        kind = "classifier"
-    elif isinstance(estimator, NeuralNetRegressor):
-        kind = "regressor"
-    else:
-        raise TypeError(
-            f"{type(estimator).__name__} is not supported: use a skorch NeuralNetClassifier, "
-            "NeuralNetBinaryClassifier or NeuralNetRegressor, or a TorchModel"
-        )
-    if not getattr(estimator, "initialized_", False):
-        raise ValueError(f"the {type(estimator).__name__} is not initialized/fitted")
-    loss, reduction = _criterion_spec(estimator.criterion_, kind)
-    module = estimator.module_
-    output = "log" if loss == "nll_prob" else "identity"
-    loss = "nll" if loss == "nll_prob" else loss
-    classes = [0, 1] if kind == "binary" else None
-    return _Spec(module, loss, output, 2.0 if loss == "mse" else 1.0, reduction,
-                 _optimizer_decay(estimator, module), classes)
-
-
-def _resolve_device(device):
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA device is available")
-    return dev
-
-
-def _resolve_dtype(dtype):
-    table = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
-             "float": torch.float32, torch.float64: torch.float64, torch.float32: torch.float32,
-             np.float64: torch.float64, np.float32: torch.float32}
-    try:
-        return table[dtype]
-    except (KeyError, TypeError):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}") from None
 
 
 class _EmpiricalFisher:
@@ -252,10 +94,10 @@ class TorchAdapter(ModelAdapter):
             raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        spec = _spec(estimator)
+        spec = objective_spec(estimator)
         self.estimator = estimator
-        self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
         self.batch_size = int(batch_size)
         self.random_state = random_state
         self.fisher = fisher
@@ -279,6 +121,10 @@ class TorchAdapter(ModelAdapter):
         self._fixed.update({n: b for n, b in self.module.named_buffers()})
         self._theta_t = torch.cat([own[n].detach().reshape(-1) for n in self._names])
         self.theta = self._theta_t.cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(self.theta)):
+            bad = [n for n, p in named if not torch.isfinite(p).all()]
+            raise ValueError(f"the network has NaN or infinite parameters (in {bad}): it cannot be "
+                             "at an optimum; retrain it (a smaller learning rate, gradient clipping)")
         decay = np.concatenate([np.full(p.numel(), spec.decay.get(id(p), 0.0)) for _, p in named])
         self.penalty = ElasticNetPenalty(0.0, 1.0, np.sqrt(decay))
 
@@ -298,6 +144,91 @@ class TorchAdapter(ModelAdapter):
             self.classes_ = np.array([0, 1]) if spec.family == "bce" else None
         if fisher == "empirical":
             self.loss = _EmpiricalFisher(self.loss)
+
+    # ------------------------------------------------------- parameter layout
+    @property
+    def param_slices(self) -> dict:
+        """Trainable parameter name -> its slice of the flat ``θ`` (``named_parameters`` order)."""
+        ends = np.cumsum(self._sizes)
+        return {n: slice(int(e - s), int(e)) for n, s, e in zip(self._names, self._sizes, ends)}
+
+    def layers(self) -> dict:
+        """The ``nn.Linear`` / ``nn.Conv2d`` layers with trainable weights.
+
+        Returns
+        -------
+        dict
+            Layer name -> ``(n_units, slices)``: its output units (rows, channels) and the
+            slices of ``θ`` holding its weight and bias, each viewable as ``(n_units, -1)``.
+        """
+        where = self.param_slices
+        out = {}
+        for name, m in self.module.named_modules():
+            if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                continue
+            key = f"{name}." if name else ""
+            if f"{key}weight" in where:
+                parts = [where[f"{key}weight"]] + ([where[f"{key}bias"]] if f"{key}bias" in where else [])
+                out[name] = (m.weight.shape[0], parts)
+        return out
+
+    def unit_mask(self, units: dict) -> np.ndarray:
+        """Mask over ``θ`` of whole units: ``{layer name: unit indices}`` -> their rows of the
+        weight (fan-in) and their bias entries."""
+        layers = self.layers()
+        mask = np.zeros(self.n_params, bool)
+        for name, idx in units.items():
+            if name not in layers:
+                raise ValueError(f"{name!r} is not a Linear/Conv2d layer with trainable weights; "
+                                 f"layers: {list(layers)}")
+            n_units, parts = layers[name]
+            for part in parts:
+                mask[np.arange(part.start, part.stop).reshape(n_units, -1)[np.asarray(idx)].ravel()] = True
+        return mask
+
+    def layer_statistics(self, Z, G=None) -> dict:
+        """Per layer and unit, the mean output and (with ``G``) the mean output gradient.
+
+        Forward hooks record each Linear/Conv2d layer's output; the means run over the
+        samples (and the positions of a convolution). With ``G`` (η-gradients of a
+        quantity, shape (n, K), e.g. ``∂ℓ/∂η`` for the loss) the gradient of
+        ``Σ_i G_iᵀ η_i`` with respect to each layer output is averaged alike.
+
+        Returns
+        -------
+        dict
+            Layer name -> ``{"outputs": (n_units,), "gradients": (n_units,) or None}``.
+        """
+        names = dict(self.module.named_modules())
+        layers = list(self.layers())
+        sums = {n: [0.0, 0.0] for n in layers}
+        for sl in self._chunks(len(Z)):
+            seen = {}
+            hooks = [names[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o))
+                     for n in layers]
+            try:
+                theta = self._theta_t.clone().requires_grad_(G is not None)
+                with torch.set_grad_enabled(G is not None):
+                    eta = self._f(theta, self._t(Z[sl]))
+            finally:
+                for h in hooks:
+                    h.remove()
+            outs = [seen[n] for n in layers]
+            grads = (torch.autograd.grad((eta * self._t(G[sl])).sum(), outs) if G is not None
+                     else [None] * len(outs))
+            for n, o, g in zip(layers, outs, grads):
+                dims = [d for d in range(o.dim()) if d != 1]
+                sums[n][0] = sums[n][0] + o.detach().sum(dim=dims)
+                if g is not None:
+                    sums[n][1] = sums[n][1] + g.sum(dim=dims)
+        out = {}
+        for n in layers:
+            o = seen[n] if len(Z) else None
+            per_row = int(np.prod(o.shape[2:])) if o is not None and o.dim() > 2 else 1
+            scale = 1.0 / max(len(Z) * per_row, 1)
+            out[n] = {"outputs": self._np(sums[n][0]) * scale,
+                      "gradients": self._np(sums[n][1]) * scale if G is not None else None}
+        return out
 
     # -------------------------------------------------------------- torch plumbing
     def _probe_outputs(self, spec):
@@ -333,8 +264,7 @@ class TorchAdapter(ModelAdapter):
         return self._theta_t if theta is None else self._t(theta)
 
     def _chunks(self, n, per_sample=1):
-        b = max(1, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
-        return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+        return row_blocks(n, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
 
     @staticmethod
     def _np(t):
@@ -392,12 +322,13 @@ class TorchAdapter(ModelAdapter):
             out[sl] = self._np(per(self._theta_t, self._t(Z[sl]), self._t(G[sl])))
         return out
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):
         G = np.asarray(G, dtype=float).reshape(len(Z), -1)
+        th = self._theta(theta)
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
         for sl in self._chunks(len(Z)):
             x = self._t(Z[sl])
-            _, pull = vjp(lambda th: self._f(th, x), self._theta_t)
+            _, pull = vjp(lambda t: self._f(t, x), th)
             total += pull(self._t(G[sl]))[0]
         return self._np(total)
 
@@ -431,10 +362,10 @@ class TorchAdapter(ModelAdapter):
             return rs.randint(2**31)
         return rs
 
-    def curvature(self, Z, y, c, kind="fisher"):
+    def curvature(self, Z, y, c, kind="fisher", eta=None):
         """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian)."""
         p = self.n_params
-        eta = self.eta(Z)
+        eta = self.eta(Z) if eta is None else eta
         W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
         lam, vec = np.linalg.eigh(W)                       # W_i = V diag(λ) Vᵀ
         scale = np.abs(lam).max(axis=0)
@@ -470,7 +401,7 @@ class TorchAdapter(ModelAdapter):
                 H[j:j + width] += hvp(eye[j:j + width])
         return H
 
-    def curvature_matvec(self, Z, y, c, V, kind="fisher"):
+    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
 
         ``V`` has shape (p,) or (p, m). Per-sample curvatures ``W_i`` are recomputed on
@@ -479,7 +410,7 @@ class TorchAdapter(ModelAdapter):
         """
         key = (id(Z), len(Z), kind)
         if getattr(self, "_mv_key", None) != key:
-            eta = self.eta(Z)
+            eta = self.eta(Z) if eta is None else eta
             W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
             R = np.asarray(c)[:, None] * self.loss.gradient(y, eta) if kind == "hessian" else None
             self._mv_key, self._mv_cache = key, (W, R)

@@ -1,0 +1,165 @@
+"""Newton polishing of a fitted model, as a solver object.
+
+Influence approximations are expansions around the optimum; a model stopped short of it
+(scikit-learn's default ``tol``, an Adam-trained net) carries an optimisation error that
+can be as large as the effects being estimated. The yardstick is the Newton step to the
+optimum relative to a typical leave-one-out step (their ratio, ``convergence_ratio_``).
+:class:`NewtonPolisher` follows scikit-learn's ``NewtonSolver`` in shape (setup, inner
+solve, line search, convergence check, finalize): it takes Newton steps (proximal Newton
+steps for ℓ1 penalties) with the model's own curvature, halving each until the objective
+does not rise, and keeps the iterate closest to the optimum.
+
+It sees the model only through a small protocol: ``newton_step()``, ``objective(θ, η)``,
+``typical_loo_step()``, ``needs_new_curvature(θ, ratio)``, ``adapter`` (``theta``,
+``eta``), and a ``rebuild(model, theta, eta, reuse_curvature)`` callback that returns the
+model at a new θ (sharing the old model's factorised curvature if ``reuse_curvature``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ..exceptions import InfluenceWarning
+
+__all__ = ["NewtonPolisher", "lbfgs_finish"]
+
+
+def lbfgs_finish(model, max_iter=1000):
+    """Minimise the model's own objective ``Σ c_i ℓ_i + π`` by full-batch L-BFGS in float64.
+
+    The finisher for networks trained by minibatch optimisers, whose Gauss–Newton or
+    damped Newton steps promise descent only for short steps: L-BFGS needs only the
+    objective and its gradient (one forward and one backward pass over the data per
+    evaluation). Smooth penalties only. Returns the parameters it reached.
+    """
+    ad = model.adapter
+    if not ad.penalty.is_smooth:
+        raise ValueError("polish='lbfgs' needs a smooth objective; use polish=True (proximal "
+                         "Newton steps) for an ℓ1 penalty")
+
+    def fun(theta):
+        eta = ad.eta(model.Z, theta)
+        f = float(model.c @ ad.loss.loss(model.y, eta)) + ad.penalty.value(theta)
+        grad = ad.total_gradient(model.Z, model.c[:, None] * ad.loss.gradient(model.y, eta), theta)
+        return f, grad + ad.penalty.gradient(theta)
+
+    res = minimize(fun, ad.theta.copy(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iter, "maxcor": 50, "ftol": 1e-15, "gtol": 1e-12})
+    return res.x
+
+
+class NewtonPolisher:
+    """Polish a fitted model until its distance to the optimum is a small share of a LOO step.
+
+    Parameters
+    ----------
+    rebuild : callable
+        ``rebuild(model, theta, eta, reuse_curvature) -> model`` at the parameters
+        ``theta`` (outputs ``eta``).
+    polish : bool
+        If False only check (and warn); if True take Newton steps.
+    threshold : float, default=0.05
+        Ratio above which influence is unreliable (warning).
+    target : float, default=0.05
+        Ratio at which polishing stops.
+    max_steps : int, default=20
+    what : str
+        The model and curvature named in warnings.
+    yardstick : {"loo", "parameters"}, default="loo"
+        The step is measured against a typical leave-one-out step (polishing a fit for
+        influence), or against ``max(‖θ‖, 1)`` (iterating a changed objective to its
+        optimum: then the curvature is rebuilt at every step, for Newton's quadratic
+        convergence).
+    advice : str, optional
+        What to tell a user whose model is too far from the optimum (``polish=False``).
+    """
+
+    def __init__(self, rebuild, *, polish, threshold=0.05, target=0.05, max_steps=20, what="model",
+                 yardstick="loo", advice=None):
+        self.rebuild = rebuild
+        self.polish = polish
+        self.threshold, self.target, self.max_steps = threshold, target, max_steps
+        self.what = what
+        self.yardstick = yardstick
+        self.advice = advice or ("Refit with a smaller tol / larger max_iter, or pass polish=True "
+                                 "to take Newton steps with the factorised curvature.")
+
+    # ------------------------------------------------------------------ stages
+    def setup(self, model):
+        self.model, self.n_steps = model, 0
+        self.check_convergence()
+        self.best = (self.ratio, model, 0)
+        self.f = model.objective(model.adapter.theta, model.eta)
+
+    def check_convergence(self):
+        """Newton step to the optimum and its size relative to a typical LOO step."""
+        self.step = self.model.newton_step()
+        if self.yardstick == "loo":
+            scale = self.model.typical_loo_step()
+        else:
+            scale = max(np.linalg.norm(self.model.adapter.theta), 1.0)
+        self.ratio = np.linalg.norm(self.step) / scale if scale > 0 else 0.0
+        return self.ratio <= self.target
+
+    def inner_solve(self):
+        """The Newton direction (computed by the convergence check)."""
+        return self.step
+
+    def line_search(self, step):
+        """``(θ, η, f)`` of the longest step ``2⁻ᵏ·step`` that does not raise the objective, or None.
+
+        A net's Gauss–Newton or damped curvature promises descent only for short steps;
+        near the optimum the decrease is below the objective's rounding error, hence the
+        tolerance.
+        """
+        model, theta = self.model, self.model.adapter.theta
+        # polishing a fit stays near it; iterating a changed objective may start where a full
+        # Newton step overshoots by orders of magnitude (a saturated softmax)
+        halvings = 10 if self.yardstick == "loo" else 40
+        for t in 0.5 ** np.arange(halvings):
+            new = theta - t * step
+            eta = model.adapter.eta(model.Z, new)
+            f = model.objective(new, eta)
+            if f <= self.f + 1e-10 * abs(self.f):
+                return new, eta, f
+        return None
+
+    def finalize(self):
+        """The model closest to the optimum, and its ratio; warns when it is not close enough."""
+        if self.polish and self.ratio > self.best[0]:  # the step count is the best iterate's
+            self.ratio, self.model, self.n_steps = self.best
+        if self.ratio > self.threshold:
+            if self.yardstick != "loo":
+                msg = (f"Newton iterations on the changed objective stopped after {self.n_steps} "
+                       f"step(s) with a last step of {self.ratio:.1e} of ‖θ‖: not converged")
+            elif not self.polish:
+                msg = (f"{self.what} is not converged enough for influence: the distance to the "
+                       f"optimum is {self.ratio:.0%} of a typical leave-one-out change. {self.advice}")
+            else:
+                msg = (f"polishing stopped {self.ratio:.0%} of a typical leave-one-out change away "
+                       f"from the optimum after {self.n_steps} Newton step(s) with the {self.what}, "
+                       "too far for influence to be reliable: train the model closer to convergence "
+                       "first")
+            warnings.warn(msg, InfluenceWarning, stacklevel=5)
+        return self.model, self.ratio
+
+    # -------------------------------------------------------------------- loop
+    def solve(self, model):
+        """Polish ``model``; returns ``(model, ratio, n_steps)``."""
+        self.setup(model)
+        while self.polish and self.ratio > self.target and self.n_steps < self.max_steps:
+            found = self.line_search(self.inner_solve())
+            if found is None:
+                break
+            theta, eta, self.f = found
+            reuse = self.yardstick == "loo" and not self.model.needs_new_curvature(theta, self.ratio)
+            self.model = self.rebuild(self.model, theta, eta, reuse)
+            self.n_steps += 1
+            self.check_convergence()
+            if self.ratio < self.best[0]:
+                self.best = (self.ratio, self.model, self.n_steps)
+        model, ratio = self.finalize()
+        return model, ratio, self.n_steps

@@ -1,0 +1,373 @@
+"""The influence estimators: a thin scikit-learn shell over the engine.
+
+Each estimator chooses a curvature (``_curvature_kind``), a solver (:mod:`..curvature.solvers`,
+through :meth:`BaseInfluence._make_solver`) and the rows that build the curvature
+(``curvature_sampler``); the state lives in an :class:`~._model.InfluenceModel` and every
+query is written once in :mod:`._updates`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+
+from .._utils import check_sample_weight, check_target, final_step, is_torch_model, is_torch_module
+from ..curvature.newton import NewtonPolisher, lbfgs_finish
+from ..curvature.solvers import SOLVERS, choose_solver, make_solver
+from ..models import make_adapter
+from ..refit import fit_weighted
+from ._model import InfluenceModel
+from ._queries import InfluenceQueries
+
+__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+_PARAMETERS = """    estimator : estimator object
+        A supported scikit-learn linear model (LogisticRegression, LinearRegression,
+        Ridge, Lasso, ElasticNet, PoissonRegressor, GammaRegressor, TweedieRegressor,
+        SGDClassifier with ``loss="log_loss"``), a Pipeline ending in one, or a skorch
+        net / torch module. It is cloned and fitted by :meth:`fit` unless ``prefit``.
+    prefit : bool, default=False
+        Use the already fitted ``estimator`` as it is (a deep copy; the user's object is
+        never modified).
+    damping : float, default=0.0
+        Added to the diagonal of the curvature. Needed when it is singular (no penalty
+        and collinear features, unpenalised multinomial with separable data) or
+        indefinite (a Hessian away from a minimum).
+    polish : bool or "lbfgs", default=False
+        If the fitted parameters are too far from the optimum for the approximation to
+        be meaningful, take Newton steps with the curvature (proximal Newton steps for
+        ℓ1) until they are not, and use the polished model as ``estimator_``. ``"lbfgs"``
+        first minimises the model's own objective by full-batch L-BFGS in float64, the
+        finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
+        stall far from the optimum), then checks with Newton steps. If False, an
+        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+    solver : str, default="auto"
+        A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"cg"``,
+        ``"lissa"``, ...). Linear models always use the dense Cholesky factorisation.
+        ``"auto"`` is dense while p ≤ ``DENSE_MAX_PARAMS`` and CG beyond.
+    curvature_sampler : sampler object, default=None
+        Chooses the rows (with importance weights) that build the curvature; gradients,
+        leave-one-out and attribution still use every row. None: all rows.
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
+        Torch models only: where the work runs.
+    dtype : {"float64", "float32"}, default="float64"
+        Torch models only: precision of the influence computations.
+    batch_size : int, default=4096
+        Number of samples processed at a time; bounds memory.
+    random_state : int, RandomState or None, default=None
+        Seed for the randomised parts (Monte-Carlo Fisher, LiSSA, samplers).
+    verbose : int, default=0
+        Print the solver choice and the polishing result.
+"""
+
+_ATTRIBUTES = """    estimator_ : estimator
+        The fitted (possibly polished) model the influences refer to.
+    adapter_ : ModelAdapter
+        Its :class:`~skinfluence.models.ModelAdapter`.
+    curvature_ : ndarray of shape (n_params, n_params) or CurvatureOperator
+        The curvature, penalty included, damping excluded.
+    curvature_solver_ : Solver
+        The solver object (see :mod:`skinfluence.curvature.solvers`).
+    solver_ : str
+        The solver used.
+    solver_reason_ : str
+        Why it was chosen.
+    curvature_rows_ : ndarray of int or None
+        Rows that built the curvature (None: all rows).
+    curvature_weights_ : ndarray or None
+        Their importance weights.
+    convergence_ratio_ : float
+        Newton step to the optimum relative to a typical leave-one-out step.
+    n_polish_steps_ : int
+        Newton steps polishing took.
+    update_info_ : dict
+        Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
+        steps taken, whether they converged, how far the first step was from the last.
+    sample_weight_ : ndarray of shape (n_samples,)
+        The training weights.
+    y_encoded_ : ndarray of shape (n_samples,)
+        Training targets as the loss reads them (class codes for classifiers).
+    n_samples_ : int
+        Number of training rows.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Their names, where ``X`` had string column names.
+"""
+
+
+class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
+    __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
+
+    Parameters
+    ----------
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}"""
+
+    _curvature_kind: str = ""
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"]), HasMethods(["forward"])],
+        "prefit": ["boolean"],
+        "damping": [Interval(Real, 0, None, closed="left")],
+        "polish": ["boolean", StrOptions({"lbfgs"})],
+        "solver": [str],
+        "curvature_sampler": [HasMethods(["fit"]), None],
+        "device": [str],
+        "dtype": [StrOptions({"float64", "float32"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # defined in the class itself, so that scikit-learn's set_output wraps its output
+    transform = InfluenceQueries.transform
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.sparse = True
+        return tags
+
+    def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, solver="auto",
+                 curvature_sampler=None, device="auto", dtype="float64", batch_size=4096,
+                 random_state=None, verbose=0):
+        self.estimator = estimator
+        self.prefit = prefit
+        self.damping = damping
+        self.polish = polish
+        self.solver = solver
+        self.curvature_sampler = curvature_sampler
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    def _adapter_options(self):
+        return dict(device=self.device, dtype=self.dtype, batch_size=self.batch_size,
+                    random_state=self.random_state)
+
+    def model_adapter(self, estimator):
+        """The model adapter of a fitted ``estimator``, with this object's device, dtype and
+        batch options.
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            A model of the kinds :func:`~skinfluence.models.make_adapter` supports.
+
+        Returns
+        -------
+        ModelAdapter
+        """
+        return make_adapter(estimator, **self._adapter_options())
+
+    def _fit_estimator(self, X, y, sample_weight):
+        est, last = self.estimator, final_step(self.estimator)
+        if is_torch_module(last):
+            if not self.prefit:
+                raise ValueError(f"a torch module ({type(last).__name__}) cannot be fitted by "
+                                 "skinfluence: train it, then pass prefit=True")
+            return copy.deepcopy(est)
+        if self.prefit:
+            check_is_fitted(last)
+            return copy.deepcopy(est)
+        est = clone(est)
+        if getattr(final_step(est), "copy_X", True) is False:  # it would centre the user's X in place
+            final_step(est).set_params(copy_X=True)
+        return fit_weighted(est, X, y, sample_weight)
+
+    def _check_options(self):
+        if not np.isfinite(self.damping):
+            raise ValueError(f"damping must be finite, got {self.damping!r}")
+        if not _DEVICE.match(self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+        if self.solver != "auto" and self.solver not in SOLVERS:
+            raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {self.solver!r}")
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the estimator (unless ``prefit``) and factorise its curvature.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_options()
+        y = check_target(y, type(self).__name__)
+        check_consistent_length(X, y)
+        est = self._fit_estimator(X, y, sample_weight)
+        adapter = self.model_adapter(est)
+        Z = adapter.design(X)
+        # the influence refers to the data as fitted: never a view of the user's array
+        self._Z = Z.copy() if Z is X or (isinstance(X, np.ndarray) and np.shares_memory(Z, X)) else Z
+        validate_data(self, X, skip_check_array=True)   # n_features_in_, feature_names_in_
+        y_enc = adapter.encode_target(y)
+        if not adapter.is_classifier and not np.all(np.isfinite(y_enc)):
+            raise ValueError("y contains NaN or infinity")
+        self.y_encoded_ = y_enc
+        self._train_index = X.index if hasattr(X, "index") and hasattr(X, "columns") else None
+        self.sample_weight_ = check_sample_weight(sample_weight, len(y_enc))
+        self.n_samples_ = len(y_enc)
+        self.curvature_rows_ = self.curvature_weights_ = None
+        if self.curvature_sampler is not None:
+            sampler = clone(self.curvature_sampler).fit(X, y, estimator=est, logits=adapter.eta(self._Z))
+            self.curvature_rows_ = np.asarray(sampler.sample_indices_)
+            self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
+        self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
+                                                          hasattr(adapter, "curvature_matvec"))
+        model = self._build(adapter)
+        if self.polish == "lbfgs":
+            model = self._rebuild(model, lbfgs_finish(model), None, False)
+        what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
+        advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
+                  "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
+        polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice)
+        model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
+        self._set_model(model)
+        if self.verbose:
+            print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
+                  f"distance to the optimum {self.convergence_ratio_:.2g} of a LOO step after "
+                  f"{self.n_polish_steps_} Newton step(s)")
+        return self
+
+    def _build(self, adapter, eta=None, previous=None, target=None):
+        """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given.
+
+        ``target = (y, sample_weight)`` replaces the training targets and weights (a
+        changed objective: rows removed by zero weights, or relabelled).
+        """
+        y, sw = target or (self.y_encoded_, self.sample_weight_)
+        model = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind,
+                               self.curvature_rows_, self.curvature_weights_, eta)
+        if previous is not None:
+            model.share_solver(previous)
+            return model
+        dense = SOLVERS[self.solver_].dense
+        operator = model.curvature_operator(dense)
+        solver = self._make_solver(operator, adapter)
+        model.set_solver(solver, solver.curvature if dense else operator)
+        return model
+
+    def _rebuild(self, model, theta, eta, reuse_curvature, target=None):
+        """``model`` moved to ``theta`` (polishing), refactorised unless ``reuse_curvature``."""
+        adapter = self.model_adapter(model.adapter.with_params(theta))
+        # the line search's outputs, unless the model stores θ rounded (float32)
+        eta = eta if np.array_equal(adapter.theta, theta) else None
+        return self._build(adapter, eta, model if reuse_curvature else None, target)
+
+    def _make_solver(self, operator, adapter):
+        """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
+        cls = SOLVERS[self.solver_]
+        active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
+        options = {} if cls.dense else {"random_state": self.random_state}
+        return make_solver(self.solver_, operator, damping=self.damping,
+                           null_space=adapter.null_space(), active=active, **options)
+
+    def _set_model(self, model):
+        self._model = model
+        self.adapter_, self.estimator_ = model.adapter, model.adapter.estimator
+        self.curvature_, self.curvature_solver_ = model.curvature, model.solver
+
+
+class HessianInfluence(BaseInfluence):
+    __doc__ = f"""Classical influence functions, with the Hessian of the training objective.
+
+    For a GLM with a canonical link (logistic, Poisson with log link, linear) the Hessian
+    equals the Fisher and both estimators agree; for a non-canonical link (Gamma,
+    Tweedie with a log link) or a network the Hessian can be indefinite away from a
+    minimum (then pass ``damping``, or use :class:`FisherInfluence`).
+
+    Parameters
+    ----------
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}
+    See Also
+    --------
+    FisherInfluence : the Fisher (Gauss–Newton) curvature instead.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfluence import HessianInfluence
+    >>> X, y = make_classification(200, 5, random_state=0)
+    >>> inf = HessianInfluence(LogisticRegression(tol=1e-10)).fit(X, y)
+    >>> inf.attribute(X[:3], y[:3]).shape
+    (3, 200)
+    >>> inf.approx_loocv(response_method="predict_proba").shape
+    (200, 2)
+    """
+
+    _curvature_kind = "hessian"
+
+
+class FisherInfluence(BaseInfluence):
+    __doc__ = f"""Approximate Fisher influence functions (AFIF, Lev & Wilson).
+
+    The Hessian is replaced by the Fisher information of the exponential-family loss
+    (for a GLM ``Xᵀ W X`` with ``W = h'(η)² / V(μ)``; for a network the generalised
+    Gauss–Newton ``Σ J_iᵀ Λ_i J_i``), which is positive semi-definite and needs no
+    second derivative of the model.
+
+    Parameters
+    ----------
+    fisher : {{"exact", "mc", "empirical"}}, default="exact"
+        Torch models: analytic output Fisher, labels sampled from the model, or observed
+        labels (gradient outer products). Linear models use the analytic Fisher.
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}
+    See Also
+    --------
+    HessianInfluence : the Hessian curvature.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import PoissonRegressor
+    >>> from skinfluence import FisherInfluence
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> inf = FisherInfluence(PoissonRegressor(tol=1e-10), polish=True).fit(X, y)
+    >>> inf.self_influence().shape
+    (442,)
+    >>> forgotten = inf.unlearn([0, 1, 2], steps="converge")   # a new PoissonRegressor
+    >>> inf.update_info_["converged"]
+    True
+    """
+
+    _curvature_kind = "fisher"
+    _parameter_constraints = {**BaseInfluence._parameter_constraints,
+                              "fisher": [StrOptions({"exact", "mc", "empirical"})]}
+
+    def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
+                 solver="auto", curvature_sampler=None, device="auto", dtype="float64",
+                 batch_size=4096, random_state=None, verbose=0):
+        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
+                         curvature_sampler=curvature_sampler, device=device, dtype=dtype,
+                         batch_size=batch_size, random_state=random_state, verbose=verbose)
+        self.fisher = fisher
+
+    def _adapter_options(self):
+        return {**super()._adapter_options(), "fisher": self.fisher}
