@@ -20,8 +20,9 @@ def final_step(estimator):
 
 
 def is_skorch(estimator) -> bool:
-    """A skorch net (checked by module, so that skorch is never imported here)."""
-    return type(estimator).__module__.startswith("skorch")
+    """A skorch net or a subclass of one (checked by module along the class hierarchy, so
+    that skorch is never imported here)."""
+    return any(cls.__module__.startswith("skorch") for cls in type(estimator).__mro__)
 
 
 def is_torch_module(obj) -> bool:

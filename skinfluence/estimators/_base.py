@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 
 from .._utils import check_sample_weight, check_target, final_step, is_torch_model, is_torch_module
 from ..curvature.newton import NewtonPolisher, lbfgs_finish
+from ..curvature.operators import CurvatureOperator
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
@@ -26,6 +27,9 @@ from ._model import InfluenceModel
 from ._queries import InfluenceQueries
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
+
+#: ``damping="auto"`` for networks: this fraction of the curvature's mean eigenvalue
+AUTO_DAMPING = 0.1
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -38,10 +42,16 @@ _PARAMETERS = """    estimator : estimator object
     prefit : bool, default=False
         Use the already fitted ``estimator`` as it is (a deep copy; the user's object is
         never modified).
-    damping : float, default=0.0
+    damping : float or "auto", default=0.0
         Added to the diagonal of the curvature. Needed when it is singular (no penalty
         and collinear features, unpenalised multinomial with separable data) or
-        indefinite (a Hessian away from a minimum).
+        indefinite (a Hessian away from a minimum). ``"auto"``: for networks
+        ``AUTO_DAMPING`` (0.1) times the curvature's mean eigenvalue ``trace(M)/p``
+        (estimated by Hutchinson probes for iterative solvers), which raised the linear
+        datamodeling score of every network in ``benchmarks/attribution_quality.py``
+        (digits MLP Hessian 0.828 → 0.861, Fisher 0.819 → 0.823; CNN 0.499 → 0.508); 0
+        for linear models, where it only cost leave-one-out accuracy. The value used is
+        ``damping_``.
     polish : bool or "lbfgs", default=False
         If the fitted parameters are too far from the optimum for the approximation to
         be meaningful, take Newton steps with the curvature (proximal Newton steps for
@@ -75,6 +85,8 @@ _ATTRIBUTES = """    estimator_ : estimator
         Its :class:`~skinfluence.models.ModelAdapter`.
     curvature_ : ndarray of shape (n_params, n_params) or CurvatureOperator
         The curvature, penalty included, damping excluded.
+    damping_ : float
+        The damping used (``damping="auto"`` resolved).
     curvature_solver_ : Solver
         The solver object (see :mod:`skinfluence.curvature.solvers`).
     solver_ : str
@@ -119,7 +131,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit"]), HasMethods(["forward"])],
         "prefit": ["boolean"],
-        "damping": [Interval(Real, 0, None, closed="left")],
+        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "polish": ["boolean", StrOptions({"lbfgs"})],
         "solver": [str],
         "curvature_sampler": [HasMethods(["fit"]), None],
@@ -190,7 +202,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         return fit_weighted(est, X, y, sample_weight)
 
     def _check_options(self):
-        if not np.isfinite(self.damping):
+        if self.damping != "auto" and not np.isfinite(self.damping):
             raise ValueError(f"damping must be finite, got {self.damping!r}")
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
@@ -235,6 +247,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
         self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
                                                           hasattr(adapter, "curvature_matvec"))
+        self.damping_ = None
         model = self._build(adapter)
         if self.polish == "lbfgs":
             model = self._rebuild(model, lbfgs_finish(model), None, False)
@@ -264,6 +277,10 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
             return model
         dense = SOLVERS[self.solver_].dense
         operator = model.curvature_operator(dense)
+        if dense:  # built once, for the damping and the solver alike
+            operator = CurvatureOperator.from_matrix(operator.dense())
+        if self.damping_ is None:
+            self.damping_ = self._resolve_damping(operator, adapter, dense)
         solver = self._make_solver(operator, adapter)
         model.set_solver(solver, solver.curvature if dense else operator)
         return model
@@ -280,8 +297,23 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         cls = SOLVERS[self.solver_]
         active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
         options = {} if cls.dense else {"random_state": self.random_state}
-        return make_solver(self.solver_, operator, damping=self.damping,
+        return make_solver(self.solver_, operator, damping=self.damping_,
                            null_space=adapter.null_space(), active=active, **options)
+
+    def _resolve_damping(self, operator, adapter, dense):
+        """The damping used: as given, or ``"auto"``'s fraction of the mean eigenvalue."""
+        if self.damping != "auto":
+            return float(self.damping)
+        if not hasattr(adapter, "curvature_matvec"):  # a linear model
+            return 0.0
+        p = adapter.n_params
+        if dense:
+            trace = float(np.trace(operator.dense()))
+        else:  # Hutchinson: E[vᵀMv] = trace(M) for Rademacher v
+            V = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0
+                                      ).choice([-1.0, 1.0], size=(p, 16))
+            trace = float(np.mean(np.einsum("pm,pm->m", V, operator.matvec(V))))
+        return AUTO_DAMPING * max(trace, 0.0) / p
 
     def _set_model(self, model):
         self._model = model

@@ -41,7 +41,7 @@ APPROX_CV_CONSTRAINTS = {
     "method": [StrOptions({"ns", "ij"})],
     "curvature": [StrOptions({"hessian", "fisher"})],
     "polish": ["boolean"],
-    "damping": [Interval(Real, 0, None, closed="left")],
+    "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
 }
 
 
