@@ -6,7 +6,8 @@ one fit, with Hessian, Fisher (AFIF) and generalised (GIF) influence.
 
 from importlib import metadata as _metadata
 
-from . import datasets, fairness, model_selection, sampling
+from . import datasets, fairness, metrics, model_selection, sampling
+from .ensemble import InfluenceEnsemble
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
 from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
 
@@ -24,6 +25,8 @@ __all__ = [
     "SolverDivergenceError",
     "datasets",
     "fairness",
+    "InfluenceEnsemble",
+    "metrics",
     "model_selection",
     "sampling",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from . import BaseInfluence  # the package exports it, wherever the estimators live
+from .estimators import BaseInfluence
 
 __all__ = ["InfluenceEnsemble"]
 
