@@ -78,6 +78,13 @@ class InfluenceEnsemble(BaseEstimator):
     def attribute(self, X, y):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.attribute`.
 
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_test, n_features)
+            Test rows.
+        y : array-like of shape (n_test,)
+            Their targets.
+
         Returns
         -------
         A : ndarray of shape (n_test, n_train)
@@ -86,6 +93,11 @@ class InfluenceEnsemble(BaseEstimator):
 
     def self_influence(self, method="ns"):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.self_influence`.
+
+        Parameters
+        ----------
+        method : {"ns", "ij"}, default="ns"
+            See :meth:`skinfluence.BaseInfluence.self_influence`.
 
         Returns
         -------
