@@ -18,7 +18,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._utils import final_step
 from ..refit import fit_weighted
-from ._validation import APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, split_scores
+from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, removal_size,
+                          split_scores)
 
 __all__ = ["ApproxGridSearchCV", "ApproxRandomizedSearchCV"]
 
@@ -92,8 +93,9 @@ class _ApproxSearchCV(BaseSearchCV):
         """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
         start = time.perf_counter()
         est = self._fit_candidate(base, params, X, y, sample_weight, previous)
-        inf = _influence(est, curvature=self.curvature, polish=self.polish,
-                         damping=self.damping, prefit=True).fit(X, y, sample_weight=sample_weight)
+        inf = _influence(est, curvature=self.curvature, polish=self.polish, damping=self.damping,
+                         prefit=True, removal_size=removal_size(splits, len(y)))
+        inf.fit(X, y, sample_weight=sample_weight)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
