@@ -15,8 +15,9 @@ column standardised (96 columns, constant ones dropped).
    |Δ accuracy| per fold and speed-up.
 2. ``ApproxGridSearchCV`` over 12 values of C (5-fold, 5000 rows) vs ``GridSearchCV``
    and ``LogisticRegressionCV`` (same folds, same C grid, log-loss): best C and speed-up.
-3. Ridge leave-one-out over 12 alphas (hours-per-week): ``ApproxGridSearchCV(cv=LeaveOneOut())``
-   vs ``RidgeCV`` (exact closed form): best alpha, |Δ score|, speed ratio.
+3. Ridge over 12 alphas (hours-per-week, all rows): ``ApproxGridSearchCV(cv=LeaveOneOut())``
+   vs ``RidgeCV`` (exact closed form), and 5-fold vs ``RidgeCV(cv=5)`` and ``GridSearchCV``:
+   best alpha, |Δ score|, speed ratio.
 4. Lasso over 12 alphas (5-fold, 5000 rows): ``ApproxGridSearchCV`` (damping 1e-8) vs
    ``LassoCV`` and ``GridSearchCV``.
 
@@ -149,12 +150,24 @@ def ridge(X, y, names, repeats):
         lambda: RidgeCV(alphas=alphas).fit(Xr, yr),
         lambda: ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=LeaveOneOut(),
                                    scoring="neg_mean_squared_error").fit(Xr, yr)], repeats)
-    print("\n== 3. Ridge leave-one-out, 12 alphas, n = 30162")
+    print("\n######## Ridge and Lasso on adult_design()\n== 3. Ridge leave-one-out, 12 alphas, n = 30162")
     print(f"RidgeCV {t_rcv:.2f}s; ApproxGridSearchCV(cv=LeaveOneOut()) {t_arcv:.2f}s "
           f"(ratio RidgeCV/approx {t_rcv / t_arcv:.2f})")
     print(f"best alpha RidgeCV {rcv.alpha_:.4g}, approx {arcv.best_params_['alpha']:.4g}; "
           f"best score RidgeCV {rcv.best_score_:.6f}, approx {arcv.best_score_:.6f} "
           f"(|Δ| {abs(rcv.best_score_ - arcv.best_score_):.1e})")
+    kf = KFold(5)
+    (t_rcv5, t_gs5, t_a5), (rcv5, gs5, a5) = interleaved_times([
+        lambda: RidgeCV(alphas=alphas, cv=kf, scoring="neg_mean_squared_error").fit(Xr, yr),
+        lambda: GridSearchCV(Ridge(), {"alpha": alphas}, cv=kf, scoring="neg_mean_squared_error").fit(Xr, yr),
+        lambda: ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=kf,
+                                   scoring="neg_mean_squared_error").fit(Xr, yr)], repeats)
+    print("== 3b. Ridge 5-fold, 12 alphas")
+    print(f"RidgeCV(cv=5) {t_rcv5:.2f}s; GridSearchCV {t_gs5:.2f}s; ApproxGridSearchCV {t_a5:.2f}s "
+          f"(ratio RidgeCV/approx {t_rcv5 / t_a5:.2f}, GridSearchCV/approx {t_gs5 / t_a5:.1f})")
+    print(f"best alpha RidgeCV {rcv5.alpha_:.4g}, GridSearchCV {gs5.best_params_['alpha']:.4g}, approx "
+          f"{a5.best_params_['alpha']:.4g}; max |Δ mean score| vs GridSearchCV over the grid "
+          f"{np.abs(gs5.cv_results_['mean_test_score'] - a5.cv_results_['mean_test_score']).max():.1e}")
 
 
 
@@ -179,7 +192,7 @@ def lasso(X, names, sub, repeats):
     # LassoCV's mse_path_ rows follow its alphas_, sorted decreasingly
     mse_lcv = lasso.mse_path_.mean(axis=1)[np.argsort(-lasso.alphas_)][np.argsort(np.argsort(-la))]
     d_mse = np.abs(mse_lcv + alasso.cv_results_["mean_test_score"]).max()
-    print("\n== 4. Lasso, 12 alphas, 5-fold MSE, 5000 rows")
+    print("== 4. Lasso, 12 alphas, 5-fold MSE, 5000 rows")
     print(f"LassoCV {t_lasso:.2f}s; GridSearchCV {t_glasso:.2f}s; ApproxGridSearchCV {t_alasso:.2f}s "
           f"-> {t_lasso / t_alasso:.2f}x vs LassoCV, {t_glasso / t_alasso:.1f}x vs GridSearchCV")
     print(f"best alpha LassoCV {lasso.alpha_:.4g}, GridSearchCV {glasso.best_params_['alpha']:.4g}, "
