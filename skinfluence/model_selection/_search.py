@@ -219,6 +219,10 @@ class ApproxGridSearchCV(_ApproxSearchCV):
       each fit starts from the previous candidate's solution when only the model's
       own parameters changed (a regularisation path). The user's estimator is
       never modified and ``best_estimator_`` is a plain refit, as in GridSearchCV.
+    * A plain ``Ridge`` whose candidates differ only in ``alpha`` (dense X, one target,
+      ``method="ns"``, no damping) is not fitted per candidate: every alpha's split
+      answers come exactly from the data's Grams, shared by the grid (leave-one-out from
+      one eigendecomposition, as :class:`~sklearn.linear_model.RidgeCV` does).
     * Train scores are not computed (``return_train_score`` is not available), and
       candidates run sequentially (no ``n_jobs``).
 
