@@ -105,13 +105,18 @@ class NewtonPolisher:
         self.f = model.objective(model.adapter.theta, model.eta)
 
     def check_convergence(self):
-        """Newton step to the optimum and its size relative to a typical LOO step."""
+        """Newton step to the optimum and its size relative to the job's typical change
+        (``ratio``) and to a typical leave-one-out step (``loo_ratio``)."""
         self.step = self.model.newton_step()
         if self.yardstick == "loo":
             scale = self.typical_change()
         else:
             scale = max(np.linalg.norm(self.model.adapter.theta), 1.0)
         self.ratio = np.linalg.norm(self.step) / scale if scale > 0 else 0.0
+        self.loo_ratio = self.ratio
+        if self.yardstick == "loo" and min(self.removal_size, self.model.n) > 1:
+            loo = self.model.typical_loo_step()
+            self.loo_ratio = np.linalg.norm(self.step) / loo if loo > 0 else 0.0
         return self.ratio <= self.target
 
     def typical_change(self):
@@ -183,9 +188,10 @@ class NewtonPolisher:
             if found is None:
                 break
             theta, eta, self.f = found
-            # the curvature is kept while the step is within the change to be estimated
-            # (model.needs_new_curvature: a ratio below 1), whose own curvature change is larger
-            reuse = self.yardstick == "loo" and not self.model.needs_new_curvature(theta, self.ratio)
+            # the curvature is kept only for steps within one leave-one-out step, whatever the
+            # job: fold down-dates subtract the rows' curvature at the new θ from the kept M,
+            # and a larger mismatch can leave M − M_fold indefinite (rare one-hot levels)
+            reuse = self.yardstick == "loo" and not self.model.needs_new_curvature(theta, self.loo_ratio)
             self.model = self.rebuild(self.model, theta, eta, reuse)
             self.n_steps += 1
             self.check_convergence()
