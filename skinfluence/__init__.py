@@ -4,11 +4,16 @@ Approximate cross-validation, unlearning, attribution and fairness reweighting f
 one fit, with Hessian, Fisher (AFIF) and generalised (GIF) influence.
 """
 
+from importlib import metadata as _metadata
+
 from . import datasets, fairness, model_selection
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
 from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("skinfluence")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BaseInfluence",

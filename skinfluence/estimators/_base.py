@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import re
-import warnings
-from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,27 +17,20 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .._utils import (check_memory, check_method, check_sample_weight, check_target, final_step,
-                      is_torch_model, is_torch_module)
+from .._utils import check_sample_weight, check_target, final_step, is_torch_model, is_torch_module
 from ..curvature.newton import NewtonPolisher, lbfgs_finish
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
-from ..exceptions import InfluenceWarning
 from ..models import make_adapter
 from ..refit import fit_weighted
-from . import _updates
 from ._model import InfluenceModel
+from ._queries import InfluenceQueries
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-class BaseInfluence(TransformerMixin, BaseEstimator):
-    """Shared machinery of the influence estimators (not used directly).
-
-    Parameters
-    ----------
-    estimator : estimator object
+_PARAMETERS = """    estimator : estimator object
         A supported scikit-learn linear model (LogisticRegression, LinearRegression,
         Ridge, Lasso, ElasticNet, PoissonRegressor, GammaRegressor, TweedieRegressor,
         SGDClassifier with ``loss="log_loss"``), a Pipeline ending in one, or a skorch
@@ -85,26 +76,53 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         Seed for the randomised parts (Monte-Carlo Fisher, LiSSA, samplers).
     verbose : int, default=0
         Print the solver choice and the polishing result.
+"""
 
-    Attributes
-    ----------
-    estimator_ : the fitted (possibly polished) model the influences refer to
-    adapter_ : its :class:`~skinfluence.models.ModelAdapter`
-    curvature_ : ndarray of shape (p, p) or CurvatureOperator
+_ATTRIBUTES = """    estimator_ : estimator
+        The fitted (possibly polished) model the influences refer to.
+    adapter_ : ModelAdapter
+        Its :class:`~skinfluence.models.ModelAdapter`.
+    curvature_ : ndarray of shape (n_params, n_params) or CurvatureOperator
         The curvature, penalty included, damping excluded.
-    curvature_solver_ : the solver object (see :mod:`skinfluence.curvature.solvers`)
-    solver_, solver_reason_ : str
-        The solver used and why.
-    curvature_rows_, curvature_weights_ : ndarray or None
-        Rows that built the curvature and their importance weights (None: all rows).
+    curvature_solver_ : Solver
+        The solver object (see :mod:`skinfluence.curvature.solvers`).
+    solver_ : str
+        The solver used.
+    solver_reason_ : str
+        Why it was chosen.
+    curvature_rows_ : ndarray of int or None
+        Rows that built the curvature (None: all rows).
+    curvature_weights_ : ndarray or None
+        Their importance weights.
     convergence_ratio_ : float
         Newton step to the optimum relative to a typical change of ``removal_size`` rows.
     n_polish_steps_ : int
+        Newton steps polishing took.
+    update_info_ : dict
+        Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
+        steps taken, whether they converged, how far the first step was from the last.
     sample_weight_ : ndarray of shape (n_samples,)
-    y_encoded_ : ndarray
+        The training weights.
+    y_encoded_ : ndarray of shape (n_samples,)
         Training targets as the loss reads them (class codes for classifiers).
-    n_samples_, n_features_in_, feature_names_in_
-    """
+    n_samples_ : int
+        Number of training rows.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Their names, where ``X`` had string column names.
+"""
+
+
+class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
+    __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
+
+    Parameters
+    ----------
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}"""
 
     _curvature_kind: str = ""
     _parameter_constraints: dict = {
@@ -121,6 +139,9 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    # defined in the class itself, so that scikit-learn's set_output wraps its output
+    transform = InfluenceQueries.transform
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -150,8 +171,18 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
                     random_state=self.random_state)
 
     def model_adapter(self, estimator):
-        """The adapter of another fitted ``estimator`` of the same kind, with this object's
-        device, dtype and batch options."""
+        """The model adapter of a fitted ``estimator``, with this object's device, dtype and
+        batch options.
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            A model of the kinds :func:`~skinfluence.models.make_adapter` supports.
+
+        Returns
+        -------
+        ModelAdapter
+        """
         return make_adapter(estimator, **self._adapter_options())
 
     def _fit_estimator(self, X, y, sample_weight):
@@ -204,6 +235,7 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         if not adapter.is_classifier and not np.all(np.isfinite(y_enc)):
             raise ValueError("y contains NaN or infinity")
         self.y_encoded_ = y_enc
+        self._train_index = X.index if hasattr(X, "index") and hasattr(X, "columns") else None
         self.sample_weight_ = check_sample_weight(sample_weight, len(y_enc))
         self.n_samples_ = len(y_enc)
         self.curvature_rows_ = self.curvature_weights_ = None
@@ -267,251 +299,74 @@ class BaseInfluence(TransformerMixin, BaseEstimator):
         self.adapter_, self.estimator_ = model.adapter, model.adapter.estimator
         self.curvature_, self.curvature_solver_ = model.curvature, model.solver
 
-    # --------------------------------------------------------------- public API
-    def _fitted(self):
-        check_is_fitted(self, "curvature_solver_")
-        return self._model
-
-    def _design(self, X):
-        Z = self.adapter_.design(X)
-        validate_data(self, X, reset=False, skip_check_array=True)  # the feature names seen in fit
-        return Z
-
-    def parameter_gradients(self, X, output_gradients):
-        """Parameter gradients ``J_iᵀ G_i`` of a quantity given by its η-gradients on ``X``.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (m, n_features)
-        output_gradients : ndarray of shape (m,) or (m, K)
-            Derivative of the quantity with respect to each row's natural-scale output
-            (e.g. ``∂ℓ/∂η`` for the loss, ``dμ/dη / m`` for a mean prediction).
-
-        Returns
-        -------
-        ndarray of shape (m, n_params)
-        """
-        self._fitted()
-        G = np.asarray(output_gradients, dtype=float)
-        return self.adapter_.gradients(self._design(X), G.reshape(len(G), -1))
-
-    def influence_factors(self, X, y):
-        """Factors ``M⁻¹ ∇ℓ(x_j, y_j)`` of test points (one solve each), shape (m, n_params).
-
-        Scores follow from them by :meth:`influences_from_factors`, over any block of
-        training rows; ``attribute(X, y)`` is the two in turn.
-        """
-        model = self._fitted()
-        Z = self._design(X)
-        y_enc = self.adapter_.encode_target(check_target(y, "influence_factors"))
-        check_consistent_length(Z, y_enc)
-        g = self.adapter_.loss.gradient(y_enc, self.adapter_.eta(Z))
-        return _updates.influence_factors(model, self.adapter_.gradients(Z, g))
-
-    def influences_from_factors(self, factors, indices=None):
-        """Scores ``factorsᵀ v_i`` of training rows ``indices`` (all by default), shape (m, len)."""
-        model = self._fitted()
-        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
-        check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix")
-        return _updates.scores_from_factors(model, np.atleast_2d(factors), rows, self.batch_size)
-
-    def removal_effect(self, gradients):
-        """First-order change ``∇fᵀ M⁻¹ v_i`` of quantities with gradients ``∇f`` (p,) or
-        (m, p) when each training point is removed: shape (n_train,) or (m, n_train)."""
-        model = self._fitted()
-        grads = np.asarray(gradients, dtype=float)
-        check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix")
-        out = self.influences_from_factors(_updates.influence_factors(model, grads))
-        return out[0] if grads.ndim == 1 else out
-
-    def attribute(self, X, y):
-        """Influence of each training point on the loss of each test point.
-
-        Returns
-        -------
-        A : ndarray of shape (n_test, n_train)
-            ``A[j, i]`` ≈ loss of test point j after removing training point i, minus its
-            loss now (first order). Positive: training point i helps test point j.
-        """
-        factors = self.influence_factors(X, y)
-        check_memory((factors.shape[0], self.n_samples_), "the influence matrix")
-        return self.influences_from_factors(factors)
-
-    def transform(self, X):
-        """Change of the decision function for ``X`` (binary and regression: the linear
-        predictor; multiclass: the predicted class's logit) when each training point is
-        removed, to first order: shape (n_samples, n_train)."""
-        self._fitted()
-        ad = self.adapter_
-        Z = self._design(X)
-        J = ad.jacobians(Z)                                  # (m, K, p)
-        J = J[np.arange(len(J)), ad.eta(Z).argmax(axis=1)] if ad.n_outputs > 1 else J[:, 0]
-        return self.removal_effect(J)
-
-    def loo_decision(self, method="ns"):
-        """Approximate leave-one-out natural-scale outputs ``η_{-i}(x_i)``, shape (n, K)."""
-        return _updates.loo_decision(self._fitted(), check_method(method), self.batch_size)
-
-    def approx_loocv(self, method="ns", response_method="predict"):
-        """Approximate leave-one-out predictions for every training point: what
-        ``cross_val_predict(estimator, X, y, cv=LeaveOneOut(), method=response_method)``
-        would return, from one fit (``method``: "ns" Newton step or "ij" jackknife)."""
-        eta = self.loo_decision(method)
-        return self.adapter_.response(eta, response_method)
-
-    def self_influence(self, method="ns"):
-        """Each training point's own leave-one-out loss increase, shape (n_samples,)
-        (``"ns"``: the loss at the approximate LOO output; ``"ij"``: first order)."""
-        model = self._fitted()
-        if check_method(method) == "ij":
-            return _updates.ij_self_influence(model, self.batch_size)
-        loss = self.adapter_.loss
-        return loss.loss(model.y, self.loo_decision("ns")) - loss.loss(model.y, model.eta)
-
-    def parameter_change(self, indices, method="ns", steps=1):
-        """Change of the parameter vector when training rows ``indices`` are removed.
-
-        Parameters
-        ----------
-        indices : array-like of int or bool mask
-        method : {"ns", "ij"}, default="ns"
-            First step with the curvature without those rows, or with the full one.
-        steps : int or "converge", default=1
-            Newton steps on the objective without those rows (each rebuilds the curvature
-            at the current parameters and is line-searched; proximal for ℓ1). One step is
-            the influence approximation; ``"converge"`` iterates to the exact optimum
-            (to a relative step of 1e-12), which for a GLM costs one Gram matrix and one
-            factorisation per step. ``update_info_`` reports the steps taken and, with
-            several, how far the first step was from the last.
-
-        Returns
-        -------
-        ndarray of shape (n_params,)
-        """
-        return self._iterate(*self._removal(indices, method), steps)
-
-    def _removal(self, indices, method):
-        """The first step of removing ``indices``, and the changed ``(targets, weights)``."""
-        model = self._fitted()
-        idx = model.check_indices(indices)
-        model.check_removal(idx)
-        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
-                                       model.share[idx].sum(), check_method(method))
-        sw = self.sample_weight_.copy()
-        sw[idx] = 0.0
-        return delta, (model.y, sw)
-
-    def unlearn(self, indices, method="ns", steps=1):
-        """The model as if ``indices`` had not been in the training data (a new fitted
-        estimator of the user's type; ``estimator_`` is unchanged). ``steps`` as in
-        :meth:`parameter_change`; a single step that leaves much of the changed
-        objective's gradient warns."""
-        delta = self._iterate(*self._removal(indices, method), steps, check=True)
-        return self.adapter_.with_params(self.adapter_.theta + delta)
-
-    def relabel(self, indices, y_new, method="ns", steps=1):
-        """The model as if training rows ``indices`` had labels ``y_new`` (a new estimator).
-
-        ``steps`` as in :meth:`parameter_change`: one Newton step is a poor model of a
-        confidently misclassified logistic loss, ``"converge"`` gives the refit's answer.
-        """
-        model = self._fitted()
-        idx = model.check_indices(indices)
-        ad = self.adapter_
-        y_new = check_target(y_new, "relabel") if np.ndim(y_new) else np.asarray(y_new)
-        if y_new.ndim and y_new.shape != idx.shape:
-            raise ValueError(f"y_new has {len(y_new)} labels for {len(idx)} indices")
-        y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
-        eta = model.eta[idx]
-        g_new = ad.loss.gradient(y_new, eta)
-        W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
-        delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
-                                       0.0, check_method(method))
-        y = model.y.copy()
-        y[idx] = y_new
-        return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
-
-    def _iterate(self, delta, target, steps, check=False):
-        """Δθ after ``steps`` Newton steps on the changed objective ``target = (y, weights)``,
-        the first being ``delta``; reports in ``update_info_``.
-
-        With one step and ``check``, the Newton decrement of the changed objective after the
-        step, relative to before it (``√(gᵀM⁻¹g)``, 0 for a quadratic objective), says
-        whether one step was in its regime; above 0.1 it warns.
-        """
-        if not (steps == "converge" or (isinstance(steps, Integral) and steps >= 1)):
-            raise ValueError(f"steps must be a positive integer or 'converge', got {steps!r}")
-        theta = self.adapter_.theta
-        info = {"steps": 1, "converged": None, "one_step_error": None}
-        if steps == 1 and check and self.adapter_.penalty.is_smooth:
-            ratio = self._decrement_ratio(delta, target)
-            info["decrement_ratio"] = ratio
-            if ratio > 0.1:
-                warnings.warn(
-                    f"one Newton step leaves {ratio:.0%} of the changed objective's Newton "
-                    "decrement: the one-step answer is far from the refit's (large or confidently "
-                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=3)
-        if steps != 1:
-            start = self._build(self.model_adapter(self.adapter_.with_params(theta + delta)),
-                                target=target)
-            here = self._build(self.adapter_, target=target)
-            first = 1
-            if here.objective(theta, here.eta) < start.objective(start.adapter.theta, start.eta):
-                start, first = here, 0  # the first step overshot: damped Newton from θ̂ instead
-            polisher = NewtonPolisher(partial(self._rebuild, target=target), polish=True,
-                                      threshold=1e-6, target=1e-12, yardstick="parameters",
-                                      max_steps=50 if steps == "converge" else steps - 1)
-            model, ratio, n = polisher.solve(start)
-            final = model.adapter.theta - theta
-            info = {"steps": first + n, "converged": bool(ratio <= 1e-6),
-                    "one_step_error": float(np.linalg.norm(delta - final)
-                                            / max(np.linalg.norm(final), 1e-300))}
-            delta = final
-        self.update_info_ = info
-        return delta
-
-    def _decrement_ratio(self, delta, target):
-        """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step."""
-        y, sw = target
-        ad, solve = self.adapter_, self._model.solver.solve
-        gradients = []
-        for adapter in (ad, self.model_adapter(ad.with_params(ad.theta + delta))):
-            m = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind)
-            gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta))
-        g0, g1 = gradients
-        before = float(g0 @ solve(g0))
-        return float(np.sqrt(max(g1 @ solve(g1), 0.0) / before)) if before > 0 else 0.0
-
-    def cv_decision(self, test_folds, method="ns"):
-        """Approximate held-out outputs of each fold (an iterable of index arrays), shape
-        (n, K); rows in no fold are NaN, a row in several keeps its last."""
-        return _updates.cv_decision(self._fitted(), test_folds, check_method(method))
-
 
 class HessianInfluence(BaseInfluence):
-    """Classical influence functions, with the Hessian of the training objective.
+    __doc__ = f"""Classical influence functions, with the Hessian of the training objective.
 
-    See :class:`BaseInfluence` for the parameters, attributes and methods. For a GLM with
-    a canonical link (logistic, Poisson with log link, linear) the Hessian equals the
-    Fisher and both estimators agree.
+    For a GLM with a canonical link (logistic, Poisson with log link, linear) the Hessian
+    equals the Fisher and both estimators agree; for a non-canonical link (Gamma,
+    Tweedie with a log link) or a network the Hessian can be indefinite away from a
+    minimum (then pass ``damping``, or use :class:`FisherInfluence`).
+
+    Parameters
+    ----------
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}
+    See Also
+    --------
+    FisherInfluence : the Fisher (Gauss–Newton) curvature instead.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfluence import HessianInfluence
+    >>> X, y = make_classification(200, 5, random_state=0)
+    >>> inf = HessianInfluence(LogisticRegression(tol=1e-10)).fit(X, y)
+    >>> inf.attribute(X[:3], y[:3]).shape
+    (3, 200)
+    >>> inf.approx_loocv(response_method="predict_proba").shape
+    (200, 2)
     """
 
     _curvature_kind = "hessian"
 
 
 class FisherInfluence(BaseInfluence):
-    """Approximate Fisher influence functions (AFIF, Lev & Wilson).
+    __doc__ = f"""Approximate Fisher influence functions (AFIF, Lev & Wilson).
 
     The Hessian is replaced by the Fisher information of the exponential-family loss
     (for a GLM ``Xᵀ W X`` with ``W = h'(η)² / V(μ)``; for a network the generalised
     Gauss–Newton ``Σ J_iᵀ Λ_i J_i``), which is positive semi-definite and needs no
-    second derivative of the model. See :class:`BaseInfluence` for the other parameters.
+    second derivative of the model.
 
     Parameters
     ----------
-    fisher : {"exact", "mc", "empirical"}, default="exact"
+    fisher : {{"exact", "mc", "empirical"}}, default="exact"
         Torch models: analytic output Fisher, labels sampled from the model, or observed
         labels (gradient outer products). Linear models use the analytic Fisher.
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}
+    See Also
+    --------
+    HessianInfluence : the Hessian curvature.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import PoissonRegressor
+    >>> from skinfluence import FisherInfluence
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> inf = FisherInfluence(PoissonRegressor(tol=1e-10), polish=True).fit(X, y)
+    >>> inf.self_influence().shape
+    (442,)
+    >>> forgotten = inf.unlearn([0, 1, 2], steps="converge")   # a new PoissonRegressor
+    >>> inf.update_info_["converged"]
+    True
     """
 
     _curvature_kind = "fisher"

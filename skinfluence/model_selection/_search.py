@@ -306,8 +306,13 @@ class ApproxRandomizedSearchCV(_ApproxSearchCV):
         Number of candidates drawn.
     random_state : int, RandomState or None, default=None
         Seeds the draws.
-    **kwargs
-        The other parameters of :class:`ApproxGridSearchCV`.
+    scoring, refit, cv, method, curvature, polish, damping, warm_start, verbose, error_score
+        As in :class:`ApproxGridSearchCV`.
+
+    Attributes
+    ----------
+    cv_results_, best_estimator_, best_score_, best_params_, best_index_, scorer_, n_splits_
+        As in :class:`ApproxGridSearchCV`.
 
     Examples
     --------
