@@ -60,6 +60,15 @@ _PARAMETERS = """    estimator : estimator object
         finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
         stall far from the optimum), then checks with Newton steps. If False, an
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+    removal_size : int, default=1
+        Number of rows the changes to be estimated remove at once: 1 for leave-one-out
+        and single-row queries, about n/K for K-fold cross-validation. Polishing stops
+        (and the convergence warning is raised) when the distance to the optimum is 5%
+        of such a change: the median leave-one-out step for 1, and for m rows
+        ``√(m(1 − m/n))`` times the root-mean-square leave-one-out step (the expected
+        size of m random leave-one-out steps added up). A larger removal tolerates a
+        larger optimisation error, so it needs fewer Newton steps; answers for smaller
+        removals are then less accurate.
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"cg"``,
         ``"lissa"``, ...). Linear models always use the dense Cholesky factorisation.
@@ -98,7 +107,7 @@ _ATTRIBUTES = """    estimator_ : estimator
     curvature_weights_ : ndarray or None
         Their importance weights.
     convergence_ratio_ : float
-        Newton step to the optimum relative to a typical leave-one-out step.
+        Newton step to the optimum relative to a typical change of ``removal_size`` rows.
     n_polish_steps_ : int
         Newton steps polishing took.
     update_info_ : dict
@@ -133,6 +142,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "prefit": ["boolean"],
         "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "polish": ["boolean", StrOptions({"lbfgs"})],
+        "removal_size": [Interval(Integral, 1, None, closed="left")],
         "solver": [str],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
@@ -151,13 +161,14 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, solver="auto",
-                 curvature_sampler=None, device="auto", dtype="float64", batch_size=4096,
-                 random_state=None, verbose=0):
+    def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
+                 solver="auto", curvature_sampler=None, device="auto", dtype="float64",
+                 batch_size=4096, random_state=None, verbose=0):
         self.estimator = estimator
         self.prefit = prefit
         self.damping = damping
         self.polish = polish
+        self.removal_size = removal_size
         self.solver = solver
         self.curvature_sampler = curvature_sampler
         self.device = device
@@ -254,12 +265,13 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
                   "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
-        polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice)
+        polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice,
+                                  removal_size=self.removal_size)
         model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
         self._set_model(model)
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
-                  f"distance to the optimum {self.convergence_ratio_:.2g} of a LOO step after "
+                  f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "
                   f"{self.n_polish_steps_} Newton step(s)")
         return self
 
@@ -395,9 +407,10 @@ class FisherInfluence(BaseInfluence):
                               "fisher": [StrOptions({"exact", "mc", "empirical"})]}
 
     def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
-                 solver="auto", curvature_sampler=None, device="auto", dtype="float64",
-                 batch_size=4096, random_state=None, verbose=0):
-        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
+                 removal_size=1, solver="auto", curvature_sampler=None, device="auto",
+                 dtype="float64", batch_size=4096, random_state=None, verbose=0):
+        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
+                         removal_size=removal_size, solver=solver,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
                          batch_size=batch_size, random_state=random_state, verbose=verbose)
         self.fisher = fisher

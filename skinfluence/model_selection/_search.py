@@ -18,7 +18,9 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._utils import final_step
 from ..refit import fit_weighted
-from ._validation import APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, split_scores
+from ._ridge_path import RidgePath
+from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, removal_size,
+                          split_scores)
 
 __all__ = ["ApproxGridSearchCV", "ApproxRandomizedSearchCV"]
 
@@ -68,7 +70,8 @@ class _ApproxSearchCV(BaseSearchCV):
         """Fit one candidate, warm-started from ``previous = (params, fitted estimator)``."""
         est = clone(base).set_params(**clone(params, safe=False))
         model = final_step(est)
-        if (self.warm_start and previous is not None and "warm_start" in model.get_params()
+        if (self.warm_start and previous is not None and previous[1] is not None
+                and "warm_start" in model.get_params()
                 and _split_params(base, previous[0]) == _split_params(base, params)):
             warm = copy.deepcopy(final_step(previous[1]))
             warm.set_params(**model.get_params(deep=False))
@@ -91,9 +94,16 @@ class _ApproxSearchCV(BaseSearchCV):
                   score_params):
         """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
         start = time.perf_counter()
-        est = self._fit_candidate(base, params, X, y, sample_weight, previous)
-        inf = _influence(est, curvature=self.curvature, polish=self.polish,
-                         damping=self.damping, prefit=True).fit(X, y, sample_weight=sample_weight)
+        if RidgePath.applies(base, X, y, params, self.method, self.damping):
+            # Ridge: every candidate shares the data's Grams and eigendecomposition
+            if self._ridge_path is None:
+                self._ridge_path = RidgePath(base, X, y, sample_weight)
+            inf, est = self._ridge_path.at(params.get("alpha", base.alpha)), None
+        else:
+            est = self._fit_candidate(base, params, X, y, sample_weight, previous)
+            inf = _influence(est, curvature=self.curvature, polish=self.polish, damping=self.damping,
+                             prefit=True, removal_size=removal_size(splits, len(y)))
+            inf.fit(X, y, sample_weight=sample_weight)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
@@ -161,7 +171,11 @@ class _ApproxSearchCV(BaseSearchCV):
             candidates.extend(candidate_params)
             return self._format_results(candidates, n_splits, out)
 
-        self._run_search(evaluate_candidates)
+        self._ridge_path = None  # shared by Ridge candidates (see _ridge_path)
+        try:
+            self._run_search(evaluate_candidates)
+        finally:
+            del self._ridge_path
         self.multimetric_ = multimetric
         results = self._format_results(candidates, n_splits, out)
 
@@ -205,6 +219,10 @@ class ApproxGridSearchCV(_ApproxSearchCV):
       each fit starts from the previous candidate's solution when only the model's
       own parameters changed (a regularisation path). The user's estimator is
       never modified and ``best_estimator_`` is a plain refit, as in GridSearchCV.
+    * A plain ``Ridge`` whose candidates differ only in ``alpha`` (dense X, one target,
+      ``method="ns"``, no damping) is not fitted per candidate: every alpha's split
+      answers come exactly from the data's Grams, shared by the grid (leave-one-out from
+      one eigendecomposition, as :class:`~sklearn.linear_model.RidgeCV` does).
     * Train scores are not computed (``return_train_score`` is not available), and
       candidates run sequentially (no ``n_jobs``).
 
