@@ -4,12 +4,18 @@ Approximate cross-validation, unlearning, attribution and fairness reweighting f
 one fit, with Hessian, Fisher (AFIF) and generalised (GIF) influence.
 """
 
-from . import datasets, fairness, metrics, model_selection, selection, unlearning
+from importlib import metadata as _metadata
+
+from . import datasets, fairness, metrics, model_selection, sampling, selection, unlearning
+from .ensemble import InfluenceEnsemble
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
 from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
 from .generalized import GeneralizedInfluence
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("skinfluence")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BaseInfluence",
@@ -21,8 +27,10 @@ __all__ = [
     "SolverDivergenceError",
     "datasets",
     "fairness",
+    "InfluenceEnsemble",
     "metrics",
     "model_selection",
+    "sampling",
     "selection",
     "unlearning",
 ]

@@ -20,8 +20,9 @@ def final_step(estimator):
 
 
 def is_skorch(estimator) -> bool:
-    """A skorch net (checked by module, so that skorch is never imported here)."""
-    return type(estimator).__module__.startswith("skorch")
+    """A skorch net or a subclass of one (checked by module along the class hierarchy, so
+    that skorch is never imported here)."""
+    return any(cls.__module__.startswith("skorch") for cls in type(estimator).__mro__)
 
 
 def is_torch_module(obj) -> bool:
@@ -80,5 +81,8 @@ def check_memory(shape, what: str) -> None:
 def check_method(method: str) -> str:
     """The approximation: ``"ns"`` (Newton step) or ``"ij"`` (infinitesimal jackknife)."""
     if method not in ("ns", "ij"):
-        raise ValueError(f"method must be 'ns' or 'ij', got {method!r}")
+        hint = (f"; scikit-learn's method={method!r} is response_method= here"
+                if method in ("predict", "predict_proba", "predict_log_proba", "decision_function") else "")
+        raise ValueError(f"method must be 'ns' (Newton step) or 'ij' (infinitesimal jackknife), "
+                         f"got {method!r}{hint}")
     return method

@@ -19,7 +19,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .curvature.gif import STRATEGIES, GIFSolver
 from .estimators import BaseInfluence
 from .estimators._base import _DEVICE
-from .estimators._model import InfluenceModel
 from .selection import RULES, select_parameters
 
 __all__ = ["GeneralizedInfluence"]
@@ -147,25 +146,18 @@ class GeneralizedInfluence(BaseInfluence):
 
     def _check_options(self):
         # ``solver`` names GIF's method (validated by _parameter_constraints), not an engine solver
+        if self.damping != "auto" and not np.isfinite(self.damping):
+            raise ValueError(f"damping must be finite, got {self.damping!r}")
         if not _DEVICE.match(self.device):
             raise ValueError("device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', "
                              f"got {self.device!r}")
 
-    def _build(self, adapter, eta=None, previous=None):
-        # BaseInfluence._build, with the solver choice GIF's own
-        model = InfluenceModel(adapter, self._Z, self.y_encoded_, self.sample_weight_,
-                               self._curvature_kind, self.curvature_rows_, self.curvature_weights_,
-                               eta)
-        if previous is not None:
-            model.share_solver(previous)
-            return model
+    def _build(self, adapter, eta=None, previous=None, target=None):
+        # the registered GIF solver for GIF's ``solver`` option (the base resolves the others)
         self.solver_ = "gif_exact" if self.solver == "exact" else "gif"
         self.solver_reason_ = (f"GeneralizedInfluence(solver={self.solver!r}, "
                                f"strategy={self.strategy!r})")
-        operator = model.curvature_operator(self.solver == "exact")
-        solver = self._make_solver(operator, adapter)
-        model.set_solver(solver, solver.curvature if self.solver == "exact" else operator)
-        return model
+        return super()._build(adapter, eta, previous, target)
 
     def _make_solver(self, operator, adapter):
         if not adapter.penalty.is_smooth:
@@ -181,7 +173,7 @@ class GeneralizedInfluence(BaseInfluence):
         self.parameter_mask_, self.selection_table_ = mask, table
         return GIFSolver(operator, subset=mask, strategy=self.strategy,
                          method="exact" if self.solver == "exact" else "lissa",
-                         damping=self.damping, null_space=adapter.null_space(),
+                         damping=self.damping_, null_space=adapter.null_space(),
                          normalizer=self.normalizer, normalizer_step=self.normalizer_step,
                          max_iter=self.max_iter, tol=self.tol, random_state=self.random_state)
 

@@ -155,7 +155,27 @@ def refit_without(fitted, X, y, indices, sample_weight=None, tol=1e-10):
 
 
 def exact_loo_predictions(fitted, X, y, indices, response_method="predict", sample_weight=None, tol=1e-10):
-    """Leave-one-out predictions of ``fitted`` for the rows ``indices``, by exact refits."""
+    """Leave-one-out predictions of ``fitted`` for the rows ``indices``, by exact refits.
+
+    Parameters
+    ----------
+    fitted : fitted estimator
+        The model fitted on all rows; each refit starts from it (``warm_start``).
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    indices : array-like of int
+        The rows to leave out, one at a time.
+    response_method : str, default="predict"
+        The method whose output is returned.
+    sample_weight : array-like of shape (n_samples,), default=None
+    tol : float, default=1e-10
+        Tolerance of the refits, far below the leave-one-out effects.
+
+    Returns
+    -------
+    ndarray of shape (len(indices),) or (len(indices), n_classes)
+        The refit's output on the row it left out.
+    """
     out = []
     for i in np.asarray(indices):
         est = refit_without(fitted, X, y, [i], sample_weight, tol)

@@ -126,6 +126,7 @@ class _FixedRows(BaseEstimator):
         self.sample_indices_ = np.asarray(self.rows)
         self.sample_weight_ = np.asarray(self.weights, dtype=float)
         self.logits_shape_ = logits.shape
+        self.weights_seen_ = sample_weight
         return self
 
 
@@ -281,3 +282,21 @@ def test_randomized_search_draws_candidates_and_matches_grid_on_them():
     assert len(rs.cv_results_["params"]) == 3
     np.testing.assert_allclose(np.sort(rs.cv_results_["mean_test_score"]),
                                np.sort(grid.cv_results_["mean_test_score"]), rtol=1e-6)
+
+
+def test_auto_damping_is_a_fraction_of_the_mean_eigenvalue(monkeypatch):
+    import skinfluence.curvature.solvers as solvers
+
+    X = np.random.default_rng(5).standard_normal((60, 4))
+    y = (X[:, 0] > 0).astype(int)
+    model = TorchModel(_net(), loss="cross_entropy", weight_decay=0.01)
+    dense = FisherInfluence(model, prefit=True, damping="auto").fit(X, y)
+    p = dense.adapter_.n_params
+    assert dense.damping_ == pytest.approx(0.1 * np.trace(dense.curvature_) / p, rel=1e-12)
+    plain = FisherInfluence(model, prefit=True, damping=dense.damping_).fit(X, y)
+    np.testing.assert_allclose(dense.attribute(X[:3], y[:3]), plain.attribute(X[:3], y[:3]), rtol=1e-10)
+    monkeypatch.setattr(solvers, "DENSE_MAX_PARAMS", 5)        # the CG path: Hutchinson's estimate
+    it = FisherInfluence(model, prefit=True, damping="auto", random_state=0).fit(X, y)
+    assert it.solver_ == "cg" and it.damping_ == pytest.approx(dense.damping_, rel=0.3)
+    glm = FisherInfluence(LogisticRegression(), damping="auto").fit(*_clf())
+    assert glm.damping_ == 0.0

@@ -379,7 +379,8 @@ def test_unconverged_estimator_warns_and_polish_fixes():
 
 
 @pytest.mark.parametrize("est", [Lasso(alpha=0.5, tol=0.5, max_iter=2),
-                                 LogisticRegression(l1_ratio=1.0, C=0.3, solver="saga", tol=0.5, max_iter=3)])
+                                 LogisticRegression(l1_ratio=1.0, C=0.3, solver="saga", tol=0.5, max_iter=3,
+                                                    random_state=0)])
 def test_l1_polishing_fixes_the_support(est):
     """Proximal Newton polishing lets coordinates enter and leave the support."""
     X, y = _reg(n=120, d=10) if isinstance(est, Lasso) else _clf(n=300, d=8)

@@ -315,3 +315,58 @@ def test_grid_search_clone_and_errors(binary):
     with pytest.warns(FitFailedWarning, match="failed"):
         failed = ApproxGridSearchCV(RandomForestClassifier(), {"n_estimators": [2, 3]}, refit=False).fit(X, y)
     assert np.isnan(failed.cv_results_["mean_test_score"]).all()
+
+
+# ------------------------------------------------------- Ridge: one set of Grams for every alpha
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("cv", [LeaveOneOut(), KFold(4, shuffle=True, random_state=0),
+                                ShuffleSplit(3, train_size=0.6, test_size=0.25, random_state=0)])
+def test_ridge_path_equals_exact_cv(cv, weighted, fit_intercept):
+    """The shared-Gram Ridge path gives the exact split scores, as refits do."""
+    from skinfluence.model_selection._ridge_path import RidgePath
+    X, y = make_regression(120, 6, noise=5.0, random_state=1)
+    X[:, 0] += 40.0  # a far-from-centred column: the intercept must be handled exactly
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, len(y)) if weighted else None
+    alphas = np.logspace(-2, 3, 7)
+    est = Ridge(fit_intercept=fit_intercept)
+    assert RidgePath.applies(est, X, y, {"alpha": 1.0}, "ns", 0.0)
+    approx = ApproxGridSearchCV(est, {"alpha": alphas}, cv=cv, scoring="neg_mean_squared_error")
+    approx.fit(X, y, sample_weight=sw)
+    exact = []
+    for a in alphas:
+        errs, weights = [], []  # the scorer is weighted too, as in GridSearchCV
+        splits = [(np.delete(np.arange(len(y)), i), [i]) for i in range(len(y))] \
+            if isinstance(cv, LeaveOneOut) else list(cv.split(X))
+        w = np.ones(len(y)) if sw is None else sw
+        for train, test in splits:
+            m = Ridge(alpha=a, fit_intercept=fit_intercept).fit(X[train], y[train],
+                                                                sample_weight=w[train])
+            errs.append((y[test] - m.predict(X[test])) ** 2)
+            weights.append(w[test])
+        exact.append(-np.average(np.concatenate(errs), weights=np.concatenate(weights))
+                     if isinstance(cv, LeaveOneOut)
+                     else -np.mean([np.average(e, weights=v) for e, v in zip(errs, weights)]))
+    np.testing.assert_allclose(approx.cv_results_["mean_test_score"], exact, rtol=1e-9)
+    assert approx.best_estimator_.alpha == alphas[int(np.argmax(exact))]
+
+
+def test_ridge_path_only_where_exact():
+    """Other models, other parameters, IJ steps, damping, sparse X and several targets take
+    the general path."""
+    from scipy import sparse
+    from skinfluence.model_selection._ridge_path import RidgePath
+    X, y = make_regression(50, 3, random_state=0)
+    assert not RidgePath.applies(Ridge(), X, y, {"alpha": 1.0, "solver": "svd"}, "ns", 0.0)
+    assert not RidgePath.applies(Ridge(), X, y, {"alpha": 1.0}, "ij", 0.0)
+    assert not RidgePath.applies(Ridge(), X, y, {"alpha": 1.0}, "ns", 1e-3)
+    assert not RidgePath.applies(Ridge(), sparse.csr_matrix(X), y, {"alpha": 1.0}, "ns", 0.0)
+    assert not RidgePath.applies(Ridge(), X, np.c_[y, y], {"alpha": 1.0}, "ns", 0.0)
+    assert not RidgePath.applies(Lasso(), X, y, {"alpha": 1.0}, "ns", 0.0)
+    assert not RidgePath.applies(make_pipeline(StandardScaler(), Ridge()), X, y, {}, "ns", 0.0)
+    # a grid that mixes both paths still runs (no warm start from the path's candidates)
+    grid = [{"alpha": [0.1, 1.0]}, {"alpha": [1.0], "solver": ["svd", "cholesky"]}]
+    search = ApproxGridSearchCV(Ridge(), grid, cv=3).fit(X, y)
+    exact = GridSearchCV(Ridge(), grid, cv=3).fit(X, y)
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"],
+                               exact.cv_results_["mean_test_score"], rtol=1e-8)

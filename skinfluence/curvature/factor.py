@@ -30,7 +30,13 @@ from ..exceptions import CurvatureError
 from .proximal import prox_newton_step
 from .solvers import Solver, register_solver
 
-__all__ = ["DenseSolver"]
+__all__ = ["DenseSolver", "COND_LIMIT"]
+
+#: smallest eigenvalue / largest below which the curvature counts as singular: solves lose
+#: about 12 digits there, and rounding may make a singular matrix pass Cholesky
+COND_LIMIT = 1e-12
+#: largest p for which a Woodbury down-date refactorises M − diag(d) to keep d exact
+EXACT_SHIFT_MAX_PARAMS = 4000
 
 
 @register_solver("dense")
@@ -79,16 +85,24 @@ class DenseSolver(Solver):
         if not np.all(np.isfinite(M)):
             raise CurvatureError("the curvature has non-finite entries (NaN or inf)")
         try:
-            return linalg.cho_factor(M, lower=True, check_finite=False)
+            chol = linalg.cho_factor(M, lower=True, check_finite=False)
+            d = np.abs(np.diag(chol[0]))
+            if d.min() ** 2 > COND_LIMIT * d.max() ** 2:  # well conditioned: cond ≥ (max d / min d)²
+                return chol
         except linalg.LinAlgError:
             pass
         eig = linalg.eigvalsh(M)
         lo, hi = eig[0], eig[-1]
+        if lo > COND_LIMIT * hi:  # a pivot was small, the matrix is not: fine
+            return linalg.cho_factor(M, lower=True, check_finite=False)
         kind = "indefinite" if lo < -1e-10 * max(hi, 1.0) else "singular"
+        advice = (", or use FisherInfluence, whose curvature is positive semi-definite"
+                  if kind == "indefinite" else "")
+        cond = f", condition beyond {1 / COND_LIMIT:.0e}" if kind == "singular" else ""
         raise CurvatureError(
-            f"the curvature is {kind} (eigenvalues from {lo - damping:.3g} to {hi - damping:.3g}); "
-            f"pass damping >= {damping + max(-lo, 0) + 1e-8 * max(hi, 1.0):.3g}, a stronger penalty, "
-            "or use FisherInfluence, whose curvature is positive semi-definite"
+            f"the curvature is {kind} (eigenvalues from {lo - damping:.3g} to {hi - damping:.3g}"
+            f"{cond}); pass damping >= "
+            f"{damping + max(-lo, 0) + 1e-8 * max(hi, 1.0):.3g} or a stronger penalty{advice}"
         )
 
     def prox_step(self, grad, theta, penalty, l1_factor=1.0, downdate=None):
@@ -123,13 +137,29 @@ class DenseSolver(Solver):
         """Dense ``M⁻¹`` (p × p), zero rows and columns on inactive coordinates."""
         return self.solve(np.eye(self.n_params))
 
+    def shifted(self, diag):
+        """The solver of ``M − diag(d)`` (self where ``p`` is too large to refactorise)."""
+        if self.n_params > EXACT_SHIFT_MAX_PARAMS:
+            return self
+        d = np.broadcast_to(np.asarray(diag, dtype=float), (self.n_params,))
+        key = d.tobytes()
+        cache = self.__dict__.setdefault("_shift_cache", {})
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[key] = DenseSolver(self.curvature - np.diag(d), self.damping, self.null_space,
+                                     self.active)
+        return cache[key]
+
     def downdated_solve(self, b, U, C, diag=None):
         """Solve ``(M − Uᵀ C U − diag(d)) x = b``.
 
         The diagonal ``d`` (the penalty weight a mean-scaled objective loses with the
-        removed samples) is applied exactly when ``M − UᵀCU`` is formed (``m ≥ p``);
-        on the Woodbury path, where few samples are removed, it is of the order of
-        the removed weight share and dropped.
+        removed samples) is applied exactly: when ``M − UᵀCU`` is formed (``m ≥ p``), and on
+        the Woodbury path by factorising ``M − diag(d)`` (cached for the last few ``d``:
+        equal folds share one) while ``p ≤ EXACT_SHIFT_MAX_PARAMS``; beyond, where that
+        factorisation would cost more than the solve, it is dropped, an error of the order
+        of the removed weight share.
 
         Parameters
         ----------
@@ -156,8 +186,9 @@ class DenseSolver(Solver):
             return self._expand(xs, b.shape)
         if C.ndim == 3:
             C = linalg.block_diag(*C)
-        Ab = self.solve(b)
-        AUt = self.solve(U.T)
+        base = self.shifted(diag) if diag is not None and np.any(diag) else self
+        Ab = base.solve(b)
+        AUt = base.solve(U.T)
         G = U @ AUt
         m = G.shape[0]
         try:

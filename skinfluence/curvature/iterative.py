@@ -66,7 +66,7 @@ def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None):
         if np.any(pAp[live] <= 0):
             raise CurvatureError(
                 "conjugate gradients met a direction of non-positive curvature: the curvature is "
-                "not positive definite; pass damping > 0 or use FisherInfluence"
+                "not positive definite; pass damping > 0 (or, with a Hessian, use FisherInfluence)"
             )
         alpha = np.where(live, rr / np.where(live, pAp, 1.0), 0.0)
         X += alpha * P
@@ -127,7 +127,7 @@ def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10, truncate=
                 if lam <= 0:
                     raise CurvatureError(
                         f"LiSSA diverges along a direction of non-positive curvature (eigenvalue "
-                        f"≈ {lam:.3g}): pass damping > {-lam:.3g} or use FisherInfluence"
+                        f"≈ {lam:.3g}): pass damping > {-lam:.3g} (or, with a Hessian, use FisherInfluence)"
                     )
                 diverged = True
                 break

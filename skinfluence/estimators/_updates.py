@@ -54,15 +54,36 @@ def newton_update(model, idx, g_delta, W_delta, share, method):
     return solver.prox_step(smooth_grad, ad.theta, pen, 1.0 - share, downdate=down) - ad.theta
 
 
-def _loo_quadratics(model, batch_size):
-    """Per block of rows: ``G_i = J_i M⁻¹ J_iᵀ`` and ``q_i = J_i M⁻¹ v_i`` (the IJ output change)."""
+#: distinct sample-weight shares up to which NS leave-one-out factorises M − s·∇²π once each
+MAX_SHARE_GROUPS = 8
+
+
+def _inverses(model, method):
+    """``(rows, M⁻¹)`` pairs: the inverse each row's leave-one-out step starts from.
+
+    NS removes a row's share ``s_i`` of a mean-scaled penalty's curvature too. ``M − s ∇²π``
+    is factorised once per distinct share (uniform weights: once), so that the per-row
+    Woodbury step is exact; beyond ``MAX_SHARE_GROUPS`` distinct shares (varied sample
+    weights) that term is dropped, an error of relative order ``s_i``.
+    """
+    solver, rows = model.solver, np.arange(model.n)
+    D = model.adapter.penalty.hessian_diagonal()
+    values, which = np.unique(model.share, return_inverse=True)
+    if (method == "ij" or not solver.dense or not D.any() or not values.any()
+            or len(values) > MAX_SHARE_GROUPS):
+        return [(rows, solver.inverse())]
+    return [(rows[which.ravel() == k], solver.shifted(s * D).inverse()) for k, s in enumerate(values)]
+
+
+def _loo_quadratics(model, rows, A, batch_size):
+    """Per block of ``rows``: ``G_i = J_i A J_iᵀ`` and ``q_i = J_i A v_i`` (the IJ output change)."""
     ad = model.adapter
-    A = model.solver.inverse()
-    a_pen = ad.jvp(model.Z, A @ model.pen_grad)         # J_i M⁻¹ ∇π, (n, K)
-    for sl in row_blocks(model.n, batch_size):
-        G = ad.jacobian_quadratic(model.Z[sl], A)        # (b, K, K)
-        q = model.c[sl, None] * np.einsum("bkl,bl->bk", G, model.g[sl]) + model.share[sl, None] * a_pen[sl]
-        yield sl, G, q
+    a_pen = ad.jvp(model.Z[rows], A @ model.pen_grad)   # J_i A ∇π, (len(rows), K)
+    for sl in row_blocks(len(rows), batch_size):
+        r = rows[sl]
+        G = ad.jacobian_quadratic(model.Z[r], A)         # (b, K, K)
+        q = model.c[r, None] * np.einsum("bkl,bl->bk", G, model.g[r]) + model.share[r, None] * a_pen[sl]
+        yield r, G, q
 
 
 def _batched_solve(M, b):
@@ -75,34 +96,87 @@ def _batched_solve(M, b):
 def loo_decision(model, method, batch_size):
     """Approximate leave-one-out outputs ``η_{-i}(x_i)``, shape (n, K).
 
-    NS uses the Woodbury identity per row, from the one factorisation:
+    NS uses the Woodbury identity per row, from one factorisation:
     ``η_{-i} − η_i = (I − c_i G_i W_i)⁻¹ J_i M⁻¹ v_i``. Rows whose removal leaves the
-    curvature singular (leverage 1) get NaN and a warning.
+    curvature singular (leverage 1) get NaN and a warning. For an ℓ1 penalty the step
+    keeps the support; rows whose removal changes it (a coefficient crosses zero, or a
+    zero one's gradient exceeds its threshold) are detected and take the exact proximal
+    step of :func:`newton_update` instead.
     """
     out = np.empty_like(model.eta)
     bad = np.zeros(model.n, bool)
     eye = np.eye(model.adapter.n_outputs)
-    for sl, G, q in _loo_quadratics(model, batch_size):
-        if method == "ns":
-            D = eye - model.c[sl, None, None] * G @ model.W[sl]
-            det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
-            sing = np.abs(det) < 1e-10
-            D[sing] = eye
-            q = _batched_solve(D, q)
-            q[sing] = np.nan
-            bad[sl] = sing
-        out[sl] = model.eta[sl] + q
+    groups = _inverses(model, method)
+    for rows, A in groups:
+        for r, G, q in _loo_quadratics(model, rows, A, batch_size):
+            if method == "ns":
+                D = eye - model.c[r, None, None] * G @ model.W[r]
+                det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
+                sing = np.abs(det) < 1e-10
+                D[sing] = eye
+                q = _batched_solve(D, q)
+                q[sing] = np.nan
+                bad[r] = sing
+            out[r] = model.eta[r] + q
     if bad.any():
         warnings.warn(f"{bad.sum()} training points have leverage 1: their leave-one-out "
                       "prediction is undefined (NaN)", InfluenceWarning, stacklevel=3)
+    ad = model.adapter
+    if method == "ns" and not ad.penalty.is_smooth:
+        for i in _support_changes(model, groups, out, ~bad, batch_size):
+            delta = newton_update(model, [i], model.g[[i]], model.W[[i]], model.share[i], "ns")
+            out[i] = ad.eta(model.Z[[i]], ad.theta + delta)[0]
+    if ad.is_classifier:  # as unlearn refuses: without its only row the model has other classes
+        counts = np.bincount(model.y.astype(int), minlength=len(ad.classes_))
+        alone = counts[model.y.astype(int)] == 1
+        if alone.any():
+            out[alone] = np.nan
+            warnings.warn(f"classes {ad.classes_[counts == 1].tolist()} have a single training row: "
+                          "without it the model would have other classes, so its leave-one-out "
+                          "prediction is undefined (NaN)", InfluenceWarning, stacklevel=3)
     return out
+
+
+def _support_changes(model, groups, out, ok, batch_size):
+    """Rows whose support-restricted leave-one-out step violates the ℓ1 optimality conditions.
+
+    With ``δη_i`` the step's output change, the parameter step is
+    ``Δ_i = A (v_i + c_i J_iᵀ W_i δη_i)`` (from ``M_{-i} Δ = v_i``). A support coordinate
+    that changes sign, or a zero coordinate ``j`` whose smooth gradient of the leave-one-out
+    quadratic model ``|∇_j| = |(∇F − v_i + M Δ_i − c_i J_iᵀ W_i δη_i)_j|`` exceeds its
+    threshold ``λ_j (1 − s_i)``, means that the support changes.
+    """
+    ad, pen, solver = model.adapter, model.adapter.penalty, model.solver
+    lam = pen.l1 * pen.scale
+    zero = ~solver.active
+    theta = ad.theta
+    moving = solver.active & (lam > 0)
+    grad0 = model.data_grad + pen.smooth_gradient(theta)
+    flagged = []
+    for rows, A in groups:
+        for sl in row_blocks(len(rows), batch_size):
+            r = rows[sl]
+            r = r[ok[r]]
+            if not len(r):
+                continue
+            d_eta = out[r] - model.eta[r]
+            pull = ad.gradients(model.Z[r], model.c[r, None] * np.einsum("bkl,bl->bk", model.W[r], d_eta))
+            V = model.removal_gradients(r)
+            step = (V + pull) @ A                        # Δ_i, rows (A is symmetric)
+            crossed = (np.sign(theta + step) != np.sign(theta))[:, moving].any(axis=1)
+            grad = grad0[zero] - V[:, zero] + step @ model.curvature[:, zero] - pull[:, zero]
+            limit = lam[zero] * (1.0 - model.share[r, None])
+            exceeds = (np.abs(grad) > limit * (1 + 1e-9)).any(axis=1)
+            flagged.extend(r[crossed | exceeds])
+    return flagged
 
 
 def ij_self_influence(model, batch_size):
     """First-order own-loss increase ``g_iᵀ J_i M⁻¹ v_i`` of every training row."""
     out = np.empty(model.n)
-    for sl, _, q in _loo_quadratics(model, batch_size):
-        out[sl] = np.einsum("bk,bk->b", model.g[sl], q)
+    rows = np.arange(model.n)
+    for r, _, q in _loo_quadratics(model, rows, model.solver.inverse(), batch_size):
+        out[r] = np.einsum("bk,bk->b", model.g[r], q)
     return out
 
 

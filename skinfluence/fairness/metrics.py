@@ -90,6 +90,13 @@ def demographic_parity_difference(y_true, y_pred, *, sensitive_features, pos_lab
     Returns
     -------
     float
+        0 when every group is selected at the same rate.
+
+    Examples
+    --------
+    >>> from skinfluence.fairness import demographic_parity_difference
+    >>> demographic_parity_difference([0, 1, 0, 1], [1, 1, 0, 1], sensitive_features=["a", "a", "b", "b"])
+    0.5
     """
     y_true, y_pred, codes, k = _prepare(y_true, y_pred, sensitive_features, sample_weight)
     return _rate_difference(y_pred == pos_label, np.ones(len(y_pred), bool), codes, k,
@@ -114,6 +121,13 @@ def equal_opportunity_difference(y_true, y_pred, *, sensitive_features, pos_labe
     Returns
     -------
     float
+        0 when every group's positive samples are predicted positive at the same rate.
+
+    Examples
+    --------
+    >>> from skinfluence.fairness import equal_opportunity_difference
+    >>> equal_opportunity_difference([1, 1, 1, 1], [1, 0, 1, 1], sensitive_features=["a", "a", "b", "b"])
+    0.5
     """
     y_true, y_pred, codes, k = _prepare(y_true, y_pred, sensitive_features, sample_weight)
     return _rate_difference(y_pred == pos_label, y_true == pos_label, codes, k, sample_weight,

@@ -76,7 +76,14 @@ def frozen_predictions(adapter, eta):
 
 def score_outputs(scorer, adapter, eta, X, y, **score_params):
     """Score approximate outputs ``eta`` of rows ``X``, ``y`` with a scikit-learn scorer."""
-    return scorer(frozen_predictions(adapter, eta), X, y, **score_params)
+    frozen = frozen_predictions(adapter, eta)
+    try:
+        return scorer(frozen, X, y, **score_params)
+    except AttributeError:  # e.g. a probability scorer on a regressor
+        kind = "classifier" if adapter.is_classifier else "regressor"
+        needs = getattr(scorer, "_response_method", "a method")
+        raise ValueError(f"the scoring {scorer} needs {needs}, which a {kind} does not have; "
+                         f"choose a scoring for a {kind}") from None
 
 
 # ---------------------------------------------------------------------- fast metrics

@@ -18,7 +18,9 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._utils import final_step
 from ..refit import fit_weighted
-from ._validation import APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, split_scores
+from ._ridge_path import RidgePath
+from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, removal_size,
+                          split_scores)
 
 __all__ = ["ApproxGridSearchCV", "ApproxRandomizedSearchCV"]
 
@@ -30,7 +32,171 @@ def _split_params(estimator, params):
     return {k: v for k, v in params.items() if not k.startswith(f"{last}__") and k != last}
 
 
-class ApproxGridSearchCV(BaseSearchCV):
+class _ApproxSearchCV(BaseSearchCV):
+    """Hyper-parameter search scored by approximate cross-validation (one fit per
+    candidate); subclasses say which candidates through ``_run_search``."""
+
+    return_train_score = False  # train scores of the approximate split models are not computed
+    n_jobs = None
+    pre_dispatch = None
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"])],
+        "scoring": [str, callable, list, tuple, dict, None],
+        "refit": ["boolean", str, callable],
+        "cv": ["cv_object"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "error_score": [StrOptions({"raise"}), Real],
+        **APPROX_CV_CONSTRAINTS,
+    }
+
+    def __init__(self, estimator, *, scoring=None, refit=True, cv=None, method="ns",
+                 curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
+                 error_score=np.nan):
+        self.estimator = estimator
+        self.scoring = scoring
+        self.refit = refit
+        self.cv = cv
+        self.method = method
+        self.curvature = curvature
+        self.polish = polish
+        self.damping = damping
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.error_score = error_score
+
+    # ------------------------------------------------------------------ fitting
+    def _fit_candidate(self, base, params, X, y, sample_weight, previous):
+        """Fit one candidate, warm-started from ``previous = (params, fitted estimator)``."""
+        est = clone(base).set_params(**clone(params, safe=False))
+        model = final_step(est)
+        if (self.warm_start and previous is not None and previous[1] is not None
+                and "warm_start" in model.get_params()
+                and _split_params(base, previous[0]) == _split_params(base, params)):
+            warm = copy.deepcopy(final_step(previous[1]))
+            warm.set_params(**model.get_params(deep=False))
+            warm.set_params(warm_start=True)
+            if isinstance(est, Pipeline):
+                est.steps[-1] = (est.steps[-1][0], warm)
+            else:
+                est = warm
+        return fit_weighted(est, X, y, sample_weight)
+
+    def _scorings(self, names):
+        """The scoring (a name, None or a callable) each scorer name was made from."""
+        if isinstance(self.scoring, dict):
+            return dict(self.scoring)
+        if isinstance(self.scoring, (list, tuple, set)):
+            return {s: s for s in self.scoring}
+        return {name: self.scoring for name in names} if names == ["score"] else {}
+
+    def _evaluate(self, base, params, X, y, sample_weight, previous, splits, scorers, loo,
+                  score_params):
+        """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
+        start = time.perf_counter()
+        if RidgePath.applies(base, X, y, params, self.method, self.damping):
+            # Ridge: every candidate shares the data's Grams and eigendecomposition
+            if self._ridge_path is None:
+                self._ridge_path = RidgePath(base, X, y, sample_weight)
+            inf, est = self._ridge_path.at(params.get("alpha", base.alpha)), None
+        else:
+            est = self._fit_candidate(base, params, X, y, sample_weight, previous)
+            inf = _influence(est, curvature=self.curvature, polish=self.polish, damping=self.damping,
+                             prefit=True, removal_size=removal_size(splits, len(y)))
+            inf.fit(X, y, sample_weight=sample_weight)
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
+                              self._scorings(list(scorers)))
+        return est, scores, fit_time, time.perf_counter() - start
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, **params):
+        """Run the search: one fit per candidate, approximate scores per split.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        **params : dict
+            ``groups`` (for the splitter) and ``sample_weight`` (for the fits; also
+            passed to scorers that accept it, as ``GridSearchCV`` does).
+
+        Returns
+        -------
+        self : object
+        """
+        X, y = _check_xy(X, y)
+        scorers, refit_metric = self._get_scorers()
+        multimetric = hasattr(scorers, "_scorers")  # a _MultimetricScorer
+        named = scorers._scorers if multimetric else {"score": scorers}
+        routed = self._get_routed_params_for_fit(params)
+        sample_weight = _sample_weight(self.estimator, routed.estimator.fit)
+        score_params = dict(routed.scorer.score)
+
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        loo = isinstance(cv, LeaveOneOut)
+        splits = [] if loo else list(cv.split(X, y, **routed.splitter.split))  # LOO: closed form
+        n_splits = 1 if loo else len(splits)
+        self.n_splits_ = n_splits
+        base = clone(self.estimator)
+        candidates, out, previous = [], [], [None]
+
+        def evaluate_candidates(candidate_params):
+            """Fit and score each candidate (one fit each); returns the results so far."""
+            candidate_params = list(candidate_params)
+            if not candidate_params and not candidates:
+                raise ValueError(f"the parameter grid {self._candidate_space()!r} has no candidates")
+            if self.verbose:
+                print(f"Fitting {len(candidate_params)} candidates once each, scoring "
+                      f"{n_splits} approximate splits each")
+            for params_ in candidate_params:
+                try:
+                    est, scores, fit_time, score_time = self._evaluate(
+                        base, params_, X, y, sample_weight, previous[0], splits, named, loo,
+                        score_params)
+                    previous[0] = (params_, est)
+                except Exception as exc:
+                    if self.error_score == "raise":
+                        raise
+                    warnings.warn(f"Candidate {params_} failed and is scored {self.error_score}: "
+                                  f"{type(exc).__name__}: {exc}", FitFailedWarning, stacklevel=2)
+                    scores = {name: np.full(n_splits, float(self.error_score)) for name in named}
+                    fit_time = score_time = 0.0
+                    previous[0] = None
+                for k in range(n_splits):
+                    test = {name: s[k] for name, s in scores.items()}
+                    out.append({"fit_time": fit_time / n_splits, "score_time": score_time / n_splits,
+                                "test_scores": test if multimetric else test["score"]})
+            candidates.extend(candidate_params)
+            return self._format_results(candidates, n_splits, out)
+
+        self._ridge_path = None  # shared by Ridge candidates (see _ridge_path)
+        try:
+            self._run_search(evaluate_candidates)
+        finally:
+            del self._ridge_path
+        self.multimetric_ = multimetric
+        results = self._format_results(candidates, n_splits, out)
+
+        if self.refit or not self.multimetric_:
+            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
+            if not callable(self.refit):
+                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+        if self.refit:
+            start = time.perf_counter()
+            best = clone(base).set_params(**clone(self.best_params_, safe=False))
+            self.best_estimator_ = fit_weighted(best, X, y, sample_weight)
+            self.refit_time_ = time.perf_counter() - start
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        self.scorer_ = named if self.multimetric_ else scorers
+        self.cv_results_ = results
+        return self
+
+
+class ApproxGridSearchCV(_ApproxSearchCV):
     """Exhaustive search over a parameter grid, scored by approximate cross-validation.
 
     Reads like :class:`~sklearn.model_selection.GridSearchCV` (same ``cv_results_``
@@ -53,6 +219,10 @@ class ApproxGridSearchCV(BaseSearchCV):
       each fit starts from the previous candidate's solution when only the model's
       own parameters changed (a regularisation path). The user's estimator is
       never modified and ``best_estimator_`` is a plain refit, as in GridSearchCV.
+    * A plain ``Ridge`` whose candidates differ only in ``alpha`` (dense X, one target,
+      ``method="ns"``, no damping) is not fitted per candidate: every alpha's split
+      answers come exactly from the data's Grams, shared by the grid (leave-one-out from
+      one eigendecomposition, as :class:`~sklearn.linear_model.RidgeCV` does).
     * Train scores are not computed (``return_train_score`` is not available), and
       candidates run sequentially (no ``n_jobs``).
 
@@ -102,165 +272,28 @@ class ApproxGridSearchCV(BaseSearchCV):
     {'C': 0.1}
     """
 
-    return_train_score = False  # train scores of the approximate split models are not computed
-    n_jobs = None
-    pre_dispatch = None
-    _parameter_constraints: dict = {
-        "estimator": [HasMethods(["fit"])],
-        "param_grid": [dict, list],
-        "scoring": [str, callable, list, tuple, dict, None],
-        "refit": ["boolean", str, callable],
-        "cv": ["cv_object"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "error_score": [StrOptions({"raise"}), Real],
-        **APPROX_CV_CONSTRAINTS,
-    }
+    _parameter_constraints: dict = {**_ApproxSearchCV._parameter_constraints, "param_grid": [dict, list]}
 
     def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, method="ns",
                  curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
                  error_score=np.nan):
-        self.estimator = estimator
+        super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, method=method, curvature=curvature,
+                         polish=polish, damping=damping, warm_start=warm_start, verbose=verbose,
+                         error_score=error_score)
         self.param_grid = param_grid
-        self.scoring = scoring
-        self.refit = refit
-        self.cv = cv
-        self.method = method
-        self.curvature = curvature
-        self.polish = polish
-        self.damping = damping
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.error_score = error_score
 
-    # ------------------------------------------------------------------ fitting
-    def _fit_candidate(self, base, params, X, y, sample_weight, previous):
-        """Fit one candidate, warm-started from ``previous = (params, fitted estimator)``."""
-        est = clone(base).set_params(**clone(params, safe=False))
-        model = final_step(est)
-        if (self.warm_start and previous is not None and "warm_start" in model.get_params()
-                and _split_params(base, previous[0]) == _split_params(base, params)):
-            warm = copy.deepcopy(final_step(previous[1]))
-            warm.set_params(**model.get_params(deep=False))
-            warm.set_params(warm_start=True)
-            if isinstance(est, Pipeline):
-                est.steps[-1] = (est.steps[-1][0], warm)
-            else:
-                est = warm
-        return fit_weighted(est, X, y, sample_weight)
-
-    def _scorings(self, names):
-        """The scoring (a name, None or a callable) each scorer name was made from."""
-        if isinstance(self.scoring, dict):
-            return dict(self.scoring)
-        if isinstance(self.scoring, (list, tuple, set)):
-            return {s: s for s in self.scoring}
-        return {name: self.scoring for name in names} if names == ["score"] else {}
-
-    def _evaluate(self, base, params, X, y, sample_weight, previous, splits, scorers, loo,
-                  score_params):
-        """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
-        start = time.perf_counter()
-        est = self._fit_candidate(base, params, X, y, sample_weight, previous)
-        inf = _influence(est, curvature=self.curvature, polish=self.polish,
-                         damping=self.damping, prefit=True).fit(X, y, sample_weight=sample_weight)
-        fit_time = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
-                              self._scorings(list(scorers)))
-        return est, scores, fit_time, time.perf_counter() - start
+    def _candidate_space(self):
+        return self.param_grid
 
     def _run_search(self, evaluate_candidates):
-        """Evaluate every candidate of ``param_grid`` (as ``GridSearchCV`` does; a subclass
-        searches otherwise, e.g. :class:`ApproxRandomizedSearchCV`)."""
+        """Evaluate every candidate of ``param_grid``, as ``GridSearchCV`` does."""
         evaluate_candidates(ParameterGrid(self.param_grid))
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y, **params):
-        """Run the search: one fit per candidate, approximate scores per split.
 
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-        **params : dict
-            ``groups`` (for the splitter) and ``sample_weight`` (for the fits; also
-            passed to scorers that accept it, as ``GridSearchCV`` does).
-
-        Returns
-        -------
-        self : object
-        """
-        X, y = _check_xy(X, y)
-        scorers, refit_metric = self._get_scorers()
-        multimetric = hasattr(scorers, "_scorers")  # a _MultimetricScorer
-        named = scorers._scorers if multimetric else {"score": scorers}
-        routed = self._get_routed_params_for_fit(params)
-        sample_weight = _sample_weight(self.estimator, routed.estimator.fit)
-        score_params = dict(routed.scorer.score)
-
-        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        loo = isinstance(cv, LeaveOneOut)
-        splits = [] if loo else list(cv.split(X, y, **routed.splitter.split))  # LOO: closed form
-        n_splits = 1 if loo else len(splits)
-        self.n_splits_ = n_splits
-        base = clone(self.estimator)
-        candidates, out, previous = [], [], [None]
-
-        def evaluate_candidates(candidate_params):
-            """Fit and score each candidate (one fit each); returns the results so far."""
-            candidate_params = list(candidate_params)
-            if self.verbose:
-                print(f"Fitting {len(candidate_params)} candidates once each, scoring "
-                      f"{n_splits} approximate splits each")
-            for params_ in candidate_params:
-                try:
-                    est, scores, fit_time, score_time = self._evaluate(
-                        base, params_, X, y, sample_weight, previous[0], splits, named, loo,
-                        score_params)
-                    previous[0] = (params_, est)
-                except Exception as exc:
-                    if self.error_score == "raise":
-                        raise
-                    warnings.warn(f"Candidate {params_} failed and is scored {self.error_score}: "
-                                  f"{type(exc).__name__}: {exc}", FitFailedWarning, stacklevel=2)
-                    scores = {name: np.full(n_splits, float(self.error_score)) for name in named}
-                    fit_time = score_time = 0.0
-                    previous[0] = None
-                for k in range(n_splits):
-                    test = {name: s[k] for name, s in scores.items()}
-                    out.append({"fit_time": fit_time / n_splits, "score_time": score_time / n_splits,
-                                "test_scores": test if multimetric else test["score"]})
-            candidates.extend(candidate_params)
-            return self._format_results(candidates, n_splits, out)
-
-        self._run_search(evaluate_candidates)
-        if not candidates:
-            raise ValueError("the parameter grid has no candidates")
-        self.multimetric_ = multimetric
-        results = self._format_results(candidates, n_splits, out)
-
-        if self.refit or not self.multimetric_:
-            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
-            if not callable(self.refit):
-                self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
-            self.best_params_ = results["params"][self.best_index_]
-        if self.refit:
-            start = time.perf_counter()
-            best = clone(base).set_params(**clone(self.best_params_, safe=False))
-            self.best_estimator_ = fit_weighted(best, X, y, sample_weight)
-            self.refit_time_ = time.perf_counter() - start
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        self.scorer_ = named if self.multimetric_ else scorers
-        self.cv_results_ = results
-        return self
-
-
-class ApproxRandomizedSearchCV(ApproxGridSearchCV):
+class ApproxRandomizedSearchCV(_ApproxSearchCV):
     """Randomized search over parameter distributions, scored by approximate cross-validation.
 
-    :class:`ApproxGridSearchCV` with ``n_iter`` candidates drawn from
+    The search of :class:`ApproxGridSearchCV` with ``n_iter`` candidates drawn from
     ``param_distributions`` (as :class:`~sklearn.model_selection.RandomizedSearchCV`
     draws them); every other parameter and attribute is the same.
 
@@ -273,8 +306,13 @@ class ApproxRandomizedSearchCV(ApproxGridSearchCV):
         Number of candidates drawn.
     random_state : int, RandomState or None, default=None
         Seeds the draws.
-    **kwargs
-        The other parameters of :class:`ApproxGridSearchCV`.
+    scoring, refit, cv, method, curvature, polish, damping, warm_start, verbose, error_score
+        As in :class:`ApproxGridSearchCV`.
+
+    Attributes
+    ----------
+    cv_results_, best_estimator_, best_score_, best_params_, best_index_, scorer_, n_splits_
+        As in :class:`ApproxGridSearchCV`.
 
     Examples
     --------
@@ -290,7 +328,7 @@ class ApproxRandomizedSearchCV(ApproxGridSearchCV):
     """
 
     _parameter_constraints: dict = {
-        **{k: v for k, v in ApproxGridSearchCV._parameter_constraints.items() if k != "param_grid"},
+        **_ApproxSearchCV._parameter_constraints,
         "param_distributions": [dict, list],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
@@ -299,21 +337,17 @@ class ApproxRandomizedSearchCV(ApproxGridSearchCV):
     def __init__(self, estimator, param_distributions, *, n_iter=10, random_state=None, scoring=None,
                  refit=True, cv=None, method="ns", curvature="hessian", polish=True, damping=0.0,
                  warm_start=True, verbose=0, error_score=np.nan):
-        self.estimator = estimator
+        super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, method=method, curvature=curvature,
+                         polish=polish, damping=damping, warm_start=warm_start, verbose=verbose,
+                         error_score=error_score)
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.random_state = random_state
-        self.scoring = scoring
-        self.refit = refit
-        self.cv = cv
-        self.method = method
-        self.curvature = curvature
-        self.polish = polish
-        self.damping = damping
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.error_score = error_score
+
+    def _candidate_space(self):
+        return self.param_distributions
 
     def _run_search(self, evaluate_candidates):
+        """Evaluate ``n_iter`` candidates drawn from ``param_distributions``."""
         evaluate_candidates(ParameterSampler(self.param_distributions, self.n_iter,
                                              random_state=self.random_state))

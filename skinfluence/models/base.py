@@ -74,7 +74,11 @@ class ModelAdapter:
         """Targets as the loss expects them (class codes for classifiers)."""
         y = np.asarray(y)
         if not self.is_classifier:
-            return y.astype(float)
+            y = y.astype(float)
+            if not np.all(np.isfinite(y)):
+                raise ValueError("y contains NaN or infinity")
+            check = getattr(self.loss, "check_target", None)
+            return check(y) if check is not None else y
         codes = np.searchsorted(self.classes_, y)
         codes = np.clip(codes, 0, len(self.classes_) - 1)
         unknown = self.classes_[codes] != y
@@ -127,8 +131,10 @@ class ModelAdapter:
     def gradients(self, Z, G):
         return np.einsum("nkp,nk->np", self.jacobians(Z), G)
 
-    def total_gradient(self, Z, G):
-        """``Σ_i J_iᵀ G_i``, shape (p,)."""
+    def total_gradient(self, Z, G, theta=None):
+        """``Σ_i J_iᵀ G_i``, shape (p,), with the Jacobians at ``theta`` (the fitted θ by default)."""
+        if theta is not None:
+            raise NotImplementedError(f"{type(self).__name__} has Jacobians at its fitted θ only")
         return self.gradients(Z, G).sum(axis=0)
 
     def jvp(self, Z, v):

@@ -229,6 +229,16 @@ class Tweedie(ScalarLoss):
         mu = np.maximum(mu, _TINY) if p > 0 else mu
         return p * y * mu ** (-p - 1) + (1 - p) * mu ** (-p) if p else np.ones_like(mu)
 
+    def check_target(self, y):
+        """Refuse targets outside the family's domain (as scikit-learn's fit does)."""
+        if self.power >= 2 and np.any(y <= 0):
+            raise ValueError(f"targets of a Tweedie power {self.power:g} model (Gamma: 2) must be "
+                             f"positive; got a minimum of {np.min(y):g}")
+        if self.power >= 1 and np.any(y < 0):
+            raise ValueError(f"targets of a Tweedie power {self.power:g} model (Poisson: 1) must be "
+                             f"non-negative; got a minimum of {np.min(y):g}")
+        return y
+
     def sample(self, eta, rng):
         mu = self.mean(eta)
         if self.power == 0:

@@ -84,8 +84,9 @@ class _Spec:
     intercept_penalty: float = 0.0  # liblinear penalises the intercept
 
 
-def _unsupported(est, why):
-    return ValueError(f"{type(est).__name__} with {why} is not supported by skinfluence")
+def _unsupported(est, why, advice=""):
+    return ValueError(f"{type(est).__name__} with {why} is not supported by skinfluence"
+                      + (f"; {advice}" if advice else ""))
 
 
 def _logistic_l1_ratio(est):
@@ -115,7 +116,7 @@ def _spec(est, n_classes) -> _Spec:
         return _Spec(loss, rho, 1.0 - rho, data_scale=est.C, intercept_penalty=ip)
     if isinstance(est, SGDClassifier):
         if est.loss != "log_loss":
-            raise _unsupported(est, f"loss={est.loss!r}; use loss='log_loss'")
+            raise _unsupported(est, f"loss={est.loss!r}", "use loss='log_loss'")
         if n_classes != 2:
             raise _unsupported(est, "more than two classes (SGD fits one-vs-rest)")
         rho = {"l2": 0.0, "l1": 1.0, "elasticnet": est.l1_ratio, None: None}[est.penalty]
@@ -164,6 +165,8 @@ class GLMAdapter(ModelAdapter):
             B = np.vstack([B, intercept])
             scale = np.vstack([scale, np.full((1, K), spec.intercept_penalty)])
         self.theta = B.ravel().copy()
+        if not np.all(np.isfinite(self.theta)):
+            raise ValueError(f"the fitted {type(estimator).__name__} has NaN or infinite coefficients")
         self.penalty = ElasticNetPenalty(spec.l1, spec.l2, scale.ravel())
 
     @property
@@ -216,7 +219,7 @@ class GLMAdapter(ModelAdapter):
         Zd = Z.toarray() if sp.issparse(Z) else Z
         return (Zd[:, :, None] * G[:, None, :]).reshape(len(Zd), -1)
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):  # J_i does not depend on θ
         return np.asarray(Z.T @ G).ravel()
 
     def _blocks(self):

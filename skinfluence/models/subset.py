@@ -87,8 +87,9 @@ class SubsetAdapter(ModelAdapter):
     def gradients(self, Z, G):
         return self.parent.gradients(Z, G)[:, self.mask]
 
-    def total_gradient(self, Z, G):
-        return self.parent.total_gradient(Z, G)[self.mask]
+    def total_gradient(self, Z, G, theta=None):
+        full = None if theta is None else self.full_theta(theta)
+        return self.parent.total_gradient(Z, G, full)[self.mask]
 
     def jvp(self, Z, v):
         return self.parent.jvp(Z, self.embed(v))

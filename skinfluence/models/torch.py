@@ -42,6 +42,7 @@ import torch
 from sklearn.utils.validation import check_array
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
+from .._utils import row_blocks
 from .base import ModelAdapter
 from .families import Bernoulli, Gaussian, Multinomial
 from .penalties import ElasticNetPenalty
@@ -120,6 +121,10 @@ class TorchAdapter(ModelAdapter):
         self._fixed.update({n: b for n, b in self.module.named_buffers()})
         self._theta_t = torch.cat([own[n].detach().reshape(-1) for n in self._names])
         self.theta = self._theta_t.cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(self.theta)):
+            bad = [n for n, p in named if not torch.isfinite(p).all()]
+            raise ValueError(f"the network has NaN or infinite parameters (in {bad}): it cannot be "
+                             "at an optimum; retrain it (a smaller learning rate, gradient clipping)")
         decay = np.concatenate([np.full(p.numel(), spec.decay.get(id(p), 0.0)) for _, p in named])
         self.penalty = ElasticNetPenalty(0.0, 1.0, np.sqrt(decay))
 
@@ -259,8 +264,7 @@ class TorchAdapter(ModelAdapter):
         return self._theta_t if theta is None else self._t(theta)
 
     def _chunks(self, n, per_sample=1):
-        b = max(1, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
-        return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+        return row_blocks(n, min(self.batch_size, _ELEMENTS // max(per_sample, 1)))
 
     @staticmethod
     def _np(t):
@@ -318,12 +322,13 @@ class TorchAdapter(ModelAdapter):
             out[sl] = self._np(per(self._theta_t, self._t(Z[sl]), self._t(G[sl])))
         return out
 
-    def total_gradient(self, Z, G):
+    def total_gradient(self, Z, G, theta=None):
         G = np.asarray(G, dtype=float).reshape(len(Z), -1)
+        th = self._theta(theta)
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
         for sl in self._chunks(len(Z)):
             x = self._t(Z[sl])
-            _, pull = vjp(lambda th: self._f(th, x), self._theta_t)
+            _, pull = vjp(lambda t: self._f(t, x), th)
             total += pull(self._t(G[sl]))[0]
         return self._np(total)
 

@@ -37,10 +37,38 @@ class TorchModel(torch.nn.Module):
     classes : array-like, optional
         Class labels in the order of the outputs (default ``0, ..., K − 1``).
 
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The wrapped network (not copied: the influence estimator deep-copies the
+        whole model when it is fitted with ``prefit=True``).
+    loss, weight_decay, reduction, classes
+        As given.
+
     Examples
     --------
-    >>> model = TorchModel(net, loss="cross_entropy", weight_decay=1e-3)  # doctest: +SKIP
-    >>> HessianInfluence(model, prefit=True).fit(X, y)                      # doctest: +SKIP
+    A logistic regression written as a torch module, trained to its optimum:
+
+    >>> import numpy as np, torch
+    >>> from skinfluence import FisherInfluence
+    >>> from skinfluence.models.torch import TorchModel
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 3))
+    >>> y = (X[:, 0] + rng.normal(size=100) > 0).astype(np.int64)
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Linear(3, 2).double()
+    >>> opt = torch.optim.LBFGS(net.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+    >>> def objective():
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.cross_entropy(net(torch.as_tensor(X)), torch.as_tensor(y))
+    ...     loss = loss + 1e-2 / 2 * sum((p ** 2).sum() for p in net.parameters())
+    ...     loss.backward()
+    ...     return loss
+    >>> _ = opt.step(objective)
+    >>> model = TorchModel(net, loss="cross_entropy", weight_decay=1e-2)
+    >>> inf = FisherInfluence(model, prefit=True).fit(X, y)
+    >>> inf.self_influence().shape
+    (100,)
     """
 
     def __init__(self, module, loss="cross_entropy", weight_decay=0.0, reduction="mean",

@@ -1,0 +1,543 @@
+"""Attribution quality on digits: LDS and LOO correlation of skinfluence and of peers, on the same models.
+
+Three models on scikit-learn's digits (pixels / 16, fixed stratified 80/20 split,
+random_state=0; 1,437 training rows): (a) multinomial ``LogisticRegression(C=1)``,
+(b) a skorch MLP 64-64-10 (tanh, 4,810 parameters), (c) the small CNN of
+``examples/digits_influence.py`` (1,898 parameters). Both nets are skorch
+classifiers trained full batch by L-BFGS in float64 on mean cross-entropy +
+``wd/2 ‖θ‖²`` (``wd`` is the SGD optimizer's coupled weight decay, 1e-3), from an
+initialisation fixed by ``module__seed``, so that every retrained model starts
+from the same weights and differences between models come from their data.
+
+Ground truth (:func:`skinfluence.metrics.retrain_on_subsets`, cached under
+``--cache-dir``): ``--n-subsets`` models retrained on random halves of the
+training rows (``--cnn-subsets`` for the CNN) and ``--n-loo`` leave-one-out
+refits (not for the CNN); test losses on ``--n-test`` test points.
+
+Methods, each on the same trained model (time = fit + attribute, one run):
+
+* skinfluence ``FisherInfluence`` (exact GGN; nets also ``fisher="mc"`` and
+  ``"empirical"``) and ``HessianInfluence``, over a damping sweep
+  ``damping = f · trace(M)/p`` for ``f`` in ``--fractions`` (f = 0 is the default);
+* :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
+  ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
+* gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
+* dattri (``pip install --no-deps dattri``, benchmark venv only): IF-CG, TracIn
+  (checkpoints along the L-BFGS run) and TRAK with 1 and ``--n-ensemble`` (CNN: ``--cnn-ensemble``) models.
+
+For time on a shared machine the CNN gets only the exact Fisher (and the Hessian unless
+``--no-hessian``), no IF-CG, and ``--cnn-subsets`` (default 20) subsets without LOO refits.
+
+Run (2 shared cores): ``nice -n 5 python benchmarks/attribution_quality.py --n-jobs 2``
+(``--part truth`` only trains the ground truth; ``--part cv`` only the Adult CV experiment).
+The commands behind ``benchmarks/RESULTS_attribution.md`` are listed there.
+"""
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+import scipy.linalg
+import torch
+from joblib import Memory
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from skorch import NeuralNetClassifier
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from skinfluence import FisherInfluence, HessianInfluence
+from skinfluence.ensemble import InfluenceEnsemble
+from skinfluence.metrics import linear_datamodeling_score, loo_correlation, retrain_on_subsets
+from skinfluence.models.torch import TorchModel
+
+WD = 1e-3
+
+
+# ------------------------------------------------------------------------- models
+class MLP(torch.nn.Module):
+    """64 → 64 → 10, tanh (4,810 parameters)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                                           torch.nn.Linear(64, 10))
+        self.double()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN(torch.nn.Module):
+    """The CNN of examples/digits_influence.py: conv 8 → pool → conv 16 → pool → linear (1,898 parameters)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.features = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
+                torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2))
+            self.classifier = torch.nn.Linear(16 * 2 * 2, 10)
+        self.double()
+
+    def forward(self, x):
+        return self.classifier(self.features(x.reshape(-1, 1, 8, 8)).flatten(1))
+
+
+def lbfgs(module, X, y, wd, iters, checkpoints=()):
+    """Full-batch L-BFGS on mean CE + wd/2 ‖θ‖²; the parameters after each iteration count in ``checkpoints``."""
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    opt = torch.optim.LBFGS(module.parameters(), max_iter=1, history_size=50, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(X), y)
+        loss = loss + wd / 2 * sum((p**2).sum() for p in module.parameters())
+        loss.backward()
+        return loss
+
+    saved, done = [], 0
+    for stop in sorted({*checkpoints, iters}):
+        opt.param_groups[0].update(max_iter=stop - done, max_eval=(stop - done) * 5 // 4)
+        opt.step(closure)
+        done = stop
+        if stop in checkpoints:
+            saved.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+    return saved
+
+
+class LBFGSNet(NeuralNetClassifier):
+    """A skorch classifier trained full batch by L-BFGS for ``max_epochs`` iterations (see :func:`lbfgs`).
+
+    ``checkpoints_``: the parameters after 1/8, 1/4 and 1/2 of the iterations (for TracIn).
+    """
+
+    def fit(self, X, y, **fit_params):
+        self.classes_inferred_ = np.unique(y)
+        self.initialize()
+        n = self.max_epochs
+        self.checkpoints_ = lbfgs(self.module_, X, y, self.optimizer_.param_groups[0]["weight_decay"], n,
+                                  checkpoints=(n // 8, n // 4, n // 2))
+        return self
+
+
+def make_models():
+    net = dict(criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD, optimizer__weight_decay=WD,
+               train_split=None, verbose=0, module__seed=0)
+    return {
+        "logreg": LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000),
+        "mlp": LBFGSNet(MLP, max_epochs=1000, **net),
+        "cnn": LBFGSNet(CNN, max_epochs=500, **net),
+    }
+
+
+def load_data(n_test):
+    digits = load_digits()
+    X, y = digits.data / 16.0, digits.target.astype(np.int64)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    return X_tr, y_tr, X_te[:n_test], y_te[:n_test]
+
+
+# ------------------------------------------------------------------------- ground truth
+def ground_truth(name, est, data, args):
+    X, y, Xt, yt = data
+    n_subsets = args.cnn_subsets if name == "cnn" else args.n_subsets
+    t = time.perf_counter()
+    half = retrain_on_subsets(est, X, y, Xt, yt, subsets=n_subsets, random_state=0, n_jobs=args.n_jobs,
+                              cache_dir=args.cache_dir)
+    loo = None
+    if name != "cnn" and args.n_loo:
+        removed = np.random.default_rng(1).choice(len(y), args.n_loo, replace=False)
+        loo = retrain_on_subsets(est, X, y, Xt, yt, subsets=~np.eye(len(y), dtype=bool)[removed],
+                                 random_state=0, n_jobs=args.n_jobs, cache_dir=args.cache_dir)
+        loo.removed = removed
+    print(f"[{name}] ground truth: {n_subsets} half-subset models"
+          f"{'' if loo is None else f', {len(loo.removed)} leave-one-out refits'}: "
+          f"{time.perf_counter() - t:.0f} s (0 when cached)", flush=True)
+    return half, loo
+
+
+# ------------------------------------------------------------------------- trained models
+def _train_full(est, X, y, seed):
+    """A net trained on all rows from ``module__seed=seed``: its parameters, checkpoints and training time."""
+    t = time.perf_counter()
+    net = clone(est).set_params(module__seed=seed).fit(X, y)
+    t_train = time.perf_counter() - t
+    return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}, net.checkpoints_, t_train
+
+
+def trained_models(name, est, X, y, args):
+    """(fitted estimator or module, torch module or None, checkpoints, training times) for seeds 0..k-1."""
+    memory = Memory(args.cache_dir, verbose=0)
+    if name == "logreg":
+        t = time.perf_counter()
+        fitted = clone(est).fit(X, y)
+        lin = torch.nn.Linear(64, 10).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(fitted.coef_))
+            lin.bias.copy_(torch.as_tensor(fitted.intercept_))
+        return [fitted], [lin], [[lin.state_dict()]], [time.perf_counter() - t]
+    n_models = args.cnn_ensemble if name == "cnn" else args.n_ensemble
+    out = [memory.cache(_train_full)(est, X, y, seed) for seed in range(n_models)]
+    modules = []
+    for state, _, _ in out:
+        module = est.module(seed=0)
+        module.load_state_dict(state)
+        modules.append(module)
+    return ([TorchModel(m, loss="cross_entropy", weight_decay=WD) for m in modules], modules,
+            [[*ck, st] for st, ck, _ in out], [t for _, _, t in out])
+
+
+def probabilities(model, X):
+    if isinstance(model, TorchModel):
+        with torch.no_grad():
+            return torch.softmax(model(torch.as_tensor(X)), 1).numpy()
+    return model.predict_proba(X)
+
+
+# ------------------------------------------------------------------------- scoring
+def scores(A, half, loo):
+    lds = linear_datamodeling_score(A, half.subset_losses, half.subsets, half.full_losses)
+    corr = np.nan if loo is None else loo_correlation(A, loo.subset_losses, loo.removed, loo.full_losses)
+    return lds, corr
+
+
+def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, half, loo, fitted=None, resolve=True):
+    """Rows (label, setting, LDS, LOO, seconds) of one influence estimator over the damping sweep.
+
+    The first damping whose fit succeeds is fitted (time: fit + attribute). The others reuse its
+    dense curvature ``M = curvature_``: ``∇ℓ_t (M + δI)⁻¹ v_i`` is ``removal_effect`` of
+    ``∇ℓ_t (M + δI)⁻¹ (M + δ₀I)``, one extra Cholesky (time: the base fit's + this solve).
+    ``resolve=False`` (linear models, whose factorisation also handles the multinomial's null
+    space) fits every damping.
+    """
+    rows, (base, t_fit) = [], (fitted or (None, 0.0))
+    t_base = t_fit
+    for f in fractions:
+        t = time.perf_counter()
+        try:
+            reuse = fitted is not None and f * scale == fitted[0].damping
+            if base is None or not resolve or reuse:
+                base = fitted[0] if reuse else make(damping=f * scale).fit(X, y)
+                A = base.attribute(Xt, yt)
+                t_base = time.perf_counter() - t + t_fit
+                rows.append((label, f"damping {f:g}·tr/p", *scores(A, half, loo), t_base))
+            else:
+                M = base.curvature_.copy()
+                M0 = M.copy()
+                M0[np.diag_indices_from(M0)] += base.damping
+                M[np.diag_indices_from(M)] += f * scale
+                H = scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), test_grads(base).T).T @ M0
+                A = base.removal_effect(H)
+                rows.append((label, f"damping {f:g}·tr/p", *scores(A, half, loo), time.perf_counter() - t + t_base))
+        except Exception as exc:  # an indefinite Hessian without damping: say so in the table
+            rows.append((label, f"damping {f:g}·tr/p: {type(exc).__name__}", np.nan, np.nan,
+                         time.perf_counter() - t))
+        print("   ", rows[-1], flush=True)
+    return rows
+
+
+def dattri_methods(name, modules, ckpts, t_train, data, half, loo, args):
+    """IF-CG, TracIn and TRAK from dattri on the same trained models (rows as above)."""
+    try:
+        from dattri.algorithm.influence_function import IFAttributorCG
+        from dattri.algorithm.tracin import TracInAttributor
+        from dattri.algorithm.trak import TRAKAttributor
+        from dattri.task import AttributionTask
+    except ImportError as exc:
+        print(f"    dattri not importable ({exc}): peers skipped")
+        return []
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y, Xt, yt = data
+    model = modules[0]
+    n = len(y)
+
+    def penalty(params):
+        if name == "logreg":  # C=1: Σℓ + ‖W‖²/2 = n · (mean ℓ + ‖W‖²/(2n)); bias free
+            return sum((p**2).sum() for k, p in params.items() if k.endswith("weight")) / (2 * n)
+        return WD / 2 * sum((p**2).sum() for p in params.values())
+
+    def loss_func(params, data):  # the training objective, per sample (or mean over a batch)
+        x, label = data
+        out = torch.func.functional_call(model, params, x.reshape(-1, 64))
+        return torch.nn.functional.cross_entropy(out, label.reshape(-1)) + penalty(params)
+
+    def target_func(params, data):  # test loss, no penalty
+        x, label = data
+        out = torch.func.functional_call(model, params, x.reshape(-1, 64))
+        return torch.nn.functional.cross_entropy(out, label.reshape(-1))
+
+    def correct_prob(params, data):
+        return torch.exp(-target_func(params, data))
+
+    def loader(X_, y_):
+        return DataLoader(TensorDataset(torch.as_tensor(X_), torch.as_tensor(y_)), batch_size=256, shuffle=False)
+
+    train, test = loader(X, y), loader(Xt, yt)
+    rows = []
+
+    def run(label, setting, fn, extra_time=0.0):
+        t = time.perf_counter()
+        try:
+            A = fn().detach().numpy().T.astype(float)
+            rows.append((label, setting, *scores(A, half, loo), time.perf_counter() - t + extra_time))
+        except Exception as exc:
+            rows.append((label, f"{setting}: {type(exc).__name__}: {str(exc)[:60]}", np.nan, np.nan,
+                         time.perf_counter() - t))
+        print("   ", rows[-1], flush=True)
+
+    def if_cg(reg):
+        task = AttributionTask(loss_func=loss_func, model=model, checkpoints=ckpts[0][-1], target_func=target_func)
+        att = IFAttributorCG(task, max_iter=10, regularization=reg)
+        att.cache(train)
+        return att.attribute(train, test)
+
+    def tracin():
+        task = AttributionTask(loss_func=loss_func, model=model, checkpoints=ckpts[0], target_func=target_func)
+        att = TracInAttributor(task, weight_list=torch.ones(len(ckpts[0]), dtype=torch.float64),
+                               normalized_grad=False)
+        return att.attribute(train, test)
+
+    def trak(k):
+        task = AttributionTask(loss_func=loss_func, model=model, checkpoints=[c[-1] for c in ckpts[:k]],
+                               target_func=target_func)
+        att = TRAKAttributor(task, correct_probability_func=correct_prob, device="cpu")
+        att.cache(train)
+        return att.attribute(test)
+
+    for reg in {"logreg": (0.0, 1e-3), "mlp": (1e-3,)}.get(name, ()):  # MLP: one setting; CNN: none, for time
+        run("IF-CG (dattri)", f"max_iter 10, regularization {reg:g}", lambda: if_cg(reg))
+    if len(ckpts[0]) > 1:
+        run("TracIn (dattri)", f"{len(ckpts[0])} L-BFGS checkpoints", tracin)
+    run("TRAK-1 (dattri)", "proj_dim 512", lambda: trak(1))
+    if len(ckpts) > 1:
+        run(f"TRAK-{len(ckpts)} (dattri)", f"proj_dim 512, {len(ckpts)} seeds (+ their training)",
+            lambda: trak(len(ckpts)), extra_time=sum(t_train[1:]))
+    return rows
+
+
+def run_methods(name, est, data, half, loo, args):
+    X, y, Xt, yt = data
+    fitted, modules, ckpts, t_train = trained_models(name, est, X, y, args)
+    full_check = -np.log(probabilities(fitted[0], Xt)[np.arange(len(yt)), yt])
+    gap = np.abs(full_check - half.full_losses).max()
+    print(f"[{name}] max |full-model test loss − ground truth's| = {gap:.1e}; "
+          f"test accuracy {np.mean(probabilities(fitted[0], Xt).argmax(1) == yt):.3f}", flush=True)
+    prefit = name != "logreg"
+    opts = dict(prefit=prefit)
+    fractions = [float(f) for f in args.fractions.split(",")]
+    t = time.perf_counter()
+    scale_inf = FisherInfluence(fitted[0] if prefit else est, damping=0.0, **opts).fit(X, y)
+    t_scale = time.perf_counter() - t
+    scale = float(np.trace(scale_inf.curvature_)) / scale_inf.curvature_.shape[0]
+    print(f"[{name}] p = {scale_inf.curvature_.shape[0]}, trace(F)/p = {scale:.3e}", flush=True)
+    target = fitted[0] if prefit else est
+
+    def test_grads(inf):  # ∇ℓ of the test points (cross-entropy: ∂ℓ/∂logits = p − onehot)
+        G = probabilities(fitted[0], Xt)
+        G[np.arange(len(yt)), yt] -= 1.0
+        return inf.parameter_gradients(Xt, G)
+
+    rows = []
+    flavours = ("exact", "mc", "empirical") if name == "mlp" and not args.sweep_only else ("exact",)
+    for flavour in flavours:
+        rows += influence_sweep(f"Fisher ({flavour})",
+                                lambda damping, fl=flavour: FisherInfluence(target, fisher=fl, damping=damping,
+                                                                              random_state=0, **opts),
+                                X, y, Xt, yt, test_grads, scale, fractions, half, loo,
+                                fitted=(scale_inf, t_scale) if flavour == "exact" else None,
+                                resolve=prefit)
+    if not args.no_hessian:
+        rows += influence_sweep("Hessian", lambda damping: HessianInfluence(target, damping=damping, **opts),
+                                X, y, Xt, yt, test_grads, scale, fractions, half, loo, resolve=prefit)
+    if args.sweep_only:
+        return [(name, *r) for r in rows]
+
+    # ours: gradient dot product (no curvature) on the same model
+    t = time.perf_counter()
+    inf = scale_inf
+
+    def loss_gradients(X_, y_):
+        G = probabilities(fitted[0], X_)
+        G[np.arange(len(y_)), y_] -= 1.0                     # ∂CE/∂logits
+        return inf.parameter_gradients(X_, G)
+
+    A = loss_gradients(Xt, yt) @ loss_gradients(X, y).T
+    rows.append(("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", *scores(A, half, loo), time.perf_counter() - t))
+    print("   ", rows[-1], flush=True)
+
+    # ensembling: Fisher influence averaged over models trained from different seeds
+    if len(fitted) > 1:
+        best = max((r for r in rows if r[0] == "Fisher (exact)" and np.isfinite(r[2])), key=lambda r: r[2])
+        f_best = float(best[1].split()[1].split("·")[0])
+        t = time.perf_counter()
+        members = [FisherInfluence(m, damping=f_best * scale, **opts) for m in fitted[:args.fisher_ensemble]]
+        A = InfluenceEnsemble(members).fit(X, y).attribute(Xt, yt)
+        dt = time.perf_counter() - t + sum(t_train[1:len(members)])
+        rows.append((f"Fisher (exact), {len(members)}-seed ensemble", f"damping {f_best:g}·tr/p (+ training)",
+                     *scores(A, half, loo), dt))
+        print("   ", rows[-1], flush=True)
+    rows += dattri_methods(name, modules, ckpts, t_train, data, half, loo, args)
+    return [(name, *r) for r in rows]
+
+
+def markdown(rows, args):
+    """The full table, then one line per method: its default setting (the first) and its best by LDS."""
+    def fmt(v):
+        return "–" if not np.isfinite(v) else f"{v:.3f}"
+
+    lines = ["| model | method | setting | LDS | LOO corr. | time (s) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {m} | {meth} | {st} | {fmt(lds)} | {fmt(loo)} | {t:.2f} |" for m, meth, st, lds, loo, t in rows]
+    lines += ["", "| model | method | default: LDS / LOO corr. | best by LDS: LDS / LOO corr. (setting) | time (s) |",
+              "|---|---|---|---|---|"]
+    for key in dict.fromkeys((r[0], r[1]) for r in rows):
+        group = [r for r in rows if (r[0], r[1]) == key]
+        finite = [r for r in group if np.isfinite(r[3])]
+        best = max(finite, key=lambda r: r[3]) if finite else group[0]
+        d = group[0]
+        lines.append(f"| {key[0]} | {key[1]} | {fmt(d[3])} / {fmt(d[4])} | {fmt(best[3])} / {fmt(best[4])} "
+                     f"({best[2]}) | {best[5]:.2f} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- AFIF's CV experiment
+class AdultMLP(torch.nn.Module):
+    """87 → 16 → 2, tanh: the two-layer classifier of the AFIF paper's CV experiment."""
+
+    def __init__(self, d=87, h=16):
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(d, h), torch.nn.Linear(h, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def adult_cv_experiment(args):
+    """5-fold CV of a skorch two-layer net on Adult: exact refits vs Fisher and Hessian influence.
+
+    Influence approximates each fold's refit *to the optimum* of its objective, so the exact
+    reference is each fold's net trained as usual and then polished by Newton steps
+    (``FisherInfluence(polish=True)``); plain ``cross_val_score`` (Adam only) is shown too.
+    """
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import KFold, cross_val_score
+
+    from skinfluence.datasets import adult_design
+    from skinfluence.model_selection import approx_cross_val_score
+
+    d = adult_design()
+    rows = np.random.default_rng(0).choice(len(d.y), args.adult_n, replace=False)
+    X, y = d.X[rows].astype(np.float32), d.y[rows].astype(np.int64)
+    net = NeuralNetClassifier(AdultMLP, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=3e-3,
+                              optimizer__weight_decay=WD, max_epochs=30, batch_size=128, train_split=None,
+                              verbose=0)
+    cv = KFold(5, shuffle=True, random_state=0)
+    losses = []
+
+    def scorer(est, X_, y_):  # accuracy; the fold's log-loss is kept aside
+        proba = est.predict_proba(X_)
+        losses.append(log_loss(y_, proba, labels=[0, 1]))
+        return float(np.mean(proba.argmax(1) == y_))
+
+    def polished_refits():
+        acc = []
+        for tr, te in cv.split(X):
+            torch.manual_seed(0)
+            fold = clone(net).fit(X[tr], y[tr])
+            model = FisherInfluence(fold, prefit=True, polish=True).fit(X[tr], y[tr]).estimator_
+            acc.append(scorer(model, X[te], y[te]))
+        return np.array(acc)
+
+    torch.manual_seed(0)
+    full = clone(net).fit(X, y)
+    scale_inf = FisherInfluence(full, prefit=True, polish=True).fit(X, y)
+    scale = float(np.trace(scale_inf.curvature_)) / scale_inf.curvature_.shape[0]
+    print(f"\n== AFIF CV experiment: Adult, n = {len(y)}, skorch 87-16-2 tanh (Adam 30 epochs, weight decay {WD}), "
+          f"5-fold CV; p = {scale_inf.curvature_.shape[0]}, tr(F)/p = {scale:.2e} "
+          "(F: the polished full model's Fisher)")
+    methods = [
+        ("exact refits, polished to the optimum (reference)", polished_refits),
+        ("exact refits, Adam only (cross_val_score)", lambda: cross_val_score(net, X, y, cv=cv, scoring=scorer)),
+    ]
+    for label, curv, fractions in (("Fisher", "fisher", (0.0, 0.01)), ("Hessian", "hessian", (0.0, 0.01, 1.0, 10.0))):
+        for dmp in (f * scale for f in fractions):
+            methods.append((f"{label} influence, damping {dmp / scale:g}·tr(F)/p (approx_cross_val_score)",
+                            lambda c=curv, dm=dmp: approx_cross_val_score(net, X, y, cv=cv, scoring=scorer,
+                                                                          curvature=c, damping=dm)))
+    res = {}
+    for label, fn in methods:
+        torch.manual_seed(0)
+        losses.clear()
+        t = time.perf_counter()
+        try:
+            acc = fn()
+            res[label] = (acc, np.array(losses), time.perf_counter() - t, None)
+        except Exception as exc:
+            res[label] = (None, None, time.perf_counter() - t, f"{type(exc).__name__}: {str(exc)[:150]}")
+        print("   ", label, res[label][2], flush=True)
+    ref_acc, ref_ll, _, _ = res[methods[0][0]]
+    t_fisher = res[methods[2][0]][2]
+    print("| method | CV accuracy | max abs. diff. per fold | CV log-loss | max abs. diff. per fold | time (s) | "
+          "time / Fisher (damping 0) |")
+    print("|---|---|---|---|---|---|---|")
+    for label, (acc, ll, dt, err) in res.items():
+        if err:
+            print(f"| {label} | failed: {err} | | | | {dt:.1f} | {dt / t_fisher:.2f} |")
+            continue
+        print(f"| {label} | {acc.mean():.4f} | {np.abs(acc - ref_acc).max():.4f} | {ll.mean():.4f} | "
+              f"{np.abs(ll - ref_ll).max():.4f} | {dt:.1f} | {dt / t_fisher:.2f} |")
+    print("(differences against the polished exact refits; each time includes its fits: one full fit for the "
+          "approximations, plus the Newton polish, the curvature and the fold steps)", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="logreg,mlp,cnn")
+    ap.add_argument("--part", choices=["all", "truth", "attribution", "cv"], default="all")
+    ap.add_argument("--n-subsets", type=int, default=50)
+    ap.add_argument("--cnn-subsets", type=int, default=20)
+    ap.add_argument("--n-loo", type=int, default=40)
+    ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--n-ensemble", type=int, default=5)
+    ap.add_argument("--cnn-ensemble", type=int, default=3)
+    ap.add_argument("--fisher-ensemble", type=int, default=3, help="models averaged by InfluenceEnsemble")
+    ap.add_argument("--fractions", default="0,1e-4,1e-3,1e-2,1e-1")
+    ap.add_argument("--adult-n", type=int, default=2000)
+    ap.add_argument("--no-hessian", action="store_true", help="skip the Hessian (slow for the CNN)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the exact Fisher and Hessian damping sweeps")
+    ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                        ".cache_attribution"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    with threadpool_limits(args.threads):
+        print(f"threads: torch={torch.get_num_threads()}, BLAS="
+              f"{[(i['internal_api'], i['num_threads']) for i in threadpool_info()]}; n_jobs={args.n_jobs}")
+        data = load_data(args.n_test)
+        models = make_models()
+        rows = []
+        for name in args.models.split(","):
+            if args.part not in ("all", "truth", "attribution"):
+                break
+            half, loo = ground_truth(name, models[name], data, args)
+            if args.part == "truth":
+                continue
+            rows += run_methods(name, models[name], data, half, loo, args)
+        if rows:
+            print("\n" + markdown(rows, args), flush=True)
+        if args.part in ("all", "cv"):
+            adult_cv_experiment(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The public questions a fitted influence estimator answers, each a few lines over the engine.
+
+Attribution is a solve per test point (:meth:`InfluenceQueries.influence_factors`) and a
+product per block of training rows (:meth:`InfluenceQueries.influences_from_factors`);
+leave-one-out, folds and removals are :mod:`._updates`; several Newton steps are
+:mod:`._changes`. With ``as_frame=True`` results are pandas objects indexed like the
+inputs (training rows as columns, test rows as the index).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+
+from .._utils import check_memory, check_method, check_target
+from . import _updates
+from ._changes import iterate_change
+
+__all__ = ["InfluenceQueries"]
+
+
+class InfluenceQueries:
+    """Mixin of :class:`~skinfluence.BaseInfluence`: the queries (see the module docstring)."""
+
+    # --------------------------------------------------------------- plumbing
+    def _fitted(self):
+        check_is_fitted(self, "curvature_solver_")
+        return self._model
+
+    def _design(self, X):
+        Z = self.adapter_.design(X)
+        validate_data(self, X, reset=False, skip_check_array=True)  # the feature names seen in fit
+        return Z
+
+    def _train_labels(self):
+        return self._train_index if self._train_index is not None else pd.RangeIndex(self.n_samples_)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of :meth:`transform`'s columns: one per training row.
+
+        Parameters
+        ----------
+        input_features : ignored
+            Present for scikit-learn's API.
+
+        Returns
+        -------
+        ndarray of str, shape (n_train,)
+            ``"train_<label>"`` with the training row's index label (its position for
+            arrays), so that ``set_output(transform="pandas")`` names the columns.
+        """
+        check_is_fitted(self, "curvature_solver_")
+        return np.asarray([f"train_{label}" for label in self._train_labels()], dtype=object)
+
+    def _frame(self, values, test=None):
+        """``values`` (n_test, n_train) as a DataFrame: test rows by ``test``'s index."""
+        index = test.index if isinstance(test, (pd.DataFrame, pd.Series)) else None
+        return pd.DataFrame(values, index=index, columns=self._train_labels())
+
+    # ------------------------------------------------------------ attribution
+    def parameter_gradients(self, X, output_gradients) -> np.ndarray:
+        """Parameter gradients ``J_iᵀ G_i`` of a quantity given by its η-gradients on ``X``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (m, n_features)
+            Rows at which the quantity is evaluated.
+        output_gradients : ndarray of shape (m,) or (m, K)
+            Derivative of the quantity with respect to each row's natural-scale output
+            (e.g. ``∂ℓ/∂η`` for the loss, ``dμ/dη / m`` for a mean prediction).
+
+        Returns
+        -------
+        ndarray of shape (m, n_params)
+        """
+        self._fitted()
+        G = np.asarray(output_gradients, dtype=float)
+        return self.adapter_.gradients(self._design(X), G.reshape(len(G), -1))
+
+    def influence_factors(self, X, y) -> np.ndarray:
+        """Factors ``M⁻¹ ∇ℓ(x_j, y_j)`` of test points, one solve each.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (m, n_features)
+            Test rows.
+        y : array-like of shape (m,)
+            Their targets.
+
+        Returns
+        -------
+        ndarray of shape (m, n_params)
+            Scores follow by :meth:`influences_from_factors` over any block of training
+            rows; :meth:`attribute` is the two in turn.
+        """
+        model = self._fitted()
+        Z = self._design(X)
+        y_enc = self.adapter_.encode_target(check_target(y, "influence_factors"))
+        check_consistent_length(Z, y_enc)
+        g = self.adapter_.loss.gradient(y_enc, self.adapter_.eta(Z))
+        return _updates.influence_factors(model, self.adapter_.gradients(Z, g))
+
+    def influences_from_factors(self, factors, indices=None) -> np.ndarray:
+        """Scores ``factorsᵀ v_i`` of training rows: the first-order change of each factor's
+        quantity when row ``i`` is removed.
+
+        Parameters
+        ----------
+        factors : ndarray of shape (m, n_params)
+            From :meth:`influence_factors`.
+        indices : array-like of int or bool mask, default=None
+            Training rows to score (all by default).
+
+        Returns
+        -------
+        ndarray of shape (m, len(indices))
+        """
+        model = self._fitted()
+        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
+        check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix")
+        return _updates.scores_from_factors(model, np.atleast_2d(factors), rows, self.batch_size)
+
+    def removal_effect(self, gradients) -> np.ndarray:
+        """First-order change of quantities with parameter gradients ``∇f`` when each
+        training row is removed: ``∇fᵀ M⁻¹ v_i``.
+
+        Parameters
+        ----------
+        gradients : ndarray of shape (n_params,) or (m, n_params)
+            See :meth:`parameter_gradients`.
+
+        Returns
+        -------
+        ndarray of shape (n_train,) or (m, n_train)
+            Quantity after removing training row i minus now.
+        """
+        model = self._fitted()
+        grads = np.asarray(gradients, dtype=float)
+        check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix")
+        out = self.influences_from_factors(_updates.influence_factors(model, grads))
+        return out[0] if grads.ndim == 1 else out
+
+    def attribute(self, X, y, *, as_frame=False):
+        """Influence of each training row on the loss of each test point.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame} of shape (n_test, n_features)
+            Test rows.
+        y : array-like of shape (n_test,)
+            Their targets.
+        as_frame : bool, default=False
+            Return a DataFrame indexed like ``X`` with one column per training row.
+
+        Returns
+        -------
+        A : ndarray or DataFrame of shape (n_test, n_train)
+            ``A[j, i]`` ≈ loss of test point j after removing training row i, minus its
+            loss now (first order). Positive: training row i helps test point j.
+        """
+        factors = self.influence_factors(X, y)
+        check_memory((factors.shape[0], self.n_samples_), "the influence matrix")
+        A = self.influences_from_factors(factors)
+        return self._frame(A, X) if as_frame else A
+
+    def transform(self, X) -> np.ndarray:
+        """Change of the decision function for ``X`` when each training row is removed.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        T : ndarray of shape (n_samples, n_train)
+            First-order change of the linear predictor (binary and regression) or of the
+            predicted class's logit (multiclass). ``set_output(transform="pandas")`` gives
+            a DataFrame whose columns are :meth:`get_feature_names_out`.
+        """
+        self._fitted()
+        ad = self.adapter_
+        Z = self._design(X)
+        J = ad.jacobians(Z)                                  # (m, K, p)
+        J = J[np.arange(len(J)), ad.eta(Z).argmax(axis=1)] if ad.n_outputs > 1 else J[:, 0]
+        return self.removal_effect(J)
+
+    # ---------------------------------------------------------- leave-one-out
+    def loo_decision(self, method="ns") -> np.ndarray:
+        """Approximate leave-one-out natural-scale outputs ``η_{-i}(x_i)``.
+
+        Parameters
+        ----------
+        method : {"ns", "ij"}, default="ns"
+            Newton step with the leave-one-out curvature, or infinitesimal jackknife.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, K)
+            NaN (with a warning) where no leave-one-out model exists: leverage-1 rows, the
+            only row of a class.
+        """
+        return _updates.loo_decision(self._fitted(), check_method(method), self.batch_size)
+
+    def approx_loocv(self, method="ns", response_method="predict") -> np.ndarray:
+        """Approximate leave-one-out predictions of every training row, from one fit.
+
+        Parameters
+        ----------
+        method : {"ns", "ij"}, default="ns"
+            Newton step with the leave-one-out curvature, or infinitesimal jackknife.
+        response_method : {"predict", "predict_proba", "predict_log_proba", "decision_function"}
+            The estimator method whose leave-one-out output is returned.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+            What ``cross_val_predict(estimator, X, y, cv=LeaveOneOut(),
+            method=response_method)`` returns.
+        """
+        eta = self.loo_decision(method)
+        return self.adapter_.response(eta, response_method)
+
+    def self_influence(self, method="ns", *, as_frame=False):
+        """Each training row's own leave-one-out loss increase.
+
+        Parameters
+        ----------
+        method : {"ns", "ij"}, default="ns"
+            ``"ns"``: the loss at the approximate leave-one-out output; ``"ij"``: the first
+            order value (the diagonal of :meth:`attribute` on the training set).
+        as_frame : bool, default=False
+            Return a Series indexed like the training ``X``.
+
+        Returns
+        -------
+        ndarray or Series of shape (n_samples,)
+            Large values: rows the model fits only because it saw them (outliers,
+            mislabelled rows).
+        """
+        model = self._fitted()
+        if check_method(method) == "ij":
+            out = _updates.ij_self_influence(model, self.batch_size)
+        else:
+            loss = self.adapter_.loss
+            out = loss.loss(model.y, self.loo_decision("ns")) - loss.loss(model.y, model.eta)
+        return pd.Series(out, index=self._train_labels(), name="self_influence") if as_frame else out
+
+    def cv_decision(self, test_folds, method="ns") -> np.ndarray:
+        """Approximate held-out natural-scale outputs of each fold's model on its rows.
+
+        Parameters
+        ----------
+        test_folds : iterable of array-like of int
+            The rows each fold removes and predicts.
+        method : {"ns", "ij"}, default="ns"
+
+        Returns
+        -------
+        ndarray of shape (n_samples, K)
+            Rows in no fold are NaN; a row in several keeps its last.
+        """
+        return _updates.cv_decision(self._fitted(), test_folds, check_method(method))
+
+    # --------------------------------------------------------------- removals
+    def parameter_change(self, indices, method="ns", steps=1) -> np.ndarray:
+        """Change of the parameter vector when training rows ``indices`` are removed.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask
+            Training rows to remove.
+        method : {"ns", "ij"}, default="ns"
+            First step with the curvature without those rows, or with the full one.
+        steps : int or "converge", default=1
+            Newton steps on the objective without those rows (each rebuilds the curvature
+            at the current parameters and is line-searched; proximal for ℓ1). One step is
+            the influence approximation; ``"converge"`` iterates to the exact optimum
+            (relative step 1e-12), which for a GLM costs one Gram matrix and one
+            factorisation per step. ``update_info_`` reports the steps taken and how far
+            the first was from the last.
+
+        Returns
+        -------
+        ndarray of shape (n_params,)
+        """
+        return self._iterate(*self._removal(indices, method), steps)
+
+    def _removal(self, indices, method):
+        """The first step of removing ``indices``, and the changed ``(targets, weights)``."""
+        model = self._fitted()
+        idx = model.check_indices(indices)
+        model.check_removal(idx)
+        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
+                                       model.share[idx].sum(), check_method(method))
+        sw = self.sample_weight_.copy()
+        sw[idx] = 0.0
+        return delta, (model.y, sw)
+
+    def unlearn(self, indices, method="ns", steps=1):
+        """The model as if training rows ``indices`` had not been in the training data.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask
+            Training rows to remove.
+        method : {"ns", "ij"}, default="ns"
+            See :meth:`parameter_change`.
+        steps : int or "converge", default=1
+            See :meth:`parameter_change`. A single step that leaves over 10% of the
+            changed objective's Newton decrement warns.
+
+        Returns
+        -------
+        estimator
+            A new fitted estimator of the user's type; ``estimator_`` is unchanged.
+        """
+        delta = self._iterate(*self._removal(indices, method), steps, check=True)
+        return self.adapter_.with_params(self.adapter_.theta + delta)
+
+    def relabel(self, indices, y_new, method="ns", steps=1):
+        """The model as if training rows ``indices`` had targets ``y_new``.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask
+            Training rows to relabel.
+        y_new : array-like of shape (len(indices),) or scalar
+            Their new labels (classes the model knows) or targets.
+        method : {"ns", "ij"}, default="ns"
+            See :meth:`parameter_change`.
+        steps : int or "converge", default=1
+            See :meth:`parameter_change`; one Newton step is a poor model of a confidently
+            misclassified logistic loss, ``"converge"`` gives the refit's answer.
+
+        Returns
+        -------
+        estimator
+            A new fitted estimator of the user's type.
+        """
+        model = self._fitted()
+        idx = model.check_indices(indices)
+        ad = self.adapter_
+        y_new = check_target(y_new, "relabel") if np.ndim(y_new) else np.asarray(y_new)
+        if y_new.ndim and y_new.shape != idx.shape:
+            raise ValueError(f"y_new has {len(y_new)} labels for {len(idx)} indices")
+        y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
+        eta = model.eta[idx]
+        g_new = ad.loss.gradient(y_new, eta)
+        W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
+        delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
+                                       0.0, check_method(method))
+        y = model.y.copy()
+        y[idx] = y_new
+        return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
+
+    def _iterate(self, delta, target, steps, check=False):
+        delta, self.update_info_ = iterate_change(self, delta, target, steps, check)
+        return delta

@@ -1,0 +1,123 @@
+"""Updates that must equal exact refits: converged unlearning and relabelling, ℓ1 and
+mean-scaled leave-one-out, and the L-BFGS finisher of networks."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression, PoissonRegressor
+from sklearn.preprocessing import StandardScaler
+
+from skinfluence import FisherInfluence, HessianInfluence, InfluenceWarning
+from skinfluence.models.torch import TorchModel
+
+NEWTON = dict(solver="newton-cholesky", tol=1e-14, max_iter=1000)
+
+
+def _theta(est):
+    return np.r_[np.ravel(est.coef_), np.ravel(est.intercept_)]
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def test_relabel_to_convergence_equals_the_refit_where_one_step_fails(cancer):
+    X, y = cancer
+    est = LogisticRegression(**NEWTON)
+    inf = FisherInfluence(est, polish=True).fit(X, y)
+    idx = np.random.default_rng(0).choice(len(y), 20, replace=False)
+    y2 = y.copy()
+    y2[idx] = 1 - y[idx]
+    exact = clone(est).fit(X, y2)
+    with pytest.warns(InfluenceWarning, match="steps='converge'"):
+        one = inf.relabel(idx, 1 - y[idx])
+    assert inf.update_info_["decrement_ratio"] > 1
+    conv = inf.relabel(idx, 1 - y[idx], steps="converge")
+    info = inf.update_info_
+    assert info["converged"] and info["steps"] > 2 and info["one_step_error"] > 0.5
+    np.testing.assert_allclose(_theta(conv), _theta(exact), atol=1e-6)
+    assert conv.score(X, y) == exact.score(X, y) and abs(one.score(X, y) - exact.score(X, y)) > 0.3
+    np.testing.assert_array_equal(inf.estimator_.coef_, inf.adapter_.with_params(inf.adapter_.theta).coef_)
+
+
+def test_a_fixed_number_of_steps_lies_between(cancer):
+    X, y = cancer
+    inf = FisherInfluence(LogisticRegression(**NEWTON)).fit(X, y)
+    idx = np.arange(0, 60, 3)
+    exact = LogisticRegression(**NEWTON).fit(np.delete(X, idx, 0), np.delete(y, idx))
+    errors = [np.abs(_theta(inf.unlearn(idx, steps=k)) - _theta(exact)).max() for k in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2] and inf.update_info_["steps"] == 3
+
+
+@pytest.mark.parametrize("est, y_of", [
+    (PoissonRegressor(alpha=1e-3, **NEWTON), lambda y: y),
+    (Lasso(alpha=0.5, tol=1e-14, max_iter=1_000_000), lambda y: y),
+])
+def test_unlearn_to_convergence_equals_the_refit(est, y_of):
+    X, y = load_diabetes(return_X_y=True)
+    y = y_of(y)
+    inf = HessianInfluence(est, polish=True).fit(X, y)
+    idx = np.random.default_rng(1).choice(len(y), len(y) // 10, replace=False)
+    exact = clone(est).fit(np.delete(X, idx, 0), np.delete(y, idx))
+    conv = inf.unlearn(idx, steps="converge")
+    assert inf.update_info_["converged"]
+    scale = np.abs(_theta(exact) - _theta(inf.estimator_)).max()
+    assert np.abs(_theta(conv) - _theta(exact)).max() < 1e-6 * max(scale, 1.0)
+
+
+def test_elastic_net_loo_equals_unlearn_and_refits_when_the_support_changes():
+    X, y = load_diabetes(return_X_y=True)
+    est = ElasticNet(alpha=0.01, l1_ratio=0.5, tol=1e-14, max_iter=1_000_000)
+    inf = FisherInfluence(est, polish=True).fit(X, y)
+    loo = inf.approx_loocv()
+    rows = np.arange(0, len(y), 3)
+    one = np.array([inf.unlearn([i]).predict(X[i:i + 1])[0] for i in rows])
+    np.testing.assert_allclose(loo[rows], one, rtol=1e-9, atol=1e-9)
+    support = inf.estimator_.coef_ != 0
+    changed = 0
+    for i in range(0, len(y), 9):
+        ref = clone(est).fit(np.delete(X, i, 0), np.delete(y, i))
+        changed += np.any((ref.coef_ != 0) != support)
+        assert loo[i] == pytest.approx(ref.predict(X[i:i + 1])[0], abs=1e-6)
+    assert changed > 0  # the check above covers rows whose support changes
+
+
+def test_mean_scaled_loo_keeps_the_penalty_share():
+    """PoissonRegressor averages its deviance: removing a row also removes 1/n of the
+    penalty's relative weight; the closed form equals the one-row down-date exactly."""
+    X, y = load_diabetes(return_X_y=True)
+    inf = HessianInfluence(PoissonRegressor(alpha=0.1, **NEWTON)).fit(X[:100], y[:100])
+    loo = inf.loo_decision()[:, 0]
+    ad = inf.adapter_
+    one = [ad.eta(ad.design(X[i:i + 1]), ad.theta + inf.parameter_change([i]))[0, 0] for i in range(100)]
+    np.testing.assert_allclose(loo, one, rtol=1e-10)
+
+
+def test_lbfgs_finishes_an_adam_trained_net():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4))
+    y = (X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.5).astype(int)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    opt = torch.optim.Adam(net.parameters(), lr=0.05, weight_decay=1e-3)
+    for _ in range(60):                                  # a short minibatch-style training
+        idx = torch.as_tensor(rng.choice(200, 32))
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(torch.as_tensor(X)[idx]), torch.as_tensor(y)[idx])
+        loss.backward()
+        opt.step()
+    model = TorchModel(net, loss="cross_entropy", weight_decay=1e-3)
+    with pytest.warns(InfluenceWarning, match="polish='lbfgs'"):
+        raw = FisherInfluence(model, prefit=True).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InfluenceWarning)
+        done = FisherInfluence(model, prefit=True, polish="lbfgs").fit(X, y)
+    assert raw.convergence_ratio_ > 1 and done.convergence_ratio_ < 0.05
+    first = next(net.parameters()).detach().clone()
+    assert torch.equal(next(model.module.parameters()), first)   # the user's net is untouched
