@@ -87,10 +87,16 @@ def backdoor_scores(estimator, X_clean, y_clean, X_triggered, y_true, target) ->
 
     Parameters
     ----------
-    X_clean, y_clean : clean test rows
-    X_triggered : test rows carrying the trigger
-    y_true : their true labels
-    target : the attacker's label
+    estimator : fitted classifier
+        The model to score (``predict`` is used).
+    X_clean, y_clean : array-like
+        Clean test rows and their labels.
+    X_triggered : array-like
+        Test rows carrying the trigger.
+    y_true : array-like
+        Their true labels.
+    target : label
+        The attacker's label.
 
     Returns
     -------
