@@ -317,6 +317,22 @@ def exp_removal(args, model, seed, cls=0):
     return rows
 
 
+def _relabel_rows(P, net_re, t_re, report, score_val, args, seed):
+    """Rows of a relabelling experiment: before, retrained, and each method's best step."""
+    ad = P.adapter
+    ad_re = make_adapter(TorchModel(net_re, weight_decay=WD), device="cpu")
+    rows = [{"method": "before", "rule": "-", "ratio": "-", **report(ad, None), "solve": 0, "total": 0},
+            {"method": "retrain", "rule": "-", "ratio": "-", **report(ad_re, None), "solve": 1, "total": 1,
+             "time_s": t_re}]
+    args2 = argparse.Namespace(**{**vars(args), "stop_sa": None})
+    for method, rule, ratio in methods(args.label_ratios, [], [], args.label_ratios)[:-1]:
+        d, info, ts = P.direction(method, rule, ratio, args.max_iter, seed)
+        th, steps, tp = run_path(ad, d, score_val, args2)
+        rows.append({"method": method, "rule": rule, "ratio": ratio, **report(ad, th), "solve": ratio_to(ts, t_re),
+                     "total": ratio_to(ts + tp, t_re), "steps": steps})
+    return rows
+
+
 def exp_label(args, model, seed, src=1, dst=7):
     X, y = digits()
     Xtr, ytr, Xva, yva, Xte, yte = split(X, y, seed)
@@ -343,17 +359,7 @@ def exp_label(args, model, seed, src=1, dst=7):
         ra = float(np.mean(logits(a, Xte[~to], th).argmax(1) == dst))
         return {"EA": ea, "relabel": ra, "H": unlearning_f1(ea, 1 - ra)}
 
-    ad_re = make_adapter(TorchModel(net_re, weight_decay=WD), device="cpu")
-    rows = [{"method": "before", "rule": "-", "ratio": "-", **report(ad, None), "solve": 0, "total": 0},
-            {"method": "retrain", "rule": "-", "ratio": "-", **report(ad_re, None), "solve": 1, "total": 1,
-             "time_s": t_re}]
-    args2 = argparse.Namespace(**{**vars(args), "stop_sa": None})
-    for method, rule, ratio in methods(args.label_ratios, [], [], args.label_ratios)[:-1]:
-        d, info, ts = P.direction(method, rule, ratio, args.max_iter, seed)
-        th, steps, tp = run_path(ad, d, score_val, args2)
-        rows.append({"method": method, "rule": rule, "ratio": ratio, **report(ad, th), "solve": ratio_to(ts, t_re),
-                     "total": ratio_to(ts + tp, t_re), "steps": steps})
-    return rows
+    return _relabel_rows(P, net_re, t_re, report, score_val, args, seed)
 
 
 def exp_backdoor(args, model, seed, target=4, frac=0.1):
@@ -383,17 +389,7 @@ def exp_backdoor(args, model, seed, target=4, frac=0.1):
         c, r, s = pieces(a, Xte, yte, Xte_t, th)
         return {"clean": c, "relabel": r, "attack": s}
 
-    ad_re = make_adapter(TorchModel(net_re, weight_decay=WD), device="cpu")
-    rows = [{"method": "before", "rule": "-", "ratio": "-", **report(ad, None), "solve": 0, "total": 0},
-            {"method": "retrain", "rule": "-", "ratio": "-", **report(ad_re, None), "solve": 1, "total": 1,
-             "time_s": t_re}]
-    args2 = argparse.Namespace(**{**vars(args), "stop_sa": None})
-    for method, rule, ratio in methods(args.label_ratios, [], [], args.label_ratios)[:-1]:
-        d, info, ts = P.direction(method, rule, ratio, args.max_iter, seed)
-        th, steps, tp = run_path(ad, d, score_val, args2)
-        rows.append({"method": method, "rule": rule, "ratio": ratio, **report(ad, th), "solve": ratio_to(ts, t_re),
-                     "total": ratio_to(ts + tp, t_re), "steps": steps})
-    return rows
+    return _relabel_rows(P, net_re, t_re, report, score_val, args, seed)
 
 
 def augmented(X, y, times, seed):
