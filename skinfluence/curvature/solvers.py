@@ -13,18 +13,27 @@ included) and owns what every solve needs:
 
 Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m),
 ``inverse()``, ``downdated_solve(b, U, C, diag)`` (the curvature without some samples:
-``M − Σ U_iᵀ C_i U_i − diag(d)``) and reports ``info_``. Registered here: ``"dense"``
-(Cholesky and Woodbury down-dates, :mod:`.factor`), ``"cg"`` and ``"lissa"``
-(:mod:`.iterative`). A new solver (low-rank, GIF's iteration) registers itself with
+``M − Σ U_iᵀ C_i U_i − diag(d)``) and reports ``info_``. Leave-one-out needs the
+quadratics ``J_i M⁻¹ J_iᵀ`` of every training row: ``inverse_operator()`` is what the
+model adapter's ``jacobian_quadratic`` reads them from, the dense ``M⁻¹`` by default, or
+an :class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for
+a solver that never forms ``p × p`` (the dual form). Registered: ``"dense"`` (Cholesky
+and Woodbury down-dates, :mod:`.factor`), ``"dual"`` (the ``n × n`` form of a linear
+model with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new solver (low-rank, GIF's iteration) registers itself with
 :func:`register_solver` and is then available to every estimator through ``solver=``.
 """
 
 from __future__ import annotations
 
-__all__ = ["SOLVERS", "Solver", "register_solver", "make_solver", "choose_solver",
-           "DENSE_MAX_PARAMS"]
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["SOLVERS", "Solver", "InverseOperator", "register_solver", "make_solver",
+           "choose_solver", "DENSE_MAX_PARAMS", "DENSE_CHEAP_PARAMS", "DUAL_MAX_SAMPLES"]
 
 DENSE_MAX_PARAMS = 12_000  # solver="auto": dense curvature up to this many parameters
+DENSE_CHEAP_PARAMS = 2_000  # ... and, whatever n, while p × p is this cheap (32 MiB)
+DUAL_MAX_SAMPLES = 10_000  # solver="auto": the n × n dual form up to this many curvature rows
 
 SOLVERS: dict[str, type] = {}
 
@@ -35,6 +44,10 @@ class Solver:
     name = ""
     #: whether the solver needs the curvature as a dense matrix
     dense = False
+    #: whether ``solve`` and ``downdated_solve`` take sparse right-hand sides and Jacobian rows
+    sparse_rows = False
+    #: whether the solver takes the estimator's ``batch_size`` (rows per block)
+    uses_batch_size = False
 
     def solve(self, b):
         raise NotImplementedError
@@ -42,8 +55,35 @@ class Solver:
     def inverse(self):
         raise NotImplementedError
 
+    def inverse_operator(self):
+        """``M⁻¹`` as the model adapter's ``jacobian_quadratic`` reads it: the dense inverse
+        here; solvers that never form ``p × p`` return an :class:`InverseOperator`."""
+        return self.inverse()
+
+    def quadratic(self, U, diagonal=False):
+        """``U M⁻¹ Uᵀ`` for rows ``U`` (m, p), dense or sparse, or only its diagonal."""
+        X = self.solve(U.T.toarray() if sp.issparse(U) else np.asarray(U).T)
+        if diagonal:
+            return (np.asarray(U.multiply(X.T).sum(axis=1)).ravel() if sp.issparse(U)
+                    else np.einsum("mp,pm->m", U, X))
+        return np.asarray(U @ X)
+
     def downdated_solve(self, b, U, C, diag=None):
         raise NotImplementedError
+
+
+class InverseOperator:
+    """``M⁻¹`` seen through a solver: ``A @ b`` solves, ``A.quadratic(U)`` is ``diag(U M⁻¹ Uᵀ)``."""
+
+    def __init__(self, solver):
+        self.solver = solver
+        self.shape = (solver.n_params, solver.n_params)
+
+    def __matmul__(self, b):
+        return self.solver.solve(b)
+
+    def quadratic(self, U):
+        return self.solver.quadratic(U, diagonal=True)
 
 
 def register_solver(name: str):
@@ -63,16 +103,49 @@ def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **
     return SOLVERS[name](operator, damping=damping, null_space=null_space, active=active, **options)
 
 
-def choose_solver(requested, n_params, iterative_ok):
-    """``(name, reason)`` for ``solver=requested``: ``"auto"`` is dense while the ``p × p``
-    curvature is small, conjugate gradients beyond (where the model offers products)."""
+def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, dual_ok=False,
+                  smooth=True):
+    """``(name, reason)`` for ``solver=requested``.
+
+    ``"auto"``: dense while the ``p × p`` curvature is small (``p ≤ DENSE_MAX_PARAMS`` and
+    ``p ≤ n``, or ``p ≤ DENSE_CHEAP_PARAMS``); the ``n × n`` dual form when ``p > n`` for a
+    linear model with an ℓ2 penalty (``dual_ok``) and ``n ≤ DUAL_MAX_SAMPLES``; dense up to
+    ``DENSE_MAX_PARAMS``; conjugate gradients beyond. An ℓ1 penalty (``smooth=False``)
+    always takes the dense curvature, which its proximal Newton steps need.
+
+    Parameters
+    ----------
+    requested : str
+        ``"auto"`` or a registered solver.
+    n_params : int
+    iterative_ok : bool
+        Whether the model offers curvature-vector products (else only dense works).
+    n_samples : int, optional
+        Rows that build the curvature.
+    dual_ok : bool
+        A single-output linear model whose curvature is ``ZᵀCZ + D`` with ``D > 0`` on all
+        but a few coordinates.
+    smooth : bool
+        Whether the penalty is smooth (no ℓ1 part).
+    """
     if not iterative_ok:
-        return "dense", "linear models use a dense Cholesky factorisation"
+        return "dense", "this model offers no curvature products: a dense Cholesky factorisation"
     if requested != "auto":
         return requested, "requested"
-    p = n_params
+    p, n = n_params, n_samples
+    size = f"{8 * p * p / 2**20:.0f} MiB"
+    if not smooth:
+        return "dense", (f"an ℓ1 penalty: its proximal Newton steps need the dense curvature "
+                         f"(p={p}, {size})")
+    if p <= DENSE_MAX_PARAMS and (n is None or p <= n or p <= DENSE_CHEAP_PARAMS or not dual_ok):
+        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}"
+                         + (f" and p <= n={n}" if n is not None and p <= n else "")
+                         + f": the dense curvature ({size}) is built and factorised once")
+    if dual_ok and n is not None and n < p and n <= DUAL_MAX_SAMPLES:
+        return "dual", (f"p={p} > n={n} with an ℓ2 penalty: the n × n dual form "
+                        f"({8 * n * n / 2**20:.0f} MiB) instead of a p × p curvature ({size})")
     if p <= DENSE_MAX_PARAMS:
-        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: the dense curvature "
-                         f"({8 * p * p / 2**20:.0f} MiB) is built and factorised once")
+        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}, n={n} too many rows for "
+                         f"the dual form: the dense curvature ({size})")
     return "cg", (f"p={p} > DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: a dense curvature would take "
                   f"{8 * p * p / 2**30:.1f} GiB; conjugate gradients with curvature-vector products")
