@@ -101,18 +101,22 @@ class DualSolver(Solver):
                 f"pass damping > 0, or use solver='cg'")
         Z = operator.design.tocsr() if sp.issparse(operator.design) else np.asarray(operator.design)
         w = operator.weights[:, 0, 0]
-        self._Zp, self._dinv = Z[:, self._P], 1.0 / d[self._P]
+        self._Z, self._Zp, self._dinv = Z, Z[:, self._P], 1.0 / d[self._P]
         self._s = np.sqrt(np.abs(w))
         self._sign = np.sign(w) if (w < 0).any() else None
         n = len(w)
-        B = self._s[:, None] * self._kernel(self._Zp) * self._s[None, :]
+        self._split_columns()
+        self._Q = self._kernel(self._Zp)                   # Z_P D⁻¹ Z_Pᵀ, kept for the design's rows
+        self._Q2 = self._Linv_diag = None
+        B = self._s[:, None] * self._Q * self._s[None, :]
         if self._sign is not None:
             B *= self._sign[:, None]
         B[np.diag_indices_from(B)] += 1.0
         if not np.all(np.isfinite(B)):
             raise CurvatureError("the curvature has non-finite entries (NaN or inf)")
-        self._B = (linalg.cho_factor(B, lower=True, check_finite=False) if self._sign is None
-                   else linalg.lu_factor(B, check_finite=False))
+        # a clean lower factor (zeros above): its triangular inverse gives diag(B⁻¹)
+        self._B = ((linalg.cholesky(B, lower=True, overwrite_a=True, check_finite=False), True)
+                   if self._sign is None else linalg.lu_factor(B, check_finite=False))
         self.info_ = {"n_samples": n, "n_free": int(self._F.sum()), "kernel_mib": 8 * n * n / 2**20}
         self._Y = None
         if self._F.any():  # Schur complement over the unpenalised coordinates
@@ -128,10 +132,48 @@ class DualSolver(Solver):
             self._T = linalg.cho_factor(T, lower=True, check_finite=False)
 
     # ------------------------------------------------------------ the dual pieces
-    def _kernel(self, U_P):
-        """``U_P D⁻¹ Z_Pᵀ`` (m × n), dense."""
-        scaled = U_P @ sp.diags(self._dinv) if sp.issparse(U_P) else U_P * self._dinv
-        return _dense(scaled @ self._Zp.T)
+    def _split_columns(self):
+        """Frequent columns of a sparse design (a text's common words) are kept dense: their
+        share of ``U D⁻¹ Zᵀ`` is a dense product instead of a costly sparse one."""
+        self._freq = None
+        if not sp.issparse(self._Zp):
+            return
+        n = self._Zp.shape[0]
+        counts = np.bincount(self._Zp.indices, minlength=self._Zp.shape[1])
+        limit = max(2**23 // max(n, 1), 1)                 # at most 64 MiB of dense columns
+        freq = np.flatnonzero(counts > max(n / 20, 16))
+        freq = freq[np.argsort(-counts[freq], kind="stable")[:limit]]
+        if len(freq):
+            self._freq = np.zeros(self._Zp.shape[1], bool)
+            self._freq[freq] = True
+            Zc = self._Zp.tocsc()
+            self._Z_freq = Zc[:, self._freq].toarray()
+            self._Z_rare = Zc[:, ~self._freq].tocsr()
+
+    def _kernel(self, U_P, dinv=None):
+        """``U_P D⁻¹ Z_Pᵀ`` (m × n), dense (``dinv`` replaces ``D⁻¹``)."""
+        dinv = self._dinv if dinv is None else dinv
+        if not sp.issparse(U_P):
+            return _dense((U_P * dinv) @ self._Zp.T)
+        if self._freq is None:
+            return _dense((U_P @ sp.diags(dinv)) @ self._Zp.T)
+        f = self._freq
+        own = U_P is self._Zp                                # the kernel of the design itself
+        U_P = U_P.tocsc()
+        out = ((self._Z_freq if own else _dense(U_P[:, f])) * dinv[f]) @ self._Z_freq.T
+        out += _dense((U_P[:, ~f] @ sp.diags(dinv[~f])).tocsr() @ self._Z_rare.T)
+        return out
+
+    def _is_design(self, U):
+        """Whether the rows ``U`` are the curvature's own rows (then ``Q`` is reused)."""
+        Z = self._Z
+        if U.shape != Z.shape or sp.issparse(U) != sp.issparse(Z):
+            return False
+        if not sp.issparse(U):
+            return np.array_equal(U, Z)
+        U = U.tocsr()
+        return (np.array_equal(U.indptr, Z.indptr) and np.array_equal(U.indices, Z.indices)
+                and np.array_equal(U.data, Z.data))
 
     def _middle(self, E):
         """``B⁻¹ Σ E`` for ``E`` of shape (n, m)."""
@@ -169,21 +211,88 @@ class DualSolver(Solver):
         return np.concatenate([self._quadratic_block(U[i:i + step], True)
                                for i in range(0, m, step)]) if m else np.zeros(0)
 
+    def solve_norms(self, b):
+        """``‖M⁻¹ b‖`` of each column of ``b`` (p, m), dense or sparse, from ``n × m`` arrays.
+
+        With ``t = D⁻¹ b_P``, ``u = S B⁻¹ Σ S Z_P t`` and ``y = M_PP⁻¹ b_P = t − D⁻¹ Z_Pᵀ u``:
+        ``‖y‖² = ‖t‖² − 2 uᵀ Z_P D⁻¹ t + uᵀ Q₂ u`` with ``Q₂ = Z_P D⁻² Z_Pᵀ``; with
+        unpenalised coordinates ``x_P = y − Y x_F`` adds ``x_Fᵀ (YᵀY x_F − 2 Yᵀy) + ‖x_F‖²``.
+        """
+        b = b.tocsr() if sp.issparse(b) else np.asarray(b, dtype=float).reshape(self.n_params, -1)
+        bP = b[self._P]
+        dinv = self._dinv
+        t = sp.diags(dinv) @ bP if sp.issparse(b) else dinv[:, None] * bP
+        r = self._s[:, None] * _dense(self._Zp @ t)
+        Zt2 = _dense(self._Zp @ (sp.diags(dinv) @ t if sp.issparse(t) else dinv[:, None] * t))
+        sq = np.asarray(t.multiply(t).sum(axis=0)).ravel() if sp.issparse(t) else np.einsum("pm,pm->m", t, t)
+        uniform = len(dinv) and np.ptp(dinv) <= 1e-15 * dinv.max()
+        if self._sign is None and uniform:
+            # u = S w, w = B⁻¹ r = L⁻ᵀ v, v = L⁻¹ r: uᵀ Q u = wᵀ (B − I) w = ‖v‖² − ‖w‖², Q₂ = Q/d
+            v = linalg.solve_triangular(self._B[0], r, lower=True, check_finite=False)
+            w = linalg.solve_triangular(self._B[0], v, lower=True, trans="T", check_finite=False)
+            u = self._s[:, None] * w
+            uQu = dinv[0] * (np.einsum("nm,nm->m", v, v) - np.einsum("nm,nm->m", w, w))
+        else:
+            if self._Q2 is None:
+                self._Q2 = self._kernel(self._Zp, dinv**2)
+            u = self._s[:, None] * self._middle(r)
+            uQu = np.einsum("nm,nm->m", u, self._Q2 @ u)
+        sq += uQu - 2 * np.einsum("nm,nm->m", Zt2, u)
+        if self._Y is not None:
+            MY = np.hstack([self._MPF, self._Y])              # (|P|, 2|F|)
+            G = _dense(self._Zp @ (dinv[:, None] * MY))
+            f = self._Y.shape[1]
+            tY = _dense(t.T @ MY).T - G.T @ u                 # M_PFᵀ y and Yᵀ y
+            xF = linalg.cho_solve(self._T, _dense(b[self._F]) - tY[:f], check_finite=False)
+            YtY = self._Y.T @ self._Y
+            sq += np.einsum("fm,fm->m", xF, YtY @ xF - 2 * tY[f:] + xF)
+        return np.sqrt(np.maximum(sq, 0.0))
+
     def _quadratic_block(self, U, diagonal):
         U_P = U[:, self._P]
-        E = self._kernel(U_P) * self._s[None, :]          # U_P D⁻¹ Z_Pᵀ S, (m, n)
-        X = self._middle(E.T)                             # B⁻¹ Σ Eᵀ, (n, m)
-        if diagonal:
-            sq = U_P.multiply(U_P) if sp.issparse(U_P) else U_P**2
-            q = np.asarray(sq @ self._dinv).ravel() - np.einsum("mn,nm->m", E, X)
+        if diagonal and self._sign is None and self._is_design(U):
+            q = self._design_leverages()
         else:
-            scaled = U_P @ sp.diags(self._dinv) if sp.issparse(U_P) else U_P * self._dinv
-            q = _dense(scaled @ U_P.T) - E @ X
+            q = self._penalised_quadratic(U_P, diagonal)
         if self._Y is not None:
             V = np.asarray(U_P @ self._Y) - _dense(U[:, self._F])
             TV = linalg.cho_solve(self._T, V.T, check_finite=False)
             q = q + (np.einsum("mf,fm->m", V, TV) if diagonal else V @ TV)
         return q
+
+    def _design_leverages(self):
+        """``diag(Z_P M_PP⁻¹ Z_Pᵀ)`` of the curvature's own rows from ``diag(B⁻¹)``.
+
+        ``S Q S B⁻¹ S Q S = K − I + B⁻¹`` for ``K = S Q S`` (as ``B = I + K``), so the
+        leverage is ``(1 − B⁻¹_ii) / s_i²``: one triangular inverse (``n³/3``) instead of
+        ``n`` solves. Rows with ``K_ii < 1e-3`` (nearly zero weight), where that quotient
+        loses digits, take the direct formula.
+        """
+        if self._Linv_diag is None:
+            Linv, info = linalg.lapack.dtrtri(self._B[0], lower=1)
+            if info != 0:
+                raise CurvatureError(f"the dual factor is singular (LAPACK dtrtri info={info})")
+            self._Linv_diag = np.einsum("ij,ij->j", Linv, Linv)  # diag(B⁻¹) = diag(L⁻ᵀL⁻¹)
+        k = self._s**2 * np.diag(self._Q)
+        out = np.empty(len(k))
+        big = k >= 1e-3
+        out[big] = (1.0 - self._Linv_diag[big]) / self._s[big] ** 2
+        small = np.flatnonzero(~big)
+        if len(small):
+            E = self._Q[small] * self._s[None, :]
+            out[small] = np.diag(self._Q)[small] - np.einsum("mn,nm->m", E, self._middle(E.T))
+        return out
+
+    def _penalised_quadratic(self, U_P, diagonal):
+        """``U_P M_PP⁻¹ U_Pᵀ`` or its diagonal."""
+        E = self._kernel(U_P) * self._s[None, :]          # U_P D⁻¹ Z_Pᵀ S, (m, n)
+        X = self._middle(E.T)                             # B⁻¹ Σ Eᵀ, (n, m)
+        if diagonal:
+            sq = U_P.multiply(U_P) if sp.issparse(U_P) else U_P**2
+            return np.asarray(sq @ self._dinv).ravel() - np.einsum("mn,nm->m", E, X)
+        else:
+            scaled = U_P @ sp.diags(self._dinv) if sp.issparse(U_P) else U_P * self._dinv
+            return _dense(scaled @ U_P.T) - E @ X
 
     def inverse(self):
         """Dense ``M⁻¹`` (p × p), only up to ``DENSE_MAX_PARAMS``; use

@@ -68,6 +68,11 @@ class Solver:
                     else np.einsum("mp,pm->m", U, X))
         return np.asarray(U @ X)
 
+    def solve_norms(self, b):
+        """``‖M⁻¹ b‖`` of each column of ``b`` (p, m) (polishing's yardstick)."""
+        b = b.toarray() if sp.issparse(b) else np.asarray(b, dtype=float)
+        return np.linalg.norm(self.solve(b).reshape(b.shape[0], -1), axis=0)
+
     def downdated_solve(self, b, U, C, diag=None):
         raise NotImplementedError
 

@@ -133,9 +133,13 @@ class InfluenceModel:
         if self._typical_loo is None:
             rng = np.random.default_rng(0)
             idx = rng.choice(self.n, size=min(256, self.n), replace=False)
-            sparse = getattr(self.solver, "sparse_rows", False)
-            norms = [np.linalg.norm(self.solver.solve(self.removal_gradients(block, sparse).T), axis=0)
-                     for block in np.array_split(idx, -(-len(idx) // 64))]  # (p, 64) at a time
+            solver = self.solver
+            sparse = getattr(solver, "sparse_rows", False)
+            size = max(2**23 // self.adapter.n_params, 1)   # dense blocks of at most 64 MiB
+            norms = [solver.solve_norms(self.removal_gradients(block, sparse).T)
+                     if hasattr(solver, "solve_norms")
+                     else np.linalg.norm(solver.solve(self.removal_gradients(block).T), axis=0)
+                     for block in np.array_split(idx, -(-len(idx) // size))]
             self._typical_loo = np.median(np.concatenate(norms))
         return self._typical_loo
 
