@@ -61,12 +61,19 @@ class Solver:
         return self.inverse()
 
     def quadratic(self, U, diagonal=False):
-        """``U M⁻¹ Uᵀ`` for rows ``U`` (m, p), dense or sparse, or only its diagonal."""
-        X = self.solve(U.T.toarray() if sp.issparse(U) else np.asarray(U).T)
-        if diagonal:
-            return (np.asarray(U.multiply(X.T).sum(axis=1)).ravel() if sp.issparse(U)
-                    else np.einsum("mp,pm->m", U, X))
-        return np.asarray(U @ X)
+        """``U M⁻¹ Uᵀ`` for rows ``U`` (m, p), dense or sparse, or only its diagonal (by
+        solves, in blocks of rows whose ``p × rows`` solutions stay within 64 MiB)."""
+        if not diagonal:
+            X = self.solve(U.T.toarray() if sp.issparse(U) else np.asarray(U).T)
+            return np.asarray(U @ X)
+        size = max(2**23 // max(U.shape[1], 1), 1)
+        out = []
+        for i in range(0, U.shape[0], size):
+            B = U[i:i + size]
+            X = self.solve(B.T.toarray() if sp.issparse(B) else np.asarray(B).T)
+            out.append(np.asarray(B.multiply(X.T).sum(axis=1)).ravel() if sp.issparse(B)
+                       else np.einsum("mp,pm->m", B, X))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def solve_norms(self, b):
         """``‖M⁻¹ b‖`` of each column of ``b`` (p, m) (polishing's yardstick)."""
@@ -86,6 +93,9 @@ class InverseOperator:
 
     def __matmul__(self, b):
         return self.solver.solve(b)
+
+    def __rmatmul__(self, a):  # a M⁻¹ = (M⁻¹ aᵀ)ᵀ, M symmetric
+        return self.solver.solve(np.asarray(a).T).T
 
     def quadratic(self, U):
         return self.solver.quadratic(U, diagonal=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._linalg import block_gram
 from .._utils import row_blocks
+from ..curvature.solvers import InverseOperator
 from ..exceptions import InfluenceWarning
 
 __all__ = ["newton_update", "loo_decision", "ij_self_influence", "influence_factors",
@@ -63,8 +64,8 @@ MAX_SHARE_GROUPS = 8
 
 
 def _inverses(model, method):
-    """``(rows, M⁻¹)`` pairs: the inverse each row's leave-one-out step starts from (dense, or
-    the solver's :class:`~skinfluence.curvature.solvers.InverseOperator`).
+    """``(rows, M⁻¹)`` pairs: the inverse each row's leave-one-out step starts from (see
+    :func:`_inverse`).
 
     NS removes a row's share ``s_i`` of a mean-scaled penalty's curvature too. ``M − s ∇²π``
     is factorised once per distinct share (uniform weights: once), so that the per-row
@@ -76,13 +77,19 @@ def _inverses(model, method):
     values, which = np.unique(model.share, return_inverse=True)
     if (method == "ij" or not hasattr(solver, "shifted") or not D.any() or not values.any()
             or len(values) > MAX_SHARE_GROUPS):
-        return [(rows, _inverse(solver))]
-    return [(rows[which.ravel() == k], _inverse(solver.shifted(s * D))) for k, s in enumerate(values)]
+        return [(rows, _inverse(model, solver))]
+    return [(rows[which.ravel() == k], _inverse(model, solver.shifted(s * D)))
+            for k, s in enumerate(values)]
 
 
-def _inverse(solver):
-    """``M⁻¹`` as the adapter's ``jacobian_quadratic`` reads it (dense for solvers that have
-    no ``inverse_operator``)."""
+def _inverse(model, solver):
+    """``M⁻¹`` as the adapter's ``jacobian_quadratic`` reads it: the solver's
+    ``inverse_operator()`` (dense ``M⁻¹``, or solves for the dual form), or, for a
+    single-output linear model with fewer rows than parameters, solves in any case (``n``
+    right-hand sides cost less than the ``p × p`` inverse)."""
+    ad = model.adapter
+    if hasattr(ad, "jacobian_rows") and ad.n_outputs == 1 and model.n < ad.n_params:
+        return InverseOperator(solver)
     return solver.inverse_operator() if hasattr(solver, "inverse_operator") else solver.inverse()
 
 
@@ -186,7 +193,7 @@ def ij_self_influence(model, batch_size):
     """First-order own-loss increase ``g_iᵀ J_i M⁻¹ v_i`` of every training row."""
     out = np.empty(model.n)
     rows = np.arange(model.n)
-    for r, _, q in _loo_quadratics(model, rows, _inverse(model.solver), batch_size):
+    for r, _, q in _loo_quadratics(model, rows, _inverse(model, model.solver), batch_size):
         out[r] = np.einsum("bk,bk->b", model.g[r], q)
     return out
 
