@@ -45,6 +45,24 @@ def _dense(x):
     return x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
 
 
+def _as_gram(operator):
+    """``operator`` as a :class:`GramOperator`: a linear model's is one; any other symmetric
+    operator small enough to be dense is written ``M − diag = Σ_k λ_k v_k v_kᵀ`` (rows
+    ``√|λ_k| v_k``, weights ``sign λ_k``): correct, but no cheaper than the dense solver, and
+    ``solver="auto"`` never takes it there."""
+    if isinstance(operator, GramOperator):
+        return operator
+    if operator.n_params > DENSE_MAX_PARAMS:
+        raise ValueError("solver='dual' needs a linear model's curvature (a weighted Gram matrix "
+                         "of its design); use solver='cg' for networks")
+    M = operator.dense()
+    M[np.diag_indices_from(M)] -= operator.diagonal
+    lam, V = linalg.eigh(M)
+    keep = np.abs(lam) > 1e-12 * max(np.abs(lam).max(initial=0.0), 1e-300)
+    rows = np.sqrt(np.abs(lam[keep]))[:, None] * V[:, keep].T
+    return GramOperator(rows, np.sign(lam[keep])[:, None, None], diagonal=operator.diagonal)
+
+
 @register_solver("dual")
 class DualSolver(Solver):
     """``M⁻¹`` of ``M = Zᵀ C Z + D`` through the ``n × n`` dual form (module docstring).
@@ -76,9 +94,7 @@ class DualSolver(Solver):
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, batch_size=4096,
                  random_state=None):
-        if not isinstance(operator, GramOperator):
-            raise ValueError("solver='dual' needs a linear model's curvature (a weighted Gram "
-                             "matrix of its design); use solver='cg' for networks")
+        operator = _as_gram(operator)
         if operator.n_outputs != 1 or (null_space is not None and np.size(null_space)):
             raise ValueError(
                 f"solver='dual' supports single-output linear models (binary logistic, linear, "
