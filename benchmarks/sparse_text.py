@@ -10,9 +10,9 @@ p = 12,612 and 100,000 features it prints:
   ratio to one plain ``LogisticRegression().fit(X, y)`` (medians of ``--repeats``, taken in
   turn), and the solver ``solver="auto"`` chose;
 * peak memory of that job: the ``tracemalloc`` peak (numpy and scipy allocations) in this
-  process, and ``ru_maxrss`` of a fresh subprocess that loads the cached corpus and runs the
-  job once (whole process: interpreter, imports and the corpus included; its baseline
-  before the job is printed next to it);
+  process; and, in a fresh subprocess that loads the cached corpus and runs the job once,
+  the resident set before the job and its peak during it (``VmHWM`` reset after loading,
+  Linux), next to that process's ``ru_maxrss`` (interpreter, imports and corpus included);
 * with a tightly fitted model (``tol=1e-10``): max |ΔP| of the approximate leave-one-out
   probability against exact refits of ``--n-exact`` rows, and, where the dense curvature
   fits (n = 500, p = 12,612, cached), the same for ``solver="dense"`` and the largest
@@ -93,14 +93,26 @@ def job(X, y):
     return inf, inf.approx_loocv(response_method="predict_proba")
 
 
+def _status(key):
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status``, MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def rss_case(n, p, threads):
-    """Child process: ru_maxrss before and after one job (MiB, Linux reports KiB)."""
+    """Child process: resident memory around one job, MiB. The peak (``VmHWM``) is reset
+    after loading the corpus (``/proc/self/clear_refs``), so that it is the job's own;
+    ``ru_maxrss`` covers the whole process."""
     with threadpool_limits(threads):
         X, y = corpus(n, p)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status("VmRSS")
         job(X, y)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before": before, "after": after}))
+        peak = _status("VmHWM")
+    print(json.dumps({"before": before, "peak": peak,
+                      "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def child(args, *extra, path=None):
@@ -128,7 +140,7 @@ def dense_reference(X, y, rows):
     return np.load(path)
 
 
-def case(n, p, args):
+def case(n, p, args, rss):
     X, y = corpus(n, p)
     plain = lambda: LogisticRegression().fit(X, y)  # noqa: E731
     (t_plain, t_job), (_, (inf, _)) = interleaved_times([plain, lambda: job(X, y)], args.repeats)
@@ -136,7 +148,6 @@ def case(n, p, args):
     job(X, y)
     traced = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    rss = child(args, "--rss-case", str(n), str(p))
     # accuracy: the tightly fitted model, dual against exact refits (and dense where it fits)
     rng = np.random.default_rng(0)
     rows = rng.choice(n, size=args.n_exact, replace=False)
@@ -145,7 +156,7 @@ def case(n, p, args):
     exact = exact_loo_predictions(fine.estimator_, X, y, rows, "predict_proba")
     change = np.abs(fine.estimator_.predict_proba(X[rows]) - exact).max()
     row = dict(n=n, p=p, nnz=X.nnz, solver=inf.solver_, plain=t_plain, job=t_job,
-               traced=traced, rss_before=rss["before"], rss_after=rss["after"],
+               traced=traced, **rss,
                err_dual=np.abs(loo[rows] - exact).max(), loo_change=change)
     if (n, p) == (500, 12_612) and not args.no_dense:
         ref = dense_reference(X, y, rows)
@@ -180,15 +191,17 @@ def main():
         print(f"threads: {args.threads} "
               f"({', '.join(sorted({i['internal_api'] for i in threadpool_info()}))}); "
               f"medians of {args.repeats}; exact refits of {args.n_exact} rows (tol=1e-10)")
-        rows = [case(n, p, args) for n, p in CASES]
+        # memory first, in fresh subprocesses forked while this process is still small
+        rss = [child(args, "--rss-case", str(n), str(p)) for n, p in CASES]
+        rows = [case(n, p, args, r) for (n, p), r in zip(CASES, rss)]
     print("\n| n | p | nnz | solver | plain fit (s) | fit + approx_loocv (s) | ratio | "
-          "tracemalloc peak (MiB) | ru_maxrss before → after (MiB) | max abs ΔP vs refit | "
-          "max abs LOO change |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "tracemalloc peak (MiB) | RSS before → peak (MiB) | ru_maxrss (MiB) | "
+          "max abs ΔP vs refit | max abs LOO change |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {r['p']} | {r['nnz']} | {r['solver']} | {r['plain']:.3f} | {r['job']:.3f} | "
-              f"{r['job'] / r['plain']:.1f} | {r['traced']:.0f} | {r['rss_before']:.0f} → "
-              f"{r['rss_after']:.0f} | {r['err_dual']:.2e} | {r['loo_change']:.2e} |")
+              f"{r['job'] / r['plain']:.1f} | {r['traced']:.0f} | {r['before']:.0f} → "
+              f"{r['peak']:.0f} | {r['maxrss']:.0f} | {r['err_dual']:.2e} | {r['loo_change']:.2e} |")
     for r in rows:
         if "err_dense" in r:
             print(f"\nn={r['n']}, p={r['p']}, solver='dense' (tight model, {r['dense_seconds']:.0f} s, "

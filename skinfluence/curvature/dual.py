@@ -69,8 +69,9 @@ class DualSolver(Solver):
 
     Parameters
     ----------
-    operator : GramOperator
-        A single-output linear model's curvature, penalty diagonal included.
+    operator : GramOperator or CurvatureOperator
+        A single-output linear model's curvature, penalty diagonal included (any other
+        operator is made dense and split into eigen-rows, see :func:`_as_gram`).
     damping : float, default=0.0
         Added to the diagonal.
     null_space : None
@@ -157,7 +158,7 @@ class DualSolver(Solver):
         n = self._Zp.shape[0]
         counts = np.bincount(self._Zp.indices, minlength=self._Zp.shape[1])
         limit = max(2**23 // max(n, 1), 1)                 # at most 64 MiB of dense columns
-        freq = np.flatnonzero(counts > max(n / 20, 16))
+        freq = np.flatnonzero(counts > max(n / 40, 16))
         freq = freq[np.argsort(-counts[freq], kind="stable")[:limit]]
         if len(freq):
             self._freq = np.zeros(self._Zp.shape[1], bool)
