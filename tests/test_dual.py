@@ -248,3 +248,15 @@ def test_sparse_design_stays_sparse():
         tracemalloc.stop()
     assert inf.solver_ == "dual"
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_cg_for_multinomial_equals_dense():
+    """The K-output Gram products (Σ z_i z_iᵀ ⊗ W_i) with the intercepts' null space."""
+    X, t, rng = _data(11, p=30)
+    y = np.digitize(t, [-0.5, 0.5])
+    est = LogisticRegression(tol=1e-12, max_iter=10_000)
+    dense, cg = _fit(est, sp.csr_matrix(X), y, "dense"), _fit(est, sp.csr_matrix(X), y, "cg")
+    v = rng.standard_normal(cg.adapter_.n_params)
+    _close(cg.curvature_ @ v, dense.curvature_ @ v, 1e-12)
+    _close(cg.loo_decision(), dense.loo_decision(), 1e-6)
+    _close(cg.attribute(X[:4], y[:4]), dense.attribute(X[:4], y[:4]), 1e-6)
