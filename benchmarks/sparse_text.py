@@ -70,8 +70,8 @@ def make_text_corpus(n_docs, n_features, *, vocabulary=200_000, doc_length=120, 
     tokens = np.char.add("w", words.astype(str))
     docs = [" ".join(t) for t in np.split(tokens, np.cumsum(lengths)[:-1])]
     y = np.where(rng.random(n_docs) < label_noise, 1 - y, y)
-    X = TfidfVectorizer(ngram_range=(1, 2), max_features=n_features, token_pattern=r"\S+").fit_transform(docs)
-    return X.tocsr(), y
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), max_features=n_features, token_pattern=r"\S+")
+    return vectorizer.fit_transform(docs).tocsr(), y
 
 
 def corpus(n, p):
@@ -116,12 +116,11 @@ def rss_case(n, p, threads):
 
 
 def child(args, *extra, path=None):
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
-           "MKL_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, **{f"{lib}_NUM_THREADS": str(args.threads) for lib in ("OMP", "OPENBLAS", "MKL")}}
     if path is not None:
         env["PYTHONPATH"] = f"{path}{os.pathsep}{Path(__file__).parent}"
-    out = subprocess.run([sys.executable, __file__, *extra, "--threads", str(args.threads)],
-                         capture_output=True, text=True, env=env, check=True, cwd=Path(__file__).parent)
+    out = subprocess.run([sys.executable, __file__, *extra, "--threads", str(args.threads)], env=env,
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -161,7 +160,8 @@ def case(n, p, args, rss):
     if (n, p) == (500, 12_612) and not args.no_dense:
         ref = dense_reference(X, y, rows)
         row.update(err_dense=np.abs(ref["loo"][rows] - exact).max(),
-                   dual_vs_dense=np.abs(loo - ref["loo"]).max(), dense_seconds=float(ref["seconds"]))
+                   dual_vs_dense=np.abs(loo - ref["loo"]).max(),
+                   dense_seconds=float(ref["seconds"]))
     return row
 
 
@@ -170,8 +170,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-exact", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-dense", action="store_true", help="skip the dense reference (minutes, ~6 GB)")
-    parser.add_argument("--pre-change", metavar="PATH", help="a checkout from before the dual solver")
+    parser.add_argument("--no-dense", action="store_true",
+                        help="skip the dense reference (minutes, gigabytes)")
+    parser.add_argument("--pre-change", metavar="PATH",
+                        help="a checkout from before the dual solver")
     parser.add_argument("--rss-case", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fit-once", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,18 +201,19 @@ def main():
           "max abs ΔP vs refit | max abs LOO change |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['p']} | {r['nnz']} | {r['solver']} | {r['plain']:.3f} | {r['job']:.3f} | "
-              f"{r['job'] / r['plain']:.1f} | {r['traced']:.0f} | {r['before']:.0f} → "
-              f"{r['peak']:.0f} | {r['maxrss']:.0f} | {r['err_dual']:.2e} | {r['loo_change']:.2e} |")
+        print(f"| {r['n']} | {r['p']} | {r['nnz']} | {r['solver']} | {r['plain']:.3f} | "
+              f"{r['job']:.3f} | {r['job'] / r['plain']:.1f} | {r['traced']:.0f} | "
+              f"{r['before']:.0f} → {r['peak']:.0f} | {r['maxrss']:.0f} | {r['err_dual']:.2e} | "
+              f"{r['loo_change']:.2e} |")
     for r in rows:
         if "err_dense" in r:
-            print(f"\nn={r['n']}, p={r['p']}, solver='dense' (tight model, {r['dense_seconds']:.0f} s, "
-                  f"cached): max abs ΔP vs refit {r['err_dense']:.2e} (dual {r['err_dual']:.2e}); "
+            print(f"\nn={r['n']}, p={r['p']}, solver='dense' (tight model, "
+                  f"{r['dense_seconds']:.0f} s, cached): max abs ΔP vs refit {r['err_dense']:.2e} (dual {r['err_dual']:.2e}); "
                   f"max abs LOO probability, dual − dense: {r['dual_vs_dense']:.1e}")
     if args.pre_change:
         pre = child(args, "--fit-once", "500", "12612", path=args.pre_change)
-        print(f"\npre-change ({pre['package']}): FisherInfluence(LogisticRegression()).fit on n=500, "
-              f"p=12612: {pre['fit']:.1f} s, ru_maxrss {pre['maxrss']:.0f} MiB")
+        print(f"\npre-change ({pre['package']}): FisherInfluence(LogisticRegression()).fit "
+              f"on n=500, p=12612: {pre['fit']:.1f} s, ru_maxrss {pre['maxrss']:.0f} MiB")
 
 
 if __name__ == "__main__":

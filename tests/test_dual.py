@@ -38,8 +38,10 @@ def _case(name, X, t, rng):
     if name == "ridge":
         return Ridge(alpha=1.0, tol=1e-12), t
     if name == "poisson":
-        return PoissonRegressor(alpha=0.1, tol=1e-12, max_iter=10_000), rng.poisson(np.exp(0.3 * t.clip(-2, 2)))
-    return GammaRegressor(alpha=0.1, tol=1e-12, max_iter=10_000), np.exp(0.2 * t + 0.3 * rng.standard_normal(len(t)))
+        y = rng.poisson(np.exp(0.3 * t.clip(-2, 2)))
+        return PoissonRegressor(alpha=0.1, tol=1e-12, max_iter=10_000), y
+    y = np.exp(0.2 * t + 0.3 * rng.standard_normal(len(t)))
+    return GammaRegressor(alpha=0.1, tol=1e-12, max_iter=10_000), y
 
 
 def _close(a, b, tol=1e-8):
@@ -213,7 +215,8 @@ def test_clear_errors():
     y = (t > 0).astype(int)
     Xw = sp.csr_matrix(X)
     with pytest.raises(ValueError, match="ℓ1 penalty"):
-        _fit(LogisticRegression(l1_ratio=0.5, C=1.0, solver="saga", tol=1e-8, max_iter=5000), Xw, y, "dual")
+        enet = LogisticRegression(l1_ratio=0.5, C=1.0, solver="saga", tol=1e-8, max_iter=5000)
+        _fit(enet, Xw, y, "dual")
     with pytest.raises(ValueError, match="solver='cg'"):
         _fit(LogisticRegression(), Xw, np.arange(N) % 3, "dual")
     with pytest.raises(ValueError, match="unpenalised"):
@@ -235,7 +238,8 @@ def test_sparse_design_stays_sparse():
     rng = np.random.default_rng(10)
     n, p = 80, 200_000
     X = sp.random(n, p, density=1e-3, random_state=10, format="csr")
-    y = (np.asarray(X[:, :2000].sum(axis=1)).ravel() + 0.1 * rng.standard_normal(n) > 0.1).astype(int)
+    signal = np.asarray(X[:, :2000].sum(axis=1)).ravel()
+    y = (signal + 0.1 * rng.standard_normal(n) > 0.1).astype(int)
     est = LogisticRegression(C=10.0).fit(X, y)         # (scikit-learn's own fit peaks higher)
     tracemalloc.start()
     try:

@@ -123,7 +123,7 @@ class DualSolver(Solver):
         self._sign = np.sign(w) if (w < 0).any() else None
         n = len(w)
         self._split_columns()
-        self._Q = self._kernel(self._Zp)                   # Z_P D⁻¹ Z_Pᵀ, kept for the design's rows
+        self._Q = self._kernel(self._Zp)                   # Z_P D⁻¹ Z_Pᵀ, kept for the design
         self._Q2 = self._Linv_diag = None
         B = self._s[:, None] * self._Q * self._s[None, :]
         if self._sign is not None:
@@ -145,7 +145,8 @@ class DualSolver(Solver):
             if not ev[0] > 1e-12 * max(ev[-1], 1.0):
                 raise CurvatureError(
                     "the curvature is singular along the unpenalised coordinates (e.g. an "
-                    f"intercept without weighted rows; eigenvalues from {ev[0]:.3g}); pass damping > 0")
+                    f"intercept without weighted rows; eigenvalues from {ev[0]:.3g}); "
+                    "pass damping > 0")
             self._T = linalg.cho_factor(T, lower=True, check_finite=False)
 
     # ------------------------------------------------------------ the dual pieces
@@ -241,7 +242,8 @@ class DualSolver(Solver):
         t = sp.diags(dinv) @ bP if sp.issparse(b) else dinv[:, None] * bP
         r = self._s[:, None] * _dense(self._Zp @ t)
         Zt2 = _dense(self._Zp @ (sp.diags(dinv) @ t if sp.issparse(t) else dinv[:, None] * t))
-        sq = np.asarray(t.multiply(t).sum(axis=0)).ravel() if sp.issparse(t) else np.einsum("pm,pm->m", t, t)
+        sq = (np.asarray(t.multiply(t).sum(axis=0)).ravel() if sp.issparse(t)
+              else np.einsum("pm,pm->m", t, t))
         uniform = len(dinv) and np.ptp(dinv) <= 1e-15 * dinv.max()
         if self._sign is None and uniform:
             # u = S w, w = B⁻¹ r = L⁻ᵀ v, v = L⁻¹ r: uᵀ Q u = wᵀ (B − I) w = ‖v‖² − ‖w‖², Q₂ = Q/d
@@ -356,8 +358,8 @@ class DualSolver(Solver):
             inner = np.linalg.solve(np.eye(len(C)) - G @ C,
                                     np.asarray(U @ Ab).reshape(len(C), -1))
         except np.linalg.LinAlgError:
-            raise CurvatureError("the curvature without these samples is singular "
-                                 "(they carry directions no other sample does); add damping") from None
+            raise CurvatureError("the curvature without these samples is singular (they carry "
+                                 "directions no other sample does); add damping") from None
         correction = np.asarray(U.T @ (C @ inner))
         return Ab + base.solve(correction).reshape(Ab.shape)
 

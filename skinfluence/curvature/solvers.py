@@ -19,8 +19,9 @@ model adapter's ``jacobian_quadratic`` reads them from, the dense ``M⁻¹`` by 
 an :class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for
 a solver that never forms ``p × p`` (the dual form). Registered: ``"dense"`` (Cholesky
 and Woodbury down-dates, :mod:`.factor`), ``"dual"`` (the ``n × n`` form of a linear
-model with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new solver (low-rank, GIF's iteration) registers itself with
-:func:`register_solver` and is then available to every estimator through ``solver=``.
+model with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new solver (low-rank, GIF's
+iteration) registers itself with :func:`register_solver` and is then available to every
+estimator through ``solver=``.
 """
 
 from __future__ import annotations

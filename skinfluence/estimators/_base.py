@@ -20,8 +20,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from .._utils import check_sample_weight, check_target, final_step, is_torch_model, is_torch_module
 from ..curvature.newton import NewtonPolisher, lbfgs_finish
 from ..curvature.operators import CurvatureOperator
-from ..curvature import dual  # noqa: F401  (registers solver="dual")
-from ..curvature.dual import DUAL_MAX_FREE
+from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="dual")
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
 from ..models import make_adapter
 from ..refit import fit_weighted

@@ -265,7 +265,8 @@ class GLMAdapter(ModelAdapter):
     def curvature_weights(self, y, c, kind="fisher", eta=None, Z=None):
         """Weighted output curvatures ``c_i W_i`` (n, K, K): the curvature is
         ``Σ_i z_i z_iᵀ ⊗ c_i W_i`` (a :class:`~skinfluence.curvature.operators.GramOperator`)."""
-        return self.output_curvature(y, self.eta(Z) if eta is None else eta, kind) * c[:, None, None]
+        eta = self.eta(Z) if eta is None else eta
+        return self.output_curvature(y, eta, kind) * c[:, None, None]
 
     def curvature(self, Z, y, c, kind="fisher", eta=None):
         K = self.n_outputs
