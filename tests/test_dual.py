@@ -264,3 +264,19 @@ def test_cg_for_multinomial_equals_dense():
     _close(cg.curvature_ @ v, dense.curvature_ @ v, 1e-12)
     _close(cg.loo_decision(), dense.loo_decision(), 1e-6)
     _close(cg.attribute(X[:4], y[:4]), dense.attribute(X[:4], y[:4]), 1e-6)
+
+
+def test_curvature_sampler_with_the_dual():
+    """A curvature from 30 sampled rows: the quadratics of all 60 rows are cross-kernels."""
+    from skinfluence.sampling import RandomSampler
+
+    X, t, rng = _data(12)
+    y = (t > 0).astype(int)
+    est = LogisticRegression(tol=1e-12, max_iter=10_000)
+    sampler = RandomSampler(n_samples=30, random_state=0)
+    dense = _fit(est, sp.csr_matrix(X), y, "dense", curvature_sampler=sampler)
+    dual = _fit(est, sp.csr_matrix(X), y, "dual", curvature_sampler=sampler)
+    assert dual.curvature_solver_.info_["n_samples"] == 30
+    _close(dual.loo_decision(), dense.loo_decision())
+    folds = np.array_split(np.arange(N), 3)
+    _close(dual.cv_decision(folds), dense.cv_decision(folds))
