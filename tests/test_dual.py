@@ -179,6 +179,8 @@ def test_auto_chooses_by_shape():
     assert inf.solver_ == "dual" and "p=3001 > n=60" in inf.solver_reason_
     tall = _fit(est, np.vstack([X[:, :20]] * 3), np.tile(y, 3), "auto")
     assert tall.solver_ == "dense" and "p <= n=180" in tall.solver_reason_
+    multi = _fit(est, Xw, np.arange(N) % 3, "auto")      # p = 3 · 3001 > n·K = 180
+    assert multi.solver_ == "dual" and "n·K=180" in multi.solver_reason_
     damped = _fit(LinearRegression(), Xw, t, "auto", damping=1.0)   # no penalty, but damping
     assert damped.solver_ == "dual"
 
@@ -217,8 +219,6 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="ℓ1 penalty"):
         enet = LogisticRegression(l1_ratio=0.5, C=1.0, solver="saga", tol=1e-8, max_iter=5000)
         _fit(enet, Xw, y, "dual")
-    with pytest.raises(ValueError, match="solver='cg'"):
-        _fit(LogisticRegression(), Xw, np.arange(N) % 3, "dual")
     with pytest.raises(ValueError, match="unpenalised"):
         _fit(LinearRegression(), Xw, t, "dual")
     dual = _fit(Ridge(), Xw, t, "dual")
@@ -253,6 +253,24 @@ def test_sparse_design_stays_sparse():
         tracemalloc.stop()
     assert inf.solver_ == "dual"
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_multinomial_dual_equals_dense(fmt):
+    """K = 3: the dual has n·K rows z_i ⊗ √λ v (W_i's eigenvectors) and the null space's row."""
+    X, t, rng = _data(13)
+    y = np.digitize(t, [-0.5, 0.5])
+    Xf = sp.csr_matrix(X) if fmt == "csr" else X
+    est = LogisticRegression(tol=1e-12, max_iter=10_000)
+    dense, dual = _fit(est, Xf, y, "dense"), _fit(est, Xf, y, "dual")
+    assert dual.curvature_solver_.info_["n_samples"] == 3 * N + 1
+    for method in ("ns", "ij"):
+        _close(dual.loo_decision(method), dense.loo_decision(method))
+    _close(dual.self_influence(), dense.self_influence())
+    folds = np.array_split(rng.permutation(N), 4)
+    _close(dual.cv_decision(folds), dense.cv_decision(folds))
+    _close(dual.parameter_change([1, 4, 9]), dense.parameter_change([1, 4, 9]))
+    _close(dual.attribute(Xf[:5], y[:5]), dense.attribute(Xf[:5], y[:5]))
 
 
 def test_cg_for_multinomial_equals_dense():

@@ -22,7 +22,10 @@ Leave-one-out and K-fold need quadratics of rows ``U`` (``J_i M⁻¹ J_iᵀ``, a
 all from ``n × n`` and ``m × n`` arrays (``m ≤ batch_size``). Costs: ``O(nnz · n)`` for the
 kernel and ``n³/3`` for the factor, once; ``O(nnz + n² + p)`` per solved column. Removals
 (:meth:`DualSolver.downdated_solve`) are Woodbury steps on top, with an ``m × m`` system.
-Registered as ``solver="dual"`` (:mod:`.solvers`).
+A multinomial model (``K`` outputs, curvature ``Σ_i z_i z_iᵀ ⊗ W_i``) is the same with the
+``n·K`` rows ``z_i ⊗ √λ_ik v_ik`` of the eigen-decompositions ``W_i = Σ_k λ_ik v_ik v_ikᵀ``
+(:func:`_as_gram`); its leave-one-out needs the per-sample ``K × K`` blocks
+(:meth:`DualSolver.quadratic_blocks`). Registered as ``solver="dual"`` (:mod:`.solvers`).
 """
 
 from __future__ import annotations
@@ -45,13 +48,35 @@ def _dense(x):
     return x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
 
 
-def _as_gram(operator):
-    """``operator`` as a :class:`GramOperator`: a linear model's is one; any other symmetric
-    operator small enough to be dense is written ``M − diag = Σ_k λ_k v_k v_kᵀ`` (rows
-    ``√|λ_k| v_k``, weights ``sign λ_k``): correct, but no cheaper than the dense solver, and
-    ``solver="auto"`` never takes it there."""
+def _as_gram(operator, null_space=None):
+    """``operator`` (plus ``N Nᵀ`` for a null space ``N``) as a single-output
+    :class:`GramOperator` ``Σ_j σ_j r_j r_jᵀ + D``.
+
+    A K-output linear model's ``Σ_i z_i z_iᵀ ⊗ W_i``, with ``W_i = V_i Λ_i V_iᵀ``, has the
+    rows ``r_ik = z_i ⊗ √|λ_ik| v_ik`` (``J_iᵀ`` times an eigenvector: ``n·K`` rows, sparse
+    with the design) and weights ``sign λ_ik``; the null space's columns are rows of weight
+    1. Any other symmetric operator small enough to be dense is split the same way into
+    eigen-rows: correct, but no cheaper than the dense solver, and ``solver="auto"`` never
+    takes it there.
+    """
     if isinstance(operator, GramOperator):
-        return operator
+        Z, K = operator.design, operator.n_outputs
+        if K == 1:
+            rows, weights = Z, operator.weights[:, 0, 0]
+        else:
+            lam, V = np.linalg.eigh(operator.weights)          # (n, K), (n, K, K)
+            R = np.sqrt(np.abs(lam))[:, :, None] * np.swapaxes(V, 1, 2)   # row k: √|λ_k| v_kᵀ
+            J = sp.kron(Z, sp.eye(K), format="csr") if sp.issparse(Z) else np.kron(Z, np.eye(K))
+            rows = sp.block_diag(list(R), format="csr") @ J
+            weights = np.where(np.abs(lam) > 1e-14 * np.abs(lam).max(initial=1e-300),
+                               np.sign(lam), 0.0).ravel()
+        if null_space is not None and np.size(null_space):
+            stack = sp.vstack if sp.issparse(rows) else np.vstack
+            rows = stack([rows, sp.csr_matrix(null_space.T) if sp.issparse(rows) else null_space.T])
+            weights = np.concatenate([weights, np.ones(null_space.shape[1])])
+        if rows is Z and K == 1:
+            return operator
+        return GramOperator(rows, weights[:, None, None], diagonal=operator.diagonal)
     if operator.n_params > DENSE_MAX_PARAMS:
         raise ValueError("solver='dual' needs a linear model's curvature (a weighted Gram matrix "
                          "of its design); use solver='cg' for networks")
@@ -60,7 +85,8 @@ def _as_gram(operator):
     lam, V = linalg.eigh(M)
     keep = np.abs(lam) > 1e-12 * max(np.abs(lam).max(initial=0.0), 1e-300)
     rows = np.sqrt(np.abs(lam[keep]))[:, None] * V[:, keep].T
-    return GramOperator(rows, np.sign(lam[keep])[:, None, None], diagonal=operator.diagonal)
+    gram = GramOperator(rows, np.sign(lam[keep])[:, None, None], diagonal=operator.diagonal)
+    return _as_gram(gram, null_space)
 
 
 @register_solver("dual")
@@ -70,12 +96,14 @@ class DualSolver(Solver):
     Parameters
     ----------
     operator : GramOperator or CurvatureOperator
-        A single-output linear model's curvature, penalty diagonal included (any other
-        operator is made dense and split into eigen-rows, see :func:`_as_gram`).
+        A linear model's curvature, penalty diagonal included; a K-output one is written
+        with ``n·K`` rows, any other operator is made dense and split into eigen-rows (see
+        :func:`_as_gram`).
     damping : float, default=0.0
         Added to the diagonal.
-    null_space : None
-        Single-output linear models have none (accepted for the factory).
+    null_space : ndarray of shape (p, r), optional
+        Orthonormal directions the objective ignores (a multinomial model's common
+        intercept shift): ``N Nᵀ`` is added, as rows of weight 1.
     active : ndarray of bool, shape (p,), optional
         Coordinates that move; solves return 0 on the others.
     batch_size : int, default=4096
@@ -95,15 +123,10 @@ class DualSolver(Solver):
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, batch_size=4096,
                  random_state=None):
-        operator = _as_gram(operator)
-        if operator.n_outputs != 1 or (null_space is not None and np.size(null_space)):
-            raise ValueError(
-                f"solver='dual' supports single-output linear models (binary logistic, linear, "
-                f"Poisson/Gamma/Tweedie); this one has {operator.n_outputs} outputs: use "
-                f"solver='cg' (or 'dense' for up to {DENSE_MAX_PARAMS} parameters)")
+        self.curvature, self.null_space = operator, null_space
+        operator = _as_gram(operator, null_space)
         p = operator.n_params
-        self.n_params, self.curvature = p, operator
-        self.damping, self.null_space = float(damping), None
+        self.n_params, self.damping = p, float(damping)
         self.active = np.ones(p, bool) if active is None else np.asarray(active, bool)
         self.batch_size = int(batch_size)
         d = operator.diagonal + self.damping
@@ -267,6 +290,36 @@ class DualSolver(Solver):
             sq += np.einsum("fm,fm->m", xF, YtY @ xF - 2 * tY[f:] + xF)
         return np.sqrt(np.maximum(sq, 0.0))
 
+    def quadratic_blocks(self, U, K):
+        """Diagonal ``K × K`` blocks of ``U M⁻¹ Uᵀ`` for rows ``U`` (m·K, p) stacked per
+        sample (a multinomial model's ``J_i``): shape (m, K, K), in blocks of samples whose
+        ``m·K × n`` arrays stay within 64 MiB."""
+        if K == 1:
+            return self.quadratic(U, diagonal=True)[:, None, None]
+        U = U.tocsr() if sp.issparse(U) else np.asarray(U, dtype=float)
+        m, n = U.shape[0] // K, len(self._s)
+        step = max(min(self.batch_size, 2**23 // max(n * K, 1)), 1)
+        return np.concatenate([self._blocks(U[i * K:(i + step) * K], K)
+                               for i in range(0, m, step)]) if m else np.zeros((0, K, K))
+
+    def _blocks(self, U, K):
+        m = U.shape[0] // K
+        U_P = U[:, self._P]
+        E = self._kernel(U_P) * self._s[None, :]                      # (m·K, n)
+        X = self._middle(E.T)                                         # (n, m·K)
+        out = -np.einsum("mkn,nml->mkl", E.reshape(m, K, -1), X.reshape(-1, m, K))
+        scaled = U_P @ sp.diags(self._dinv) if sp.issparse(U_P) else U_P * self._dinv
+        for k in range(K):                                            # U_P D⁻¹ U_Pᵀ, per sample
+            for l in range(K):
+                prod = (scaled[k::K].multiply(U_P[l::K]) if sp.issparse(U_P)
+                        else scaled[k::K] * U_P[l::K])
+                out[:, k, l] += np.asarray(prod.sum(axis=1)).ravel()
+        if self._Y is not None:
+            V = np.asarray(U_P @ self._Y) - _dense(U[:, self._F])       # (m·K, |F|)
+            TV = linalg.cho_solve(self._T, V.T, check_finite=False)
+            out += np.einsum("mkf,fml->mkl", V.reshape(m, K, -1), TV.reshape(-1, m, K))
+        return out
+
     def _quadratic_block(self, U, diagonal):
         U_P = U[:, self._P]
         if diagonal and self._sign is None and self._is_design(U):
@@ -335,7 +388,7 @@ class DualSolver(Solver):
         if key not in cache:
             if len(cache) >= 4:
                 cache.pop(next(iter(cache)))
-            cache[key] = DualSolver(self.curvature.add_diagonal(-d), self.damping, None,
+            cache[key] = DualSolver(self.curvature.add_diagonal(-d), self.damping, self.null_space,
                                     self.active, self.batch_size)
         return cache[key]
 
@@ -351,7 +404,7 @@ class DualSolver(Solver):
         base = self.shifted(diag) if diag is not None and np.any(diag) else self
         if not sp.issparse(U) and np.ndim(U) == 3:
             U = np.asarray(U).reshape(-1, U.shape[-1])
-        C = np.diag(C[:, 0, 0]) if C.ndim == 3 else np.asarray(C)
+        C = linalg.block_diag(*C) if C.ndim == 3 else np.asarray(C)
         Ab = base.solve(b)
         G = base.quadratic(U)
         try:

@@ -11,17 +11,17 @@ included) and owns what every solve needs:
 * ``active``: the coordinates that move (an ℓ1 model's support; a parameter subset
   ``J``); the others are held fixed and solves return 0 there.
 
-Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m),
-``inverse()``, ``downdated_solve(b, U, C, diag)`` (the curvature without some samples:
-``M − Σ U_iᵀ C_i U_i − diag(d)``) and reports ``info_``. Leave-one-out needs the
-quadratics ``J_i M⁻¹ J_iᵀ`` of every training row: ``inverse_operator()`` is what the
-model adapter's ``jacobian_quadratic`` reads them from, the dense ``M⁻¹`` by default, or
-an :class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for
-a solver that never forms ``p × p`` (the dual form). Registered: ``"dense"`` (Cholesky
-and Woodbury down-dates, :mod:`.factor`), ``"dual"`` (the ``n × n`` form of a linear
-model with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new solver (low-rank, GIF's
-iteration) registers itself with :func:`register_solver` and is then available to every
-estimator through ``solver=``.
+Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m), ``inverse()``,
+``downdated_solve(b, U, C, diag)`` (the curvature without some samples: ``M − Σ U_iᵀ C_i
+U_i − diag(d)``) and reports ``info_``. Leave-one-out needs the quadratics ``J_i M⁻¹
+J_iᵀ`` of every training row: ``inverse_operator()`` is what the model adapter's
+``jacobian_quadratic`` reads them from, the dense ``M⁻¹`` by default, or an
+:class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for a
+solver that never forms ``p × p`` (the dual form). Registered: ``"dense"`` (Cholesky and
+Woodbury down-dates, :mod:`.factor`), ``"dual"`` (the ``n × n`` form of a linear model
+with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new
+solver (low-rank, GIF's iteration) registers itself with :func:`register_solver` and is
+then available to every estimator through ``solver=``.
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ class Solver:
                        else np.einsum("mp,pm->m", B, X))
         return np.concatenate(out) if out else np.zeros(0)
 
+    def quadratic_blocks(self, U, K):
+        """Diagonal ``K × K`` blocks of ``U M⁻¹ Uᵀ`` for rows ``U`` (m·K, p) stacked per
+        sample: shape (m, K, K)."""
+        U = U.toarray() if sp.issparse(U) else np.asarray(U, dtype=float)
+        X = self.solve(U.T)
+        m = U.shape[0] // K
+        return np.einsum("mkp,mlp->mkl", U.reshape(m, K, -1), X.T.reshape(m, K, -1))
+
     def solve_norms(self, b):
         """``‖M⁻¹ b‖`` of each column of ``b`` (p, m) (polishing's yardstick)."""
         b = b.toarray() if sp.issparse(b) else np.asarray(b, dtype=float)
@@ -86,7 +94,8 @@ class Solver:
 
 
 class InverseOperator:
-    """``M⁻¹`` seen through a solver: ``A @ b`` solves, ``A.quadratic(U)`` is ``diag(U M⁻¹ Uᵀ)``."""
+    """``M⁻¹`` seen through a solver: ``A @ b`` solves, ``A.quadratic(U)`` is ``diag(U M⁻¹ Uᵀ)``
+    and ``A.quadratic_blocks(U, K)`` its per-sample ``K × K`` blocks."""
 
     def __init__(self, solver):
         self.solver = solver
@@ -100,6 +109,9 @@ class InverseOperator:
 
     def quadratic(self, U):
         return self.solver.quadratic(U, diagonal=True)
+
+    def quadratic_blocks(self, U, K):
+        return self.solver.quadratic_blocks(U, K)
 
 
 def register_solver(name: str):
@@ -119,14 +131,14 @@ def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **
     return SOLVERS[name](operator, damping=damping, null_space=null_space, active=active, **options)
 
 
-def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, dual_ok=False,
-                  smooth=True):
+def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, n_outputs=1,
+                  dual_ok=False, smooth=True):
     """``(name, reason)`` for ``solver=requested``.
 
     ``"auto"``: dense while the ``p × p`` curvature is small (``p ≤ DENSE_MAX_PARAMS`` and
-    ``p ≤ n``, or ``p ≤ DENSE_CHEAP_PARAMS``); the ``n × n`` dual form when ``p > n`` for a
-    linear model with an ℓ2 penalty (``dual_ok``) and ``n ≤ DUAL_MAX_SAMPLES``; dense up to
-    ``DENSE_MAX_PARAMS``; conjugate gradients beyond. An ℓ1 penalty (``smooth=False``)
+    ``p ≤ n·K``, or ``p ≤ DENSE_CHEAP_PARAMS``); the ``n·K × n·K`` dual form when ``p > n·K``
+    for a linear model with an ℓ2 penalty (``dual_ok``) and ``n·K ≤ DUAL_MAX_SAMPLES``; dense
+    up to ``DENSE_MAX_PARAMS``; conjugate gradients beyond. An ℓ1 penalty (``smooth=False``)
     always takes the dense curvature, which its proximal Newton steps need.
 
     Parameters
@@ -138,9 +150,11 @@ def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, dual_ok=
         Whether the model offers curvature-vector products (else only dense works).
     n_samples : int, optional
         Rows that build the curvature.
+    n_outputs : int, default=1
+        Outputs ``K`` per row (the dual form has ``n·K`` rows).
     dual_ok : bool
-        A single-output linear model whose curvature is ``ZᵀCZ + D`` with ``D > 0`` on all
-        but a few coordinates.
+        A linear model whose curvature is ``Σ z_i z_iᵀ ⊗ C_i + D`` with ``D > 0`` on all but
+        a few coordinates.
     smooth : bool
         Whether the penalty is smooth (no ℓ1 part).
     """
@@ -148,20 +162,22 @@ def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, dual_ok=
         return "dense", "this model offers no curvature products: a dense Cholesky factorisation"
     if requested != "auto":
         return requested, "requested"
-    p, n = n_params, n_samples
+    p = n_params
+    n = None if n_samples is None else n_samples * n_outputs
+    label = "n" if n_outputs == 1 else "n·K"
     size = f"{8 * p * p / 2**20:.0f} MiB"
     if not smooth:
         return "dense", (f"an ℓ1 penalty: its proximal Newton steps need the dense curvature "
                          f"(p={p}, {size})")
     if p <= DENSE_MAX_PARAMS and (n is None or p <= n or p <= DENSE_CHEAP_PARAMS or not dual_ok):
         return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}"
-                         + (f" and p <= n={n}" if n is not None and p <= n else "")
+                         + (f" and p <= {label}={n}" if n is not None and p <= n else "")
                          + f": the dense curvature ({size}) is built and factorised once")
     if dual_ok and n is not None and n < p and n <= DUAL_MAX_SAMPLES:
-        return "dual", (f"p={p} > n={n} with an ℓ2 penalty: the n × n dual form "
+        return "dual", (f"p={p} > {label}={n} with an ℓ2 penalty: the {label} × {label} dual form "
                         f"({8 * n * n / 2**20:.0f} MiB) instead of a p × p curvature ({size})")
     if p <= DENSE_MAX_PARAMS:
-        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}, n={n} too many rows for "
-                         f"the dual form: the dense curvature ({size})")
+        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}, {label}={n} too many "
+                         f"rows for the dual form: the dense curvature ({size})")
     return "cg", (f"p={p} > DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: a dense curvature would take "
                   f"{8 * p * p / 2**30:.1f} GiB; conjugate gradients with curvature-vector products")

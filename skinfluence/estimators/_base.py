@@ -74,9 +74,9 @@ _PARAMETERS = """    estimator : estimator object
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
         ``"cg"``, ``"lissa"``, ...). ``"auto"`` chooses by shape and says why in
         ``solver_reason_``: dense while p ≤ ``DENSE_MAX_PARAMS`` and p ≤ n (or p ≤ 2,000);
-        for a single-output linear model with an ℓ2 penalty and more parameters than rows
-        (sparse text), the n × n dual form ``"dual"``; CG beyond ``DENSE_MAX_PARAMS``. An
-        ℓ1 penalty always takes the dense curvature.
+        for a linear model with an ℓ2 penalty and more features than rows
+        (sparse text), the n·K × n·K dual form ``"dual"`` (K outputs); CG beyond
+        ``DENSE_MAX_PARAMS``. An ℓ1 penalty always takes the dense curvature.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.
@@ -312,12 +312,11 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         pen = adapter.penalty
         gram = hasattr(adapter, "curvature_weights")   # a linear model: M = ZᵀCZ + D
         damped = self.damping != "auto" and self.damping > 0
-        dual_ok = (gram and adapter.n_outputs == 1
-                   and (damped or (pen.l2 > 0 and (pen.scale == 0).sum() <= DUAL_MAX_FREE)))
+        dual_ok = gram and (damped or (pen.l2 > 0 and (pen.scale == 0).sum() <= DUAL_MAX_FREE))
         rows = self.n_samples_ if self.curvature_rows_ is None else len(self.curvature_rows_)
         return choose_solver(self.solver, adapter.n_params,
-                             hasattr(adapter, "curvature_matvec") or gram,
-                             n_samples=rows, dual_ok=dual_ok, smooth=pen.is_smooth)
+                             hasattr(adapter, "curvature_matvec") or gram, n_samples=rows,
+                             n_outputs=adapter.n_outputs, dual_ok=dual_ok, smooth=pen.is_smooth)
 
     def _make_solver(self, operator, adapter):
         """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""

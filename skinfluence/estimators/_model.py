@@ -79,7 +79,7 @@ class InfluenceModel:
         if not ad.penalty.is_smooth:
             return ("An ℓ1 penalty needs the dense curvature for its proximal steps: select fewer "
                     "features (e.g. SelectKBest) or use an ℓ2 penalty with solver='dual' or 'cg'")
-        if hasattr(ad, "curvature_weights") and ad.n_outputs == 1:
+        if hasattr(ad, "curvature_weights"):
             return ("Pass solver='dual' (the n × n dual form, for more parameters than rows "
                     "and an ℓ2 penalty) or solver='cg' (curvature-vector products)")
         return "Pass solver='cg' (curvature-vector products) or select fewer parameters"

@@ -248,13 +248,14 @@ class GLMAdapter(ModelAdapter):
         return [(k, l) for k in range(K) for l in range(K)]
 
     def jacobian_quadratic(self, Z, A):
-        """``J_i A J_iᵀ`` (n, K, K) for a dense ``A``, or for ``A`` an inverse operator with
-        ``quadratic(U)`` (``diag(U A Uᵀ)`` of rows, e.g. the dual solver's ``M⁻¹``)."""
+        """``J_i A J_iᵀ`` (n, K, K) for a dense ``A``, or for ``A`` an inverse operator
+        (the dual solver's ``M⁻¹``) with ``quadratic(U)`` (``diag(U A Uᵀ)`` of rows) and
+        ``quadratic_blocks(U, K)``."""
         K = self.n_outputs
         if not isinstance(A, np.ndarray):
-            if K != 1:
-                raise ValueError("an implicit inverse supports single-output models only")
-            return A.quadratic(Z)[:, None, None]
+            if K == 1:
+                return A.quadratic(Z)[:, None, None]
+            return A.quadratic_blocks(self.jacobian_rows(Z), K)
         out = np.empty((Z.shape[0], K, K))
         for k, l in self._blocks():
             ZA = np.asarray(Z @ A[k::K, l::K])
