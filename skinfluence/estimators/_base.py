@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from .._utils import check_sample_weight, check_target, final_step, is_torch_model, is_torch_module
 from ..curvature.newton import NewtonPolisher, lbfgs_finish
 from ..curvature.operators import CurvatureOperator
+from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="dual")
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
@@ -70,9 +71,12 @@ _PARAMETERS = """    estimator : estimator object
         larger optimisation error, so it needs fewer Newton steps; answers for smaller
         removals are then less accurate.
     solver : str, default="auto"
-        A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"cg"``,
-        ``"lissa"``, ...). Linear models always use the dense Cholesky factorisation.
-        ``"auto"`` is dense while p ≤ ``DENSE_MAX_PARAMS`` and CG beyond.
+        A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
+        ``"cg"``, ``"lissa"``, ...). ``"auto"`` chooses by shape and says why in
+        ``solver_reason_``: dense while p ≤ ``DENSE_MAX_PARAMS`` and p ≤ n (or p ≤ 2,000);
+        for a linear model with an ℓ2 penalty and more features than rows
+        (sparse text), the n·K × n·K dual form ``"dual"`` (K outputs); CG beyond
+        ``DENSE_MAX_PARAMS``. An ℓ1 penalty always takes the dense curvature.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.
@@ -256,8 +260,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                                                         sample_weight=sample_weight)
             self.curvature_rows_ = np.asarray(sampler.sample_indices_)
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
-        self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
-                                                          hasattr(adapter, "curvature_matvec"))
+        self.solver_, self.solver_reason_ = self._choose_solver(adapter)
         self.damping_ = None
         model = self._build(adapter)
         if self.polish == "lbfgs":
@@ -304,11 +307,24 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         eta = eta if np.array_equal(adapter.theta, theta) else None
         return self._build(adapter, eta, model if reuse_curvature else None, target)
 
+    def _choose_solver(self, adapter):
+        """``(solver_, solver_reason_)``: ``solver="auto"`` by the shape of the problem."""
+        pen = adapter.penalty
+        gram = hasattr(adapter, "curvature_weights")   # a linear model: M = ZᵀCZ + D
+        damped = self.damping != "auto" and self.damping > 0
+        dual_ok = gram and (damped or (pen.l2 > 0 and (pen.scale == 0).sum() <= DUAL_MAX_FREE))
+        rows = self.n_samples_ if self.curvature_rows_ is None else len(self.curvature_rows_)
+        return choose_solver(self.solver, adapter.n_params,
+                             hasattr(adapter, "curvature_matvec") or gram, n_samples=rows,
+                             n_outputs=adapter.n_outputs, dual_ok=dual_ok, smooth=pen.is_smooth)
+
     def _make_solver(self, operator, adapter):
         """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
         cls = SOLVERS[self.solver_]
         active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
         options = {} if cls.dense else {"random_state": self.random_state}
+        if getattr(cls, "uses_batch_size", False):
+            options["batch_size"] = self.batch_size
         return make_solver(self.solver_, operator, damping=self.damping_,
                            null_space=adapter.null_space(), active=active, **options)
 
