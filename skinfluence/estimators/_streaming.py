@@ -1,0 +1,228 @@
+"""Attribution and self-influence streamed over blocks of test and training rows.
+
+The influence matrix ``A[j, i] = fⱼᵀ vᵢ`` (test factor ``fⱼ = M⁻¹ ∇ℓⱼ``, training row's
+removal gradient ``vᵢ``) is produced a block at a time: a block of test rows is one solve
+(its factors), then scored against consecutive blocks of training rows. What is kept of each
+score block is the caller's question:
+
+* ``"full"``: the block itself, written into the result (or ``out=``, any array-like that
+  supports ``out[i0:i1, j0:j1] = block``);
+* ``"top"``: each test row's ``k`` largest and ``k`` smallest scores, merged block by
+  block, so that nothing of size ``n_test × n_train`` ever exists.
+
+A group of test points needs no blocks of test rows at all: the factor of the summed
+gradient ``M⁻¹ Σⱼ ∇ℓⱼ`` is one solve, and its scores one vector.
+
+Blocks of test rows are independent: they run through
+:func:`skinfluence._parallel.parallel_imap` (joblib, or Dask's joblib backend). The
+factors are computed here, once, and sent with their block; the training side is a copy
+of the model without its solver (only ``removal_gradients`` is needed), passed as one
+shared argument so that Dask scatters it to the workers once. Block sizes come from
+:func:`skinfluence._utils.plan_blocks` and the estimator's ``memory_budget``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+
+from .._parallel import parallel_imap
+from .._utils import plan_blocks, row_blocks
+
+__all__ = ["TopInfluences", "stream_attribution", "group_scores", "stream_self_influence",
+           "training_rows_per_block"]
+
+
+class TopInfluences:
+    """Each test point's ``k`` most helpful and ``k`` most harmful training rows.
+
+    Returned by ``attribute(X, y, top_k=k)``. Scores are the entries of
+    :meth:`~skinfluence.BaseInfluence.attribute`'s matrix: positive ones help the test
+    point (removing the row would raise its loss), negative ones harm it.
+
+    Attributes
+    ----------
+    helpful_indices : ndarray of int, shape (n_test, k)
+        Training-row positions, largest score first; equal scores in increasing position.
+    helpful_scores : ndarray of shape (n_test, k)
+    harmful_indices : ndarray of int, shape (n_test, k)
+        Training-row positions, smallest (most negative) score first; equal scores in
+        increasing position.
+    harmful_scores : ndarray of shape (n_test, k)
+    """
+
+    def __init__(self, helpful_indices, helpful_scores, harmful_indices, harmful_scores):
+        self.helpful_indices, self.helpful_scores = helpful_indices, helpful_scores
+        self.harmful_indices, self.harmful_scores = harmful_indices, harmful_scores
+
+    def __iter__(self):  # helpful_indices, helpful_scores, harmful_indices, harmful_scores = top
+        return iter((self.helpful_indices, self.helpful_scores,
+                     self.harmful_indices, self.harmful_scores))
+
+    def __repr__(self):
+        n, k = self.helpful_indices.shape
+        return f"TopInfluences(n_test={n}, k={k})"
+
+    def to_frame(self, test_index=None, train_labels=None) -> pd.DataFrame:
+        """A long DataFrame indexed by (test point, rank) with the training rows' labels
+        (``train_labels[position]``; positions if None) and scores."""
+        n, k = self.helpful_indices.shape
+        test_index = pd.RangeIndex(n) if test_index is None else pd.Index(test_index)
+        index = pd.MultiIndex.from_product([test_index, range(k)], names=["test", "rank"])
+        label = (lambda i: i.ravel()) if train_labels is None else (
+            lambda i: np.asarray(train_labels)[i.ravel()])
+        return pd.DataFrame({"helpful": label(self.helpful_indices),
+                             "helpful_score": self.helpful_scores.ravel(),
+                             "harmful": label(self.harmful_indices),
+                             "harmful_score": self.harmful_scores.ravel()}, index=index)
+
+
+def _largest(scores, positions, k):
+    """Per row, the ``k`` largest ``scores`` (ties: smaller position first) and their
+    positions, in that order. ``positions`` (columns of ``scores``) must increase.
+
+    ``np.partition`` finds each row's k-th largest value ``v``; every score above ``v``
+    and the first ``k − #above`` scores equal to ``v`` (in position order) are kept, so
+    the choice among ties never depends on the partition's internal order.
+    """
+    t, s = scores.shape
+    if s > k:
+        v = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+        above = scores > v
+        ties = scores == v
+        room = k - above.sum(axis=1, keepdims=True)
+        keep = above | (ties & (np.cumsum(ties, axis=1) <= room))
+        cols = np.nonzero(keep)[1].reshape(t, k)          # row-major: k per row, by position
+        scores = np.take_along_axis(scores, cols, axis=1)
+        positions = positions[cols] if positions.ndim == 1 else np.take_along_axis(positions, cols, 1)
+    elif positions.ndim == 1:
+        positions = np.broadcast_to(positions, scores.shape)
+    order = np.lexsort((positions, -scores), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
+
+
+def _merge(best, block, rows, k):
+    """``best = (scores, positions)`` so far merged with the scores ``block`` of training rows
+    ``rows`` (all after the positions in ``best``)."""
+    if best is None:
+        return _largest(block, rows, k)
+    scores, positions = best
+    # positions increase along the candidates: sort the kept ones by position first
+    order = np.argsort(positions, axis=1, kind="stable")
+    cand = np.concatenate([np.take_along_axis(scores, order, 1), block], axis=1)
+    pos = np.concatenate([np.take_along_axis(positions, order, 1),
+                          np.broadcast_to(rows, block.shape)], axis=1)
+    return _largest(cand, pos, k)
+
+
+class _Scorer:
+    """What a worker needs to score blocks of test factors: the model without its solver
+    (training rows' removal gradients), the training blocks, and what to keep."""
+
+    def __init__(self, model, train_rows, keep, k):
+        self.model = copy.copy(model)
+        self.model.solver = self.model.curvature = None   # only removal_gradients is used
+        self.train_blocks = row_blocks(model.n, train_rows)
+        self.keep, self.k = keep, k
+
+    def scores(self, factors):
+        """``(block of training rows, factorsᵀ V)`` over the training blocks."""
+        for sl in self.train_blocks:
+            rows = np.arange(sl.start, sl.stop)
+            yield rows, factors @ self.model.removal_gradients(rows).T
+
+
+def _score_block(scorer, factors):
+    """One block of test factors: its full rows, or its top-k helpful and harmful rows."""
+    if scorer.keep == "full":
+        return np.concatenate([s for _, s in scorer.scores(factors)], axis=1)
+    top = bottom = None
+    for rows, s in scorer.scores(factors):
+        top = _merge(top, s, rows, scorer.k)
+        bottom = _merge(bottom, -s, rows, scorer.k)
+    return top[1], top[0], bottom[1], -bottom[0]
+
+
+def _test_gradients(estimator, Z, y_enc, sl):
+    ad = estimator.adapter_
+    return ad.gradients(Z[sl], ad.loss.gradient(y_enc[sl], ad.eta(Z[sl])))
+
+
+def _plan(estimator, n_test, keep, n_jobs):
+    from joblib import effective_n_jobs
+
+    workers = effective_n_jobs(n_jobs)
+    return plan_blocks(estimator.memory_budget, estimator.adapter_.n_params, estimator.n_samples_,
+                       n_test, keep=keep, workers=2 * workers if workers > 1 else 1,
+                       batch_size=estimator.batch_size)
+
+
+def training_rows_per_block(estimator):
+    """Rows per block of a pass over the training rows alone (leave-one-out, scores)."""
+    return _plan(estimator, 1, 0, None).train_rows
+
+
+def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
+    """The influence matrix of test rows ``(Z, y_enc)`` (``out`` filled, or a new array), or
+    with ``top_k`` a :class:`TopInfluences`; blocks of test rows over ``estimator.n_jobs``
+    workers."""
+    from ._updates import influence_factors
+
+    model, n_test, n_train = estimator._model, len(y_enc), estimator.n_samples_
+    keep = "full" if top_k is None else "top"
+    plan = _plan(estimator, n_test, n_train if keep == "full" and out is None else
+                 (0 if keep == "full" else 4 * top_k), estimator.n_jobs)
+    blocks = plan.test_blocks(n_test)
+    factors = (influence_factors(model, _test_gradients(estimator, Z, y_enc, sl)) for sl in blocks)
+    results = parallel_imap(_score_block, factors, estimator.n_jobs, estimator.verbose,
+                            "attribution blocks", total=len(blocks),
+                            shared=_Scorer(model, plan.train_rows, keep, top_k))
+    if keep == "full":
+        out = np.empty((n_test, n_train)) if out is None else out
+        for sl, block in zip(blocks, results):
+            out[sl] = block
+        return out
+    parts = list(zip(*results))
+    return TopInfluences(*(np.concatenate(p, axis=0) for p in parts))
+
+
+def group_scores(estimator, Z, y_enc):
+    """``(Σⱼ M⁻¹ ∇ℓⱼ)ᵀ vᵢ`` for every training row: the summed gradient over blocks of test
+    rows (O(p) memory), one solve, one pass over the training rows."""
+    from ._updates import influence_factors, scores_from_factors
+
+    model = estimator._model
+    plan = _plan(estimator, len(y_enc), 0, None)
+    total = sum(_test_gradients(estimator, Z, y_enc, sl).sum(axis=0)
+                for sl in plan.test_blocks(len(y_enc)))
+    factor = influence_factors(model, total)
+    return scores_from_factors(model, factor, np.arange(model.n), plan.train_rows)[0]
+
+
+def _own_scores(model, rows):
+    """First-order own-loss increase ``∇ℓᵢᵀ M⁻¹ vᵢ`` of training rows ``rows``: one solve."""
+    from ._updates import influence_factors
+
+    ad = model.adapter
+    factors = influence_factors(model, ad.gradients(model.Z[rows], model.g[rows]))
+    return np.einsum("bp,bp->b", factors, model.removal_gradients(rows))
+
+
+def _own_block(model, sl):
+    return _own_scores(model, np.arange(sl.start, sl.stop))
+
+
+def stream_self_influence(estimator):
+    """Each training row's first-order self-influence, over blocks of training rows
+    (``estimator.n_jobs`` workers; each holds the model with its solver)."""
+    model, n = estimator._model, estimator.n_samples_
+    # a block of b rows holds their gradients, factors and removal gradients: 3 b × p
+    plan = _plan(estimator, n, 0, estimator.n_jobs)
+    blocks = row_blocks(n, min(plan.test_rows, plan.train_rows))
+    shared = copy.copy(model)
+    shared.curvature = None
+    parts = parallel_imap(_own_block, blocks, estimator.n_jobs, estimator.verbose,
+                          "self-influence blocks", total=len(blocks), shared=shared)
+    return np.concatenate(list(parts))
