@@ -132,17 +132,18 @@ def plan_blocks(budget, n_params: int, n_train: int, n_test: int, *, keep: int =
 
     The one place where block sizes are chosen. A block of ``s`` training rows holds its
     gradients (``s × p``); a block of ``t`` test rows holds its gradients and factors
-    (``2 t × p``), its scores against one training block (``t × s``) and what it keeps per
-    test row across training blocks (``keep`` floats: ``n_train`` for the full matrix,
-    ``4k`` for ``top_k``). ``workers`` blocks of test rows may be in flight at once
-    (joblib), each with its own training block, so each gets ``budget / workers``: a
-    quarter for the training block, the rest for the test block. ``batch_size`` (rows per
-    Jacobian block) caps the training block.
+    (``2 t × p``), its scores against one training block and the temporaries of merging
+    them (``4 t × s``), and what it keeps per test row across training blocks (``keep``
+    floats: ``n_train`` for rows of the full matrix, ``4k`` for ``top_k``). ``workers``
+    blocks of test rows may be in flight at once (joblib), each with its own training
+    block, so each gets ``budget / workers``: a quarter for the training block, three
+    quarters for the test block. ``batch_size`` (rows per Jacobian block) caps the
+    training block.
     """
     per_worker = parse_bytes(budget) / (8 * max(int(workers), 1))   # floats per worker
     p = max(int(n_params), 1)
     s = max(1, min(n_train, int(per_worker / 4 / p), batch_size or n_train))
-    t = max(1, min(n_test, int(0.75 * per_worker / (2 * p + s + keep))))
+    t = max(1, min(n_test, int(0.75 * per_worker / (2 * p + 4 * s + keep))))
     return BlockPlan(t, s)
 
 

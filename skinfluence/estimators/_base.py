@@ -320,6 +320,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         if self.damping_ is None:
             self.damping_ = self._resolve_damping(operator, adapter, dense)
         solver = self._make_solver(operator, adapter)
+        solver.verbose = self.verbose   # progress bars of iterative solvers
         model.set_solver(solver, solver.curvature if dense else operator)
         return model
 

@@ -124,6 +124,9 @@ class _Scorer:
     def __init__(self, model, train_rows, keep, k):
         self.model = copy.copy(model)
         self.model.solver = self.model.curvature = None   # only removal_gradients is used
+        # its own adapter: while joblib pickles this for the workers (in a thread), the parent
+        # computes the next block's factors, and torch.func swaps the module's parameters
+        self.model.adapter = copy.deepcopy(model.adapter)
         self.train_blocks = row_blocks(model.n, train_rows)
         self.keep, self.k = keep, k
 
@@ -137,7 +140,10 @@ class _Scorer:
 def _score_block(scorer, factors):
     """One block of test factors: its full rows, or its top-k helpful and harmful rows."""
     if scorer.keep == "full":
-        return np.concatenate([s for _, s in scorer.scores(factors)], axis=1)
+        out = np.empty((len(factors), scorer.model.n))
+        for rows, s in scorer.scores(factors):
+            out[:, rows[0]:rows[-1] + 1] = s
+        return out
     top = bottom = None
     for rows, s in scorer.scores(factors):
         top = _merge(top, s, rows, scorer.k)
@@ -172,8 +178,7 @@ def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
 
     model, n_test, n_train = estimator._model, len(y_enc), estimator.n_samples_
     keep = "full" if top_k is None else "top"
-    plan = _plan(estimator, n_test, n_train if keep == "full" and out is None else
-                 (0 if keep == "full" else 4 * top_k), estimator.n_jobs)
+    plan = _plan(estimator, n_test, n_train if keep == "full" else 4 * top_k, estimator.n_jobs)
     blocks = plan.test_blocks(n_test)
     factors = (influence_factors(model, _test_gradients(estimator, Z, y_enc, sl)) for sl in blocks)
     results = parallel_imap(_score_block, factors, estimator.n_jobs, estimator.verbose,
