@@ -64,8 +64,9 @@ class GeneralizedInfluence(BaseInfluence):
         models whose curvature is far from unit scale (e.g. unscaled linear models).
     normalizer_step : float, default=5.0
         Added to ``c`` each time the iteration diverges and restarts.
-    damping, prefit, polish, curvature_sampler, device, dtype, batch_size, memory_budget,
-    n_jobs, random_state, verbose
+    damping, prefit, polish, curvature_sampler, device, dtype, batch_size, random_state, verbose
+        As for :class:`~skinfluence.HessianInfluence`.
+    memory_budget, n_jobs
         As for :class:`~skinfluence.HessianInfluence`.
 
     Attributes

@@ -102,12 +102,13 @@ def test_top_k_merge_breaks_ties_by_position(seed):
     S = rng.integers(0, 4, size=(9, 101)).astype(float)
     k = int(rng.integers(1, 12))
     cuts = np.sort(rng.choice(np.arange(1, 101), size=6, replace=False))
-    best = None
-    for rows in np.split(np.arange(101), cuts):
-        best = _merge(best, S[:, rows], rows, k)
-    want = np.argsort(-S, axis=1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(best[1], want)
-    np.testing.assert_array_equal(best[0], np.take_along_axis(S, want, 1))
+    for sign in (1, -1):
+        best = None
+        for rows in np.split(np.arange(101), cuts):
+            best = _merge(best, S[:, rows], rows, k, sign)
+        want = np.argsort(-sign * S, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(best[1], want)
+        np.testing.assert_array_equal(best[0], np.take_along_axis(S, want, 1))
 
 
 def test_top_k_as_frame():

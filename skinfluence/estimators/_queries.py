@@ -158,7 +158,8 @@ class InfluenceQueries:
             Their targets.
         top_k : int, default=None
             Return only each test point's ``top_k`` most helpful and ``top_k`` most harmful
-            training rows (a :class:`~skinfluence.estimators.TopInfluences`), merged block
+            training rows (a ``TopInfluences``: ``helpful_indices``, ``helpful_scores``,
+            ``harmful_indices``, ``harmful_scores``, each (n_test, top_k)), merged block
             by block: memory ``O(n_test · top_k)`` beyond the blocks.
         reduce : {"sum", "mean"}, default=None
             Return the influence of each training row on the summed (or mean) loss of the

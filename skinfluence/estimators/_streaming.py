@@ -79,42 +79,48 @@ class TopInfluences:
                              "harmful_score": self.harmful_scores.ravel()}, index=index)
 
 
-def _largest(scores, positions, k):
-    """Per row, the ``k`` largest ``scores`` (ties: smaller position first) and their
-    positions, in that order. ``positions`` (columns of ``scores``) must increase.
+def _best(scores, positions, k, sign):
+    """Per row, the ``k`` largest (``sign=1``) or smallest (``sign=-1``) ``scores`` and their
+    ``positions``, best first, equal scores in increasing position. ``positions`` (of the
+    columns, shape (s,) or like ``scores``) must increase along each row.
 
-    ``np.partition`` finds each row's k-th largest value ``v``; every score above ``v``
-    and the first ``k − #above`` scores equal to ``v`` (in position order) are kept, so
-    the choice among ties never depends on the partition's internal order.
+    ``np.partition`` finds each row's k-th best value ``v``; every better score and the
+    first ``k − #better`` scores equal to ``v`` (in position order) are kept, so the choice
+    among ties never depends on the partition's internal order. Temporaries: one copy of
+    ``scores`` and two boolean masks; the candidates are few.
     """
     t, s = scores.shape
     if s > k:
-        v = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
-        above = scores > v
+        kth = s - k if sign > 0 else k - 1
+        v = np.partition(scores, kth, axis=1)[:, kth:kth + 1]
+        better = scores > v if sign > 0 else scores < v
         ties = scores == v
-        room = k - above.sum(axis=1, keepdims=True)
-        keep = above | (ties & (np.cumsum(ties, axis=1) <= room))
-        cols = np.nonzero(keep)[1].reshape(t, k)          # row-major: k per row, by position
+        room = k - better.sum(axis=1)
+        r, c = np.nonzero(better | ties)                 # by row, then by position
+        tie = ties[r, c]
+        seen = np.concatenate([[0], np.cumsum(tie)])     # ties among the candidates so far
+        first = np.searchsorted(r, np.arange(t))         # each row's first candidate
+        keep = ~tie | (seen[1:] - seen[first][r] <= room[r])
+        cols = c[keep].reshape(t, k)
         scores = np.take_along_axis(scores, cols, axis=1)
         positions = positions[cols] if positions.ndim == 1 else np.take_along_axis(positions, cols, 1)
     elif positions.ndim == 1:
         positions = np.broadcast_to(positions, scores.shape)
-    order = np.lexsort((positions, -scores), axis=1)
+    order = np.lexsort((positions, -sign * scores), axis=1)
     return np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
 
 
-def _merge(best, block, rows, k):
+def _merge(best, block, rows, k, sign=1):
     """``best = (scores, positions)`` so far merged with the scores ``block`` of training rows
-    ``rows`` (all after the positions in ``best``)."""
+    ``rows`` (all after the positions in ``best``): the block's own best ``k`` first, then
+    the ``2k`` candidates in position order."""
+    top = _best(block, rows, k, sign)
     if best is None:
-        return _largest(block, rows, k)
-    scores, positions = best
-    # positions increase along the candidates: sort the kept ones by position first
+        return top
+    scores, positions = (np.concatenate(pair, axis=1) for pair in zip(best, top))
     order = np.argsort(positions, axis=1, kind="stable")
-    cand = np.concatenate([np.take_along_axis(scores, order, 1), block], axis=1)
-    pos = np.concatenate([np.take_along_axis(positions, order, 1),
-                          np.broadcast_to(rows, block.shape)], axis=1)
-    return _largest(cand, pos, k)
+    return _best(np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1),
+                 k, sign)
 
 
 class _Scorer:
@@ -146,9 +152,9 @@ def _score_block(scorer, factors):
         return out
     top = bottom = None
     for rows, s in scorer.scores(factors):
-        top = _merge(top, s, rows, scorer.k)
-        bottom = _merge(bottom, -s, rows, scorer.k)
-    return top[1], top[0], bottom[1], -bottom[0]
+        top = _merge(top, s, rows, scorer.k, 1)
+        bottom = _merge(bottom, s, rows, scorer.k, -1)
+    return top[1], top[0], bottom[1], bottom[0]
 
 
 def _test_gradients(estimator, Z, y_enc, sl):
