@@ -4,7 +4,9 @@ Run ``python benchmarks/attribution_memory.py`` (all sections) or with ``--only 
 ``--only synthetic`` or ``--only njobs``. Every measured case runs in a fresh subprocess
 (``--case NAME``), which reports its peak resident memory (``ru_maxrss``: imports, data,
 fit and query together) and the peak of Python/numpy allocations during the query alone
-(``tracemalloc``). BLAS threads are pinned to one in every process (printed).
+(``tracemalloc``). ``ru_maxrss`` counts the file-backed pages of a memmap written through
+(they are page cache, reclaimable), so the peak of ``RssAnon`` (sampled every 50 ms) is
+reported too. BLAS threads are pinned to one in every process (printed).
 
 * **adult**: ``FisherInfluence(LogisticRegression(max_iter=1000), polish=True)`` on Adult's
   training split (30,162 rows); the 10 most helpful and harmful training rows of each of
@@ -30,6 +32,7 @@ import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 import warnings  # noqa: E402
@@ -47,8 +50,30 @@ def _threads():
     return ", ".join(f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info())
 
 
+def _rss_anon_mb():
+    """Resident anonymous memory now (Linux): RSS without file-backed pages (a memmap's)."""
+    with open("/proc/self/status") as status:
+        return next(int(ln.split()[1]) / 1024 for ln in status if ln.startswith("RssAnon:"))
+
+
+class _AnonPeak(threading.Thread):
+    """Samples ``RssAnon`` every 50 ms for the life of the process."""
+
+    peak = 0.0
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.start()
+
+    def run(self):
+        while True:
+            _AnonPeak.peak = max(_AnonPeak.peak, _rss_anon_mb())
+            time.sleep(0.05)
+
+
 def _report(**fields):
     fields["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fields["anon_peak_mb"] = max(_AnonPeak.peak, _rss_anon_mb())
     print("RESULT " + json.dumps(fields), flush=True)
 
 
@@ -234,6 +259,7 @@ def main():
     args = parser.parse_args()
     with threadpool_limits(1):
         if args.case:
+            _AnonPeak()
             return CASES[args.case]()
         import skinfluence
 

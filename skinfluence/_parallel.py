@@ -92,7 +92,8 @@ def parallel_imap(func: Callable, items: Iterable, n_jobs: int | None = None, ve
             yield func(*args(item))
         return
     run = _limited(func, worker_threads(n_jobs))
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(*args(item)) for item in items)
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(*args(item))
+                                                          for item in items)
     yield from progress(jobs, verbose, desc, total)
 
 

@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 
 __all__ = ["final_step", "is_skorch", "is_torch_module", "is_torch_model", "row_blocks",
            "check_sample_weight", "check_target", "check_memory", "check_method", "MAX_DENSE_BYTES",
+           "MEMORY_ADVICE",
            "parse_bytes", "BlockPlan", "plan_blocks"]
 
 MAX_DENSE_BYTES = 4 * 2**30  # largest dense array the influence computations allocate
@@ -76,14 +77,15 @@ MEMORY_ADVICE = ("ask for less than the full matrix: attribute(..., top_k=k) for
                  "blockwise into a numpy memmap or zarr array; memory_budget= sizes the blocks")
 
 
-def check_memory(shape, what: str) -> None:
-    """Refuse an allocation of ``shape`` float64 that would not fit in memory."""
+def check_memory(shape, what: str, advice: str | None = None) -> None:
+    """Refuse an allocation of ``shape`` float64 that would not fit in memory, with
+    ``advice`` (by default: fewer parameters) on what to do instead."""
     nbytes = 8 * int(np.prod(shape, dtype=float))
     if nbytes > MAX_DENSE_BYTES:
         raise MemoryError(
             f"{what} would need a dense {' x '.join(map(str, shape))} array "
             f"({nbytes / 2**30:.1f} GiB > {MAX_DENSE_BYTES / 2**30:.0f} GiB); "
-            f"{MEMORY_ADVICE if 'influence' in what else 'use fewer parameters (selection, smaller model)'}"
+            f"{advice or 'use fewer parameters (selection, smaller model)'}"
         )
 
 
@@ -92,13 +94,13 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 
 def parse_bytes(budget) -> int:
-    """A memory budget in bytes: an int, or a string such as ``"512MiB"``, ``"1GB"``, ``"2 GiB"``."""
+    """A memory budget in bytes: an int, or a string such as ``"512MiB"``, ``"1GB"``."""
     if isinstance(budget, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", budget)
         unit = match and match.group(2).lower()
         if not match or unit not in _UNITS:
-            raise ValueError(f"memory_budget must be a number of bytes or a string such as '512MiB' "
-                             f"or '2GB', got {budget!r}")
+            raise ValueError(f"memory_budget must be a number of bytes or a string such as "
+                             f"'512MiB' or '2GB', got {budget!r}")
         return int(float(match.group(1)) * _UNITS[unit])
     return int(budget)
 

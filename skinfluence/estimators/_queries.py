@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .._utils import check_memory, check_method, check_target
+from .._utils import MEMORY_ADVICE, check_memory, check_method, check_target
 from . import _streaming, _updates
 from ._changes import iterate_change
 
@@ -120,7 +120,8 @@ class InfluenceQueries:
         """
         model = self._fitted()
         rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
-        check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix")
+        check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix",
+                     MEMORY_ADVICE)
         return _updates.scores_from_factors(model, np.atleast_2d(factors), rows, self.batch_size)
 
     def removal_effect(self, gradients) -> np.ndarray:
@@ -139,7 +140,8 @@ class InfluenceQueries:
         """
         model = self._fitted()
         grads = np.asarray(gradients, dtype=float)
-        check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix")
+        check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix",
+                     MEMORY_ADVICE)
         out = self.influences_from_factors(_updates.influence_factors(model, grads))
         return out[0] if grads.ndim == 1 else out
 
@@ -202,9 +204,12 @@ class InfluenceQueries:
             if reduce not in ("sum", "mean"):
                 raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
             r = _streaming.group_scores(self, Z, y_enc) / (n_test if reduce == "mean" else 1)
-            return pd.Series(r, index=self._train_labels(), name=f"influence_{reduce}") if as_frame else r
+            if as_frame:
+                return pd.Series(r, index=self._train_labels(), name=f"influence_{reduce}")
+            return r
         if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, Integral) or not 1 <= top_k <= n_train:
+            if (isinstance(top_k, bool) or not isinstance(top_k, Integral)
+                    or not 1 <= top_k <= n_train):
                 raise ValueError(f"top_k must be an integer from 1 to the {n_train} training rows, "
                                  f"got {top_k!r}")
             top = _streaming.stream_attribution(self, Z, y_enc, top_k=int(top_k))
@@ -217,7 +222,7 @@ class InfluenceQueries:
                 raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training "
                                  f"rows), got {getattr(out, 'shape', type(out).__name__)}")
             return _streaming.stream_attribution(self, Z, y_enc, out=out)
-        check_memory((n_test, n_train), "the influence matrix")
+        check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
         A = _streaming.stream_attribution(self, Z, y_enc)
         return self._frame(A, X) if as_frame else A
 

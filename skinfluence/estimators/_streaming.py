@@ -103,7 +103,8 @@ def _best(scores, positions, k, sign):
         keep = ~tie | (seen[1:] - seen[first][r] <= room[r])
         cols = c[keep].reshape(t, k)
         scores = np.take_along_axis(scores, cols, axis=1)
-        positions = positions[cols] if positions.ndim == 1 else np.take_along_axis(positions, cols, 1)
+        positions = (positions[cols] if positions.ndim == 1
+                     else np.take_along_axis(positions, cols, 1))
     elif positions.ndim == 1:
         positions = np.broadcast_to(positions, scores.shape)
     order = np.lexsort((positions, -sign * scores), axis=1)
