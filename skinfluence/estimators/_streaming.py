@@ -79,29 +79,40 @@ class TopInfluences:
                              "harmful_score": self.harmful_scores.ravel()}, index=index)
 
 
+def _tied_columns(scores, v, k, sign):
+    """Columns of each row's ``k`` best scores when some equal to the k-th best ``v`` must
+    be left out: every better score and the first ``k − #better`` equal to ``v``."""
+    better = scores > v if sign > 0 else scores < v
+    ties = scores == v
+    room = k - better.sum(axis=1)
+    r, c = np.nonzero(better | ties)                     # by row, then by position
+    tie = ties[r, c]
+    seen = np.concatenate([[0], np.cumsum(tie)])         # ties among the candidates so far
+    first = np.searchsorted(r, np.arange(len(scores)))   # each row's first candidate
+    keep = ~tie | (seen[1:] - seen[first][r] <= room[r])
+    return c[keep].reshape(len(scores), k)
+
+
 def _best(scores, positions, k, sign):
     """Per row, the ``k`` largest (``sign=1``) or smallest (``sign=-1``) ``scores`` and their
     ``positions``, best first, equal scores in increasing position. ``positions`` (of the
     columns, shape (s,) or like ``scores``) must increase along each row.
 
-    ``np.partition`` finds each row's k-th best value ``v``; every better score and the
-    first ``k − #better`` scores equal to ``v`` (in position order) are kept, so the choice
-    among ties never depends on the partition's internal order. Temporaries: one copy of
-    ``scores`` and two boolean masks; the candidates are few.
+    ``np.argpartition`` picks k columns per row; it chooses arbitrarily among scores equal
+    to the k-th best value ``v``, so the rows where one such score was left out are chosen
+    again by position (:func:`_tied_columns`). The answer never depends on the
+    partition's internal order.
     """
     t, s = scores.shape
     if s > k:
         kth = s - k if sign > 0 else k - 1
-        v = np.partition(scores, kth, axis=1)[:, kth:kth + 1]
-        better = scores > v if sign > 0 else scores < v
-        ties = scores == v
-        room = k - better.sum(axis=1)
-        r, c = np.nonzero(better | ties)                 # by row, then by position
-        tie = ties[r, c]
-        seen = np.concatenate([[0], np.cumsum(tie)])     # ties among the candidates so far
-        first = np.searchsorted(r, np.arange(t))         # each row's first candidate
-        keep = ~tie | (seen[1:] - seen[first][r] <= room[r])
-        cols = c[keep].reshape(t, k)
+        cols = np.argpartition(scores, kth, axis=1)
+        cols = cols[:, kth:] if sign > 0 else cols[:, :k]
+        top = np.take_along_axis(scores, cols, 1)
+        v = top.min(axis=1, keepdims=True) if sign > 0 else top.max(axis=1, keepdims=True)
+        split = (scores == v).sum(axis=1) > (top == v).sum(axis=1)
+        if split.any():
+            cols[split] = _tied_columns(scores[split], v[split], k, sign)
         scores = np.take_along_axis(scores, cols, axis=1)
         positions = (positions[cols] if positions.ndim == 1
                      else np.take_along_axis(positions, cols, 1))
