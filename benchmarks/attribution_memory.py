@@ -5,8 +5,8 @@ Run ``python benchmarks/attribution_memory.py`` (all sections) or with ``--only 
 (``--case NAME``), which reports its peak resident memory (``ru_maxrss``: imports, data,
 fit and query together) and the peak of Python/numpy allocations during the query alone
 (``tracemalloc``). ``ru_maxrss`` counts the file-backed pages of a memmap written through
-(they are page cache, reclaimable), so the peak of ``RssAnon`` (sampled every 50 ms) is
-reported too. BLAS threads are pinned to one in every process (printed).
+(they are page cache, reclaimable), so the peak of ``RssAnon`` during the query (sampled
+every 50 ms, data and model included) is reported too. BLAS threads are pinned to one in every process (printed).
 
 * **adult**: ``FisherInfluence(LogisticRegression(max_iter=1000), polish=True)`` on Adult's
   training split (30,162 rows); the 10 most helpful and harmful training rows of each of
@@ -60,6 +60,7 @@ class _AnonPeak(threading.Thread):
     """Samples ``RssAnon`` every 50 ms for the life of the process."""
 
     peak = 0.0
+    query = None   # the peak during the measured query
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -73,18 +74,22 @@ class _AnonPeak(threading.Thread):
 
 def _report(**fields):
     fields["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    fields["anon_peak_mb"] = max(_AnonPeak.peak, _rss_anon_mb())
+    if _AnonPeak.query is not None:
+        fields["query_anon_peak_mb"] = _AnonPeak.query
     print("RESULT " + json.dumps(fields), flush=True)
 
 
 def _traced(fn):
-    """``(result, seconds, peak MiB of traced allocations)`` of ``fn()``."""
+    """``(result, seconds, peak MiB of traced allocations)`` of ``fn()``; the process's
+    ``RssAnon`` peak during the call is kept for the report."""
+    _AnonPeak.peak = 0.0
     tracemalloc.start()
     t = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
+    _AnonPeak.query = max(_AnonPeak.peak, _rss_anon_mb())
     return out, seconds, peak
 
 

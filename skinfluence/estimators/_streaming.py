@@ -30,6 +30,7 @@ import pandas as pd
 
 from .._parallel import parallel_imap
 from .._utils import plan_blocks, row_blocks
+from ._updates import influence_factors, scores_from_factors
 
 __all__ = ["TopInfluences", "stream_attribution", "group_scores", "stream_self_influence",
            "training_rows_per_block"]
@@ -192,8 +193,6 @@ def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
     """The influence matrix of test rows ``(Z, y_enc)`` (``out`` filled, or a new array), or
     with ``top_k`` a :class:`TopInfluences`; blocks of test rows over ``estimator.n_jobs``
     workers."""
-    from ._updates import influence_factors
-
     model, n_test, n_train = estimator._model, len(y_enc), estimator.n_samples_
     keep = "full" if top_k is None else "top"
     plan = _plan(estimator, n_test, n_train if keep == "full" else 4 * top_k, estimator.n_jobs)
@@ -214,8 +213,6 @@ def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
 def group_scores(estimator, Z, y_enc):
     """``(Σⱼ M⁻¹ ∇ℓⱼ)ᵀ vᵢ`` for every training row: the summed gradient over blocks of test
     rows (O(p) memory), one solve, one pass over the training rows."""
-    from ._updates import influence_factors, scores_from_factors
-
     model = estimator._model
     plan = _plan(estimator, len(y_enc), 0, None)
     total = sum(_test_gradients(estimator, Z, y_enc, sl).sum(axis=0)
@@ -224,17 +221,11 @@ def group_scores(estimator, Z, y_enc):
     return scores_from_factors(model, factor, np.arange(model.n), plan.train_rows)[0]
 
 
-def _own_scores(model, rows):
-    """First-order own-loss increase ``∇ℓᵢᵀ M⁻¹ vᵢ`` of training rows ``rows``: one solve."""
-    from ._updates import influence_factors
-
-    ad = model.adapter
-    factors = influence_factors(model, ad.gradients(model.Z[rows], model.g[rows]))
-    return np.einsum("bp,bp->b", factors, model.removal_gradients(rows))
-
-
 def _own_block(model, sl):
-    return _own_scores(model, np.arange(sl.start, sl.stop))
+    """First-order own-loss increase ``∇ℓᵢᵀ M⁻¹ vᵢ`` of the training rows ``sl``: one solve."""
+    rows = np.arange(sl.start, sl.stop)
+    factors = influence_factors(model, model.adapter.gradients(model.Z[rows], model.g[rows]))
+    return np.einsum("bp,bp->b", factors, model.removal_gradients(rows))
 
 
 def stream_self_influence(estimator):
