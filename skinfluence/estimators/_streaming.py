@@ -205,6 +205,7 @@ def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
         out = np.empty((n_test, n_train)) if out is None else out
         for sl, block in zip(blocks, results):
             out[sl] = block
+            del block   # before the next block is computed
         return out
     parts = list(zip(*results))
     return TopInfluences(*(np.concatenate(p, axis=0) for p in parts))
