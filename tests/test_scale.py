@@ -146,6 +146,21 @@ def test_top_k_memory_stays_within_the_budget():
     np.testing.assert_array_equal(top.helpful_indices[:200], np.argsort(-A, 1, kind="stable")[:, :10])
 
 
+def test_out_memory_stays_within_the_budget(tmp_path):
+    """The full 3,000 × 6,000 matrix (144 MB) into a memmap with a 2 MiB budget."""
+    X, y = make_classification(9000, 8, random_state=2)
+    inf = FisherInfluence(LogisticRegression(tol=1e-12), polish=True, memory_budget="2MiB")
+    inf.fit(X[:6000], y[:6000])
+    out = np.lib.format.open_memmap(tmp_path / "A.npy", mode="w+", shape=(3000, 6000))
+    tracemalloc.start()
+    inf.attribute(X[6000:], y[6000:], out=out)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    np.testing.assert_allclose(out[::97], _dense(inf, X[6000::97], y[6000::97]), rtol=1e-12,
+                               atol=1e-15)
+
+
 def test_n_jobs_equals_sequential(case):
     inf, X, y, A, Xtr, ytr = case
     seq_top = inf.attribute(X, y, top_k=5)
