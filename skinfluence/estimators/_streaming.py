@@ -203,9 +203,8 @@ def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
                             shared=_Scorer(model, plan.train_rows, keep, top_k))
     if keep == "full":
         out = np.empty((n_test, n_train)) if out is None else out
-        for sl, block in zip(blocks, results):
-            out[sl] = block
-            del block   # before the next block is computed
+        for sl in blocks:   # (zip would hold the written block while the next is computed)
+            out[sl] = next(results)
         return out
     parts = list(zip(*results))
     return TopInfluences(*(np.concatenate(p, axis=0) for p in parts))
