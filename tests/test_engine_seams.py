@@ -300,3 +300,19 @@ def test_auto_damping_is_a_fraction_of_the_mean_eigenvalue(monkeypatch):
     assert it.solver_ == "cg" and it.damping_ == pytest.approx(dense.damping_, rel=0.3)
     glm = FisherInfluence(LogisticRegression(), damping="auto").fit(*_clf())
     assert glm.damping_ == 0.0
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg", "lissa", "dual"])
+def test_fitted_estimators_pickle_with_every_solver(solver):
+    import pickle
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import scale
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = scale(X)[:150]
+    y = y[:150]
+    inf = FisherInfluence(LogisticRegression(max_iter=2000), solver=solver,
+                              damping=0.05 if solver == "lissa" else 0.0).fit(X, y)
+    again = pickle.loads(pickle.dumps(inf))
+    np.testing.assert_array_equal(again.attribute(X[:4], y[:4]), inf.attribute(X[:4], y[:4]))

@@ -13,6 +13,7 @@ dual solver (:mod:`.dual`) reads its structure.
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class CurvatureOperator:
     @classmethod
     def from_matrix(cls, matrix):
         matrix = np.asarray(matrix, dtype=float)
-        return cls(matrix.shape[0], matrix.__matmul__, lambda: matrix.copy())
+        return cls(matrix.shape[0], partial(np.matmul, matrix), partial(np.array, matrix))
 
     @property
     def shape(self):
@@ -145,12 +146,32 @@ def model_curvature(adapter, Z, y, c, kind, eta=None):
     (``curvature_weights(y, c, kind, eta=, Z=)``: its ``c_i W_i``) gives a
     :class:`GramOperator`. The penalty is not included.
     """
-    dense = lambda: adapter.curvature(Z, y, c, kind, eta=eta)  # noqa: E731
+    dense = partial(_model_dense, adapter, Z, y, c, kind, eta)
     if hasattr(adapter, "curvature_weights"):  # a linear model: J_i = z_iᵀ ⊗ I_K
         return GramOperator(Z, adapter.curvature_weights(y, c, kind, eta=eta, Z=Z), dense)
     if hasattr(adapter, "curvature_matvec"):
-        matvec = lambda V: adapter.curvature_matvec(Z, y, c, V, kind, eta=eta)  # noqa: E731
+        matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta)
     else:  # products from the matrix, built once on first use
-        cache = []
-        matvec = lambda V: (cache or cache.append(dense()) or cache)[0] @ V  # noqa: E731
+        matvec = _DenseProducts(dense)
     return CurvatureOperator(adapter.n_params, matvec, dense)
+
+
+# module-level pieces (not closures), so that operators and the estimators holding them pickle
+def _model_dense(adapter, Z, y, c, kind, eta):
+    return adapter.curvature(Z, y, c, kind, eta=eta)
+
+
+def _model_matvec(adapter, Z, y, c, kind, eta, V):
+    return adapter.curvature_matvec(Z, y, c, V, kind, eta=eta)
+
+
+class _DenseProducts:
+    """``V ↦ M V`` with ``M`` built by ``dense()`` on first use."""
+
+    def __init__(self, dense):
+        self.dense, self.matrix = dense, None
+
+    def __call__(self, V):
+        if self.matrix is None:
+            self.matrix = self.dense()
+        return self.matrix @ V

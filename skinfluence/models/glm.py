@@ -186,16 +186,20 @@ class GLMAdapter(ModelAdapter):
         return c
 
     def design(self, X):
-        X = check_array(X, accept_sparse=("csr", "csc"), dtype=np.float64)
+        # float32 is kept until the one float64 copy below (a large X is most of the memory)
+        X = check_array(X, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
         if X.shape[1] != self.n_features:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self.estimator).__name__} "
                 f"is expecting {self.n_features} features as input"
             )
-        if not self.fit_intercept:
-            return X
-        ones = np.ones((X.shape[0], 1))
-        return sp.hstack([X, ones], format="csr") if sp.issparse(X) else np.hstack([X, ones])
+        if not self.fit_intercept or sp.issparse(X):
+            X = X.astype(np.float64, copy=False)
+            return sp.hstack([X, np.ones((X.shape[0], 1))], format="csr") if self.fit_intercept else X
+        Z = np.empty((X.shape[0], X.shape[1] + 1))  # one allocation: X may be most of the memory
+        Z[:, :-1] = X
+        Z[:, -1] = 1.0
+        return Z
 
     @property
     def _q(self):
