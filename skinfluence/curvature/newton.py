@@ -8,7 +8,10 @@ median leave-one-out step, or for removals of m of n rows (a K-fold split)
 ``√(m(1 − m/n))`` times the root-mean-square leave-one-out step, the expected size of m
 random leave-one-out steps added up (they sum to zero over all n rows at the optimum). An
 optimisation error that is 5% of a leave-one-out step is a far smaller share of a fold's
-change, so a K-fold job needs fewer Newton steps and fewer factorisations.
+change, so a K-fold job needs fewer Newton steps and fewer factorisations. Removal steps
+that keep the fit's residual gradient (Newton steps on the changed objective,
+``newton_update(..., residual=True)``, which approximate cross-validation takes) err only at
+second order in that distance: for them polishing stops at ``RESIDUAL_TARGET`` of the change.
 :class:`NewtonPolisher` follows scikit-learn's ``NewtonSolver`` in shape (setup, inner
 solve, line search, convergence check, finalize): it takes Newton steps (proximal Newton
 steps for ℓ1 penalties) with the model's own curvature, halving each until the objective
@@ -29,7 +32,13 @@ from scipy.optimize import minimize
 
 from ..exceptions import InfluenceWarning
 
-__all__ = ["NewtonPolisher", "lbfgs_finish"]
+__all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "lbfgs_finish"]
+
+#: distance to the optimum, in typical changes of the job, at which polishing stops for
+#: removal steps that keep the residual gradient: a Newton step from a fit e away from the
+#: optimum, estimating a change Δ, travels about e + Δ, so its (second-order) error is at
+#: most (1 + e/Δ)² times that of the same step from the optimum, 4× at e = Δ
+RESIDUAL_TARGET = 1.0
 
 
 def lbfgs_finish(model, max_iter=1000):

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from .._utils import final_step
 from ..refit import fit_weighted
 from ._ridge_path import RidgePath
-from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, removal_size,
+from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _sample_weight, fitted_influence,
                           split_scores)
 
 __all__ = ["ApproxGridSearchCV", "ApproxRandomizedSearchCV"]
@@ -101,9 +101,8 @@ class _ApproxSearchCV(BaseSearchCV):
             inf, est = self._ridge_path.at(params.get("alpha", base.alpha)), None
         else:
             est = self._fit_candidate(base, params, X, y, sample_weight, previous)
-            inf = _influence(est, curvature=self.curvature, polish=self.polish, damping=self.damping,
-                             prefit=True, removal_size=removal_size(splits, len(y)))
-            inf.fit(X, y, sample_weight=sample_weight)
+            inf = fitted_influence(est, X, y, sample_weight, splits, curvature=self.curvature,
+                                   polish=self.polish, damping=self.damping, prefit=True)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
