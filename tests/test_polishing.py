@@ -117,10 +117,13 @@ def test_residual_steps_make_the_optimisation_error_second_order(data):
     assert excess[0] > 0 and np.all(np.diff(excess) < 0) and excess[2] < excess[0] / 3
 
 
-def test_kfold_answers_need_no_polishing_within_one_change(data):
-    """approx_cross_val_score of a loosely fitted model equals that of a converged one (to
-    a small share of the scores' spread over folds), with at most one polishing step."""
-    from sklearn.model_selection import StratifiedKFold
+def test_kfold_residual_steps_from_a_loose_fit_are_as_accurate(data):
+    """approx_cross_val_score of a loosely fitted model (tol=1e-2) is as close to exact
+    refits as that of a converged one, without polishing (its distance to the optimum is
+    within one fold change in the curvature's norm); a fit farther away is polished to it."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     from skinfluence.model_selection import approx_cross_val_score
     from skinfluence.model_selection._validation import fitted_influence
@@ -130,8 +133,16 @@ def test_kfold_answers_need_no_polishing_within_one_change(data):
     splits = list(cv.split(X, y))
     loose = LogisticRegression(tol=1e-2, max_iter=1000)
     inf = fitted_influence(loose, X, y, None, splits)
-    assert inf.n_polish_steps_ <= 1 and inf.convergence_ratio_ <= 1
-    a = approx_cross_val_score(loose, X, y, cv=cv, scoring="neg_log_loss")
-    b = approx_cross_val_score(LogisticRegression(tol=1e-12, max_iter=10**4), X, y, cv=cv,
-                               scoring="neg_log_loss")
-    assert np.abs(a - b).max() < 1e-3 * np.abs(b).mean()
+    assert inf.n_polish_steps_ == 0 and inf.convergence_ratio_ <= 1
+    tight = LogisticRegression(tol=1e-12, max_iter=10**4)
+    exact = cross_val_score(tight, X, y, cv=cv, scoring="neg_log_loss")
+    approx = [approx_cross_val_score(est, X, y, cv=cv, scoring="neg_log_loss")
+              for est in (loose, tight)]
+    err_loose, err_tight = (np.abs(a - exact).max() for a in approx)
+    assert err_loose < 1.5 * err_tight < 0.02 * np.abs(exact).mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs's ConvergenceWarning
+        far = fitted_influence(LogisticRegression(max_iter=3), X, y, None, splits)
+    assert far.n_polish_steps_ >= 1 and far.convergence_ratio_ <= 1
+    with pytest.warns(InfluenceWarning, match="not converged enough"):
+        fitted_influence(LogisticRegression(max_iter=3), X, y, None, splits, polish=False)

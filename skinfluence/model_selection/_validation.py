@@ -72,9 +72,9 @@ def fitted_influence(estimator, X, y, sample_weight, splits, *, curvature="hessi
     Leave-one-out (``splits == []``) polishes to 5% of a leave-one-out step. Splits that
     remove m > 1 rows take residual Newton steps (:func:`removal_step`), whose error from
     the fit's distance to the optimum is second order, so the fit is polished only until
-    that distance is at most one typical change of m rows (``RESIDUAL_TARGET``); the
-    default fits of both Adult designs are within 3.3 and 7.4 such changes and their
-    fold answers are those of the fully polished fit (``benchmarks/RESULTS_selection.md``).
+    that distance is at most one typical change of m rows (``RESIDUAL_TARGET``), both in
+    the curvature's norm (``benchmarks/RESULTS_selection.md``: exact refits on both Adult
+    designs).
     """
     m = removal_size(splits, _num_samples(X))
     if m == 1:
@@ -87,7 +87,7 @@ def fitted_influence(estimator, X, y, sample_weight, splits, *, curvature="hessi
         warnings.filterwarnings("ignore", ".*not converged enough", InfluenceWarning)
         inf.fit(X, y, sample_weight=sample_weight)
     polisher = NewtonPolisher(inf._rebuild, polish=polish, target=RESIDUAL_TARGET,
-                              threshold=RESIDUAL_TARGET, removal_size=m,
+                              threshold=RESIDUAL_TARGET, removal_size=m, norm="curvature",
                               what=f"{curvature} curvature" if polish else type(inf.estimator_).__name__)
     model, inf.convergence_ratio_, inf.n_polish_steps_ = polisher.solve(inf._model)
     inf._set_model(model)
