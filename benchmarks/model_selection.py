@@ -21,15 +21,22 @@ column standardised (96 columns, constant ones dropped).
    best alpha, |Δ score|, speed ratio.
 4. Lasso over 12 alphas (5-fold, 5000 rows): ``ApproxGridSearchCV`` (damping 1e-8) vs
    ``LassoCV`` and ``GridSearchCV``.
+5. ``n_jobs``: the 12-C grid of section 2 (both designs) with ``n_jobs=2`` vs 1, with and
+   without warm starts (with them each worker takes a run of 6 consecutive candidates):
+   wall and CPU seconds (the process and its joblib workers), the machine's load, and the
+   largest score difference. Runnable alone: ``--only njobs``.
 
-Run: ``python benchmarks/model_selection.py [--repeats 3] [--threads 1] [--sections 0123]``
+Run: ``python benchmarks/model_selection.py [--repeats 3] [--threads 1] [--sections 012345]``
 """
 
 import argparse
+import os
+import time
 import warnings
 
 import numpy as np
 import pandas as pd
+import psutil
 from sklearn.metrics import log_loss
 from sklearn.linear_model import Lasso, LassoCV, LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut, StratifiedKFold, cross_val_score
@@ -91,8 +98,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sections", default="01234")
+    ap.add_argument("--sections", default="012345")
+    ap.add_argument("--only", choices=["njobs"], help="run one section alone (njobs: section 5)")
     args = ap.parse_args()
+    if args.only == "njobs":
+        args.sections = "5"
     d = adult_design()
     X, y, names = d.X, d.y, list(d.feature_names)
     rng = np.random.default_rng(0)
@@ -111,6 +121,8 @@ def main():
                 logistic_cv(Xd, yd, args.repeats)
             if "2" in args.sections:
                 grid(Xd[sub], yd[sub], args.repeats)
+            if "5" in args.sections:
+                njobs(Xd[sub], yd[sub], args.repeats)
         if "3" in args.sections:
             ridge(X, y, names, args.repeats)
         if "4" in args.sections:
@@ -157,6 +169,46 @@ def grid(Xs, ys, repeats):
           f"{np.abs(tight - ags.cv_results_['mean_test_score']).max():.2e}, GridSearchCV "
           f"{np.abs(tight - gs.cv_results_['mean_test_score']).max():.2e}")
 
+
+
+def cpu_seconds():
+    """User + system CPU seconds of this process and of each of its (joblib) workers, by pid."""
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def njobs(Xs, ys, repeats):
+    """Section 5: the 12-C grid with n_jobs=2 vs 1 (wall and CPU time)."""
+    Cs = np.logspace(-3, 2, 12)
+    cv5 = StratifiedKFold(5)
+    print(f"== 5. n_jobs: 12 values of C, 5-fold log-loss, {len(ys)} rows; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for warm in (True, False):
+        def search(n_jobs):
+            return ApproxGridSearchCV(LogisticRegression(max_iter=1000), {"C": Cs}, cv=cv5, n_jobs=n_jobs,
+                                      warm_start=warm, scoring="neg_log_loss").fit(Xs, ys)
+        search(2)  # start the workers
+        walls, cpus, outs = {1: [], 2: []}, {1: [], 2: []}, {}
+        for _ in range(repeats):
+            for n_jobs in (1, 2):
+                before, t = cpu_seconds(), time.perf_counter()
+                outs[n_jobs] = search(n_jobs)
+                walls[n_jobs].append(time.perf_counter() - t)
+                after = cpu_seconds()
+                cpus[n_jobs].append(sum(v - before.get(pid, 0.0) for pid, v in after.items()))
+        w1, w2 = np.median(walls[1]), np.median(walls[2])
+        c1, c2 = np.median(cpus[1]), np.median(cpus[2])
+        diff = np.abs(outs[1].cv_results_["mean_test_score"] - outs[2].cv_results_["mean_test_score"]).max()
+        print(f"warm_start={warm!s:5s}: n_jobs=1 {w1:.2f}s wall, {c1:.2f}s CPU; n_jobs=2 {w2:.2f}s wall, "
+              f"{c2:.2f}s CPU -> {w1 / w2:.2f}x wall speed-up (CPU ratio {c2 / c1:.2f}); best index "
+              f"{outs[1].best_index_} vs {outs[2].best_index_}; max |Δ mean log-loss| {diff:.1e}")
 
 
 def ridge(X, y, names, repeats):
