@@ -7,10 +7,11 @@ Sections 0–2 run on two designs of the Adult train split (n = 30162): ``adult_
 (87 columns) and ``pd.get_dummies(drop_first=True)`` of every categorical column with every
 column standardised (96 columns, constant ones dropped).
 
-0. Polishing for the job: ``HessianInfluence(polish=True)`` of a ``LogisticRegression()`` fit
-   with ``removal_size=1`` (polished for leave-one-out) vs ``removal_size=n/10`` (for 10-fold):
-   time, Newton steps, factorisations, and the 10-fold answers of each against exact refits
-   to tol 1e-10 (|Δ accuracy| per fold, |Δ log-loss| per fold).
+0. The fit's optimisation error in 10-fold answers: a ``LogisticRegression()`` fit polished
+   to 5% of a fold's change with steps that assume ``∇L(θ̂) = 0`` (the previous default), vs
+   residual Newton steps (the changed objective's own gradient) from the unpolished fit and
+   from the fit polished to ``RESIDUAL_TARGET`` (the default): time, Newton steps, and the
+   10-fold answers against exact refits to tol 1e-10 (|Δ accuracy|, |Δ log-loss| per fold).
 1. ``approx_cross_val_score(LogisticRegression(), cv=10)`` vs ``cross_val_score``:
    |Δ accuracy| per fold and speed-up.
 2. ``ApproxGridSearchCV`` over 12 values of C (5-fold, 5000 rows) vs ``GridSearchCV``
@@ -20,15 +21,22 @@ column standardised (96 columns, constant ones dropped).
    best alpha, |Δ score|, speed ratio.
 4. Lasso over 12 alphas (5-fold, 5000 rows): ``ApproxGridSearchCV`` (damping 1e-8) vs
    ``LassoCV`` and ``GridSearchCV``.
+5. ``n_jobs``: the 12-C grid of section 2 (both designs) with ``n_jobs=2`` vs 1, with and
+   without warm starts (with them each worker takes a run of 6 consecutive candidates):
+   wall and CPU seconds (the process and its joblib workers), the machine's load, and the
+   largest score difference. Runnable alone: ``--only njobs``.
 
-Run: ``python benchmarks/model_selection.py [--repeats 3] [--threads 1] [--sections 0123]``
+Run: ``python benchmarks/model_selection.py [--repeats 3] [--threads 1] [--sections 012345]``
 """
 
 import argparse
+import os
+import time
 import warnings
 
 import numpy as np
 import pandas as pd
+import psutil
 from sklearn.metrics import log_loss
 from sklearn.linear_model import Lasso, LassoCV, LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut, StratifiedKFold, cross_val_score
@@ -36,7 +44,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import HessianInfluence, InfluenceWarning
 from skinfluence.datasets import adult_design, load_adult
+from skinfluence.curvature.newton import RESIDUAL_TARGET
 from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_score
+from skinfluence.model_selection._validation import fitted_influence, removal_step
 from _timing import interleaved_times  # noqa: E402  (benchmarks/_timing.py)
 
 
@@ -49,32 +59,50 @@ def dummies_design():
 
 
 def polishing(X, y, repeats):
-    """Section 0: polishing for leave-one-out vs for 10-fold, against exact refits."""
+    """Section 0: the fold answers of three ways of handling the fit's optimisation error,
+    against exact refits: polish to 5% of a fold's change and step as if ∇L(θ̂) = 0 (the
+    previous default); residual steps (the changed objective's own gradient) from the
+    unpolished fit; residual steps after polishing to ``RESIDUAL_TARGET`` (the default)."""
     est = LogisticRegression(max_iter=1000).fit(X, y)
-    folds = list(StratifiedKFold(10).split(X, y))
+    cv = StratifiedKFold(10)
+    folds = list(cv.split(X, y))
     m = min(len(test) for _, test in folds)
     exact = [LogisticRegression(tol=1e-10, max_iter=10**4).fit(X[tr], y[tr]) for tr, _ in folds]
-    times, infs = interleaved_times([
-        lambda size=size: HessianInfluence(est, prefit=True, polish=True, removal_size=size).fit(X, y)
-        for size in (1, m)], repeats)
-    for size, t, inf in zip((1, m), times, infs):
+
+    def plain_polished():
+        return HessianInfluence(est, prefit=True, polish=True, removal_size=m).fit(X, y)
+
+    def residual(polish):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InfluenceWarning)
+            return fitted_influence(est, X, y, None, folds, polish=polish, prefit=True)
+
+    ways = {"polished to 0.05, plain steps": (plain_polished, False),
+            "unpolished, residual steps": (lambda: residual(False), True),
+            f"polished to {RESIDUAL_TARGET:g}, residual steps": (lambda: residual(True), True)}
+    times, infs = interleaved_times([make for make, _ in ways.values()], repeats)
+    for (name, (_, res)), t, inf in zip(ways.items(), times, infs):
         d_acc, d_ll = [], []
         for (_, test), ex in zip(folds, exact):
-            eta = inf.cv_decision([test])[test]
+            delta = removal_step(inf, test) if res else inf.parameter_change(test)
+            eta = inf.adapter_.eta(inf._model.Z[test], inf.adapter_.theta + delta)
             p = 1 / (1 + np.exp(-eta[:, 0]))
             d_acc.append(abs(np.mean((p > 0.5) == y[test]) - ex.score(X[test], y[test])))
             d_ll.append(abs(log_loss(y[test], p) - log_loss(y[test], ex.predict_proba(X[test]))))
-        print(f"removal_size={size:5d}: polish {t:.3f}s, {inf.n_polish_steps_} Newton steps, ratio "
-              f"{inf.convergence_ratio_:.2g}; vs exact refits max |Δ accuracy| per fold "
-              f"{max(d_acc):.5f}, max |Δ log-loss| per fold {max(d_ll):.2e}")
+        print(f"{name:34s}: fit+polish {t:.3f}s, {inf.n_polish_steps_} Newton steps, distance "
+              f"{inf.convergence_ratio_:.2g} of a fold change; vs exact refits max |Δ accuracy| "
+              f"per fold {max(d_acc):.5f}, max |Δ log-loss| per fold {max(d_ll):.2e}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sections", default="01234")
+    ap.add_argument("--sections", default="012345")
+    ap.add_argument("--only", choices=["njobs"], help="run one section alone (njobs: section 5)")
     args = ap.parse_args()
+    if args.only == "njobs":
+        args.sections = "5"
     d = adult_design()
     X, y, names = d.X, d.y, list(d.feature_names)
     rng = np.random.default_rng(0)
@@ -87,12 +115,14 @@ def main():
         for design, (Xd, yd) in designs.items():
             print(f"\n######## design {design}: X {Xd.shape}")
             if "0" in args.sections:
-                print("== 0. polishing for leave-one-out vs for 10-fold")
+                print("== 0. the fit's optimisation error in 10-fold answers")
                 polishing(Xd, yd, args.repeats)
             if "1" in args.sections:
                 logistic_cv(Xd, yd, args.repeats)
             if "2" in args.sections:
                 grid(Xd[sub], yd[sub], args.repeats)
+            if "5" in args.sections:
+                njobs(Xd[sub], yd[sub], args.repeats)
         if "3" in args.sections:
             ridge(X, y, names, args.repeats)
         if "4" in args.sections:
@@ -139,6 +169,46 @@ def grid(Xs, ys, repeats):
           f"{np.abs(tight - ags.cv_results_['mean_test_score']).max():.2e}, GridSearchCV "
           f"{np.abs(tight - gs.cv_results_['mean_test_score']).max():.2e}")
 
+
+
+def cpu_seconds():
+    """User + system CPU seconds of this process and of each of its (joblib) workers, by pid."""
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def njobs(Xs, ys, repeats):
+    """Section 5: the 12-C grid with n_jobs=2 vs 1 (wall and CPU time)."""
+    Cs = np.logspace(-3, 2, 12)
+    cv5 = StratifiedKFold(5)
+    print(f"== 5. n_jobs: 12 values of C, 5-fold log-loss, {len(ys)} rows; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for warm in (True, False):
+        def search(n_jobs):
+            return ApproxGridSearchCV(LogisticRegression(max_iter=1000), {"C": Cs}, cv=cv5, n_jobs=n_jobs,
+                                      warm_start=warm, scoring="neg_log_loss").fit(Xs, ys)
+        search(2)  # start the workers
+        walls, cpus, outs = {1: [], 2: []}, {1: [], 2: []}, {}
+        for _ in range(repeats):
+            for n_jobs in (1, 2):
+                before, t = cpu_seconds(), time.perf_counter()
+                outs[n_jobs] = search(n_jobs)
+                walls[n_jobs].append(time.perf_counter() - t)
+                after = cpu_seconds()
+                cpus[n_jobs].append(sum(v - before.get(pid, 0.0) for pid, v in after.items()))
+        w1, w2 = np.median(walls[1]), np.median(walls[2])
+        c1, c2 = np.median(cpus[1]), np.median(cpus[2])
+        diff = np.abs(outs[1].cv_results_["mean_test_score"] - outs[2].cv_results_["mean_test_score"]).max()
+        print(f"warm_start={warm!s:5s}: n_jobs=1 {w1:.2f}s wall, {c1:.2f}s CPU; n_jobs=2 {w2:.2f}s wall, "
+              f"{c2:.2f}s CPU -> {w1 / w2:.2f}x wall speed-up (CPU ratio {c2 / c1:.2f}); best index "
+              f"{outs[1].best_index_} vs {outs[2].best_index_}; max |Δ mean log-loss| {diff:.1e}")
 
 
 def ridge(X, y, names, repeats):

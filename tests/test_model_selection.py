@@ -370,3 +370,64 @@ def test_ridge_path_only_where_exact():
     exact = GridSearchCV(Ridge(), grid, cv=3).fit(X, y)
     np.testing.assert_allclose(search.cv_results_["mean_test_score"],
                                exact.cv_results_["mean_test_score"], rtol=1e-8)
+
+
+# ----------------------------------------------------------------- n_jobs and progress
+def test_cv_n_jobs_equals_sequential(binary):
+    """Folds over joblib workers (loky processes) give the sequential answers."""
+    X, y = binary
+    lr = LogisticRegression(tol=1e-2)  # residual steps from a loose fit
+    for cv in (CV5, ShuffleSplit(4, test_size=0.2, train_size=0.6, random_state=0)):
+        one = approx_cross_val_score(lr, X, y, cv=cv, scoring="neg_log_loss")
+        two = approx_cross_val_score(lr, X, y, cv=cv, scoring="neg_log_loss", n_jobs=2)
+        np.testing.assert_allclose(two, one, rtol=0, atol=1e-12)
+    pred = approx_cross_val_predict(lr, X, y, cv=CV5, response_method="predict_proba")
+    np.testing.assert_allclose(approx_cross_val_predict(lr, X, y, cv=CV5, n_jobs=2,
+                                                        response_method="predict_proba"),
+                               pred, rtol=0, atol=1e-12)
+
+
+def test_search_n_jobs_equals_sequential(binary, regression):
+    """Without warm starts a parallel search scores exactly as the sequential one; with them
+    each worker's run of consecutive candidates equals a sequential search over that run."""
+    X, y = binary
+    Cs = np.logspace(-2, 1, 6)
+    scores = {}
+    for n_jobs in (1, 2):
+        search = ApproxGridSearchCV(LogisticRegression(), {"C": Cs}, cv=CV5, warm_start=False,
+                                    scoring="neg_log_loss", n_jobs=n_jobs).fit(X, y)
+        scores[n_jobs] = search.cv_results_["mean_test_score"]
+    np.testing.assert_allclose(scores[2], scores[1], rtol=0, atol=1e-12)
+    warm = ApproxGridSearchCV(LogisticRegression(), {"C": Cs}, cv=CV5, scoring="neg_log_loss",
+                              n_jobs=2).fit(X, y).cv_results_["mean_test_score"]
+    runs = np.concatenate([ApproxGridSearchCV(LogisticRegression(), {"C": half}, cv=CV5,
+                                              scoring="neg_log_loss").fit(X, y)
+                           .cv_results_["mean_test_score"] for half in (Cs[:3], Cs[3:])])
+    np.testing.assert_allclose(warm, runs, rtol=0, atol=1e-12)
+    # the Ridge path (shared Grams) per worker: exact either way
+    Xr, yr = regression
+    alphas = np.logspace(-2, 2, 5)
+    ridge = [ApproxGridSearchCV(Ridge(), {"alpha": alphas}, cv=cv, n_jobs=n_jobs,
+                                scoring="neg_mean_squared_error").fit(Xr, yr)
+             .cv_results_["mean_test_score"] for cv in (CV5, LeaveOneOut()) for n_jobs in (1, 2)]
+    np.testing.assert_allclose(ridge[1], ridge[0], rtol=1e-12)
+    np.testing.assert_allclose(ridge[3], ridge[2], rtol=1e-12)
+
+
+def test_progress_bars_when_verbose(binary, capsys):
+    X, y = binary
+    approx_cross_val_score(LogisticRegression(), X, y, cv=CV5, verbose=1)
+    assert "splits" in capsys.readouterr().err
+    ApproxGridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=CV5, verbose=1).fit(X, y)
+    assert "candidates" in capsys.readouterr().err
+    approx_cross_val_score(LogisticRegression(), X, y, cv=CV5)
+    ApproxGridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=CV5).fit(X, y)
+    assert capsys.readouterr().err == ""  # silent by default
+
+
+def test_n_jobs_validated(binary):
+    X, y = binary
+    with pytest.raises(ValueError, match="n_jobs"):
+        approx_cross_val_score(LogisticRegression(), X, y, n_jobs="two")
+    with pytest.raises(ValueError, match="n_jobs"):
+        ApproxGridSearchCV(LogisticRegression(), {"C": [1.0]}, n_jobs=1.5).fit(X, y)

@@ -85,3 +85,64 @@ def test_removal_size_of_splits():
     # rows outside both train and test are removed too
     assert removal_size(list(ShuffleSplit(3, train_size=0.5, test_size=0.2,
                                           random_state=0).split(X)), 100) == 50
+
+
+@pytest.mark.filterwarnings("ignore::skinfluence.InfluenceWarning")
+def test_residual_steps_make_the_optimisation_error_second_order(data):
+    """A fold's Newton step on the changed objective's own gradient (the fit's residual
+    gradient kept) from a fit e away from the optimum errs by at most (1 + e/Δ)² times the
+    step from the optimum (Δ: the fold's change); the step that assumes ∇L(θ̂) = 0 is off
+    by about e, and the residual step's excess shrinks with e."""
+    from skinfluence.estimators._updates import newton_update
+
+    X, y = data
+    tight = LogisticRegression(tol=1e-12, max_iter=10**4).fit(X, y)
+    loose = LogisticRegression(tol=1e-2, max_iter=1000).fit(X, y)
+    near = HessianInfluence(tight, prefit=True).fit(X, y)
+    train, test = next(KFold(5, shuffle=True, random_state=0).split(X))
+    exact = _theta(LogisticRegression(tol=1e-12, max_iter=10**4).fit(X[train], y[train]))
+    change = np.linalg.norm(exact - _theta(tight))
+    from_optimum = np.linalg.norm(_theta(tight) + near.parameter_change(test) - exact)
+    excess = []
+    for t in (1.0, 0.5, 0.25):  # fits at t times the loose fit's distance from the optimum
+        theta = _theta(tight) + t * (_theta(loose) - _theta(tight))
+        model = HessianInfluence(near.adapter_.with_params(theta), prefit=True).fit(X, y)._model
+        e = np.linalg.norm(theta - _theta(tight)) / change
+        args = (model, test, model.g[test], model.W[test], 0.0, "ns")
+        residual = np.linalg.norm(theta + newton_update(*args, residual=True) - exact)
+        plain = np.linalg.norm(theta + newton_update(*args) - exact)
+        assert plain > 0.5 * e * change                     # first order in the fit's error
+        assert residual < (1 + e) ** 2 * from_optimum       # the documented bound
+        excess.append(residual - from_optimum)
+    assert excess[0] > 0 and np.all(np.diff(excess) < 0) and excess[2] < excess[0] / 3
+
+
+def test_kfold_residual_steps_from_a_loose_fit_are_as_accurate(data):
+    """approx_cross_val_score of a loosely fitted model (tol=1e-2) is as close to exact
+    refits as that of a converged one, without polishing (its distance to the optimum is
+    within one fold change in the curvature's norm); a fit farther away is polished to it."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from skinfluence.model_selection import approx_cross_val_score
+    from skinfluence.model_selection._validation import fitted_influence
+
+    X, y = data
+    cv = StratifiedKFold(5)
+    splits = list(cv.split(X, y))
+    loose = LogisticRegression(tol=1e-2, max_iter=1000)
+    inf = fitted_influence(loose, X, y, None, splits)
+    assert inf.n_polish_steps_ == 0 and inf.convergence_ratio_ <= 1
+    tight = LogisticRegression(tol=1e-12, max_iter=10**4)
+    exact = cross_val_score(tight, X, y, cv=cv, scoring="neg_log_loss")
+    approx = [approx_cross_val_score(est, X, y, cv=cv, scoring="neg_log_loss")
+              for est in (loose, tight)]
+    err_loose, err_tight = (np.abs(a - exact).max() for a in approx)
+    assert err_loose < 1.5 * err_tight < 0.02 * np.abs(exact).mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs's ConvergenceWarning
+        far = fitted_influence(LogisticRegression(max_iter=3), X, y, None, splits)
+    assert far.n_polish_steps_ >= 1 and far.convergence_ratio_ <= 1
+    with pytest.warns(InfluenceWarning, match="not converged enough"):
+        fitted_influence(LogisticRegression(max_iter=3), X, y, None, splits, polish=False)

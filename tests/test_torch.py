@@ -102,6 +102,20 @@ def test_hessian_matches_autograd(trained, loss):
     assert inf.convergence_ratio_ < 1e-3
 
 
+def test_hessian_blocks_of_rows_and_vectors(trained, monkeypatch):
+    """The second-derivative term summed over many small blocks (rows and unit vectors,
+    uneven last blocks) equals autograd's Hessian."""
+    import skinfluence.models.torch as torch_adapter
+
+    monkeypatch.setattr(torch_adapter, "_HESSIAN_ROWS", 7)
+    monkeypatch.setattr(torch_adapter, "_HESSIAN_PAIRS", 7 * 9)
+    X, y, net = trained["cross_entropy"]
+    inf = HessianInfluence(TorchModel(net, loss="cross_entropy", weight_decay=WD), prefit=True).fit(X, y)
+    H = torch.autograd.functional.hessian(_objective(net, X, y, "cross_entropy"), _theta(net)).numpy()
+    assert len(y) % 7 and inf.adapter_.n_params % 9  # partial blocks of both kinds
+    np.testing.assert_allclose(inf.curvature_, H, atol=1e-12 * np.abs(H).max() * 100)
+
+
 def _ggn(net, X, y, loss):
     """Σ c_i J_iᵀ Λ_i J_i + wd I from autograd Jacobians (independent of the engine)."""
     theta = _theta(net)

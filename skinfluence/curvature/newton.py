@@ -8,7 +8,12 @@ median leave-one-out step, or for removals of m of n rows (a K-fold split)
 ``√(m(1 − m/n))`` times the root-mean-square leave-one-out step, the expected size of m
 random leave-one-out steps added up (they sum to zero over all n rows at the optimum). An
 optimisation error that is 5% of a leave-one-out step is a far smaller share of a fold's
-change, so a K-fold job needs fewer Newton steps and fewer factorisations.
+change, so a K-fold job needs fewer Newton steps and fewer factorisations. Removal steps
+that keep the fit's residual gradient (Newton steps on the changed objective,
+``newton_update(..., residual=True)``, which approximate cross-validation takes) err only at
+second order in that distance: for them polishing stops at ``RESIDUAL_TARGET`` of the change,
+both measured in the curvature's norm ``√(xᵀMx)`` (Newton's local norm), which ignores the
+optimisation error left in directions the objective barely curves in.
 :class:`NewtonPolisher` follows scikit-learn's ``NewtonSolver`` in shape (setup, inner
 solve, line search, convergence check, finalize): it takes Newton steps (proximal Newton
 steps for ℓ1 penalties) with the model's own curvature, halving each until the objective
@@ -29,7 +34,14 @@ from scipy.optimize import minimize
 
 from ..exceptions import InfluenceWarning
 
-__all__ = ["NewtonPolisher", "lbfgs_finish"]
+__all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "lbfgs_finish"]
+
+#: distance to the optimum, in typical changes of the job and in the curvature's norm, at
+#: which polishing stops for removal steps that keep the residual gradient: a Newton step
+#: from a fit e away from the optimum, estimating a change Δ, travels about e + Δ, so its
+#: (second-order) error is at most (1 + e/Δ)² times that of the same step from the optimum,
+#: 4× at e = Δ
+RESIDUAL_TARGET = 1.0
 
 
 def lbfgs_finish(model, max_iter=1000):
@@ -83,16 +95,22 @@ class NewtonPolisher:
         convergence).
     advice : str, optional
         What to tell a user whose model is too far from the optimum (``polish=False``).
+    norm : {"euclidean", "curvature"}, default="euclidean"
+        How the step and the typical change are measured with the ``"loo"`` yardstick:
+        Euclidean, or in the curvature's own norm ``‖x‖_M = √(xᵀMx)`` (the local norm in
+        which Newton steps converge, blind to directions the objective barely curves in,
+        such as rare one-hot levels). Residual removal steps use the latter.
     """
 
     def __init__(self, rebuild, *, polish, threshold=0.05, target=0.05, max_steps=20, what="model",
-                 yardstick="loo", advice=None, removal_size=1):
+                 yardstick="loo", advice=None, removal_size=1, norm="euclidean"):
         self.rebuild = rebuild
         self.polish = polish
         self.threshold, self.target, self.max_steps = threshold, target, max_steps
         self.what = what
         self.yardstick = yardstick
         self.removal_size = removal_size
+        self.norm = norm
         self._scale = (None, None)  # (solver, typical change) for the model last measured
         self.advice = advice or ("Refit with a smaller tol / larger max_iter, or pass polish=True "
                                  "to take Newton steps with the factorised curvature.")
@@ -112,9 +130,11 @@ class NewtonPolisher:
             scale = self.typical_change()
         else:
             scale = max(np.linalg.norm(self.model.adapter.theta), 1.0)
-        self.ratio = np.linalg.norm(self.step) / scale if scale > 0 else 0.0
+        size = self.size(self.step[:, None])[0] if self.yardstick == "loo" else np.linalg.norm(self.step)
+        self.ratio = size / scale if scale > 0 else 0.0
         self.loo_ratio = self.ratio
-        if self.yardstick == "loo" and min(self.removal_size, self.model.n) > 1:
+        if self.yardstick == "loo" and (min(self.removal_size, self.model.n) > 1
+                                        or self.norm != "euclidean"):
             loo = self.model.typical_loo_step()
             self.loo_ratio = np.linalg.norm(self.step) / loo if loo > 0 else 0.0
         return self.ratio <= self.target
@@ -122,14 +142,22 @@ class NewtonPolisher:
     def typical_change(self):
         """Size of a typical change to be estimated, once per factorisation (see the module)."""
         model, m = self.model, min(self.removal_size, self.model.n)
-        if m == 1:
+        if m == 1 and self.norm == "euclidean":
             return model.typical_loo_step()
         if self._scale[0] is not model.solver:
             idx = np.random.default_rng(0).choice(model.n, size=min(256, model.n), replace=False)
             steps = model.solver.solve(model.removal_gradients(idx).T)
-            rms = np.sqrt(np.mean(np.sum(steps ** 2, axis=0)))
+            rms = np.sqrt(np.mean(self.size(steps) ** 2))
             self._scale = (model.solver, np.sqrt(m * (1 - m / model.n)) * rms)
         return self._scale[1]
+
+    def size(self, V):
+        """Norms of the columns of ``V`` (p, r): Euclidean, or in the curvature's norm."""
+        if self.norm == "euclidean":
+            return np.linalg.norm(V, axis=0)
+        M = self.model.curvature
+        MV = M.matvec(V) if hasattr(M, "matvec") else M @ V
+        return np.sqrt(np.maximum(np.einsum("pr,pr->r", V, MV), 0.0))
 
     def inner_solve(self):
         """The Newton direction (computed by the convergence check)."""

@@ -31,11 +31,14 @@ __all__ = ["newton_update", "loo_decision", "ij_self_influence", "influence_fact
            "scores_from_factors"]
 
 
-def newton_update(model, idx, g_delta, W_delta, share, method):
+def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
     """Δθ for a change of the objective on rows ``idx``.
 
     The change removes ``Σ c_i ℓ_i`` terms whose η-gradients and curvatures change by
-    ``g_delta`` and ``W_delta`` (old minus new), and ``share`` of the normaliser.
+    ``g_delta`` and ``W_delta`` (old minus new), and ``share`` of the normaliser. With
+    ``residual`` the step is Newton's on the changed objective's own gradient at θ̂,
+    ``∇L(θ̂) − v``, rather than on ``−v`` (which assumes ``∇L(θ̂) = 0``): a fit short of the
+    optimum then errs at second order, not first (the ℓ1 step below always does this).
     """
     ad, solver = model.adapter, model.solver
     c = model.c[idx]
@@ -45,6 +48,8 @@ def newton_update(model, idx, g_delta, W_delta, share, method):
     else:
         J = ad.jacobians(model.Z[idx])                  # (m, K, p)
         v = np.einsum("mkp,mk->p", J, c[:, None] * g_delta) + share * model.pen_grad
+    if residual and ad.penalty.is_smooth:
+        v = v - model.data_grad - model.pen_grad
     # diagonal blocks c_i W_i of the down-date (the m·K × m·K matrix is never formed)
     C = c[:, None, None] * W_delta if method == "ns" else np.zeros_like(W_delta)
     pen_diag = share * ad.penalty.hessian_diagonal() if method == "ns" else 0.0

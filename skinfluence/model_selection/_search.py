@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 from numbers import Integral, Real
@@ -16,10 +17,13 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
+from joblib import effective_n_jobs
+
+from .._parallel import parallel_map, progress
 from .._utils import final_step
 from ..refit import fit_weighted
 from ._ridge_path import RidgePath
-from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _influence, _sample_weight, removal_size,
+from ._validation import (APPROX_CV_CONSTRAINTS, _check_xy, _sample_weight, fitted_influence,
                           split_scores)
 
 __all__ = ["ApproxGridSearchCV", "ApproxRandomizedSearchCV"]
@@ -37,7 +41,6 @@ class _ApproxSearchCV(BaseSearchCV):
     candidate); subclasses say which candidates through ``_run_search``."""
 
     return_train_score = False  # train scores of the approximate split models are not computed
-    n_jobs = None
     pre_dispatch = None
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit"])],
@@ -45,14 +48,15 @@ class _ApproxSearchCV(BaseSearchCV):
         "refit": ["boolean", str, callable],
         "cv": ["cv_object"],
         "warm_start": ["boolean"],
+        "n_jobs": [Integral, None],
         "verbose": ["verbose"],
         "error_score": [StrOptions({"raise"}), Real],
         **APPROX_CV_CONSTRAINTS,
     }
 
     def __init__(self, estimator, *, scoring=None, refit=True, cv=None, method="ns",
-                 curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
-                 error_score=np.nan):
+                 curvature="hessian", polish=True, damping=0.0, warm_start=True, n_jobs=None,
+                 verbose=0, error_score=np.nan):
         self.estimator = estimator
         self.scoring = scoring
         self.refit = refit
@@ -62,6 +66,7 @@ class _ApproxSearchCV(BaseSearchCV):
         self.polish = polish
         self.damping = damping
         self.warm_start = warm_start
+        self.n_jobs = n_jobs
         self.verbose = verbose
         self.error_score = error_score
 
@@ -91,24 +96,51 @@ class _ApproxSearchCV(BaseSearchCV):
         return {name: self.scoring for name in names} if names == ["score"] else {}
 
     def _evaluate(self, base, params, X, y, sample_weight, previous, splits, scorers, loo,
-                  score_params):
+                  score_params, shared):
         """``(fitted estimator, scores dict, fit seconds, per-split score seconds)``."""
         start = time.perf_counter()
         if RidgePath.applies(base, X, y, params, self.method, self.damping):
             # Ridge: every candidate shares the data's Grams and eigendecomposition
-            if self._ridge_path is None:
-                self._ridge_path = RidgePath(base, X, y, sample_weight)
-            inf, est = self._ridge_path.at(params.get("alpha", base.alpha)), None
+            if "ridge" not in shared:
+                shared["ridge"] = RidgePath(base, X, y, sample_weight)
+            inf, est = shared["ridge"].at(params.get("alpha", base.alpha)), None
         else:
             est = self._fit_candidate(base, params, X, y, sample_weight, previous)
-            inf = _influence(est, curvature=self.curvature, polish=self.polish, damping=self.damping,
-                             prefit=True, removal_size=removal_size(splits, len(y)))
-            inf.fit(X, y, sample_weight=sample_weight)
+            inf = fitted_influence(est, X, y, sample_weight, splits, curvature=self.curvature,
+                                   polish=self.polish, damping=self.damping, prefit=True)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = split_scores(inf, X, y, splits, scorers, self.method, loo, score_params,
                               self._scorings(list(scorers)))
         return est, scores, fit_time, time.perf_counter() - start
+
+    def _chunks(self, n):
+        """Candidate positions per worker: one run of consecutive candidates each, so that
+        warm starts and a Ridge path are shared along a run (one worker: the whole grid)."""
+        return [c.tolist() for c in np.array_split(np.arange(n), min(effective_n_jobs(self.n_jobs), n))]
+
+    def _evaluate_chunk(self, base, X, y, sample_weight, splits, scorers, loo, score_params,
+                        chunk, verbose=0):
+        """``(scores, fit seconds, score seconds)`` of each candidate of ``chunk`` in turn, each
+        warm-started from the one before (a failed candidate restarts the chain)."""
+        previous, shared, results = None, {}, []
+        n_splits = 1 if loo else len(splits)
+        for params in progress(chunk, verbose, desc="candidates"):
+            try:
+                est, scores, fit_time, score_time = self._evaluate(
+                    base, params, X, y, sample_weight, previous, splits, scorers, loo,
+                    score_params, shared)
+                previous = (params, est)
+            except Exception as exc:
+                if self.error_score == "raise":
+                    raise
+                warnings.warn(f"Candidate {params} failed and is scored {self.error_score}: "
+                              f"{type(exc).__name__}: {exc}", FitFailedWarning, stacklevel=2)
+                scores = {name: np.full(n_splits, float(self.error_score)) for name in scorers}
+                fit_time = score_time = 0.0
+                previous = None
+            results.append((scores, fit_time, score_time))
+        return results
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, **params):
@@ -140,7 +172,9 @@ class _ApproxSearchCV(BaseSearchCV):
         n_splits = 1 if loo else len(splits)
         self.n_splits_ = n_splits
         base = clone(self.estimator)
-        candidates, out, previous = [], [], [None]
+        candidates, out = [], []
+        run_chunk = partial(self._evaluate_chunk, base, X, y, sample_weight, splits, named, loo,
+                            score_params)
 
         def evaluate_candidates(candidate_params):
             """Fit and score each candidate (one fit each); returns the results so far."""
@@ -150,20 +184,12 @@ class _ApproxSearchCV(BaseSearchCV):
             if self.verbose:
                 print(f"Fitting {len(candidate_params)} candidates once each, scoring "
                       f"{n_splits} approximate splits each")
-            for params_ in candidate_params:
-                try:
-                    est, scores, fit_time, score_time = self._evaluate(
-                        base, params_, X, y, sample_weight, previous[0], splits, named, loo,
-                        score_params)
-                    previous[0] = (params_, est)
-                except Exception as exc:
-                    if self.error_score == "raise":
-                        raise
-                    warnings.warn(f"Candidate {params_} failed and is scored {self.error_score}: "
-                                  f"{type(exc).__name__}: {exc}", FitFailedWarning, stacklevel=2)
-                    scores = {name: np.full(n_splits, float(self.error_score)) for name in named}
-                    fit_time = score_time = 0.0
-                    previous[0] = None
+            chunks = [[candidate_params[i] for i in c] for c in self._chunks(len(candidate_params))]
+            if len(chunks) == 1:  # here, with a bar over the candidates
+                done = [run_chunk(chunks[0], verbose=self.verbose)]
+            else:  # a bar over the workers' runs
+                done = parallel_map(run_chunk, chunks, self.n_jobs, self.verbose, desc="candidate runs")
+            for scores, fit_time, score_time in (r for chunk in done for r in chunk):
                 for k in range(n_splits):
                     test = {name: s[k] for name, s in scores.items()}
                     out.append({"fit_time": fit_time / n_splits, "score_time": score_time / n_splits,
@@ -171,11 +197,7 @@ class _ApproxSearchCV(BaseSearchCV):
             candidates.extend(candidate_params)
             return self._format_results(candidates, n_splits, out)
 
-        self._ridge_path = None  # shared by Ridge candidates (see _ridge_path)
-        try:
-            self._run_search(evaluate_candidates)
-        finally:
-            del self._ridge_path
+        self._run_search(evaluate_candidates)
         self.multimetric_ = multimetric
         results = self._format_results(candidates, n_splits, out)
 
@@ -223,8 +245,11 @@ class ApproxGridSearchCV(_ApproxSearchCV):
       ``method="ns"``, no damping) is not fitted per candidate: every alpha's split
       answers come exactly from the data's Grams, shared by the grid (leave-one-out from
       one eigendecomposition, as :class:`~sklearn.linear_model.RidgeCV` does).
-    * Train scores are not computed (``return_train_score`` is not available), and
-      candidates run sequentially (no ``n_jobs``).
+    * Train scores are not computed (``return_train_score`` is not available).
+    * ``n_jobs`` workers take one run of consecutive candidates each (the grid split in
+      ``n_jobs`` parts): warm starts and the Ridge path are shared along a run, so each
+      run's first candidate starts cold. Without ``warm_start`` the scores equal the
+      sequential ones; with it they differ by the fits' tolerance at the runs' starts.
 
     Parameters
     ----------
@@ -247,7 +272,13 @@ class ApproxGridSearchCV(_ApproxSearchCV):
     damping : float, default=0.0
     warm_start : bool, default=True
         Start each candidate's fit from the previous one's solution where possible.
+    n_jobs : int, default=None
+        Number of joblib workers over the candidates (None: 1 unless in a
+        ``joblib.parallel_config`` context; -1: all cores), each with its BLAS threads
+        limited so that the workers do not oversubscribe the cores.
     verbose : int, default=0
+        A progress bar over the candidates (with ``n_jobs`` > 1: over the workers' runs)
+        when >= 1.
     error_score : "raise" or float, default=np.nan
         Score of a candidate whose fit or approximation fails (with a
         ``FitFailedWarning``), or ``"raise"``.
@@ -275,11 +306,11 @@ class ApproxGridSearchCV(_ApproxSearchCV):
     _parameter_constraints: dict = {**_ApproxSearchCV._parameter_constraints, "param_grid": [dict, list]}
 
     def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, method="ns",
-                 curvature="hessian", polish=True, damping=0.0, warm_start=True, verbose=0,
-                 error_score=np.nan):
+                 curvature="hessian", polish=True, damping=0.0, warm_start=True, n_jobs=None,
+                 verbose=0, error_score=np.nan):
         super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, method=method, curvature=curvature,
-                         polish=polish, damping=damping, warm_start=warm_start, verbose=verbose,
-                         error_score=error_score)
+                         polish=polish, damping=damping, warm_start=warm_start, n_jobs=n_jobs,
+                         verbose=verbose, error_score=error_score)
         self.param_grid = param_grid
 
     def _candidate_space(self):
@@ -306,7 +337,7 @@ class ApproxRandomizedSearchCV(_ApproxSearchCV):
         Number of candidates drawn.
     random_state : int, RandomState or None, default=None
         Seeds the draws.
-    scoring, refit, cv, method, curvature, polish, damping, warm_start, verbose, error_score
+    scoring, refit, cv, method, curvature, polish, damping, warm_start, n_jobs, verbose, error_score
         As in :class:`ApproxGridSearchCV`.
 
     Attributes
@@ -336,10 +367,10 @@ class ApproxRandomizedSearchCV(_ApproxSearchCV):
 
     def __init__(self, estimator, param_distributions, *, n_iter=10, random_state=None, scoring=None,
                  refit=True, cv=None, method="ns", curvature="hessian", polish=True, damping=0.0,
-                 warm_start=True, verbose=0, error_score=np.nan):
+                 warm_start=True, n_jobs=None, verbose=0, error_score=np.nan):
         super().__init__(estimator, scoring=scoring, refit=refit, cv=cv, method=method, curvature=curvature,
-                         polish=polish, damping=damping, warm_start=warm_start, verbose=verbose,
-                         error_score=error_score)
+                         polish=polish, damping=damping, warm_start=warm_start, n_jobs=n_jobs,
+                         verbose=verbose, error_score=error_score)
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.random_state = random_state

@@ -16,7 +16,9 @@ convex objective; IJ has error O(m/n).
 
 from __future__ import annotations
 
-from numbers import Real
+import warnings
+from functools import partial
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import is_classifier
@@ -27,7 +29,11 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.validation import _num_samples, indexable
 
-from ..estimators import FisherInfluence, HessianInfluence
+from .._parallel import parallel_map
+from ..curvature.newton import RESIDUAL_TARGET, NewtonPolisher
+from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
+from ..estimators._updates import newton_update
+from ..exceptions import InfluenceWarning
 from ._scoring import score_split
 
 __all__ = ["approx_cross_val_predict", "approx_cross_val_score"]
@@ -43,6 +49,7 @@ APPROX_CV_CONSTRAINTS = {
     "polish": ["boolean"],
     "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
 }
+PARALLEL_CONSTRAINTS = {"n_jobs": [Integral, None], "verbose": ["verbose"]}
 
 
 def _influence(estimator, *, curvature="hessian", polish=True, damping=0.0, prefit=False,
@@ -57,7 +64,49 @@ def _influence(estimator, *, curvature="hessian", polish=True, damping=0.0, pref
 def removal_size(splits, n):
     """Rows removed by the smallest split (1 for leave-one-out, ``splits == []``): the job's
     scale, which sets how close to the optimum the fit is polished."""
-    return min((n - len(np.unique(train)) for train, _ in splits), default=1) or 1
+    return min((n - np.count_nonzero(np.bincount(train, minlength=n)) for train, _ in splits),
+               default=1) or 1
+
+
+def fitted_influence(estimator, X, y, sample_weight, splits, *, curvature="hessian", polish=True,
+                     damping=0.0, prefit=False):
+    """The influence estimator the splits' answers come from, fitted and polished for them.
+
+    Leave-one-out (``splits == []``) polishes to 5% of a leave-one-out step. Splits that
+    remove m > 1 rows take residual Newton steps (:func:`removal_step`), whose error from
+    the fit's distance to the optimum is second order, so the fit is polished only until
+    that distance is at most one typical change of m rows (``RESIDUAL_TARGET``), both in
+    the curvature's norm (``benchmarks/RESULTS_selection.md``: exact refits on both Adult
+    designs).
+    """
+    m = removal_size(splits, _num_samples(X))
+    if m == 1:
+        inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping,
+                         prefit=prefit)
+        return inf.fit(X, y, sample_weight=sample_weight)
+    inf = _influence(estimator, curvature=curvature, polish=False, damping=damping, prefit=prefit,
+                     removal_size=m)
+    with warnings.catch_warnings():  # the polisher below decides, against its own target
+        warnings.filterwarnings("ignore", ".*not converged enough", InfluenceWarning)
+        inf.fit(X, y, sample_weight=sample_weight)
+    polisher = NewtonPolisher(inf._rebuild, polish=polish, target=RESIDUAL_TARGET,
+                              threshold=RESIDUAL_TARGET, removal_size=m, norm="curvature",
+                              what=f"{curvature} curvature" if polish else type(inf.estimator_).__name__)
+    model, inf.convergence_ratio_, inf.n_polish_steps_ = polisher.solve(inf._model)
+    inf._set_model(model)
+    return inf
+
+
+def removal_step(influence, removed, method="ns"):
+    """Parameter change when the training rows ``removed`` go: a Newton step on the changed
+    objective from the fit, its residual gradient included (exact for a Ridge path)."""
+    if not isinstance(influence, BaseInfluence):  # RidgePath: exact
+        return influence.parameter_change(removed, method)
+    model = influence._fitted()
+    idx = model.check_indices(removed)
+    model.check_removal(idx)
+    return newton_update(model, idx, model.g[idx], model.W[idx], model.share[idx].sum(), method,
+                         residual=True)
 
 
 def _sample_weight(estimator, params):
@@ -90,7 +139,7 @@ def _splits(cv, X, y, groups, estimator):
     return cv, [] if isinstance(cv, LeaveOneOut) else list(cv.split(X, y, groups))
 
 
-def held_out_outputs(influence, X, splits, method="ns"):
+def held_out_outputs(influence, X, splits, method="ns", n_jobs=None, verbose=0):
     """Approximate natural-scale outputs of each split's model on its test rows.
 
     Parameters
@@ -100,32 +149,37 @@ def held_out_outputs(influence, X, splits, method="ns"):
     X : {array-like, sparse matrix} of shape (n_samples, n_features)
     splits : list of (train, test) index arrays
     method : {"ns", "ij"}
+    n_jobs : int, default=None
+        Splits computed in parallel (joblib, BLAS threads limited in the workers).
+    verbose : int, default=0
+        A progress bar over the splits when >= 1.
 
     Returns
     -------
     list of ndarray of shape (len(test), K)
-        Where ``train`` is the complement of ``test`` (K-fold and its variants) the
-        engine's fold down-date is used; otherwise (e.g. ``ShuffleSplit`` with
-        ``train_size + test_size < 1``) every sample outside ``train`` is removed and
-        the resulting model evaluated on ``test``.
+        Every sample outside ``train`` is removed (:func:`removal_step`) and the
+        resulting model evaluated on ``test`` (for K-fold: the fold's own rows; for e.g.
+        ``ShuffleSplit`` with ``train_size + test_size < 1``: a subset of them).
     """
-    n = influence.n_samples_
-    out = []
-    for train, test in splits:
-        test = np.asarray(test)
-        kept = np.zeros(n, bool)
-        kept[train] = True
-        removed = np.flatnonzero(~kept)
-        if removed.size == 0:  # the split trains on every row: the fitted model itself
-            ad = influence.adapter_
-            out.append(ad.eta(ad.design(_safe_indexing(X, test))))
-        elif np.array_equal(np.sort(test), removed):  # the test rows are exactly those removed
-            out.append(influence.cv_decision([test], method)[test])
-        else:
-            ad = influence.adapter_
-            theta = ad.theta + influence.parameter_change(removed, method)
-            out.append(ad.eta(ad.design(_safe_indexing(X, test)), theta))
-    return out
+    return parallel_map(partial(_split_outputs, influence, X, method), splits, n_jobs, verbose,
+                        desc="splits")
+
+
+def _split_outputs(influence, X, method, split):
+    """One split's held-out outputs (see :func:`held_out_outputs`)."""
+    train, test = split
+    test = np.asarray(test)
+    kept = np.zeros(influence.n_samples_, bool)
+    kept[train] = True
+    removed = np.flatnonzero(~kept)
+    ad = influence.adapter_
+    if removed.size == 0:  # the split trains on every row: the fitted model itself
+        return ad.eta(ad.design(_safe_indexing(X, test)))
+    if not isinstance(influence, BaseInfluence):  # a Ridge path: exact, in its own layout
+        if np.array_equal(np.sort(test), removed):
+            return influence.cv_decision([test], method)[test]
+        return ad.eta(ad.design(_safe_indexing(X, test)), ad.theta + removal_step(influence, removed, method))
+    return ad.eta(influence._model.Z[test], ad.theta + removal_step(influence, removed, method))
 
 
 # ---------------------------------------------------------------------------- public
@@ -133,7 +187,7 @@ def held_out_outputs(influence, X, splits, method="ns"):
     {"estimator": [HasMethods(["fit"])], "X": ["array-like", "sparse matrix"],
      "y": ["array-like", None], "groups": ["array-like", None], "cv": ["cv_object"],
      "params": [dict, None], "response_method": [StrOptions(set(_RESPONSE_METHODS))],
-     **APPROX_CV_CONSTRAINTS},
+     **APPROX_CV_CONSTRAINTS, **PARALLEL_CONSTRAINTS},
     prefer_skip_nested_validation=False,
 )
 def approx_cross_val_predict(
@@ -149,6 +203,8 @@ def approx_cross_val_predict(
     curvature="hessian",
     polish=True,
     damping=0.0,
+    n_jobs=None,
+    verbose=0,
 ):
     """Approximate cross-validated predictions, from one fit.
 
@@ -189,6 +245,13 @@ def approx_cross_val_predict(
         If False an :class:`~skinfluence.InfluenceWarning` is raised instead.
     damping : float, default=0.0
         Added to the curvature's diagonal (needed for singular curvatures).
+    n_jobs : int, default=None
+        Number of joblib workers over the folds (None: 1 unless in a
+        ``joblib.parallel_config`` context; -1: all cores), each with its BLAS threads
+        limited so that the workers do not oversubscribe the cores. The answers equal
+        the sequential ones. The one fit is not parallelised.
+    verbose : int, default=0
+        A progress bar over the folds when >= 1.
 
     Returns
     -------
@@ -206,18 +269,17 @@ def approx_cross_val_predict(
     X, y = _check_xy(X, y)
     cv, splits = _splits(cv, X, y, groups, estimator)
     n = _num_samples(X)
-    inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping,
-                     removal_size=removal_size(splits, n))
     if not isinstance(cv, LeaveOneOut):
         tests = np.concatenate([np.asarray(test) for _, test in splits])
         if len(tests) != n or not np.array_equal(np.sort(tests), np.arange(n)):
             raise ValueError("approx_cross_val_predict needs test folds that partition the samples")
-    inf.fit(X, y, sample_weight=_sample_weight(estimator, params))
+    inf = fitted_influence(estimator, X, y, _sample_weight(estimator, params), splits,
+                           curvature=curvature, polish=polish, damping=damping)
     if isinstance(cv, LeaveOneOut):
         eta = inf.loo_decision(method)
     else:
         eta = np.full((n, inf.adapter_.n_outputs), np.nan)
-        for (_, test), out in zip(splits, held_out_outputs(inf, X, splits, method)):
+        for (_, test), out in zip(splits, held_out_outputs(inf, X, splits, method, n_jobs, verbose)):
             eta[test] = out
     return inf.adapter_.response(eta, response_method)
 
@@ -225,7 +287,8 @@ def approx_cross_val_predict(
 @validate_params(
     {"estimator": [HasMethods(["fit"])], "X": ["array-like", "sparse matrix"],
      "y": ["array-like", None], "groups": ["array-like", None], "cv": ["cv_object"],
-     "scoring": [str, callable, list, tuple, set, dict, None], "params": [dict, None], **APPROX_CV_CONSTRAINTS},
+     "scoring": [str, callable, list, tuple, set, dict, None], "params": [dict, None],
+     **APPROX_CV_CONSTRAINTS, **PARALLEL_CONSTRAINTS},
     prefer_skip_nested_validation=False,
 )
 def approx_cross_val_score(
@@ -241,6 +304,8 @@ def approx_cross_val_score(
     curvature="hessian",
     polish=True,
     damping=0.0,
+    n_jobs=None,
+    verbose=0,
 ):
     """Approximate cross-validation scores, from one fit.
 
@@ -249,7 +314,7 @@ def approx_cross_val_score(
 
     Parameters
     ----------
-    estimator, X, y, groups, cv, params, method, curvature, polish, damping
+    estimator, X, y, groups, cv, params, method, curvature, polish, damping, n_jobs, verbose
         As in :func:`approx_cross_val_predict`; any scikit-learn splitter is accepted
         here (the test folds need not partition the samples).
     scoring : str or callable, default=None
@@ -286,15 +351,15 @@ def approx_cross_val_score(
                          "for several metrics")
     scorer = check_scoring(estimator, scoring=scoring)
     cv, splits = _splits(cv, X, y, groups, estimator)
-    inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping,
-                     removal_size=removal_size(splits, _num_samples(X)))
-    inf.fit(X, y, sample_weight=_sample_weight(estimator, params))
+    inf = fitted_influence(estimator, X, y, _sample_weight(estimator, params), splits,
+                           curvature=curvature, polish=polish, damping=damping)
     return split_scores(inf, X, y, splits, {"score": scorer}, method,
-                        loo=isinstance(cv, LeaveOneOut), scorings={"score": scoring})["score"]
+                        loo=isinstance(cv, LeaveOneOut), scorings={"score": scoring},
+                        n_jobs=n_jobs, verbose=verbose)["score"]
 
 
 def split_scores(influence, X, y, splits, scorers, method="ns", loo=False, score_params=None,
-                 scorings=None):
+                 scorings=None, n_jobs=None, verbose=0):
     """Score each split's approximate held-out outputs with each of ``scorers``.
 
     ``score_params`` (per-sample arrays such as ``sample_weight``) are indexed like
@@ -307,7 +372,8 @@ def split_scores(influence, X, y, splits, scorers, method="ns", loo=False, score
     if loo:
         pieces = [(np.arange(influence.n_samples_), influence.loo_decision(method))]
     else:
-        pieces = [(test, eta) for (_, test), eta in zip(splits, held_out_outputs(influence, X, splits, method))]
+        outputs = held_out_outputs(influence, X, splits, method, n_jobs, verbose)
+        pieces = [(test, eta) for (_, test), eta in zip(splits, outputs)]
     out = {name: np.empty(len(pieces)) for name in scorers}
     for i, (test, eta) in enumerate(pieces):
         for name, scorer in scorers.items():

@@ -24,9 +24,10 @@ batch-norm statistics fixed) in ``dtype`` on ``device``; results are numpy array
 Curvature (``Σ_i c_i J_iᵀ W_i J_i``, plus for the Hessian the second-derivative term
 ``Σ_i c_i Σ_k g_ik ∇²η_ik``) is built densely from per-sample output Jacobians
 (vmapped ``jacrev``, memory bounded by chunking), which costs ``2 p² n r`` flops with
-``r`` the rank of ``W_i`` (1 for two classes). The second-derivative term needs ``p``
-Hessian-vector products of ``ψ(θ) = Σ_i c_i g_iᵀ η_i(θ)`` (forward-over-reverse,
-vmapped over blocks of unit vectors); it is the expensive part of a dense Hessian.
+``r`` the rank of ``W_i`` (1 for two classes). The second-derivative term needs the ``p``
+rows of the Hessian of ``ψ(θ) = Σ_i c_i g_iᵀ η_i(θ)`` (reverse-over-reverse: ``∇ψ`` pulled
+back along unit vectors, vmapped over small blocks of rows and vectors); it is the
+expensive part of a dense Hessian.
 :meth:`TorchAdapter.curvature_matvec` gives the same curvature as a product, for the
 iterative solvers.
 """
@@ -51,6 +52,9 @@ from .torch_objective import TorchModel, objective_spec, resolve_device, resolve
 __all__ = ["TorchModel", "TorchAdapter", "make_torch_adapter"]
 
 _ELEMENTS = 2**24  # bound on the entries of one chunk's Jacobian / HVP block
+# second-derivative term of a dense Hessian: rows per block and (row, unit vector) pairs per
+# vmapped call (measured: 512 × 32 beats 2,000 × 131 by 2.5–3× on the Adult MLP)
+_HESSIAN_ROWS, _HESSIAN_PAIRS = 512, 2**14
 # models made by with_params remember the input shape and a few rows of their parent's data
 _INPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -389,16 +393,25 @@ class TorchAdapter(ModelAdapter):
         return lambda v: jvp(g, (self._theta_t,), (v,))[1]
 
     def _residual_hessian(self, Z, R):
-        """``Σ_i Σ_k R_ik ∇²η_ik`` as a dense p × p matrix, by blocks of HVPs."""
+        """``Σ_i Σ_k R_ik ∇²η_ik`` as a dense p × p matrix, by blocks of Hessian rows.
+
+        Reverse-over-reverse: the gradient ``∇ψ`` of a block of rows is pulled back along
+        unit vectors (rows of the symmetric Hessian), vmapped over ``width`` of them. Blocks
+        of ``_HESSIAN_PAIRS`` (row, unit vector) pairs keep the vmapped activations in cache:
+        on the 2,000-row Adult MLP (2,882 parameters, one thread) this is 2.5–3× faster
+        than forward-over-reverse over 2,000 rows × 131 vectors.
+        """
         p, n = self.n_params, len(Z)
         H = torch.zeros((p, p), device=self.device, dtype=self.dtype)
         eye = torch.eye(p, device=self.device, dtype=self.dtype)
-        data = self._chunks(n)
-        width = max(1, _ELEMENTS // (64 * max(data[0].stop - data[0].start, 1)))
-        for sl in data:
-            hvp = vmap(self._psi_hvp(self._t(Z[sl]), self._t(R[sl])))
+        rows = min(n, _HESSIAN_ROWS)
+        width = max(1, _HESSIAN_PAIRS // rows)
+        for sl in row_blocks(n, rows):
+            x, r = self._t(Z[sl]), self._t(R[sl])
+            _, pull = vjp(grad(lambda th: (self._f(th, x) * r).sum()), self._theta_t)
+            rows_of = vmap(lambda v: pull(v)[0])
             for j in range(0, p, width):
-                H[j:j + width] += hvp(eye[j:j + width])
+                H[j:j + width] += rows_of(eye[j:j + width])
         return H
 
     def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None):
