@@ -9,7 +9,7 @@ from importlib import metadata as _metadata
 from . import datasets, fairness, metrics, model_selection, sampling, selection, unlearning
 from .ensemble import InfluenceEnsemble
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
-from .estimators import BaseInfluence, FisherInfluence, HessianInfluence
+from .estimators import BaseInfluence, FisherInfluence, HessianInfluence, TopInfluences
 from .generalized import GeneralizedInfluence
 
 try:
@@ -21,6 +21,7 @@ __all__ = [
     "BaseInfluence",
     "HessianInfluence",
     "FisherInfluence",
+    "TopInfluences",
     "GeneralizedInfluence",
     "CurvatureError",
     "InfluenceWarning",

@@ -2,5 +2,6 @@
 (:mod:`._model`) and the algebra of removals (:mod:`._updates`)."""
 
 from ._base import BaseInfluence, FisherInfluence, HessianInfluence
+from ._streaming import TopInfluences
 
-__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
+__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence", "TopInfluences"]
