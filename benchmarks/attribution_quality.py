@@ -12,21 +12,36 @@ from the same weights and differences between models come from their data.
 Ground truth (:func:`skinfluence.metrics.retrain_on_subsets`, cached under
 ``--cache-dir``): ``--n-subsets`` models retrained on random halves of the
 training rows (``--cnn-subsets`` for the CNN) and ``--n-loo`` leave-one-out
-refits (not for the CNN); test losses on ``--n-test`` test points.
+refits (the first ``--n-loo`` of one fixed permutation of the rows, so that a
+shorter run reuses a longer one's refits); test losses on ``--n-test`` test points.
 
 Methods, each on the same trained model (time = fit + attribute, one run):
 
-* skinfluence ``FisherInfluence`` (exact GGN; nets also ``fisher="mc"`` and
+* skinfluence ``FisherInfluence`` (exact GGN; the MLP also ``fisher="mc"`` and
   ``"empirical"``) and ``HessianInfluence``, over a damping sweep
-  ``damping = f · trace(M)/p`` for ``f`` in ``--fractions`` (f = 0 is the default);
+  ``damping = f · trace(M)/p`` for ``f`` in ``--fractions`` (f = 0 is the default,
+  0.1 is ``damping="auto"`` for nets);
+* ``GeneralizedInfluence`` (GIF) at the shares of parameters ``--gif-ratios`` (its
+  default rule; Hessian and LiSSA, except on the CNN: dense Fisher, exact solve);
+* ``FisherInfluence`` with ``curvature_sampler=LogitSampler`` / ``FeatureSampler`` at
+  the fractions of rows ``--sampler-sizes`` (``damping="auto"``);
 * :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
   ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
 * gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
-* dattri (``pip install --no-deps dattri``, benchmark venv only): IF-CG, TracIn
-  (checkpoints along the L-BFGS run) and TRAK with 1 and ``--n-ensemble`` (CNN: ``--cnn-ensemble``) models.
+* dattri (``pip install --no-deps dattri``, benchmark venv only): TracIn (checkpoints
+  along the L-BFGS run), TRAK on its model output ``log(p/(1 − p))`` as dattri's own
+  benchmarks define it, with 1 and k models (logistic regression: the model and
+  ``--logreg-trak`` − 1 others trained on random halves that are not the LDS subsets;
+  nets: ``--n-ensemble`` / ``--cnn-ensemble`` seeds), and IF-CG.
 
-For time on a shared machine the CNN gets only the exact Fisher (and the Hessian unless
-``--no-hessian``), no IF-CG, and ``--cnn-subsets`` (default 20) subsets without LOO refits.
+The CNN's Hessian (``--no-hessian`` skips it) is slow here: one Hessian-vector product
+over the 1,437 rows takes ~0.7 s (float64 CNN on one CPU thread), so the dense Hessian
+(1,898 of them) takes 20+ minutes and CG, ~100 s per iteration for 100 test points,
+longer still.
+
+Every attribution is saved under ``<cache-dir>/attributions/<model>/``;
+``--part rescore`` scores the saved ones again against the ground truth as it is
+then (e.g. after more leave-one-out refits), without recomputing them.
 
 Run (2 shared cores): ``nice -n 5 python benchmarks/attribution_quality.py --n-jobs 2``
 (``--part truth`` only trains the ground truth; ``--part cv`` only the Adult CV experiment).
