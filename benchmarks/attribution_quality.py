@@ -451,8 +451,8 @@ def run_methods(name, est, data, scorer, args):
         G[np.arange(len(y_)), y_] -= 1.0                     # ∂CE/∂logits
         return inf.parameter_gradients(X_, G)
 
-    rows.append(scorer.row("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", loss_gradients(Xt, yt) @ loss_gradients(X, y).T,
-                           time.perf_counter() - t))
+    A = loss_gradients(Xt, yt) @ loss_gradients(X, y).T
+    rows.append(scorer.row("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", A, time.perf_counter() - t))
 
     # ensembling: Fisher influence averaged over models trained from different seeds
     if len(fitted) > 1:
