@@ -12,21 +12,36 @@ from the same weights and differences between models come from their data.
 Ground truth (:func:`skinfluence.metrics.retrain_on_subsets`, cached under
 ``--cache-dir``): ``--n-subsets`` models retrained on random halves of the
 training rows (``--cnn-subsets`` for the CNN) and ``--n-loo`` leave-one-out
-refits (not for the CNN); test losses on ``--n-test`` test points.
+refits (the first ``--n-loo`` of one fixed permutation of the rows, so that a
+shorter run reuses a longer one's refits); test losses on ``--n-test`` test points.
 
 Methods, each on the same trained model (time = fit + attribute, one run):
 
-* skinfluence ``FisherInfluence`` (exact GGN; nets also ``fisher="mc"`` and
+* skinfluence ``FisherInfluence`` (exact GGN; the MLP also ``fisher="mc"`` and
   ``"empirical"``) and ``HessianInfluence``, over a damping sweep
-  ``damping = f · trace(M)/p`` for ``f`` in ``--fractions`` (f = 0 is the default);
+  ``damping = f · trace(M)/p`` for ``f`` in ``--fractions`` (f = 0 is the default,
+  0.1 is ``damping="auto"`` for nets);
+* ``GeneralizedInfluence`` (GIF) at the shares of parameters ``--gif-ratios`` (its
+  default rule; Hessian and LiSSA, except on the CNN: dense Fisher, exact solve);
+* ``FisherInfluence`` with ``curvature_sampler=LogitSampler`` / ``FeatureSampler`` at
+  the fractions of rows ``--sampler-sizes`` (``damping="auto"``);
 * :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
   ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
 * gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
-* dattri (``pip install --no-deps dattri``, benchmark venv only): IF-CG, TracIn
-  (checkpoints along the L-BFGS run) and TRAK with 1 and ``--n-ensemble`` (CNN: ``--cnn-ensemble``) models.
+* dattri (``pip install --no-deps dattri``, benchmark venv only): TracIn (checkpoints
+  along the L-BFGS run), TRAK on its model output ``log(p/(1 − p))`` as dattri's own
+  benchmarks define it, with 1 and k models (logistic regression: the model and
+  ``--logreg-trak`` − 1 others trained on random halves that are not the LDS subsets;
+  nets: ``--n-ensemble`` / ``--cnn-ensemble`` seeds), and IF-CG.
 
-For time on a shared machine the CNN gets only the exact Fisher (and the Hessian unless
-``--no-hessian``), no IF-CG, and ``--cnn-subsets`` (default 20) subsets without LOO refits.
+The CNN's Hessian (``--no-hessian`` skips it) is slow here: one Hessian-vector product
+over the 1,437 rows takes ~0.7 s (float64 CNN on one CPU thread), so the dense Hessian
+(1,898 of them) takes 20+ minutes and CG, ~100 s per iteration for 100 test points,
+longer still.
+
+Every attribution is saved under ``<cache-dir>/attributions/<model>/``;
+``--part rescore`` scores the saved ones again against the ground truth as it is
+then (e.g. after more leave-one-out refits), without recomputing them.
 
 Run (2 shared cores): ``nice -n 5 python benchmarks/attribution_quality.py --n-jobs 2``
 (``--part truth`` only trains the ground truth; ``--part cv`` only the Adult CV experiment).
@@ -41,6 +56,7 @@ import warnings
 import numpy as np
 import scipy.linalg
 import torch
+import joblib
 from joblib import Memory
 from sklearn.base import clone
 from sklearn.datasets import load_digits
@@ -49,12 +65,14 @@ from sklearn.model_selection import train_test_split
 from skorch import NeuralNetClassifier
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from skinfluence import FisherInfluence, HessianInfluence
+from skinfluence import FisherInfluence, GeneralizedInfluence, HessianInfluence
 from skinfluence.ensemble import InfluenceEnsemble
+from skinfluence.sampling import FeatureSampler, LogitSampler
 from skinfluence.metrics import linear_datamodeling_score, loo_correlation, retrain_on_subsets
 from skinfluence.models.torch import TorchModel
 
 WD = 1e-3
+TRAK_HALVES_SEED = 12345  # TRAK's half-subsets (logreg): not the LDS subsets (random_state=0)
 
 
 # ------------------------------------------------------------------------- models
@@ -153,8 +171,8 @@ def ground_truth(name, est, data, args):
     half = retrain_on_subsets(est, X, y, Xt, yt, subsets=n_subsets, random_state=0, n_jobs=args.n_jobs,
                               cache_dir=args.cache_dir)
     loo = None
-    if name != "cnn" and args.n_loo:
-        removed = np.random.default_rng(1).choice(len(y), args.n_loo, replace=False)
+    if args.n_loo:
+        removed = np.random.default_rng(1).permutation(len(y))[:args.n_loo]  # the first k for any --n-loo
         loo = retrain_on_subsets(est, X, y, Xt, yt, subsets=~np.eye(len(y), dtype=bool)[removed],
                                  random_state=0, n_jobs=args.n_jobs, cache_dir=args.cache_dir)
         loo.removed = removed
@@ -176,14 +194,21 @@ def _train_full(est, X, y, seed):
 def trained_models(name, est, X, y, args):
     """(fitted estimator or module, torch module or None, checkpoints, training times) for seeds 0..k-1."""
     memory = Memory(args.cache_dir, verbose=0)
-    if name == "logreg":
-        t = time.perf_counter()
-        fitted = clone(est).fit(X, y)
-        lin = torch.nn.Linear(64, 10).double()
-        with torch.no_grad():
-            lin.weight.copy_(torch.as_tensor(fitted.coef_))
-            lin.bias.copy_(torch.as_tensor(fitted.intercept_))
-        return [fitted], [lin], [[lin.state_dict()]], [time.perf_counter() - t]
+    if name == "logreg":  # every seed gives the same model: TRAK's other members see random halves
+        halves = np.random.default_rng(TRAK_HALVES_SEED)
+        rows = [np.arange(len(y))] + [np.sort(halves.choice(len(y), len(y) // 2, replace=False))
+                                      for _ in range(args.logreg_trak - 1)]
+        fits, modules, times = [], [], []
+        for r in rows:
+            t = time.perf_counter()
+            fits.append(clone(est).fit(X[r], y[r]))
+            lin = torch.nn.Linear(64, 10).double()
+            with torch.no_grad():
+                lin.weight.copy_(torch.as_tensor(fits[-1].coef_))
+                lin.bias.copy_(torch.as_tensor(fits[-1].intercept_))
+            modules.append(lin)
+            times.append(time.perf_counter() - t)
+        return fits[:1], modules, [[m.state_dict()] for m in modules], times
     n_models = args.cnn_ensemble if name == "cnn" else args.n_ensemble
     out = [memory.cache(_train_full)(est, X, y, seed) for seed in range(n_models)]
     modules = []
@@ -203,13 +228,52 @@ def probabilities(model, X):
 
 
 # ------------------------------------------------------------------------- scoring
-def scores(A, half, loo):
-    lds = linear_datamodeling_score(A, half.subset_losses, half.subsets, half.full_losses)
-    corr = np.nan if loo is None else loo_correlation(A, loo.subset_losses, loo.removed, loo.full_losses)
-    return lds, corr
+class Scorer:
+    """Scores attributions against the ground truth and keeps each one on disk.
+
+    Each scored attribution is saved under ``<cache>/attributions/<model>/`` with its
+    label, setting and time, so that ``--part rescore`` can score it again once more
+    ground truth exists (e.g. the leave-one-out refits) without recomputing it.
+    """
+
+    def __init__(self, name, half, loo, cache_dir):
+        self.half, self.loo = half, loo
+        self.dir = os.path.join(cache_dir, "attributions", name)
+        os.makedirs(self.dir, exist_ok=True)
+
+    def row(self, label, setting, A, seconds, save=True):
+        A = np.asarray(A, dtype=float)
+        if save:
+            joblib.dump((label, setting, A, seconds), os.path.join(self.dir, joblib.hash((label, setting)) + ".joblib"))
+        h, lo = self.half, self.loo
+        lds = linear_datamodeling_score(A, h.subset_losses, h.subsets, h.full_losses)
+        corr = np.nan if lo is None else loo_correlation(A, lo.subset_losses, lo.removed, lo.full_losses)
+        return self._print((label, setting, lds, corr, seconds))
+
+    def failed(self, label, setting, exc, seconds):
+        return self._print((label, f"{setting}: {type(exc).__name__}: {str(exc)[:60]}", np.nan, np.nan, seconds))
+
+    def timed(self, label, setting, attribution, extra_time=0.0):
+        """The row of ``attribution()`` (an (n_test, n_train) array), timed; a failure is a row that says so."""
+        t = time.perf_counter()
+        try:
+            A = attribution()
+        except Exception as exc:
+            return self.failed(label, setting, exc, time.perf_counter() - t)
+        return self.row(label, setting, A, time.perf_counter() - t + extra_time)
+
+    def saved_rows(self):
+        """Every saved attribution scored again (in the order they were computed)."""
+        files = sorted((os.path.join(self.dir, f) for f in os.listdir(self.dir)), key=os.path.getmtime)
+        return [self.row(*joblib.load(f), save=False) for f in files]
+
+    @staticmethod
+    def _print(row):
+        print("   ", row, flush=True)
+        return row
 
 
-def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, half, loo, fitted=None, resolve=True):
+def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, scorer, fitted=None, resolve=True):
     """Rows (label, setting, LDS, LOO, seconds) of one influence estimator over the damping sweep.
 
     The first damping whose fit succeeds is fitted (time: fit + attribute). The others reuse its
@@ -221,31 +285,28 @@ def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, hal
     rows, (base, t_fit) = [], (fitted or (None, 0.0))
     t_base = t_fit
     for f in fractions:
-        t = time.perf_counter()
+        t, setting = time.perf_counter(), f"damping {f:g}·tr/p"
         try:
             reuse = fitted is not None and f * scale == fitted[0].damping
             if base is None or not resolve or reuse:
                 base = fitted[0] if reuse else make(damping=f * scale).fit(X, y)
                 A = base.attribute(Xt, yt)
                 t_base = time.perf_counter() - t + t_fit
-                rows.append((label, f"damping {f:g}·tr/p", *scores(A, half, loo), t_base))
+                rows.append(scorer.row(label, setting, A, t_base))
             else:
                 M = base.curvature_.copy()
                 M0 = M.copy()
                 M0[np.diag_indices_from(M0)] += base.damping
                 M[np.diag_indices_from(M)] += f * scale
                 H = scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), test_grads(base).T).T @ M0
-                A = base.removal_effect(H)
-                rows.append((label, f"damping {f:g}·tr/p", *scores(A, half, loo), time.perf_counter() - t + t_base))
+                rows.append(scorer.row(label, setting, base.removal_effect(H), time.perf_counter() - t + t_base))
         except Exception as exc:  # an indefinite Hessian without damping: say so in the table
-            rows.append((label, f"damping {f:g}·tr/p: {type(exc).__name__}", np.nan, np.nan,
-                         time.perf_counter() - t))
-        print("   ", rows[-1], flush=True)
+            rows.append(scorer.failed(label, setting, exc, time.perf_counter() - t))
     return rows
 
 
-def dattri_methods(name, modules, ckpts, t_train, data, half, loo, args):
-    """IF-CG, TracIn and TRAK from dattri on the same trained models (rows as above)."""
+def dattri_methods(name, modules, ckpts, t_train, data, scorer, args):
+    """TracIn, TRAK and IF-CG from dattri on the same trained models (rows as above)."""
     try:
         from dattri.algorithm.influence_function import IFAttributorCG
         from dattri.algorithm.tracin import TracInAttributor
@@ -278,6 +339,10 @@ def dattri_methods(name, modules, ckpts, t_train, data, half, loo, args):
     def correct_prob(params, data):
         return torch.exp(-target_func(params, data))
 
+    def margin(params, data):  # TRAK's model output log(p / (1 − p)) of the true class (as dattri's benchmarks)
+        logp = -target_func(params, data)
+        return logp - torch.log(-torch.expm1(logp))
+
     def loader(X_, y_):
         return DataLoader(TensorDataset(torch.as_tensor(X_), torch.as_tensor(y_)), batch_size=256, shuffle=False)
 
@@ -285,14 +350,7 @@ def dattri_methods(name, modules, ckpts, t_train, data, half, loo, args):
     rows = []
 
     def run(label, setting, fn, extra_time=0.0):
-        t = time.perf_counter()
-        try:
-            A = fn().detach().numpy().T.astype(float)
-            rows.append((label, setting, *scores(A, half, loo), time.perf_counter() - t + extra_time))
-        except Exception as exc:
-            rows.append((label, f"{setting}: {type(exc).__name__}: {str(exc)[:60]}", np.nan, np.nan,
-                         time.perf_counter() - t))
-        print("   ", rows[-1], flush=True)
+        rows.append(scorer.timed(label, setting, lambda: fn().detach().numpy().T.astype(float), extra_time))
 
     def if_cg(reg):
         task = AttributionTask(loss_func=loss_func, model=model, checkpoints=ckpts[0][-1], target_func=target_func)
@@ -307,28 +365,32 @@ def dattri_methods(name, modules, ckpts, t_train, data, half, loo, args):
         return att.attribute(train, test)
 
     def trak(k):
-        task = AttributionTask(loss_func=loss_func, model=model, checkpoints=[c[-1] for c in ckpts[:k]],
-                               target_func=target_func)
+        task = AttributionTask(loss_func=margin, model=model, checkpoints=[c[-1] for c in ckpts[:k]])
         att = TRAKAttributor(task, correct_probability_func=correct_prob, device="cpu")
         att.cache(train)
         return att.attribute(test)
 
-    for reg in {"logreg": (0.0, 1e-3), "mlp": (1e-3,)}.get(name, ()):  # MLP: one setting; CNN: none, for time
-        run("IF-CG (dattri)", f"max_iter 10, regularization {reg:g}", lambda: if_cg(reg))
     if len(ckpts[0]) > 1:
         run("TracIn (dattri)", f"{len(ckpts[0])} L-BFGS checkpoints", tracin)
-    run("TRAK-1 (dattri)", "proj_dim 512", lambda: trak(1))
-    if len(ckpts) > 1:
-        run(f"TRAK-{len(ckpts)} (dattri)", f"proj_dim 512, {len(ckpts)} seeds (+ their training)",
-            lambda: trak(len(ckpts)), extra_time=sum(t_train[1:]))
+    run("TRAK-1 (dattri)", "proj_dim 512, margin", lambda: trak(1))
+    k = len(ckpts)
+    if k > 1:
+        members = (f"the model + {k - 1} trained on other random halves" if name == "logreg"
+                   else f"{k} seeds")
+        run(f"TRAK-{k} (dattri)", f"proj_dim 512, margin, {members} (+ their training)", lambda: trak(k),
+            extra_time=sum(t_train[1:k]))
+    for reg in {"logreg": (0.0, 1e-3)}.get(name, (1e-3,)):  # last: slow on the CNN
+        run("IF-CG (dattri)", f"max_iter 10, regularization {reg:g}", lambda: if_cg(reg))
     return rows
 
 
-def run_methods(name, est, data, half, loo, args):
+def run_methods(name, est, data, scorer, args):
     X, y, Xt, yt = data
     fitted, modules, ckpts, t_train = trained_models(name, est, X, y, args)
+    if args.peers_only:
+        return [(name, *r) for r in dattri_methods(name, modules, ckpts, t_train, data, scorer, args)]
     full_check = -np.log(probabilities(fitted[0], Xt)[np.arange(len(yt)), yt])
-    gap = np.abs(full_check - half.full_losses).max()
+    gap = np.abs(full_check - scorer.half.full_losses).max()
     print(f"[{name}] max |full-model test loss − ground truth's| = {gap:.1e}; "
           f"test accuracy {np.mean(probabilities(fitted[0], Xt).argmax(1) == yt):.3f}", flush=True)
     prefit = name != "logreg"
@@ -352,14 +414,33 @@ def run_methods(name, est, data, half, loo, args):
         rows += influence_sweep(f"Fisher ({flavour})",
                                 lambda damping, fl=flavour: FisherInfluence(target, fisher=fl, damping=damping,
                                                                               random_state=0, **opts),
-                                X, y, Xt, yt, test_grads, scale, fractions, half, loo,
+                                X, y, Xt, yt, test_grads, scale, fractions, scorer,
                                 fitted=(scale_inf, t_scale) if flavour == "exact" else None,
                                 resolve=prefit)
     if not args.no_hessian:
         rows += influence_sweep("Hessian", lambda damping: HessianInfluence(target, damping=damping, **opts),
-                                X, y, Xt, yt, test_grads, scale, fractions, half, loo, resolve=prefit)
+                                X, y, Xt, yt, test_grads, scale, fractions, scorer, resolve=prefit)
     if args.sweep_only:
         return [(name, *r) for r in rows]
+
+    # GIF: the influence restricted to a share of the parameters (its default rule and ratio). Its
+    # default curvature and solver are the Hessian and LiSSA; on the CNN, whose Hessian-vector
+    # products cost ~0.7 s each here, the dense Fisher and the exact least squares instead
+    gif = dict(curvature="fisher", solver="exact") if name == "cnn" else dict(curvature="hessian", solver="lissa")
+    for ratio in (float(r) for r in args.gif_ratios.split(",") if r):
+        default = " (default)" if ratio == GeneralizedInfluence(None).ratio else ""
+        rows.append(scorer.timed(
+            f"GIF ({gif['curvature'].capitalize()}, {'LiSSA' if gif['solver'] == 'lissa' else 'exact'})",
+            f"ratio {ratio:g}{default}, highest_outputs, damping auto",
+            lambda r=ratio: GeneralizedInfluence(target, ratio=r, damping="auto", random_state=0, **gif,
+                                                 **opts).fit(X, y).attribute(Xt, yt)))
+    # the Fisher built on a sample of the rows (gradients still cover every row)
+    for size in (float(s) for s in args.sampler_sizes.split(",") if s):
+        for sampler in (LogitSampler, FeatureSampler):
+            rows.append(scorer.timed(
+                f"Fisher (exact), {sampler.__name__}", f"{size:.0%} of the rows, damping auto",
+                lambda s=sampler(n_samples=size, random_state=0): FisherInfluence(
+                    target, damping="auto", curvature_sampler=s, random_state=0, **opts).fit(X, y).attribute(Xt, yt)))
 
     # ours: gradient dot product (no curvature) on the same model
     t = time.perf_counter()
@@ -371,21 +452,18 @@ def run_methods(name, est, data, half, loo, args):
         return inf.parameter_gradients(X_, G)
 
     A = loss_gradients(Xt, yt) @ loss_gradients(X, y).T
-    rows.append(("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", *scores(A, half, loo), time.perf_counter() - t))
-    print("   ", rows[-1], flush=True)
+    rows.append(scorer.row("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", A, time.perf_counter() - t))
 
     # ensembling: Fisher influence averaged over models trained from different seeds
     if len(fitted) > 1:
         best = max((r for r in rows if r[0] == "Fisher (exact)" and np.isfinite(r[2])), key=lambda r: r[2])
         f_best = float(best[1].split()[1].split("·")[0])
-        t = time.perf_counter()
         members = [FisherInfluence(m, damping=f_best * scale, **opts) for m in fitted[:args.fisher_ensemble]]
-        A = InfluenceEnsemble(members).fit(X, y).attribute(Xt, yt)
-        dt = time.perf_counter() - t + sum(t_train[1:len(members)])
-        rows.append((f"Fisher (exact), {len(members)}-seed ensemble", f"damping {f_best:g}·tr/p (+ training)",
-                     *scores(A, half, loo), dt))
-        print("   ", rows[-1], flush=True)
-    rows += dattri_methods(name, modules, ckpts, t_train, data, half, loo, args)
+        rows.append(scorer.timed(f"Fisher (exact), {len(members)}-seed ensemble",
+                                 f"damping {f_best:g}·tr/p (+ training)",
+                                 lambda: InfluenceEnsemble(members).fit(X, y).attribute(Xt, yt),
+                                 extra_time=sum(t_train[1:len(members)])))
+    rows += dattri_methods(name, modules, ckpts, t_train, data, scorer, args)
     return [(name, *r) for r in rows]
 
 
@@ -501,18 +579,24 @@ def adult_cv_experiment(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="logreg,mlp,cnn")
-    ap.add_argument("--part", choices=["all", "truth", "attribution", "cv"], default="all")
+    ap.add_argument("--part", choices=["all", "truth", "attribution", "rescore", "cv"], default="all",
+                    help="rescore: score the saved attributions against the ground truth as it is now")
     ap.add_argument("--n-subsets", type=int, default=50)
-    ap.add_argument("--cnn-subsets", type=int, default=20)
+    ap.add_argument("--cnn-subsets", type=int, default=50)
     ap.add_argument("--n-loo", type=int, default=40)
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--n-ensemble", type=int, default=5)
     ap.add_argument("--cnn-ensemble", type=int, default=3)
     ap.add_argument("--fisher-ensemble", type=int, default=3, help="models averaged by InfluenceEnsemble")
+    ap.add_argument("--logreg-trak", type=int, default=50,
+                    help="TRAK members for the logistic regression: the model + others on random halves")
     ap.add_argument("--fractions", default="0,1e-4,1e-3,1e-2,1e-1")
+    ap.add_argument("--gif-ratios", default="0.05,0.3", help="GIF's share of parameters (empty: no GIF)")
+    ap.add_argument("--sampler-sizes", default="0.1,0.3", help="curvature rows sampled (empty: no samplers)")
     ap.add_argument("--adult-n", type=int, default=2000)
     ap.add_argument("--no-hessian", action="store_true", help="skip the Hessian (slow for the CNN)")
     ap.add_argument("--sweep-only", action="store_true", help="only the exact Fisher and Hessian damping sweeps")
+    ap.add_argument("--peers-only", action="store_true", help="only dattri's methods")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -527,12 +611,16 @@ def main():
         models = make_models()
         rows = []
         for name in args.models.split(","):
-            if args.part not in ("all", "truth", "attribution"):
+            if args.part not in ("all", "truth", "attribution", "rescore"):
                 break
             half, loo = ground_truth(name, models[name], data, args)
             if args.part == "truth":
                 continue
-            rows += run_methods(name, models[name], data, half, loo, args)
+            scorer = Scorer(name, half, loo, args.cache_dir)
+            if args.part == "rescore":
+                rows += [(name, *r) for r in scorer.saved_rows()]
+            else:
+                rows += run_methods(name, models[name], data, scorer, args)
         if rows:
             print("\n" + markdown(rows, args), flush=True)
         if args.part in ("all", "cv"):

@@ -35,6 +35,14 @@ class InfluenceEnsemble(BaseEstimator):
     n_samples_ : int
         Number of training samples.
 
+    Notes
+    -----
+    Measured in ``benchmarks/attribution_quality.py`` (digits, 50 retrained half-subsets):
+    three CNNs trained from different seeds raised the linear datamodeling score of the
+    Fisher influence (``damping="auto"``) from 0.554 to 0.579, at the price of training
+    the two extra nets; worth it for nets whose optimum depends on their seed, not a
+    default.
+
     Examples
     --------
     >>> from skinfluence import FisherInfluence                               # doctest: +SKIP
