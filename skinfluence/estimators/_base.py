@@ -52,7 +52,7 @@ _PARAMETERS = """    estimator : estimator object
         ``AUTO_DAMPING`` (0.1) times the curvature's mean eigenvalue ``trace(M)/p``
         (estimated by Hutchinson probes for iterative solvers), which raised the linear
         datamodeling score of every network in ``benchmarks/attribution_quality.py``
-        (digits MLP Hessian 0.828 → 0.861, Fisher 0.819 → 0.823; CNN 0.499 → 0.508); 0
+        (digits MLP Hessian 0.828 → 0.861, Fisher 0.819 → 0.823; CNN 0.548 → 0.554); 0
         for linear models, where it only cost leave-one-out accuracy. The value used is
         ``damping_``.
     polish : bool or "lbfgs", default=False
