@@ -9,6 +9,7 @@ query is written once in :mod:`._updates`.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from numbers import Integral, Real
 
@@ -72,7 +73,14 @@ _PARAMETERS = """    estimator : estimator object
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"cg"``,
         ``"lissa"``, ...). Linear models always use the dense Cholesky factorisation.
-        ``"auto"`` is dense while p ≤ ``DENSE_MAX_PARAMS`` and CG beyond.
+        ``"auto"`` is dense while p ≤ ``DENSE_MAX_PARAMS`` and CG beyond. For networks far
+        beyond the dense limit ``"nystrom"`` and ``"arnoldi"`` invert a low-rank
+        approximation of the curvature (they need ``damping > 0``, e.g. ``"auto"``).
+    solver_options : dict, default=None
+        Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
+        for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
+        ``{"tol": 1e-8, "maxiter": 500}`` for ``"cg"``. Unknown keys raise, naming the
+        valid ones.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.
@@ -126,6 +134,27 @@ _ATTRIBUTES = """    estimator_ : estimator
 """
 
 
+def _solver_options(name, options):
+    """``options`` for solver ``name``, checked against its constructor's keywords (those the
+    estimator sets itself, damping, null space, active set and seed, are not options)."""
+    options = dict(options or {})
+    valid, cls = set(), SOLVERS[name]
+    for klass in cls.__mro__:                      # keywords up the chain of ``**options``
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        valid |= {q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)}
+        if not any(q.kind == q.VAR_KEYWORD for q in params):
+            break
+    valid -= {"self", "operator", "matrix", "method", "damping", "null_space", "active",
+              "random_state"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"solver_options {unknown} are not options of solver={name!r}; valid: "
+                         f"{sorted(valid) or 'none'}")
+    return options
+
+
 class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
     __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
 
@@ -144,6 +173,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "polish": ["boolean", StrOptions({"lbfgs"})],
         "removal_size": [Interval(Integral, 1, None, closed="left")],
         "solver": [str],
+        "solver_options": [dict, None],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
         "dtype": [StrOptions({"float64", "float32"})],
@@ -162,14 +192,15 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         return tags
 
     def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
-                 solver="auto", curvature_sampler=None, device="auto", dtype="float64",
-                 batch_size=4096, random_state=None, verbose=0):
+                 solver="auto", solver_options=None, curvature_sampler=None, device="auto",
+                 dtype="float64", batch_size=4096, random_state=None, verbose=0):
         self.estimator = estimator
         self.prefit = prefit
         self.damping = damping
         self.polish = polish
         self.removal_size = removal_size
         self.solver = solver
+        self.solver_options = solver_options
         self.curvature_sampler = curvature_sampler
         self.device = device
         self.dtype = dtype
@@ -309,6 +340,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         cls = SOLVERS[self.solver_]
         active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
         options = {} if cls.dense else {"random_state": self.random_state}
+        options.update(_solver_options(self.solver_, self.solver_options))
         return make_solver(self.solver_, operator, damping=self.damping_,
                            null_space=adapter.null_space(), active=active, **options)
 
@@ -407,10 +439,10 @@ class FisherInfluence(BaseInfluence):
                               "fisher": [StrOptions({"exact", "mc", "empirical"})]}
 
     def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
-                 removal_size=1, solver="auto", curvature_sampler=None, device="auto",
-                 dtype="float64", batch_size=4096, random_state=None, verbose=0):
+                 removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
+                 device="auto", dtype="float64", batch_size=4096, random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
-                         removal_size=removal_size, solver=solver,
+                         removal_size=removal_size, solver=solver, solver_options=solver_options,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
                          batch_size=batch_size, random_state=random_state, verbose=verbose)
         self.fisher = fisher

@@ -1,0 +1,345 @@
+"""Low-rank inverses of a large curvature: a randomized Nyström sketch, and Lanczos.
+
+For networks far beyond the dense limit, the curvature ``M`` (penalty included) is
+replaced by a rank-``r`` eigen-approximation ``M ≈ U Λ Uᵀ`` (``U`` orthonormal, p × r)
+built from curvature-vector products only, and the damped inverse is applied as::
+
+    (M + δI)⁻¹ b  ≈  U diag(1/(λ + δ)) Uᵀ b + (b − U Uᵀ b) / δ,
+
+which is exactly ``(U Λ Uᵀ + δI)⁻¹ b``: the approximation treats the curvature outside
+``span(U)`` as zero, where the damping ``δ > 0`` alone is inverted (hence δ must be
+positive; ``damping="auto"`` gives ``0.1 · trace(M)/p``). Two ways to find ``U, Λ``:
+
+* ``solver="arnoldi"``: the top-``r`` eigenpairs (largest magnitude) by implicitly
+  restarted Lanczos (ARPACK's ``eigsh`` on the operator; one product per step). With
+  exact eigenpairs the error is exactly that of truncating the spectrum: the
+  approximation ``P`` satisfies ``‖(M + δI) P − I‖₂ = λ_{r+1} / δ``, the first dropped
+  eigenvalue against the damping, and ``P`` is exact on ``span(U)``. For ``r ≥ q − 1``
+  (``q`` active coordinates; ARPACK's limit) the eigendecomposition is computed densely
+  from ``q`` products and the solve is exact.
+* ``solver="nystrom"``: the randomized Nyström approximation
+  ``M̂ = (MΩ)(ΩᵀMΩ)⁺(MΩ)ᵀ`` from one block of ``s = r + oversampling`` products with a
+  Gaussian test matrix ``Ω`` (orthonormalised), in the numerically stable form of
+  Tropp et al. (2017): a shift ``ν ≈ √q · ε · ‖MΩ‖`` is added before the core
+  ``Ωᵀ(M + νI)Ω`` is pseudo-inverted by its eigendecomposition (eigenvalues below
+  ``s · ε`` of the largest dropped), then removed from the eigenvalues of the result,
+  which is truncated to rank ``r``. For a positive semi-definite ``M`` (a Fisher; a
+  Hessian with negative curvature loses its negative part) ``0 ≼ M̂ ≼ M``, and the solve
+  is ``(M̂ + δI)⁻¹ b`` exactly, so that ``‖x̂ − x‖ ≤ ‖M − M̂‖₂ / δ · ‖x‖`` for
+  ``x = (M + δI)⁻¹ b``. In expectation over the sketch
+  ``E trace(M − M̂_s) ≤ (1 + k/(s − k − 1)) Σ_{i>k} λ_i`` for every ``k < s − 1``
+  (Halko, Martinsson & Tropp 2011; Tropp et al. 2017), so a fast-decaying spectrum is
+  captured almost exactly. One pass over the data (all products in one block) makes it
+  much cheaper than Lanczos for the same rank; Lanczos is more accurate.
+
+Down-dates (leave-one-out, unlearning) use the Woodbury identity on top of the low-rank
+inverse: the removed rows' Jacobians ``U`` (m × p) and curvature ``C`` are small. A
+removed share of a uniform penalty (``diag(d)`` constant, as weight decay) shifts every
+eigenvalue and is applied exactly; a non-uniform ``d`` is applied through its mean, an
+error of the order of the removed weight share.
+
+``info_`` reports the rank, the eigenvalue range, the fraction of ``trace(M)`` the
+eigenvalues capture (the trace by Hutch++: the exact trace on the captured subspace
+plus Hutchinson probes on its complement), the curvature-vector products and seconds
+spent. Everything is deterministic given ``random_state``.
+"""
+
+from __future__ import annotations
+
+import time
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import linalg
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from sklearn.utils import check_random_state
+
+from .._utils import check_memory
+from ..exceptions import CurvatureError
+from .operators import symmetric_matrix
+from .solvers import Solver, register_solver
+
+__all__ = ["LowRankSolver", "NystromSolver", "ArnoldiSolver", "nystrom_eigen", "lanczos_eigen"]
+
+_EPS = np.finfo(float).eps
+
+
+def nystrom_eigen(matvec, q, sketch, rng):
+    """Eigenpairs of the stable randomized Nyström approximation of a PSD operator.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``V ↦ M V`` for ``V`` of shape (q, m).
+    q : int
+        Size of ``M``.
+    sketch : int
+        Number of test vectors ``s`` (≤ q).
+    rng : RandomState
+
+    Returns
+    -------
+    U : ndarray of shape (q, s')
+        Orthonormal eigenvectors of ``M̂`` (``s' ≤ s``, by decreasing eigenvalue).
+    lam : ndarray of shape (s',)
+        Its eigenvalues (≥ 0).
+    Q : ndarray of shape (q, s)
+        The orthonormal test matrix, and ``trace(QᵀMQ)`` (for the trace estimate).
+    trace_QMQ : float
+    """
+    Q, _ = np.linalg.qr(rng.standard_normal((q, sketch)))
+    Y = matvec(Q)
+    trace_QMQ = float(np.einsum("ij,ij->", Q, Y))
+    nu = np.sqrt(q) * _EPS * np.linalg.norm(Y, 2)
+    Y += nu * Q                                           # Y_ν = (M + νI) Q
+    core = Q.T @ Y
+    w, V = linalg.eigh((core + core.T) / 2)
+    keep = w > sketch * _EPS * max(w[-1], 0.0)            # the pseudo-inverse's cut
+    if not keep.any():
+        return np.zeros((q, 0)), np.zeros(0), Q, trace_QMQ
+    B = Y @ (V[:, keep] / np.sqrt(w[keep]))               # M̂_ν = B Bᵀ
+    U, sigma, _ = linalg.svd(B, full_matrices=False, overwrite_a=True, check_finite=False)
+    return U, np.maximum(sigma**2 - nu, 0.0), Q, trace_QMQ
+
+
+def lanczos_eigen(matvec, q, rank, rng, tol=1e-10, max_iter=None, ncv=None):
+    """Top-``rank`` eigenpairs (largest magnitude) of a symmetric operator by ARPACK's
+    implicitly restarted Lanczos; densely (``q`` products, exact) when ``rank ≥ q − 1``.
+
+    Returns ``(U, lam)`` by decreasing eigenvalue, and ``trace(M)`` where it was computed
+    densely (else None)."""
+    if rank >= q - 1:
+        w, V = linalg.eigh(symmetric_matrix(matvec, q))
+        order = np.argsort(-np.abs(w))[:rank]
+        order = order[np.argsort(-w[order])]
+        return V[:, order], w[order], float(w.sum())
+    op = LinearOperator((q, q), matvec=lambda v: matvec(v.reshape(q, 1))[:, 0],
+                        matmat=matvec, dtype=float)
+    try:
+        w, V = eigsh(op, k=rank, which="LM", v0=rng.standard_normal(q), tol=tol,
+                     maxiter=max_iter, ncv=ncv)
+    except ArpackNoConvergence as err:
+        raise CurvatureError(f"Lanczos found {len(err.eigenvalues)} of {rank} eigenpairs: pass a larger "
+                             "'max_iter' or 'tol' in solver_options, or use solver='nystrom'") from None
+    order = np.argsort(-w)
+    return V[:, order], w[order], None
+
+
+class LowRankSolver(Solver):
+    """``(M + δI)⁻¹`` through a rank-``r`` eigen-approximation of ``M`` (see the module docstring).
+
+    Parameters
+    ----------
+    operator : CurvatureOperator
+        The curvature, penalty included.
+    damping : float
+        ``δ > 0``, inverted alone outside the captured subspace.
+    null_space : ndarray of shape (p, k), optional
+        Orthonormal directions ``Z`` the objective ignores; ``Z Zᵀ`` is added to ``M``.
+    active : ndarray of bool, shape (p,), optional
+        Coordinates that move; the approximation is of ``M_AA`` and solves are 0 elsewhere.
+    rank : int
+        Eigenpairs kept.
+    trace_probes : int
+        Hutchinson probes for the captured fraction of the trace (0: not estimated).
+    random_state : int, RandomState or None
+
+    Attributes
+    ----------
+    U : ndarray of shape (q, r)
+        Orthonormal eigenvectors on the active coordinates.
+    eigenvalues : ndarray of shape (r,)
+        Decreasing.
+    info_ : dict
+        ``rank``, ``eigenvalue_range``, ``trace_fraction``, ``trace``, ``n_products``,
+        ``seconds``, ``exact`` and solver specifics.
+    """
+
+    def _setup(self, operator, damping, null_space, active, rank, trace_probes, random_state):
+        damping = float(damping)
+        if not damping > 0:
+            raise ValueError(
+                f"solver={self.name!r} needs damping > 0 (got {damping}): outside the rank-r subspace "
+                "the inverse is 1/damping; pass damping='auto' (0.1 x the mean eigenvalue) or a "
+                "positive value")
+        if not isinstance(rank, Integral) or isinstance(rank, bool) or rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {rank!r}")
+        if not isinstance(trace_probes, Integral) or isinstance(trace_probes, bool) or trace_probes < 0:
+            raise ValueError(f"trace_probes must be a non-negative integer, got {trace_probes!r}")
+        self.operator = operator
+        self.n_params = p = operator.n_params
+        self.damping = damping
+        self.active = np.ones(p, bool) if active is None else np.asarray(active, bool)
+        self.null_space = null_space if null_space is not None and null_space.size else None
+        self.rank = int(rank)
+        self.trace_probes = int(trace_probes)
+        self._rng = check_random_state(random_state)
+        self._q = int(self.active.sum())
+
+    def _matvec(self, V):
+        """``(M + Z Zᵀ)_AA V`` for ``V`` of shape (q, m)."""
+        a, all_active = self.active, self.active.all()
+        E = V if all_active else np.zeros((self.n_params, V.shape[1]))
+        if not all_active:
+            E[a] = V
+        out = self.operator.matvec(E)
+        if self.null_space is not None:
+            out = out + self.null_space @ (self.null_space.T @ E)
+        return out if all_active else out[a]
+
+    def _finish(self, U, lam, basis, trace, start, products0, **extra):
+        """Keep ``rank`` eigenpairs, check ``λ + δ > 0``, complete the trace, fill ``info_``.
+
+        ``trace`` is ``trace(basisᵀ M basis)``; Hutchinson probes off ``span(basis)`` add the
+        rest (Hutch++) unless the basis spans everything."""
+        U, lam = U[:, :self.rank], lam[:self.rank]
+        if lam.size and lam.min() + self.damping <= 0:
+            raise CurvatureError(
+                f"the curvature has an eigenvalue {lam.min():.3g} <= -damping: pass damping > "
+                f"{-lam.min():.3g} (or, with a Hessian, use FisherInfluence)")
+        if basis.shape[1] < self._q:
+            if self.trace_probes:
+                G = self._rng.choice([-1.0, 1.0], size=(self._q, self.trace_probes))
+                G -= basis @ (basis.T @ G)
+                trace += float(np.mean(np.einsum("qm,qm->m", G, self._matvec(G))))
+            else:
+                trace = np.nan
+        self.U, self.eigenvalues = U, lam
+        self.info_ = {
+            "method": self.name, "rank": int(lam.size), "exact": bool(lam.size == self._q),
+            "eigenvalue_range": (float(lam.min()), float(lam.max())) if lam.size else (0.0, 0.0),
+            "trace": float(trace), "trace_fraction": float(lam.sum() / trace) if trace > 0 else np.nan,
+            "n_products": self.operator.n_matvecs - products0, "seconds": time.perf_counter() - start,
+            **extra,
+        }
+
+    # ----------------------------------------------------------------- solves
+    def _apply(self, B, shift=0.0):
+        """``(U Λ Uᵀ − shift·I + δI)⁻¹ B`` on the active coordinates, ``B`` of shape (q, m)."""
+        d = self.damping - shift
+        if not d > 0:
+            raise CurvatureError(f"the down-dated damping {d:.3g} is not positive; pass a larger damping")
+        coef = 1.0 / (self.eigenvalues - shift + self.damping) - 1.0 / d
+        return B / d + self.U @ (coef[:, None] * (self.U.T @ B))
+
+    def _solve(self, b, shift=0.0):
+        b = np.asarray(b, dtype=float)
+        out = np.zeros(b.shape)
+        bs = b[self.active].reshape(self._q, -1)
+        out[self.active] = self._apply(bs, shift).reshape(bs.shape[:1] + b.shape[1:])
+        return out
+
+    def solve(self, b):
+        """``(M + δI)⁻¹ b`` (low-rank approximation) for ``b`` of shape (p,) or (p, m);
+        zeros on inactive coordinates."""
+        return self._solve(b)
+
+    def inverse(self):
+        """The dense approximate ``(M + δI)⁻¹`` (p × p), zero off the active coordinates.
+
+        Raises
+        ------
+        MemoryError
+            When ``p × p`` does not fit (the queries that need it, self-influence and
+            leave-one-out, are then out of reach; attribution is not).
+        """
+        try:
+            check_memory((self.n_params, self.n_params), "the inverse curvature")
+        except MemoryError as err:
+            raise MemoryError(f"{err}. solver={self.name!r} forms a dense inverse only where it fits; "
+                              "attribute and influence_factors need none") from None
+        return self.solve(np.eye(self.n_params))
+
+    def downdated_solve(self, b, U, C, diag=None):
+        """Solve ``(M − Uᵀ C U − diag(d) + δI) x = b`` by Woodbury on the low-rank inverse.
+
+        Parameters
+        ----------
+        b : ndarray of shape (p,) or (p, k)
+        U : ndarray of shape (m, p), or (n, K, p)
+            Stacked Jacobians of the removed samples, or per-sample Jacobians.
+        C : ndarray of shape (m, m), or (n, K, K)
+            Their curvature, or its diagonal blocks.
+        diag : ndarray of shape (p,) or float, optional
+            Removed penalty curvature: its mean over the active coordinates shifts the
+            spectrum (exact for a uniform ``d``).
+        """
+        b = np.asarray(b, dtype=float)
+        if U.ndim == 3:
+            U = U.reshape(-1, U.shape[-1])
+            C = linalg.block_diag(*C)
+        a = self.active
+        shift = 0.0 if diag is None else float(np.mean(np.broadcast_to(diag, a.shape)[a]))
+        Ua = U[:, a]
+        bs = b[a].reshape(self._q, -1)
+        Ab, AUt = self._apply(bs, shift), self._apply(Ua.T, shift)
+        G = Ua @ AUt
+        try:
+            inner = np.linalg.solve(np.eye(len(G)) - G @ C, Ua @ Ab)
+        except np.linalg.LinAlgError:
+            raise CurvatureError("the curvature without these samples is singular "
+                                 "(they carry directions no other sample does); add damping") from None
+        out = np.zeros(b.shape)
+        out[a] = (Ab + AUt @ (C @ inner)).reshape(bs.shape[:1] + b.shape[1:])
+        return out
+
+
+@register_solver("nystrom")
+class NystromSolver(LowRankSolver):
+    """Randomized Nyström sketch of the curvature, ``solver="nystrom"`` (module docstring).
+
+    Parameters
+    ----------
+    operator, damping, null_space, active, random_state
+        As for :class:`LowRankSolver`.
+    rank : int, default=100
+        Eigenpairs kept.
+    oversampling : int, default=10
+        Extra test vectors: the sketch has ``rank + oversampling`` columns (at most p).
+    trace_probes : int, default=16
+        Hutchinson probes of the uncaptured trace (``info_["trace_fraction"]``).
+    """
+
+    def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
+                 oversampling=10, trace_probes=16, random_state=None):
+        if not isinstance(oversampling, Integral) or isinstance(oversampling, bool) or oversampling < 0:
+            raise ValueError(f"oversampling must be a non-negative integer, got {oversampling!r}")
+        self._setup(operator, damping, null_space, active, rank, trace_probes, random_state)
+        start, products0 = time.perf_counter(), operator.n_matvecs
+        sketch = min(self.rank + int(oversampling), self._q)
+        U, lam, Q, trace_QMQ = nystrom_eigen(self._matvec, self._q, sketch, self._rng)
+        self._finish(U, lam, Q, trace_QMQ, start, products0, sketch=sketch)
+
+
+@register_solver("arnoldi")
+class ArnoldiSolver(LowRankSolver):
+    """Top eigenpairs of the curvature by Lanczos, ``solver="arnoldi"`` (module docstring).
+
+    Parameters
+    ----------
+    operator, damping, null_space, active, random_state
+        As for :class:`LowRankSolver`.
+    rank : int, default=100
+        Eigenpairs kept (largest magnitude).
+    tol : float, default=1e-10
+        ARPACK's relative accuracy of the eigenvalues (0: machine precision).
+    max_iter : int, optional
+        ARPACK restarts (default ``10 q``).
+    ncv : int, optional
+        Lanczos vectors kept (default ``2 rank + 1``): memory ``8 · q · ncv`` bytes.
+    trace_probes : int, default=16
+        Hutchinson probes of the uncaptured trace.
+    """
+
+    def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
+                 tol=1e-10, max_iter=None, ncv=None, trace_probes=16, random_state=None):
+        if not isinstance(tol, Real) or not tol >= 0:
+            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        self._setup(operator, damping, null_space, active, rank, trace_probes, random_state)
+        start, products0 = time.perf_counter(), operator.n_matvecs
+        rank = min(self.rank, self._q)
+        U, lam, trace = lanczos_eigen(self._matvec, self._q, rank, self._rng, tol, max_iter, ncv)
+        if trace is None:   # Ritz pairs: trace(UᵀMU) = Σλ, the rest by probes
+            self._finish(U, lam, U, float(lam.sum()), start, products0)
+        else:               # dense: the whole spectrum is known
+            self._finish(U, lam, np.eye(self._q), trace, start, products0)
