@@ -93,6 +93,20 @@ def test_nystrom_is_within_its_stated_error(seed):
 
 
 @pytest.mark.parametrize("name", LOW_RANK)
+def test_the_diagonal_part_is_kept_exactly(name):
+    # a penalty's curvature (here non-uniform) is not approximated: (U Λ Uᵀ + D + δI)⁻¹
+    D = np.linspace(0.01, 1.0, P)
+    op = CurvatureOperator.from_matrix(M).add_diagonal(D)
+    full = make_solver(name, op, damping=DAMPING, rank=P, random_state=0)
+    assert _rel(full.solve(B), np.linalg.solve(M + np.diag(D + DAMPING), B)) < 1e-8
+    s = make_solver(name, op, damping=DAMPING, rank=30, random_state=0)
+    Khat = (s.U * s.eigenvalues) @ s.U.T
+    assert _rel(s.solve(B), np.linalg.solve(Khat + np.diag(D + DAMPING), B)) < 1e-8
+    if name == "arnoldi":   # the top eigenpairs of M's data part, not of M
+        np.testing.assert_allclose(s.eigenvalues, np.sort(np.linalg.eigvalsh(M))[::-1][:30], rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", LOW_RANK)
 def test_random_state_makes_it_deterministic(name):
     op = CurvatureOperator.from_matrix(M)
     a = make_solver(name, op, damping=DAMPING, rank=20, random_state=3).solve(B)
@@ -208,7 +222,8 @@ def test_attribute_and_self_influence_at_full_rank(net_problem, name):
     p = dense.adapter_.n_params
     assert p == 186
     low = _fit(model, X, y, name, solver_options={"rank": p})
-    assert low.solver_ == name and low.curvature_solver_.info_["rank"] == p
+    # all p eigenpairs (the sketch drops those below its pseudo-inverse cut, ~1e-14 of the largest)
+    assert low.solver_ == name and low.curvature_solver_.info_["rank"] <= p
     np.testing.assert_allclose(low.attribute(X[:5], y[:5]), dense.attribute(X[:5], y[:5]),
                                rtol=1e-8, atol=1e-8 * np.abs(dense.attribute(X[:5], y[:5])).max())
     s_dense = dense.self_influence("ij")
@@ -225,10 +240,11 @@ def test_attribute_at_rank_r_is_the_truncated_formula(net_problem):
     model, X, y = net_problem
     dense = _fit(model, X, y, "dense")
     low = _fit(model, X, y, "arnoldi", solver_options={"rank": 40, "tol": 0.0})
-    Mc = dense.curvature_solver_.curvature                  # the Fisher, penalty included
+    decay = dense.adapter_.penalty.hessian_diagonal()       # weight decay: kept exactly
+    K = dense.curvature_solver_.curvature - np.diag(decay)   # the data term is made low-rank
     G = dense.adapter_.gradients(dense.adapter_.design(X[:4]),
                                  dense.adapter_.loss.gradient(y[:4], dense.adapter_.eta(X[:4])))
-    F = _truncated(Mc, 40, 1e-3, G.T)[0].T
+    F = _truncated(K, 40, decay[0] + 1e-3, G.T)[0].T
     want = dense.influences_from_factors(F)
     np.testing.assert_allclose(low.attribute(X[:4], y[:4]), want, rtol=1e-8, atol=1e-8 * np.abs(want).max())
 

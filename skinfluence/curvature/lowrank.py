@@ -1,44 +1,47 @@
 """Low-rank inverses of a large curvature: a randomized Nyström sketch, and Lanczos.
 
-For networks far beyond the dense limit, the curvature ``M`` (penalty included) is
-replaced by a rank-``r`` eigen-approximation ``M ≈ U Λ Uᵀ`` (``U`` orthonormal, p × r)
-built from curvature-vector products only, and the damped inverse is applied as::
+For networks far beyond the dense limit, the curvature is split as ``M = K + D``: ``D`` its
+diagonal part (the penalty's curvature, e.g. weight decay, which the operator carries
+separately) and ``K`` the data term (plus the null-space projector). ``K`` is replaced by
+a rank-``r`` eigen-approximation ``K ≈ U Λ Uᵀ`` (``U`` orthonormal, p × r) built from
+curvature-vector products only, and ``D`` is kept exactly. With ``c = D + δ`` the damped
+inverse is applied in closed form (Woodbury, an r × r system); for a uniform ``c``
+(weight decay on every parameter, or no penalty) it reads::
 
-    (M + δI)⁻¹ b  ≈  U diag(1/(λ + δ)) Uᵀ b + (b − U Uᵀ b) / δ,
+    (M + δI)⁻¹ b  ≈  U diag(1/(λ + c)) Uᵀ b + (b − U Uᵀ b) / c,
 
-which is exactly ``(U Λ Uᵀ + δI)⁻¹ b``: the approximation treats the curvature outside
-``span(U)`` as zero, where the damping ``δ > 0`` alone is inverted (hence δ must be
-positive; ``damping="auto"`` gives ``0.1 · trace(M)/p``). Two ways to find ``U, Λ``:
+which is exactly ``(U Λ Uᵀ + cI)⁻¹ b``: the data curvature outside ``span(U)`` is treated
+as zero, where only the penalty and the damping are inverted (hence ``δ > 0`` is
+required; ``damping="auto"`` gives ``0.1 · trace(M)/p``). Two ways to find ``U, Λ``:
 
-* ``solver="arnoldi"``: the top-``r`` eigenpairs (largest magnitude) by implicitly
-  restarted Lanczos (ARPACK's ``eigsh`` on the operator; one product per step). With
-  exact eigenpairs the error is exactly that of truncating the spectrum: the
-  approximation ``P`` satisfies ``‖(M + δI) P − I‖₂ = λ_{r+1} / δ``, the first dropped
-  eigenvalue against the damping, and ``P`` is exact on ``span(U)``. For ``r ≥ q − 1``
-  (``q`` active coordinates; ARPACK's limit) the eigendecomposition is computed densely
-  from ``q`` products and the solve is exact.
+* ``solver="arnoldi"``: the top-``r`` eigenpairs (largest magnitude) of ``K`` by
+  implicitly restarted Lanczos (ARPACK's ``eigsh`` on the operator; one product per
+  step). With exact eigenpairs and a uniform ``c`` the error is exactly that of
+  truncating the spectrum: the approximation ``P`` satisfies
+  ``‖(M + δI) P − I‖₂ = λ_{r+1} / c``, the first dropped eigenvalue against the diagonal,
+  and ``P`` is exact on ``span(U)``. For ``r ≥ q − 1`` (``q`` active coordinates;
+  ARPACK's limit) the eigendecomposition is computed densely from ``q`` products and
+  the solve is exact.
 * ``solver="nystrom"``: the randomized Nyström approximation
-  ``M̂ = (MΩ)(ΩᵀMΩ)⁺(MΩ)ᵀ`` from one block of ``s = r + oversampling`` products with a
+  ``K̂ = (KΩ)(ΩᵀKΩ)⁺(KΩ)ᵀ`` from one block of ``s = r + oversampling`` products with a
   Gaussian test matrix ``Ω`` (orthonormalised), in the numerically stable form of
-  Tropp et al. (2017): a shift ``ν ≈ √q · ε · ‖MΩ‖`` is added before the core
-  ``Ωᵀ(M + νI)Ω`` is pseudo-inverted by its eigendecomposition (eigenvalues below
+  Tropp et al. (2017): a shift ``ν ≈ √q · ε · ‖KΩ‖`` is added before the core
+  ``Ωᵀ(K + νI)Ω`` is pseudo-inverted by its eigendecomposition (eigenvalues below
   ``s · ε`` of the largest dropped), then removed from the eigenvalues of the result,
-  which is truncated to rank ``r``. For a positive semi-definite ``M`` (a Fisher; a
-  Hessian with negative curvature loses its negative part) ``0 ≼ M̂ ≼ M``, and the solve
-  is ``(M̂ + δI)⁻¹ b`` exactly, so that ``‖x̂ − x‖ ≤ ‖M − M̂‖₂ / δ · ‖x‖`` for
+  which is truncated to rank ``r``. For a positive semi-definite ``K`` (a Fisher; a
+  Hessian with negative curvature loses its negative part) ``0 ≼ K̂ ≼ K``, and the solve
+  is ``(K̂ + D + δI)⁻¹ b`` exactly, so that ``‖x̂ − x‖ ≤ ‖K − K̂‖₂ / min(c) · ‖x‖`` for
   ``x = (M + δI)⁻¹ b``. In expectation over the sketch
-  ``E trace(M − M̂_s) ≤ (1 + k/(s − k − 1)) Σ_{i>k} λ_i`` for every ``k < s − 1``
-  (Halko, Martinsson & Tropp 2011; Tropp et al. 2017), so a fast-decaying spectrum is
-  captured almost exactly. One pass over the data (all products in one block) makes it
-  much cheaper than Lanczos for the same rank; Lanczos is more accurate.
+  ``E trace(K − [K̂]_r) ≤ (1 + r/(s − r − 1)) Σ_{i>r} λ_i`` (Tropp et al. 2017, Thm 4.1),
+  so a fast-decaying spectrum is captured almost exactly. One pass over the data (all
+  products in one block) makes it much cheaper than Lanczos for the same rank; Lanczos
+  is more accurate.
 
 Down-dates (leave-one-out, unlearning) use the Woodbury identity on top of the low-rank
-inverse: the removed rows' Jacobians ``U`` (m × p) and curvature ``C`` are small. A
-removed share of a uniform penalty (``diag(d)`` constant, as weight decay) shifts every
-eigenvalue and is applied exactly; a non-uniform ``d`` is applied through its mean, an
-error of the order of the removed weight share.
+inverse: the removed rows' Jacobians ``U`` (m × p) and curvature ``C`` are small, and a
+removed share ``diag(d)`` of the penalty is subtracted from ``D`` exactly.
 
-``info_`` reports the rank, the eigenvalue range, the fraction of ``trace(M)`` the
+``info_`` reports the rank, the eigenvalue range, the fraction of ``trace(K)`` the
 eigenvalues capture (the trace by Hutch++: the exact trace on the captured subspace
 plus Hutchinson probes on its complement), the curvature-vector products and seconds
 spent. Everything is deterministic given ``random_state``.
@@ -126,7 +129,7 @@ def lanczos_eigen(matvec, q, rank, rng, tol=1e-10, max_iter=None, ncv=None):
 
 
 class LowRankSolver(Solver):
-    """``(M + δI)⁻¹`` through a rank-``r`` eigen-approximation of ``M`` (see the module docstring).
+    """``(M + δI)⁻¹`` through a rank-``r`` eigen-approximation of ``M``'s data term (module docstring).
 
     Parameters
     ----------
@@ -135,7 +138,7 @@ class LowRankSolver(Solver):
     damping : float
         ``δ > 0``, inverted alone outside the captured subspace.
     null_space : ndarray of shape (p, k), optional
-        Orthonormal directions ``Z`` the objective ignores; ``Z Zᵀ`` is added to ``M``.
+        Orthonormal directions ``Z`` the objective ignores; ``Z Zᵀ`` is added to ``K``.
     active : ndarray of bool, shape (p,), optional
         Coordinates that move; the approximation is of ``M_AA`` and solves are 0 elsewhere.
     rank : int
@@ -149,9 +152,11 @@ class LowRankSolver(Solver):
     U : ndarray of shape (q, r)
         Orthonormal eigenvectors on the active coordinates.
     eigenvalues : ndarray of shape (r,)
-        Decreasing.
+        Of ``K``, decreasing.
+    diagonal : ndarray of shape (q,)
+        ``c``: the operator's diagonal part plus the damping, kept exactly.
     info_ : dict
-        ``rank``, ``eigenvalue_range``, ``trace_fraction``, ``trace``, ``n_products``,
+        ``rank``, ``eigenvalue_range``, ``trace_fraction`` (of ``trace(K)``), ``trace``, ``n_products``,
         ``seconds``, ``exact`` and solver specifics.
     """
 
@@ -160,8 +165,8 @@ class LowRankSolver(Solver):
         if not damping > 0:
             raise ValueError(
                 f"solver={self.name!r} needs damping > 0 (got {damping}): outside the rank-r subspace "
-                "the inverse is 1/damping; pass damping='auto' (0.1 x the mean eigenvalue) or a "
-                "positive value")
+                "only the penalty and the damping are inverted; pass damping='auto' (0.1 x the mean "
+                "eigenvalue) or a positive value")
         if not isinstance(rank, Integral) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank!r}")
         if not isinstance(trace_probes, Integral) or isinstance(trace_probes, bool) or trace_probes < 0:
@@ -175,36 +180,34 @@ class LowRankSolver(Solver):
         self.trace_probes = int(trace_probes)
         self._rng = check_random_state(random_state)
         self._q = int(self.active.sum())
+        self.diagonal = np.asarray(operator.diagonal, dtype=float)[self.active] + damping   # c = D + δ
 
     def _matvec(self, V):
-        """``(M + Z Zᵀ)_AA V`` for ``V`` of shape (q, m)."""
+        """``K V = (M − D + Z Zᵀ)_AA V`` for ``V`` of shape (q, m): the part made low-rank."""
         a, all_active = self.active, self.active.all()
         E = V if all_active else np.zeros((self.n_params, V.shape[1]))
         if not all_active:
             E[a] = V
-        out = self.operator.matvec(E)
+        out = self.operator.matvec(E) - self.operator.diagonal[:, None] * E
         if self.null_space is not None:
-            out = out + self.null_space @ (self.null_space.T @ E)
+            out += self.null_space @ (self.null_space.T @ E)
         return out if all_active else out[a]
 
     def _finish(self, U, lam, basis, trace, start, products0, **extra):
-        """Keep ``rank`` eigenpairs, check ``λ + δ > 0``, complete the trace, fill ``info_``.
+        """Keep ``rank`` eigenpairs, check positive definiteness, complete the trace, fill ``info_``.
 
-        ``trace`` is ``trace(basisᵀ M basis)``; Hutchinson probes off ``span(basis)`` add the
-        rest (Hutch++) unless the basis spans everything."""
-        U, lam = U[:, :self.rank], lam[:self.rank]
-        if lam.size and lam.min() + self.damping <= 0:
-            raise CurvatureError(
-                f"the curvature has an eigenvalue {lam.min():.3g} <= -damping: pass damping > "
-                f"{-lam.min():.3g} (or, with a Hessian, use FisherInfluence)")
-        if basis.shape[1] < self._q:
+        ``trace`` is ``trace(basisᵀ K basis)``; Hutchinson probes off ``span(basis)`` add the
+        rest (Hutch++); ``basis=None``: ``trace`` is the whole trace already."""
+        self.U, self.eigenvalues = U[:, :self.rank], lam[:self.rank]
+        self._core = self._factor(self.diagonal)
+        if basis is not None and basis.shape[1] < self._q:
             if self.trace_probes:
                 G = self._rng.choice([-1.0, 1.0], size=(self._q, self.trace_probes))
                 G -= basis @ (basis.T @ G)
                 trace += float(np.mean(np.einsum("qm,qm->m", G, self._matvec(G))))
             else:
                 trace = np.nan
-        self.U, self.eigenvalues = U, lam
+        lam = self.eigenvalues
         self.info_ = {
             "method": self.name, "rank": int(lam.size), "exact": bool(lam.size == self._q),
             "eigenvalue_range": (float(lam.min()), float(lam.max())) if lam.size else (0.0, 0.0),
@@ -214,25 +217,40 @@ class LowRankSolver(Solver):
         }
 
     # ----------------------------------------------------------------- solves
-    def _apply(self, B, shift=0.0):
-        """``(U Λ Uᵀ − shift·I + δI)⁻¹ B`` on the active coordinates, ``B`` of shape (q, m)."""
-        d = self.damping - shift
-        if not d > 0:
-            raise CurvatureError(f"the down-dated damping {d:.3g} is not positive; pass a larger damping")
-        coef = 1.0 / (self.eigenvalues - shift + self.damping) - 1.0 / d
-        return B / d + self.U @ (coef[:, None] * (self.U.T @ B))
+    def _factor(self, c):
+        """The r × r system of ``(U Λ Uᵀ + diag(c))⁻¹ = C⁻¹ − C⁻¹U Λ (I + UᵀC⁻¹U Λ)⁻¹ UᵀC⁻¹``,
+        after checking that ``U Λ Uᵀ + diag(c)`` is positive definite."""
+        U, lam = self.U, self.eigenvalues
+        if not c.min() > 0:
+            raise CurvatureError(f"the diagonal of the curvature plus damping reaches {c.min():.3g}; "
+                                 "pass a larger damping")
+        K = U.T @ (U / c[:, None])
+        # PD ⇔ I + L_Kᵀ Λ L_K PD (K = L_K L_Kᵀ), an r × r check
+        L = linalg.cholesky(K, lower=True) if lam.size else K
+        if lam.size and 1 + linalg.eigvalsh(L.T @ (lam[:, None] * L))[0] <= 0:
+            raise CurvatureError(
+                f"the curvature has an eigenvalue {lam.min():.3g} below -{c.min():.3g} (its diagonal "
+                f"plus damping): pass damping > {self.damping - lam.min() - c.min():.3g} (or, with a "
+                "Hessian, use FisherInfluence)")
+        return linalg.lu_factor(np.eye(lam.size) + K * lam) if lam.size else None
 
-    def _solve(self, b, shift=0.0):
-        b = np.asarray(b, dtype=float)
-        out = np.zeros(b.shape)
-        bs = b[self.active].reshape(self._q, -1)
-        out[self.active] = self._apply(bs, shift).reshape(bs.shape[:1] + b.shape[1:])
-        return out
+    def _apply(self, B, c=None, core=None):
+        """``(U Λ Uᵀ + diag(c))⁻¹ B`` on the active coordinates, ``B`` of shape (q, m)."""
+        c, core = (self.diagonal, self._core) if c is None else (c, core)
+        CB = B / c[:, None]
+        if core is None:
+            return CB
+        inner = linalg.lu_solve(core, self.U.T @ CB, check_finite=False)
+        return CB - (self.U / c[:, None]) @ (self.eigenvalues[:, None] * inner)
 
     def solve(self, b):
         """``(M + δI)⁻¹ b`` (low-rank approximation) for ``b`` of shape (p,) or (p, m);
         zeros on inactive coordinates."""
-        return self._solve(b)
+        b = np.asarray(b, dtype=float)
+        out = np.zeros(b.shape)
+        bs = b[self.active].reshape(self._q, -1)
+        out[self.active] = self._apply(bs).reshape(bs.shape[:1] + b.shape[1:])
+        return out
 
     def inverse(self):
         """The dense approximate ``(M + δI)⁻¹`` (p × p), zero off the active coordinates.
@@ -261,18 +279,20 @@ class LowRankSolver(Solver):
         C : ndarray of shape (m, m), or (n, K, K)
             Their curvature, or its diagonal blocks.
         diag : ndarray of shape (p,) or float, optional
-            Removed penalty curvature: its mean over the active coordinates shifts the
-            spectrum (exact for a uniform ``d``).
+            Removed penalty curvature, subtracted from the exact diagonal part.
         """
         b = np.asarray(b, dtype=float)
         if U.ndim == 3:
             U = U.reshape(-1, U.shape[-1])
             C = linalg.block_diag(*C)
         a = self.active
-        shift = 0.0 if diag is None else float(np.mean(np.broadcast_to(diag, a.shape)[a]))
+        c, core = self.diagonal, self._core
+        if diag is not None and np.any(diag):
+            c = c - np.broadcast_to(np.asarray(diag, dtype=float), a.shape)[a]
+            core = self._factor(c)
         Ua = U[:, a]
         bs = b[a].reshape(self._q, -1)
-        Ab, AUt = self._apply(bs, shift), self._apply(Ua.T, shift)
+        Ab, AUt = self._apply(bs, c, core), self._apply(Ua.T, c, core)
         G = Ua @ AUt
         try:
             inner = np.linalg.solve(np.eye(len(G)) - G @ C, Ua @ Ab)
@@ -296,12 +316,12 @@ class NystromSolver(LowRankSolver):
         Eigenpairs kept.
     oversampling : int, default=10
         Extra test vectors: the sketch has ``rank + oversampling`` columns (at most p).
-    trace_probes : int, default=16
+    trace_probes : int, default=8
         Hutchinson probes of the uncaptured trace (``info_["trace_fraction"]``).
     """
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
-                 oversampling=10, trace_probes=16, random_state=None):
+                 oversampling=10, trace_probes=8, random_state=None):
         if not isinstance(oversampling, Integral) or isinstance(oversampling, bool) or oversampling < 0:
             raise ValueError(f"oversampling must be a non-negative integer, got {oversampling!r}")
         self._setup(operator, damping, null_space, active, rank, trace_probes, random_state)
@@ -327,12 +347,12 @@ class ArnoldiSolver(LowRankSolver):
         ARPACK restarts (default ``10 q``).
     ncv : int, optional
         Lanczos vectors kept (default ``2 rank + 1``): memory ``8 · q · ncv`` bytes.
-    trace_probes : int, default=16
+    trace_probes : int, default=8
         Hutchinson probes of the uncaptured trace.
     """
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
-                 tol=1e-10, max_iter=None, ncv=None, trace_probes=16, random_state=None):
+                 tol=1e-10, max_iter=None, ncv=None, trace_probes=8, random_state=None):
         if not isinstance(tol, Real) or not tol >= 0:
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
         self._setup(operator, damping, null_space, active, rank, trace_probes, random_state)
@@ -342,4 +362,4 @@ class ArnoldiSolver(LowRankSolver):
         if trace is None:   # Ritz pairs: trace(UᵀMU) = Σλ, the rest by probes
             self._finish(U, lam, U, float(lam.sum()), start, products0)
         else:               # dense: the whole spectrum is known
-            self._finish(U, lam, np.eye(self._q), trace, start, products0)
+            self._finish(U, lam, None, trace, start, products0)
