@@ -90,6 +90,11 @@ def test_nystrom_is_within_its_stated_error(seed):
     assert np.trace(M - Mhat) <= (1 + r / (over - 1)) * tail
     # and the sketch is no better than the best rank r (the truncated eigen-formula)
     assert np.trace(M - Mhat) >= tail * (1 - 1e-10)
+    # the captured share of the trace: Σλ̂ plus probes of the (PSD) remainder R, so ≤ 1, and
+    # the trace within 4 standard deviations of an 8-probe Hutchinson estimate (≤ ‖R‖_F·√(2/8))
+    fraction = s.info_["trace_fraction"]
+    assert fraction <= 1
+    assert abs(s.eigenvalues.sum() / fraction - np.trace(M)) <= 4 * np.sqrt(2 / 8) * np.linalg.norm(M - Mhat)
 
 
 @pytest.mark.parametrize("name", LOW_RANK)

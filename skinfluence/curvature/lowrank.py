@@ -42,9 +42,9 @@ inverse: the removed rows' Jacobians ``U`` (m × p) and curvature ``C`` are smal
 removed share ``diag(d)`` of the penalty is subtracted from ``D`` exactly.
 
 ``info_`` reports the rank, the eigenvalue range, the fraction of ``trace(K)`` the
-eigenvalues capture (the trace by Hutch++: the exact trace on the captured subspace
-plus Hutchinson probes on its complement), the curvature-vector products and seconds
-spent. Everything is deterministic given ``random_state``.
+eigenvalues capture (``Σλ`` plus Hutchinson probes of the remainder ``K − UΛUᵀ``: the
+approximation as a control variate, Nyström++), the curvature-vector products and
+seconds spent. Everything is deterministic given ``random_state``.
 """
 
 from __future__ import annotations
@@ -86,23 +86,19 @@ def nystrom_eigen(matvec, q, sketch, rng):
         Orthonormal eigenvectors of ``M̂`` (``s' ≤ s``, by decreasing eigenvalue).
     lam : ndarray of shape (s',)
         Its eigenvalues (≥ 0).
-    Q : ndarray of shape (q, s)
-        The orthonormal test matrix, and ``trace(QᵀMQ)`` (for the trace estimate).
-    trace_QMQ : float
     """
     Q, _ = np.linalg.qr(rng.standard_normal((q, sketch)))
     Y = matvec(Q)
-    trace_QMQ = float(np.einsum("ij,ij->", Q, Y))
     nu = np.sqrt(q) * _EPS * np.linalg.norm(Y, 2)
     Y += nu * Q                                           # Y_ν = (M + νI) Q
     core = Q.T @ Y
     w, V = linalg.eigh((core + core.T) / 2)
     keep = w > sketch * _EPS * max(w[-1], 0.0)            # the pseudo-inverse's cut
     if not keep.any():
-        return np.zeros((q, 0)), np.zeros(0), Q, trace_QMQ
+        return np.zeros((q, 0)), np.zeros(0)
     B = Y @ (V[:, keep] / np.sqrt(w[keep]))               # M̂_ν = B Bᵀ
     U, sigma, _ = linalg.svd(B, full_matrices=False, overwrite_a=True, check_finite=False)
-    return U, np.maximum(sigma**2 - nu, 0.0), Q, trace_QMQ
+    return U, np.maximum(sigma**2 - nu, 0.0)
 
 
 def lanczos_eigen(matvec, q, rank, rng, tol=1e-10, max_iter=None, ncv=None):
@@ -193,20 +189,20 @@ class LowRankSolver(Solver):
             out += self.null_space @ (self.null_space.T @ E)
         return out if all_active else out[a]
 
-    def _finish(self, U, lam, basis, trace, start, products0, **extra):
-        """Keep ``rank`` eigenpairs, check positive definiteness, complete the trace, fill ``info_``.
+    def _finish(self, U, lam, start, products0, trace=None, **extra):
+        """Keep ``rank`` eigenpairs, check positive definiteness, estimate the trace, fill ``info_``.
 
-        ``trace`` is ``trace(basisᵀ K basis)``; Hutchinson probes off ``span(basis)`` add the
-        rest (Hutch++); ``basis=None``: ``trace`` is the whole trace already."""
+        ``trace(K)`` unless given: ``Σλ`` plus Hutchinson probes of the remainder
+        ``K − U Λ Uᵀ`` (the approximation as a control variate, as in Nyström++; each probe
+        term is ≥ 0 where the remainder is positive semi-definite)."""
         self.U, self.eigenvalues = U[:, :self.rank], lam[:self.rank]
         self._core = self._factor(self.diagonal)
-        if basis is not None and basis.shape[1] < self._q:
-            if self.trace_probes:
-                G = self._rng.choice([-1.0, 1.0], size=(self._q, self.trace_probes))
-                G -= basis @ (basis.T @ G)
-                trace += float(np.mean(np.einsum("qm,qm->m", G, self._matvec(G))))
-            else:
-                trace = np.nan
+        if trace is None and self.trace_probes:
+            G = self._rng.choice([-1.0, 1.0], size=(self._q, self.trace_probes))
+            R = self._matvec(G) - self.U @ (self.eigenvalues[:, None] * (self.U.T @ G))
+            trace = float(self.eigenvalues.sum() + np.mean(np.einsum("qm,qm->m", G, R)))
+        elif trace is None:
+            trace = np.nan
         lam = self.eigenvalues
         self.info_ = {
             "method": self.name, "rank": int(lam.size), "exact": bool(lam.size == self._q),
@@ -317,7 +313,7 @@ class NystromSolver(LowRankSolver):
     oversampling : int, default=10
         Extra test vectors: the sketch has ``rank + oversampling`` columns (at most p).
     trace_probes : int, default=8
-        Hutchinson probes of the uncaptured trace (``info_["trace_fraction"]``).
+        Hutchinson probes of the uncaptured trace (``info_["trace_fraction"]``; 0: none).
     """
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
@@ -327,8 +323,8 @@ class NystromSolver(LowRankSolver):
         self._setup(operator, damping, null_space, active, rank, trace_probes, random_state)
         start, products0 = time.perf_counter(), operator.n_matvecs
         sketch = min(self.rank + int(oversampling), self._q)
-        U, lam, Q, trace_QMQ = nystrom_eigen(self._matvec, self._q, sketch, self._rng)
-        self._finish(U, lam, Q, trace_QMQ, start, products0, sketch=sketch)
+        U, lam = nystrom_eigen(self._matvec, self._q, sketch, self._rng)
+        self._finish(U, lam, start, products0, sketch=sketch)
 
 
 @register_solver("arnoldi")
@@ -359,7 +355,4 @@ class ArnoldiSolver(LowRankSolver):
         start, products0 = time.perf_counter(), operator.n_matvecs
         rank = min(self.rank, self._q)
         U, lam, trace = lanczos_eigen(self._matvec, self._q, rank, self._rng, tol, max_iter, ncv)
-        if trace is None:   # Ritz pairs: trace(UᵀMU) = Σλ, the rest by probes
-            self._finish(U, lam, U, float(lam.sum()), start, products0)
-        else:               # dense: the whole spectrum is known
-            self._finish(U, lam, None, trace, start, products0)
+        self._finish(U, lam, start, products0, trace=trace)   # dense: the whole trace is known
