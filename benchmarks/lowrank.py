@@ -22,10 +22,15 @@ needs; median of ``--repeats`` runs, one process, one thread):
 
 * skinfluence ``cg`` (tol ``--cg-tol``), ``lissa`` (truncated at ``--lissa-iter`` steps),
   ``nystrom`` and ``arnoldi`` at ``--ranks``;
-* pyDVL 0.10 ``CgInfluence`` (block CG, same tolerance), ``ArnoldiInfluence`` (its
-  default inverts only on the eigen-subspace; ``use_woodbury=True`` adds the complement,
-  shown at the middle rank) and ``NystroemSketchInfluence`` at the same ranks
-  (``--skip-pydvl`` leaves them out).
+* pyDVL 0.10 ``NystroemSketchInfluence`` at the same ranks and ``ArnoldiInfluence`` at
+  ``--pydvl-arnoldi-ranks`` (its default inverts only on the eigen-subspace;
+  ``use_woodbury=True`` adds the complement; each of its single-vector products
+  recomputes the batch's per-sample gradients, so it is slow), as they come and
+  "rescaled": pyDVL 0.10's ``GaussNewtonOperator`` divides its product by the number of
+  columns it is given (``--check-pydvl-scaling`` prints the measurement), so its
+  solvers solve another system; the rescaled rows undo that by scaling the loss (see
+  :func:`pydvl`). ``CgInfluence`` (block CG through the same operator, so also another
+  system; not rescaled) only with ``--pydvl-cg``. ``--skip-pydvl`` leaves pyDVL out.
 
 Agreement with the reference: relative Frobenius error, Pearson correlation over all
 pairs, and the mean over test points of the Spearman correlation over training rows
@@ -122,7 +127,14 @@ def ours(name, **options):
     return run
 
 
-def pydvl(kind, **options):
+def pydvl(kind, rescale=False, **options):
+    """pyDVL's influence ``kind``; ``rescale`` undoes its Gauss–Newton operator's scaling.
+
+    pyDVL 0.10's ``GaussNewtonOperator`` returns ``(1/N) Σ ∇ℓ_i ∇ℓ_iᵀ V`` divided by the
+    number of columns of ``V`` (by p for a single vector; see ``check_pydvl_scaling``).
+    Arnoldi multiplies single vectors (÷ p) and the Nyström sketch one block of ``rank``
+    columns (÷ rank): scaling the loss by ``√s`` (s = p or rank) makes the operator the
+    true one, and the scores come out ``s`` times too large, which is divided out."""
     def run(problem):
         from pydvl.influence.torch import ArnoldiInfluence, CgInfluence, NystroemSketchInfluence
         from pydvl.influence.torch.util import SecondOrderMode
@@ -132,25 +144,54 @@ def pydvl(kind, **options):
         b = problem.batch
         loader = DataLoader(TensorDataset(torch.as_tensor(problem.Xtr[b]), torch.as_tensor(problem.ytr[b])),
                             batch_size=len(b))
-        model = cls(problem.net, torch.nn.functional.cross_entropy, regularization=WD + problem.damping,
+        scale = (problem.p if kind == "arnoldi" else options["rank"]) if rescale else 1
+
+        def loss(out, y):
+            return np.sqrt(scale) * torch.nn.functional.cross_entropy(out, y)
+
+        model = cls(problem.net, loss, regularization=WD + problem.damping,
                     second_order_mode=SecondOrderMode.GAUSS_NEWTON, **options).fit(loader)
         up = model.influences(torch.as_tensor(problem.Xte), torch.as_tensor(problem.yte),
                               torch.as_tensor(problem.Xtr), torch.as_tensor(problem.ytr))
-        return up.detach().numpy(), {}
+        return up.detach().numpy() / scale, {}
     return run
 
 
+def check_pydvl_scaling(problem):
+    """Print skinfluence's empirical-Fisher product over pyDVL's ``GaussNewtonOperator``'s."""
+    from pydvl.influence.torch.operator import GaussNewtonOperator
+    from torch.utils.data import DataLoader, TensorDataset
+
+    b = problem.batch
+    loader = DataLoader(TensorDataset(torch.as_tensor(problem.Xtr[b]), torch.as_tensor(problem.ytr[b])),
+                        batch_size=len(b))
+    theirs_op = GaussNewtonOperator(problem.net, torch.nn.functional.cross_entropy, loader)
+    ours_op = problem.operator()
+    rng = np.random.default_rng(0)
+    for cols in (1, 3, 10):
+        V = rng.standard_normal((cols, problem.p))
+        V = V[0] if cols == 1 else V
+        theirs = theirs_op.apply(torch.as_tensor(V)).detach().numpy()
+        ours = ours_op.matvec(V.T).T - WD * V                    # the data term alone
+        ratio = float((ours * theirs).sum() / (theirs * theirs).sum())
+        rest = np.linalg.norm(ours - ratio * theirs) / np.linalg.norm(ours)
+        print(f"  V with {cols:2d} column(s): skinfluence / pyDVL = {ratio:.6g} (residual {rest:.1e})")
+
+
 def contenders(args):
-    r_mid = args.ranks[len(args.ranks) // 2]
     out = [(f"skinfluence nystrom r={r}", ours("nystrom", rank=r)) for r in args.ranks]
     out += [(f"skinfluence arnoldi r={r}", ours("arnoldi", rank=r)) for r in args.ranks]
     if not args.skip_pydvl:
         out += [(f"pyDVL NystroemSketch r={r}", pydvl("nystrom", rank=r)) for r in args.ranks]
-        out += [(f"pyDVL Arnoldi r={r}", pydvl("arnoldi", rank=r)) for r in args.ranks]
-        out += [(f"pyDVL Arnoldi r={r_mid} use_woodbury", pydvl("arnoldi", rank=r_mid, use_woodbury=True))]
+        out += [(f"pyDVL Arnoldi r={r}", pydvl("arnoldi", rank=r)) for r in args.pydvl_arnoldi_ranks]
+        out += [(f"pyDVL Arnoldi r={r} use_woodbury", pydvl("arnoldi", rank=r, use_woodbury=True))
+                for r in args.pydvl_arnoldi_ranks]
+        out += [(f"pyDVL NystroemSketch r={r} rescaled", pydvl("nystrom", True, rank=r)) for r in args.ranks]
+        out += [(f"pyDVL Arnoldi r={r} use_woodbury rescaled", pydvl("arnoldi", True, rank=r, use_woodbury=True))
+                for r in args.pydvl_arnoldi_ranks]
     out += [("skinfluence lissa", ours("lissa", maxiter=args.lissa_iter, truncate=True)),
             ("skinfluence cg", ours("cg", tol=args.cg_tol))]
-    if not args.skip_pydvl:
+    if args.pydvl_cg:
         out += [("pyDVL CgInfluence", pydvl("cg", rtol=args.cg_tol, atol=0.0, solve_simultaneously=True,
                                              warn_on_max_iteration=False))]
     return out
@@ -185,12 +226,18 @@ def main():
     ap.add_argument("--n-test", type=int, default=50)
     ap.add_argument("--rows", type=int, default=256, help="training rows that build the curvature")
     ap.add_argument("--ranks", type=int, nargs="+", default=[50, 100, 200])
+    ap.add_argument("--pydvl-arnoldi-ranks", type=int, nargs="*", default=[50],
+                    help="pyDVL's Arnoldi recomputes the batch's per-sample gradients in every product")
     ap.add_argument("--cg-tol", type=float, default=1e-6)
     ap.add_argument("--lissa-iter", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", default=None, help="contenders whose name contains one of these")
     ap.add_argument("--skip-pydvl", action="store_true")
+    ap.add_argument("--pydvl-cg", action="store_true",
+                    help="also pyDVL's block CG (slow; its Gauss-Newton products are mis-scaled)")
+    ap.add_argument("--check-pydvl-scaling", action="store_true",
+                    help="print pyDVL's Gauss-Newton product against skinfluence's and stop")
     ap.add_argument("--fresh", action="store_true", help="ignore cached results")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -204,6 +251,9 @@ def main():
               f"(rank {args.rows} + WD); top 50/100/200 hold "
               + "/".join(f"{(s[:k] - WD).sum() / (s - WD).sum():.1%}" for k in (50, 100, 200))
               + " of the data term's trace")
+        if args.check_pydvl_scaling:
+            check_pydvl_scaling(problem)
+            return
         print(f"scores: {args.n_test} test points × {len(problem.ytr)} training rows; reference: exact dual solve\n")
         rows = []
         for name, run in contenders(args):
