@@ -66,6 +66,8 @@ class GeneralizedInfluence(BaseInfluence):
         Added to ``c`` each time the iteration diverges and restarts.
     damping, prefit, polish, curvature_sampler, device, dtype, batch_size, random_state, verbose
         As for :class:`~skinfluence.HessianInfluence`.
+    memory_budget, n_jobs
+        As for :class:`~skinfluence.HessianInfluence`.
 
     Attributes
     ----------
@@ -103,10 +105,11 @@ class GeneralizedInfluence(BaseInfluence):
                  solver="lissa", strategy="gif", max_iter=200, tol=1e-9, normalizer=1.0,
                  normalizer_step=5.0, prefit=False, damping=0.0, polish=False,
                  curvature_sampler=None, device="auto", dtype="float64", batch_size=4096,
-                 random_state=None, verbose=0):
+                 memory_budget="512MiB", n_jobs=None, random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
-                         batch_size=batch_size, random_state=random_state, verbose=verbose)
+                         batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
+                         random_state=random_state, verbose=verbose)
         self.selection = selection
         self.ratio = ratio
         self.curvature = curvature

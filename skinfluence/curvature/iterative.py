@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._parallel import progress
 from ..exceptions import CurvatureError
 from .operators import symmetric_matrix
 from .solvers import Solver, register_solver
@@ -39,8 +40,10 @@ def _as_block(b):
     return b.reshape(b.shape[0], -1), b.shape
 
 
-def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None):
+def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None, verbose=0):
     """Solve ``M X = B`` column-wise by conjugate gradients (columns iterate together).
+
+    ``verbose >= 1`` shows a progress bar over the iterations.
 
     Returns
     -------
@@ -58,7 +61,9 @@ def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None):
     bnorm[bnorm == 0] = 1.0
     it = 0
     done = np.sqrt(rr) <= tol * bnorm
-    while not done.all() and it < maxiter:
+    for _ in progress(range(maxiter), verbose, "CG iterations"):
+        if done.all():
+            break
         it += 1
         AP = matvec(P)
         pAp = np.einsum("pm,pm->m", P, AP)
@@ -80,7 +85,7 @@ def conjugate_gradient(matvec, B, tol=1e-10, maxiter=None):
     return X.reshape(shape), {"iterations": it, "residual": res}
 
 
-def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10, truncate=False):
+def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10, truncate=False, verbose=0):
     """Solve ``M X = B`` by the Neumann series with scale ``s``, rescaling on divergence.
 
     Parameters
@@ -93,6 +98,8 @@ def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10, truncate=
         Stop when the step ``‖x_k − x_{k−1}‖ ≤ tol ‖x_k‖`` for every column.
     truncate : bool, default=False
         Return the iterate after ``maxiter`` steps instead of raising (``info["truncated"]``).
+    verbose : int, default=0
+        From 1, a progress bar over the iterations (one per scale tried).
 
     Returns
     -------
@@ -109,7 +116,7 @@ def lissa(matvec, B, scale, tol=1e-8, maxiter=10_000, max_restarts=10, truncate=
         prev_step, prev = None, np.inf
         growing = 0
         diverged = False
-        for k in range(1, maxiter + 1):
+        for k in progress(range(1, maxiter + 1), verbose, f"LiSSA iterations (scale {s:.3g})"):
             step = B - matvec(X) / s       # s · (x_k − x_{k−1}) = (I − M/s)^k b
             X += step
             total += 1
@@ -173,10 +180,12 @@ class IterativeSolver(Solver):
         small curvature (a regulariser, like damping), not the exact ``M⁻¹ b``;
         ``info_["truncated"]`` says when it happened.
     random_state : seeds LiSSA's power iteration for the initial scale.
+    verbose : int, default=0
+        From 1, a progress bar over the iterations of each solve.
     """
 
     def __init__(self, operator, method="cg", damping=0.0, tol=1e-10, maxiter=None,
-                 null_space=None, random_state=None, active=None, truncate=False):
+                 null_space=None, random_state=None, active=None, truncate=False, verbose=0):
         if method not in ("cg", "lissa"):
             raise ValueError(f"method must be 'cg' or 'lissa', got {method!r}")
         self.operator = operator.add_diagonal(float(damping))
@@ -191,6 +200,7 @@ class IterativeSolver(Solver):
         self.info_ = {}
         self._scale = None
         self._random_state = random_state
+        self.verbose = verbose
 
     def _matvec(self, V):
         out = self.operator.matvec(V)
@@ -218,13 +228,15 @@ class IterativeSolver(Solver):
 
     def _iterate(self, matvec, b):
         if self.method == "cg":
-            x, info = conjugate_gradient(matvec, b, tol=self.tol, maxiter=self.maxiter)
+            x, info = conjugate_gradient(matvec, b, tol=self.tol, maxiter=self.maxiter,
+                                         verbose=self.verbose)
         else:
             if self._scale is None:
                 lam = self.operator.max_eigenvalue(random_state=self._random_state)
                 self._scale = 1.1 * lam if lam > 0 else 1.0
             x, info = lissa(matvec, b, self._scale, tol=self.tol,
-                            maxiter=self.maxiter or 10_000, truncate=self.truncate)
+                            maxiter=self.maxiter or 10_000, truncate=self.truncate,
+                            verbose=self.verbose)
             self._scale = info["scale"]
         self.info_ = info
         return x

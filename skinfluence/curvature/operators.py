@@ -5,13 +5,18 @@ Solvers (:mod:`.factor`, :mod:`.iterative`) see only these operators, never a mo
 (generalised Gauss–Newton, in the adapter's flavour) of ``Σ_i c_i ℓ_i``, with ``matvec``
 from the adapter's ``curvature_matvec`` (Jacobian-vector and vector-Jacobian products,
 plus Hessian-vector products for the Hessian) and ``dense()`` from its ``curvature``.
+A linear model's curvature is a weighted Gram matrix of its design
+(:class:`GramOperator`): its products are two (sparse) products with the design, and the
+dual solver (:mod:`.dual`) reads its structure.
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
-__all__ = ["CurvatureOperator", "model_curvature"]
+__all__ = ["CurvatureOperator", "GramOperator", "model_curvature"]
 
 
 def symmetric_matrix(apply, p, block=256):
@@ -73,7 +78,10 @@ class CurvatureOperator:
 
     def add_diagonal(self, d):
         """A new operator ``M + diag(d)``."""
-        return CurvatureOperator(self.n_params, self._matvec, self._dense, self.diagonal + d)
+        new = copy.copy(self)
+        new.diagonal = self.diagonal + d
+        new.n_matvecs = 0
+        return new
 
     def max_eigenvalue(self, n_iter=30, random_state=None):
         """Largest eigenvalue in absolute value, by power iteration (an estimate from below)."""
@@ -95,15 +103,51 @@ class CurvatureOperator:
         return abs(lam)
 
 
+class GramOperator(CurvatureOperator):
+    """The curvature of a linear model: ``M = Σ_i z_i z_iᵀ ⊗ W_i + diag(D)``.
+
+    With ``θ = vec(B)`` (row-major, ``B`` of shape ``q × K``) and ``J_i = z_iᵀ ⊗ I_K``,
+    ``M v`` is ``Zᵀ (W ∘ (Z V))`` for ``V = v`` reshaped to ``q × K``: two products with
+    the design, which stays sparse when it is.
+
+    Parameters
+    ----------
+    design : ndarray or sparse matrix of shape (n, q)
+        The rows ``z_i`` that build the curvature.
+    weights : ndarray of shape (n, K, K)
+        Their weighted output curvatures ``c_i W_i``.
+    dense : callable, optional
+        Returns the matrix without ``D`` (the model's own closed form).
+    diagonal : ndarray of shape (p,) or float, default=0
+    """
+
+    def __init__(self, design, weights, dense=None, diagonal=0.0):
+        self.design = design
+        self.weights = np.asarray(weights, dtype=float)
+        n, K, _ = self.weights.shape
+        self.n_outputs = K
+        super().__init__(design.shape[1] * K, self._gram_matvec, dense, diagonal)
+
+    def _gram_matvec(self, V):
+        Z, K = self.design, self.n_outputs
+        cols = V.reshape(Z.shape[1], -1)                    # (q, K·m): row r holds θ_{r·K+k}
+        E = np.asarray(Z @ cols).reshape(Z.shape[0], K, -1)  # J_i V, (n, K, m)
+        E = self.weights[:, 0, 0, None, None] * E if K == 1 else np.matmul(self.weights, E)
+        return np.asarray(Z.T @ E.reshape(Z.shape[0], -1)).reshape(V.shape)
+
+
 def model_curvature(adapter, Z, y, c, kind, eta=None):
     """The curvature ``Σ_i c_i ∇²ℓ_i`` (``kind="hessian"``) or its Fisher, as an operator.
 
     The adapter provides ``curvature(Z, y, c, kind, eta=)`` and, where the model has
     them, products ``curvature_matvec(Z, y, c, V, kind, eta=)`` (else they are taken
-    from the dense matrix); ``eta`` are the outputs at θ if known. The penalty is not
-    included.
+    from the dense matrix); ``eta`` are the outputs at θ if known. A linear model
+    (``curvature_weights(y, c, kind, eta=, Z=)``: its ``c_i W_i``) gives a
+    :class:`GramOperator`. The penalty is not included.
     """
     dense = lambda: adapter.curvature(Z, y, c, kind, eta=eta)  # noqa: E731
+    if hasattr(adapter, "curvature_weights"):  # a linear model: J_i = z_iᵀ ⊗ I_K
+        return GramOperator(Z, adapter.curvature_weights(y, c, kind, eta=eta, Z=Z), dense)
     if hasattr(adapter, "curvature_matvec"):
         matvec = lambda V: adapter.curvature_matvec(Z, y, c, V, kind, eta=eta)  # noqa: E731
     else:  # products from the matrix, built once on first use

@@ -11,20 +11,30 @@ included) and owns what every solve needs:
 * ``active``: the coordinates that move (an ℓ1 model's support; a parameter subset
   ``J``); the others are held fixed and solves return 0 there.
 
-Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m),
-``inverse()``, ``downdated_solve(b, U, C, diag)`` (the curvature without some samples:
-``M − Σ U_iᵀ C_i U_i − diag(d)``) and reports ``info_``. Registered here: ``"dense"``
-(Cholesky and Woodbury down-dates, :mod:`.factor`), ``"cg"`` and ``"lissa"``
-(:mod:`.iterative`). A new solver (low-rank, GIF's iteration) registers itself with
-:func:`register_solver` and is then available to every estimator through ``solver=``.
+Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m), ``inverse()``,
+``downdated_solve(b, U, C, diag)`` (the curvature without some samples: ``M − Σ U_iᵀ C_i
+U_i − diag(d)``) and reports ``info_``. Leave-one-out needs the quadratics ``J_i M⁻¹
+J_iᵀ`` of every training row: ``inverse_operator()`` is what the model adapter's
+``jacobian_quadratic`` reads them from, the dense ``M⁻¹`` by default, or an
+:class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for a
+solver that never forms ``p × p`` (the dual form). Registered: ``"dense"`` (Cholesky and
+Woodbury down-dates, :mod:`.factor`), ``"dual"`` (the ``n × n`` form of a linear model
+with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new
+solver (low-rank, GIF's iteration) registers itself with :func:`register_solver` and is
+then available to every estimator through ``solver=``.
 """
 
 from __future__ import annotations
 
-__all__ = ["SOLVERS", "Solver", "register_solver", "make_solver", "choose_solver",
-           "DENSE_MAX_PARAMS"]
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["SOLVERS", "Solver", "InverseOperator", "register_solver", "make_solver",
+           "choose_solver", "DENSE_MAX_PARAMS", "DENSE_CHEAP_PARAMS", "DUAL_MAX_SAMPLES"]
 
 DENSE_MAX_PARAMS = 12_000  # solver="auto": dense curvature up to this many parameters
+DENSE_CHEAP_PARAMS = 2_000  # ... and, whatever n, while p × p is this cheap (32 MiB)
+DUAL_MAX_SAMPLES = 10_000  # solver="auto": the n × n dual form up to this many curvature rows
 
 SOLVERS: dict[str, type] = {}
 
@@ -35,6 +45,10 @@ class Solver:
     name = ""
     #: whether the solver needs the curvature as a dense matrix
     dense = False
+    #: whether ``solve`` and ``downdated_solve`` take sparse right-hand sides and Jacobian rows
+    sparse_rows = False
+    #: whether the solver takes the estimator's ``batch_size`` (rows per block)
+    uses_batch_size = False
 
     def solve(self, b):
         raise NotImplementedError
@@ -42,8 +56,62 @@ class Solver:
     def inverse(self):
         raise NotImplementedError
 
+    def inverse_operator(self):
+        """``M⁻¹`` as the model adapter's ``jacobian_quadratic`` reads it: the dense inverse
+        here; solvers that never form ``p × p`` return an :class:`InverseOperator`."""
+        return self.inverse()
+
+    def quadratic(self, U, diagonal=False):
+        """``U M⁻¹ Uᵀ`` for rows ``U`` (m, p), dense or sparse, or only its diagonal (by
+        solves, in blocks of rows whose ``p × rows`` solutions stay within 64 MiB)."""
+        if not diagonal:
+            X = self.solve(U.T.toarray() if sp.issparse(U) else np.asarray(U).T)
+            return np.asarray(U @ X)
+        size = max(2**23 // max(U.shape[1], 1), 1)
+        out = []
+        for i in range(0, U.shape[0], size):
+            B = U[i:i + size]
+            X = self.solve(B.T.toarray() if sp.issparse(B) else np.asarray(B).T)
+            out.append(np.asarray(B.multiply(X.T).sum(axis=1)).ravel() if sp.issparse(B)
+                       else np.einsum("mp,pm->m", B, X))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def quadratic_blocks(self, U, K):
+        """Diagonal ``K × K`` blocks of ``U M⁻¹ Uᵀ`` for rows ``U`` (m·K, p) stacked per
+        sample: shape (m, K, K)."""
+        U = U.toarray() if sp.issparse(U) else np.asarray(U, dtype=float)
+        X = self.solve(U.T)
+        m = U.shape[0] // K
+        return np.einsum("mkp,mlp->mkl", U.reshape(m, K, -1), X.T.reshape(m, K, -1))
+
+    def solve_norms(self, b):
+        """``‖M⁻¹ b‖`` of each column of ``b`` (p, m) (polishing's yardstick)."""
+        b = b.toarray() if sp.issparse(b) else np.asarray(b, dtype=float)
+        return np.linalg.norm(self.solve(b).reshape(b.shape[0], -1), axis=0)
+
     def downdated_solve(self, b, U, C, diag=None):
         raise NotImplementedError
+
+
+class InverseOperator:
+    """``M⁻¹`` seen through a solver: ``A @ b`` solves, ``A.quadratic(U)`` is ``diag(U M⁻¹ Uᵀ)``
+    and ``A.quadratic_blocks(U, K)`` its per-sample ``K × K`` blocks."""
+
+    def __init__(self, solver):
+        self.solver = solver
+        self.shape = (solver.n_params, solver.n_params)
+
+    def __matmul__(self, b):
+        return self.solver.solve(b)
+
+    def __rmatmul__(self, a):  # a M⁻¹ = (M⁻¹ aᵀ)ᵀ, M symmetric
+        return self.solver.solve(np.asarray(a).T).T
+
+    def quadratic(self, U):
+        return self.solver.quadratic(U, diagonal=True)
+
+    def quadratic_blocks(self, U, K):
+        return self.solver.quadratic_blocks(U, K)
 
 
 def register_solver(name: str):
@@ -63,16 +131,53 @@ def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **
     return SOLVERS[name](operator, damping=damping, null_space=null_space, active=active, **options)
 
 
-def choose_solver(requested, n_params, iterative_ok):
-    """``(name, reason)`` for ``solver=requested``: ``"auto"`` is dense while the ``p × p``
-    curvature is small, conjugate gradients beyond (where the model offers products)."""
+def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, n_outputs=1,
+                  dual_ok=False, smooth=True):
+    """``(name, reason)`` for ``solver=requested``.
+
+    ``"auto"``: dense while the ``p × p`` curvature is small (``p ≤ DENSE_MAX_PARAMS`` and
+    ``p ≤ n·K``, or ``p ≤ DENSE_CHEAP_PARAMS``); the ``n·K × n·K`` dual form when ``p > n·K``
+    for a linear model with an ℓ2 penalty (``dual_ok``) and ``n·K ≤ DUAL_MAX_SAMPLES``; dense
+    up to ``DENSE_MAX_PARAMS``; conjugate gradients beyond. An ℓ1 penalty (``smooth=False``)
+    always takes the dense curvature, which its proximal Newton steps need.
+
+    Parameters
+    ----------
+    requested : str
+        ``"auto"`` or a registered solver.
+    n_params : int
+    iterative_ok : bool
+        Whether the model offers curvature-vector products (else only dense works).
+    n_samples : int, optional
+        Rows that build the curvature.
+    n_outputs : int, default=1
+        Outputs ``K`` per row (the dual form has ``n·K`` rows).
+    dual_ok : bool
+        A linear model whose curvature is ``Σ z_i z_iᵀ ⊗ C_i + D`` with ``D > 0`` on all but
+        a few coordinates.
+    smooth : bool
+        Whether the penalty is smooth (no ℓ1 part).
+    """
     if not iterative_ok:
-        return "dense", "linear models use a dense Cholesky factorisation"
+        return "dense", "this model offers no curvature products: a dense Cholesky factorisation"
     if requested != "auto":
         return requested, "requested"
     p = n_params
+    n = None if n_samples is None else n_samples * n_outputs
+    label = "n" if n_outputs == 1 else "n·K"
+    size = f"{8 * p * p / 2**20:.0f} MiB"
+    if not smooth:
+        return "dense", (f"an ℓ1 penalty: its proximal Newton steps need the dense curvature "
+                         f"(p={p}, {size})")
+    if p <= DENSE_MAX_PARAMS and (n is None or p <= n or p <= DENSE_CHEAP_PARAMS or not dual_ok):
+        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}"
+                         + (f" and p <= {label}={n}" if n is not None and p <= n else "")
+                         + f": the dense curvature ({size}) is built and factorised once")
+    if dual_ok and n is not None and n < p and n <= DUAL_MAX_SAMPLES:
+        return "dual", (f"p={p} > {label}={n} with an ℓ2 penalty: the {label} × {label} dual form "
+                        f"({8 * n * n / 2**20:.0f} MiB) instead of a p × p curvature ({size})")
     if p <= DENSE_MAX_PARAMS:
-        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: the dense curvature "
-                         f"({8 * p * p / 2**20:.0f} MiB) is built and factorised once")
+        return "dense", (f"p={p} <= DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}, {label}={n} too many "
+                         f"rows for the dual form: the dense curvature ({size})")
     return "cg", (f"p={p} > DENSE_MAX_PARAMS={DENSE_MAX_PARAMS}: a dense curvature would take "
                   f"{8 * p * p / 2**30:.1f} GiB; conjugate gradients with curvature-vector products")

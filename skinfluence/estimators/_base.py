@@ -18,9 +18,12 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .._utils import check_sample_weight, check_target, final_step, is_torch_model, is_torch_module
+from .._parallel import FitStages
+from .._utils import (check_sample_weight, check_target, final_step, is_torch_model,
+                      is_torch_module, parse_bytes)
 from ..curvature.newton import NewtonPolisher, lbfgs_finish
 from ..curvature.operators import CurvatureOperator
+from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="dual")
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
@@ -71,10 +74,13 @@ _PARAMETERS = """    estimator : estimator object
         larger optimisation error, so it needs fewer Newton steps; answers for smaller
         removals are then less accurate.
     solver : str, default="auto"
-        A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"cg"``,
-        ``"lissa"``, ...). Linear models always use the dense Cholesky factorisation.
-        ``"auto"`` is dense while p ≤ ``DENSE_MAX_PARAMS`` and CG beyond. For networks far
-        beyond the dense limit ``"nystrom"`` and ``"arnoldi"`` invert a low-rank
+        A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
+        ``"cg"``, ``"lissa"``, ``"nystrom"``, ``"arnoldi"``, ...). ``"auto"`` chooses by shape
+        and says why in ``solver_reason_``: dense while p ≤ ``DENSE_MAX_PARAMS`` and p ≤ n (or
+        p ≤ 2,000); for a linear model with an ℓ2 penalty and more features than rows
+        (sparse text), the n·K × n·K dual form ``"dual"`` (K outputs); CG beyond
+        ``DENSE_MAX_PARAMS``. An ℓ1 penalty always takes the dense curvature. For networks
+        far beyond the dense limit ``"nystrom"`` and ``"arnoldi"`` invert a low-rank
         approximation of the curvature (they need ``damping > 0``, e.g. ``"auto"``).
     solver_options : dict, default=None
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
@@ -89,11 +95,22 @@ _PARAMETERS = """    estimator : estimator object
     dtype : {"float64", "float32"}, default="float64"
         Torch models only: precision of the influence computations.
     batch_size : int, default=4096
-        Number of samples processed at a time; bounds memory.
+        Number of samples processed at a time (rows per Jacobian block); bounds memory.
+    memory_budget : int or str, default="512MiB"
+        Working memory of the streamed queries (:meth:`attribute`, :meth:`self_influence`,
+        leave-one-out), in bytes or as ``"512MiB"``, ``"2GB"``: blocks of test and training
+        rows are sized so that their arrays fit in it, shared among the ``n_jobs``
+        workers. What a query returns (e.g. the full attribution matrix) comes on top.
+    n_jobs : int, default=None
+        Workers (joblib) over blocks of test rows in :meth:`attribute` and of training
+        rows in ``self_influence("ij")``; ``None`` means 1 unless in a
+        ``joblib.parallel_config`` context (e.g. ``backend="dask"`` for a Dask cluster).
+        BLAS threads are limited inside the workers; results equal the sequential ones.
     random_state : int, RandomState or None, default=None
         Seed for the randomised parts (Monte-Carlo Fisher, LiSSA, samplers).
     verbose : int, default=0
-        Print the solver choice and the polishing result.
+        Print the solver choice and the polishing result; from 1, show progress bars (fit
+        stages, blocks of attribution and self-influence, CG and LiSSA iterations).
 """
 
 _ATTRIBUTES = """    estimator_ : estimator
@@ -136,7 +153,8 @@ _ATTRIBUTES = """    estimator_ : estimator
 
 def _solver_options(name, options):
     """``options`` for solver ``name``, checked against its constructor's keywords (those the
-    estimator sets itself, damping, null space, active set and seed, are not options)."""
+    estimator sets itself, damping, null space, active set, seed and batch size, are not
+    options)."""
     options = dict(options or {})
     valid, cls = set(), SOLVERS[name]
     for klass in cls.__mro__:                      # keywords up the chain of ``**options``
@@ -147,7 +165,7 @@ def _solver_options(name, options):
         if not any(q.kind == q.VAR_KEYWORD for q in params):
             break
     valid -= {"self", "operator", "matrix", "method", "damping", "null_space", "active",
-              "random_state"}
+              "random_state", "batch_size"}
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"solver_options {unknown} are not options of solver={name!r}; valid: "
@@ -178,6 +196,8 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "device": [str],
         "dtype": [StrOptions({"float64", "float32"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
+        "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -193,7 +213,8 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
 
     def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
                  solver="auto", solver_options=None, curvature_sampler=None, device="auto",
-                 dtype="float64", batch_size=4096, random_state=None, verbose=0):
+                 dtype="float64", batch_size=4096, memory_budget="512MiB", n_jobs=None,
+                 random_state=None, verbose=0):
         self.estimator = estimator
         self.prefit = prefit
         self.damping = damping
@@ -205,6 +226,8 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self.memory_budget = memory_budget
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -246,6 +269,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
     def _check_options(self):
         if self.damping != "auto" and not np.isfinite(self.damping):
             raise ValueError(f"damping must be finite, got {self.damping!r}")
+        parse_bytes(self.memory_budget)  # a clear error for a malformed size
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -268,7 +292,11 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         self._check_options()
         y = check_target(y, type(self).__name__)
         check_consistent_length(X, y)
+        stages = FitStages(["estimator", "adapter", "curvature and factorisation", "polishing"],
+                           self.verbose, f"{type(self).__name__}.fit")
+        stages.start("estimator")
         est = self._fit_estimator(X, y, sample_weight)
+        stages.start("adapter")
         adapter = self.model_adapter(est)
         Z = adapter.design(X)
         # the influence refers to the data as fitted: never a view of the user's array
@@ -287,10 +315,11 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                                                         sample_weight=sample_weight)
             self.curvature_rows_ = np.asarray(sampler.sample_indices_)
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
-        self.solver_, self.solver_reason_ = choose_solver(self.solver, adapter.n_params,
-                                                          hasattr(adapter, "curvature_matvec"))
+        self.solver_, self.solver_reason_ = self._choose_solver(adapter)
         self.damping_ = None
+        stages.start("curvature and factorisation")
         model = self._build(adapter)
+        stages.start("polishing")
         if self.polish == "lbfgs":
             model = self._rebuild(model, lbfgs_finish(model), None, False)
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
@@ -299,6 +328,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice,
                                   removal_size=self.removal_size)
         model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
+        stages.close()
         self._set_model(model)
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
@@ -325,6 +355,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         if self.damping_ is None:
             self.damping_ = self._resolve_damping(operator, adapter, dense)
         solver = self._make_solver(operator, adapter)
+        solver.verbose = self.verbose   # progress bars of iterative solvers
         model.set_solver(solver, solver.curvature if dense else operator)
         return model
 
@@ -335,11 +366,24 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         eta = eta if np.array_equal(adapter.theta, theta) else None
         return self._build(adapter, eta, model if reuse_curvature else None, target)
 
+    def _choose_solver(self, adapter):
+        """``(solver_, solver_reason_)``: ``solver="auto"`` by the shape of the problem."""
+        pen = adapter.penalty
+        gram = hasattr(adapter, "curvature_weights")   # a linear model: M = ZᵀCZ + D
+        damped = self.damping != "auto" and self.damping > 0
+        dual_ok = gram and (damped or (pen.l2 > 0 and (pen.scale == 0).sum() <= DUAL_MAX_FREE))
+        rows = self.n_samples_ if self.curvature_rows_ is None else len(self.curvature_rows_)
+        return choose_solver(self.solver, adapter.n_params,
+                             hasattr(adapter, "curvature_matvec") or gram, n_samples=rows,
+                             n_outputs=adapter.n_outputs, dual_ok=dual_ok, smooth=pen.is_smooth)
+
     def _make_solver(self, operator, adapter):
         """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
         cls = SOLVERS[self.solver_]
         active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
         options = {} if cls.dense else {"random_state": self.random_state}
+        if getattr(cls, "uses_batch_size", False):
+            options["batch_size"] = self.batch_size
         options.update(_solver_options(self.solver_, self.solver_options))
         return make_solver(self.solver_, operator, damping=self.damping_,
                            null_space=adapter.null_space(), active=active, **options)
@@ -440,11 +484,13 @@ class FisherInfluence(BaseInfluence):
 
     def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
                  removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
-                 device="auto", dtype="float64", batch_size=4096, random_state=None, verbose=0):
+                 device="auto", dtype="float64", batch_size=4096, memory_budget="512MiB",
+                 n_jobs=None, random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
                          removal_size=removal_size, solver=solver, solver_options=solver_options,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
-                         batch_size=batch_size, random_state=random_state, verbose=verbose)
+                         batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
+                         random_state=random_state, verbose=verbose)
         self.fisher = fisher
 
     def _adapter_options(self):

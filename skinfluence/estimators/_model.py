@@ -18,6 +18,7 @@ not they were sampled: the full data lose exactly those terms, so the down-dated
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._utils import check_memory
 from ..curvature.operators import model_curvature
@@ -61,13 +62,27 @@ class InfluenceModel:
         ``dense`` its matrix is built (and the memory it needs checked) first."""
         ad = self.adapter
         if dense:
-            check_memory((ad.n_params, ad.n_params), "the curvature")
+            try:
+                check_memory((ad.n_params, ad.n_params), "the curvature")
+            except MemoryError as error:
+                raise MemoryError(f"{error}. {self._memory_advice()}") from None
         if self.rows is None:
             Z, y, c, eta = self.Z, self.y, self.c, self.eta
         else:
             r = self.rows
             Z, y, c, eta = self.Z[r], self.y[r], self.c[r] * self.row_weights, self.eta[r]
         return model_curvature(ad, Z, y, c, self.kind, eta).add_diagonal(ad.penalty.hessian_diagonal())
+
+    def _memory_advice(self):
+        """Which solver works where the dense curvature does not fit."""
+        ad = self.adapter
+        if not ad.penalty.is_smooth:
+            return ("An ℓ1 penalty needs the dense curvature for its proximal steps: select fewer "
+                    "features (e.g. SelectKBest) or use an ℓ2 penalty with solver='dual' or 'cg'")
+        if hasattr(ad, "curvature_weights"):
+            return ("Pass solver='dual' (the n × n dual form, for more parameters than rows "
+                    "and an ℓ2 penalty) or solver='cg' (curvature-vector products)")
+        return "Pass solver='cg' (curvature-vector products) or select fewer parameters"
 
     def set_solver(self, solver, curvature):
         self.solver, self.curvature = solver, curvature
@@ -91,10 +106,15 @@ class InfluenceModel:
         ad = self.adapter
         return float(self.c @ ad.loss.loss(self.y, eta)) + ad.penalty.value(theta)
 
-    def removal_gradients(self, idx):
-        """Rows ``v_i = c_i ∇ℓ_i + s_i ∇π`` for training rows ``idx``."""
-        V = self.adapter.gradients(self.Z[idx], self.c[idx, None] * self.g[idx])
-        return V + self.share[idx, None] * self.pen_grad[None, :]
+    def removal_gradients(self, idx, sparse=False):
+        """Rows ``v_i = c_i ∇ℓ_i + s_i ∇π`` for training rows ``idx``; with ``sparse`` a
+        linear model's sparse design gives a csr matrix (unless the penalty shares are
+        nonzero: then every row is dense)."""
+        ad, Z, G = self.adapter, self.Z[idx], self.c[idx, None] * self.g[idx]
+        share = self.share[idx, None]
+        if sparse and sp.issparse(Z) and hasattr(ad, "jacobian_rows") and not share.any():
+            return ad.gradients(Z, G, sparse=True)
+        return ad.gradients(Z, G) + share * self.pen_grad[None, :]
 
     def newton_step(self):
         """Newton step from θ̂ towards the optimum (θ̂ minus the step is the next iterate).
@@ -113,7 +133,14 @@ class InfluenceModel:
         if self._typical_loo is None:
             rng = np.random.default_rng(0)
             idx = rng.choice(self.n, size=min(256, self.n), replace=False)
-            self._typical_loo = np.median(np.linalg.norm(self.solver.solve(self.removal_gradients(idx).T), axis=0))
+            solver = self.solver
+            sparse = getattr(solver, "sparse_rows", False)
+            size = max(2**23 // self.adapter.n_params, 1)   # dense blocks of at most 64 MiB
+            norms = [solver.solve_norms(self.removal_gradients(block, sparse).T)
+                     if hasattr(solver, "solve_norms")
+                     else np.linalg.norm(solver.solve(self.removal_gradients(block).T), axis=0)
+                     for block in np.array_split(idx, -(-len(idx) // size))]
+            self._typical_loo = np.median(np.concatenate(norms))
         return self._typical_loo
 
     # ----------------------------------------------------------------- indices

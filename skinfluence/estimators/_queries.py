@@ -9,12 +9,14 @@ inputs (training rows as columns, test rows as the index).
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .._utils import check_memory, check_method, check_target
-from . import _updates
+from .._utils import MEMORY_ADVICE, check_memory, check_method, check_target
+from . import _streaming, _updates
 from ._changes import iterate_change
 
 __all__ = ["InfluenceQueries"]
@@ -118,7 +120,8 @@ class InfluenceQueries:
         """
         model = self._fitted()
         rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
-        check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix")
+        check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix",
+                     MEMORY_ADVICE)
         return _updates.scores_from_factors(model, np.atleast_2d(factors), rows, self.batch_size)
 
     def removal_effect(self, gradients) -> np.ndarray:
@@ -137,12 +140,17 @@ class InfluenceQueries:
         """
         model = self._fitted()
         grads = np.asarray(gradients, dtype=float)
-        check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix")
+        check_memory((np.atleast_2d(grads).shape[0], self.n_samples_), "the influence matrix",
+                     MEMORY_ADVICE)
         out = self.influences_from_factors(_updates.influence_factors(model, grads))
         return out[0] if grads.ndim == 1 else out
 
-    def attribute(self, X, y, *, as_frame=False):
+    def attribute(self, X, y, *, top_k=None, reduce=None, out=None, as_frame=False):
         """Influence of each training row on the loss of each test point.
+
+        Computed over blocks of test rows (one solve per block) and training rows
+        (scores), sized from ``memory_budget`` and run over ``n_jobs`` workers; the
+        ``n_test × n_train`` matrix exists only when it is what is asked for.
 
         Parameters
         ----------
@@ -150,18 +158,72 @@ class InfluenceQueries:
             Test rows.
         y : array-like of shape (n_test,)
             Their targets.
+        top_k : int, default=None
+            Return only each test point's ``top_k`` most helpful and ``top_k`` most harmful
+            training rows (a ``TopInfluences``: ``helpful_indices``, ``helpful_scores``,
+            ``harmful_indices``, ``harmful_scores``, each (n_test, top_k)), merged block
+            by block: memory ``O(n_test · top_k)`` beyond the blocks.
+        reduce : {"sum", "mean"}, default=None
+            Return the influence of each training row on the summed (or mean) loss of the
+            test points, shape (n_train,): one solve of the summed gradient, ``O(p)``
+            memory beyond the blocks of training rows.
+        out : array-like of shape (n_test, n_train), default=None
+            Receives the full matrix block by block (``out[i0:i1] = block``): a
+            ``numpy.memmap``, a zarr array, or any array-like supporting slice assignment.
+            It is returned.
         as_frame : bool, default=False
-            Return a DataFrame indexed like ``X`` with one column per training row.
+            Return a DataFrame indexed like ``X`` (columns: the training rows; with
+            ``top_k`` a long frame indexed by (test row, rank); with ``reduce`` a Series
+            indexed like the training rows).
 
         Returns
         -------
-        A : ndarray or DataFrame of shape (n_test, n_train)
+        A : ndarray, DataFrame, TopInfluences, Series or ``out``
             ``A[j, i]`` ≈ loss of test point j after removing training row i, minus its
             loss now (first order). Positive: training row i helps test point j.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_classification
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> from skinfluence import FisherInfluence
+        >>> X, y = make_classification(300, 5, random_state=0)
+        >>> inf = FisherInfluence(LogisticRegression(tol=1e-10)).fit(X, y)
+        >>> top = inf.attribute(X[:4], y[:4], top_k=3)
+        >>> top.helpful_indices.shape, inf.attribute(X[:4], y[:4], reduce="sum").shape
+        ((4, 3), (300,))
         """
-        factors = self.influence_factors(X, y)
-        check_memory((factors.shape[0], self.n_samples_), "the influence matrix")
-        A = self.influences_from_factors(factors)
+        self._fitted()
+        if sum(option is not None for option in (top_k, reduce, out)) > 1:
+            raise ValueError("pass at most one of top_k, reduce and out")
+        Z = self._design(X)
+        y_enc = self.adapter_.encode_target(check_target(y, "attribute"))
+        check_consistent_length(Z, y_enc)
+        n_test, n_train = len(y_enc), self.n_samples_
+        if reduce is not None:
+            if reduce not in ("sum", "mean"):
+                raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+            r = _streaming.group_scores(self, Z, y_enc) / (n_test if reduce == "mean" else 1)
+            if as_frame:
+                return pd.Series(r, index=self._train_labels(), name=f"influence_{reduce}")
+            return r
+        if top_k is not None:
+            if (isinstance(top_k, bool) or not isinstance(top_k, Integral)
+                    or not 1 <= top_k <= n_train):
+                raise ValueError(f"top_k must be an integer from 1 to the {n_train} training rows, "
+                                 f"got {top_k!r}")
+            top = _streaming.stream_attribution(self, Z, y_enc, top_k=int(top_k))
+            if not as_frame:
+                return top
+            index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
+            return top.to_frame(index, self._train_labels())
+        if out is not None:
+            if tuple(getattr(out, "shape", ())) != (n_test, n_train):
+                raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training "
+                                 f"rows), got {getattr(out, 'shape', type(out).__name__)}")
+            return _streaming.stream_attribution(self, Z, y_enc, out=out)
+        check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
+        A = _streaming.stream_attribution(self, Z, y_enc)
         return self._frame(A, X) if as_frame else A
 
     def transform(self, X) -> np.ndarray:
@@ -200,7 +262,8 @@ class InfluenceQueries:
             NaN (with a warning) where no leave-one-out model exists: leverage-1 rows, the
             only row of a class.
         """
-        return _updates.loo_decision(self._fitted(), check_method(method), self.batch_size)
+        return _updates.loo_decision(self._fitted(), check_method(method),
+                                     _streaming.training_rows_per_block(self))
 
     def approx_loocv(self, method="ns", response_method="predict") -> np.ndarray:
         """Approximate leave-one-out predictions of every training row, from one fit.
@@ -237,10 +300,15 @@ class InfluenceQueries:
         ndarray or Series of shape (n_samples,)
             Large values: rows the model fits only because it saw them (outliers,
             mislabelled rows).
+
+        Notes
+        -----
+        Computed over blocks of training rows sized from ``memory_budget``; ``"ij"`` is one
+        solve per block, run over ``n_jobs`` workers with a progress bar when ``verbose``.
         """
         model = self._fitted()
         if check_method(method) == "ij":
-            out = _updates.ij_self_influence(model, self.batch_size)
+            out = _streaming.stream_self_influence(self)
         else:
             loss = self.adapter_.loss
             out = loss.loss(model.y, self.loo_decision("ns")) - loss.loss(model.y, model.eta)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._linalg import block_gram
 from .._utils import row_blocks
+from ..curvature.solvers import InverseOperator
 from ..exceptions import InfluenceWarning
 
 __all__ = ["newton_update", "loo_decision", "ij_self_influence", "influence_factors",
@@ -38,8 +39,12 @@ def newton_update(model, idx, g_delta, W_delta, share, method):
     """
     ad, solver = model.adapter, model.solver
     c = model.c[idx]
-    J = ad.jacobians(model.Z[idx])                      # (m, K, p)
-    v = np.einsum("mkp,mk->p", J, c[:, None] * g_delta) + share * model.pen_grad
+    if getattr(solver, "sparse_rows", False):          # a linear model's rows, kept sparse
+        J = ad.jacobian_rows(model.Z[idx])               # (m·K, p)
+        v = np.asarray(J.T @ (c[:, None] * g_delta).ravel()).ravel() + share * model.pen_grad
+    else:
+        J = ad.jacobians(model.Z[idx])                  # (m, K, p)
+        v = np.einsum("mkp,mk->p", J, c[:, None] * g_delta) + share * model.pen_grad
     # diagonal blocks c_i W_i of the down-date (the m·K × m·K matrix is never formed)
     C = c[:, None, None] * W_delta if method == "ns" else np.zeros_like(W_delta)
     pen_diag = share * ad.penalty.hessian_diagonal() if method == "ns" else 0.0
@@ -59,7 +64,8 @@ MAX_SHARE_GROUPS = 8
 
 
 def _inverses(model, method):
-    """``(rows, M⁻¹)`` pairs: the inverse each row's leave-one-out step starts from.
+    """``(rows, M⁻¹)`` pairs: the inverse each row's leave-one-out step starts from (see
+    :func:`_inverse`).
 
     NS removes a row's share ``s_i`` of a mean-scaled penalty's curvature too. ``M − s ∇²π``
     is factorised once per distinct share (uniform weights: once), so that the per-row
@@ -69,10 +75,22 @@ def _inverses(model, method):
     solver, rows = model.solver, np.arange(model.n)
     D = model.adapter.penalty.hessian_diagonal()
     values, which = np.unique(model.share, return_inverse=True)
-    if (method == "ij" or not solver.dense or not D.any() or not values.any()
+    if (method == "ij" or not hasattr(solver, "shifted") or not D.any() or not values.any()
             or len(values) > MAX_SHARE_GROUPS):
-        return [(rows, solver.inverse())]
-    return [(rows[which.ravel() == k], solver.shifted(s * D).inverse()) for k, s in enumerate(values)]
+        return [(rows, _inverse(model, solver))]
+    return [(rows[which.ravel() == k], _inverse(model, solver.shifted(s * D)))
+            for k, s in enumerate(values)]
+
+
+def _inverse(model, solver):
+    """``M⁻¹`` as the adapter's ``jacobian_quadratic`` reads it: the solver's
+    ``inverse_operator()`` (dense ``M⁻¹``, or solves for the dual form), or, for a
+    single-output linear model with fewer rows than parameters, solves in any case (``n``
+    right-hand sides cost less than the ``p × p`` inverse)."""
+    ad = model.adapter
+    if hasattr(ad, "jacobian_rows") and ad.n_outputs == 1 and model.n < ad.n_params:
+        return InverseOperator(solver)
+    return solver.inverse_operator() if hasattr(solver, "inverse_operator") else solver.inverse()
 
 
 def _loo_quadratics(model, rows, A, batch_size):
@@ -175,7 +193,7 @@ def ij_self_influence(model, batch_size):
     """First-order own-loss increase ``g_iᵀ J_i M⁻¹ v_i`` of every training row."""
     out = np.empty(model.n)
     rows = np.arange(model.n)
-    for r, _, q in _loo_quadratics(model, rows, model.solver.inverse(), batch_size):
+    for r, _, q in _loo_quadratics(model, rows, _inverse(model, model.solver), batch_size):
         out[r] = np.einsum("bk,bk->b", model.g[r], q)
     return out
 
@@ -190,7 +208,8 @@ def scores_from_factors(model, factors, rows, batch_size):
     rows = np.asarray(rows)
     out = np.empty((factors.shape[0], len(rows)))
     for sl in row_blocks(len(rows), batch_size):
-        out[:, sl] = factors @ model.removal_gradients(rows[sl]).T
+        V = model.removal_gradients(rows[sl], sparse=True)   # csr for a sparse linear model
+        out[:, sl] = np.asarray(V @ factors.T).T
     return out
 
 

@@ -215,9 +215,30 @@ class GLMAdapter(ModelAdapter):
             return Zd[:, None, :]
         return np.einsum("nq,kl->nkql", Zd, np.eye(K)).reshape(len(Zd), K, -1)
 
-    def gradients(self, Z, G):
+    def jacobian_rows(self, Z):
+        """The Jacobians stacked as rows ``J_i[k]`` (row ``i·K + k``), shape (n·K, p), in the
+        design's own format (a sparse design stays sparse)."""
+        K = self.n_outputs
+        if K == 1:
+            return Z
+        return sp.kron(Z, sp.eye(K), format="csr") if sp.issparse(Z) else np.kron(Z, np.eye(K))
+
+    def gradients(self, Z, G, sparse=False):
+        """Rows ``J_iᵀ G_i`` (n, p); with ``sparse`` a sparse design gives a csr matrix."""
+        if sp.issparse(Z) and sparse:
+            K = self.n_outputs
+            return sp.csr_matrix(self.jacobian_rows(Z).multiply(np.reshape(G, (-1, 1)))
+                                 if K == 1 else self._sparse_gradients(Z, G))
         Zd = Z.toarray() if sp.issparse(Z) else Z
         return (Zd[:, :, None] * G[:, None, :]).reshape(len(Zd), -1)
+
+    def _sparse_gradients(self, Z, G):
+        Z = sp.coo_matrix(Z)
+        K = self.n_outputs
+        rows = np.repeat(Z.row, K)
+        cols = (Z.col[:, None] * K + np.arange(K)).ravel()
+        data = (Z.data[:, None] * G[Z.row]).ravel()
+        return sp.csr_matrix((data, (rows, cols)), shape=(Z.shape[0], self.n_params))
 
     def total_gradient(self, Z, G, theta=None):  # J_i does not depend on θ
         return np.asarray(Z.T @ G).ravel()
@@ -227,20 +248,36 @@ class GLMAdapter(ModelAdapter):
         return [(k, l) for k in range(K) for l in range(K)]
 
     def jacobian_quadratic(self, Z, A):
+        """``J_i A J_iᵀ`` (n, K, K) for a dense ``A``, or for ``A`` an inverse operator
+        (the dual solver's ``M⁻¹``) with ``quadratic(U)`` (``diag(U A Uᵀ)`` of rows) and
+        ``quadratic_blocks(U, K)``."""
         K = self.n_outputs
+        if not isinstance(A, np.ndarray):
+            if K == 1:
+                return A.quadratic(Z)[:, None, None]
+            return A.quadratic_blocks(self.jacobian_rows(Z), K)
         out = np.empty((Z.shape[0], K, K))
         for k, l in self._blocks():
             ZA = np.asarray(Z @ A[k::K, l::K])
-            out[:, k, l] = np.asarray(Z.multiply(ZA).sum(axis=1)).ravel() if sp.issparse(Z) else np.einsum("nq,nq->n", ZA, Z)
+            out[:, k, l] = (np.asarray(Z.multiply(ZA).sum(axis=1)).ravel() if sp.issparse(Z)
+                            else np.einsum("nq,nq->n", ZA, Z))
         return out
+
+    def curvature_weights(self, y, c, kind="fisher", eta=None, Z=None):
+        """Weighted output curvatures ``c_i W_i`` (n, K, K): the curvature is
+        ``Σ_i z_i z_iᵀ ⊗ c_i W_i`` (a :class:`~skinfluence.curvature.operators.GramOperator`)."""
+        eta = self.eta(Z) if eta is None else eta
+        return self.output_curvature(y, eta, kind) * c[:, None, None]
 
     def curvature(self, Z, y, c, kind="fisher", eta=None):
         K = self.n_outputs
-        W = self.output_curvature(y, self.eta(Z) if eta is None else eta, kind) * c[:, None, None]
+        W = self.curvature_weights(y, c, kind, eta, Z)
         M = np.empty((self.n_params, self.n_params))
         for k, l in self._blocks():
-            if sp.issparse(Z):
-                M[k::K, l::K] = (Z.T @ Z.multiply(W[:, k, l][:, None])).toarray()
+            if sp.issparse(Z):  # sparse times dense column blocks: no sparse fill-in
+                WZ = sp.csc_matrix(Z.multiply(W[:, k, l][:, None]))
+                for j in range(0, Z.shape[1], 512):
+                    M[k::K, l::K][:, j:j + 512] = np.asarray(Z.T @ WZ[:, j:j + 512].toarray())
             elif k == l:
                 M[k::K, k::K] = weighted_gram(Z, W[:, k, k])
             else:
