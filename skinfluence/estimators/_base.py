@@ -9,6 +9,7 @@ query is written once in :mod:`._updates`.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from numbers import Integral, Real
 
@@ -74,11 +75,18 @@ _PARAMETERS = """    estimator : estimator object
         removals are then less accurate.
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
-        ``"cg"``, ``"lissa"``, ...). ``"auto"`` chooses by shape and says why in
-        ``solver_reason_``: dense while p ≤ ``DENSE_MAX_PARAMS`` and p ≤ n (or p ≤ 2,000);
-        for a linear model with an ℓ2 penalty and more features than rows
+        ``"cg"``, ``"lissa"``, ``"nystrom"``, ``"arnoldi"``, ...). ``"auto"`` chooses by shape
+        and says why in ``solver_reason_``: dense while p ≤ ``DENSE_MAX_PARAMS`` and p ≤ n (or
+        p ≤ 2,000); for a linear model with an ℓ2 penalty and more features than rows
         (sparse text), the n·K × n·K dual form ``"dual"`` (K outputs); CG beyond
-        ``DENSE_MAX_PARAMS``. An ℓ1 penalty always takes the dense curvature.
+        ``DENSE_MAX_PARAMS``. An ℓ1 penalty always takes the dense curvature. For networks
+        far beyond the dense limit ``"nystrom"`` and ``"arnoldi"`` invert a low-rank
+        approximation of the curvature (they need ``damping > 0``, e.g. ``"auto"``).
+    solver_options : dict, default=None
+        Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
+        for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
+        ``{"tol": 1e-8, "maxiter": 500}`` for ``"cg"``. Unknown keys raise, naming the
+        valid ones.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.
@@ -143,6 +151,28 @@ _ATTRIBUTES = """    estimator_ : estimator
 """
 
 
+def _solver_options(name, options):
+    """``options`` for solver ``name``, checked against its constructor's keywords (those the
+    estimator sets itself, damping, null space, active set, seed and batch size, are not
+    options)."""
+    options = dict(options or {})
+    valid, cls = set(), SOLVERS[name]
+    for klass in cls.__mro__:                      # keywords up the chain of ``**options``
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        valid |= {q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)}
+        if not any(q.kind == q.VAR_KEYWORD for q in params):
+            break
+    valid -= {"self", "operator", "matrix", "method", "damping", "null_space", "active",
+              "random_state", "batch_size"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"solver_options {unknown} are not options of solver={name!r}; valid: "
+                         f"{sorted(valid) or 'none'}")
+    return options
+
+
 class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
     __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
 
@@ -161,6 +191,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "polish": ["boolean", StrOptions({"lbfgs"})],
         "removal_size": [Interval(Integral, 1, None, closed="left")],
         "solver": [str],
+        "solver_options": [dict, None],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
         "dtype": [StrOptions({"float64", "float32"})],
@@ -181,15 +212,16 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         return tags
 
     def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
-                 solver="auto", curvature_sampler=None, device="auto", dtype="float64",
-                 batch_size=4096, memory_budget="512MiB", n_jobs=None, random_state=None,
-                 verbose=0):
+                 solver="auto", solver_options=None, curvature_sampler=None, device="auto",
+                 dtype="float64", batch_size=4096, memory_budget="512MiB", n_jobs=None,
+                 random_state=None, verbose=0):
         self.estimator = estimator
         self.prefit = prefit
         self.damping = damping
         self.polish = polish
         self.removal_size = removal_size
         self.solver = solver
+        self.solver_options = solver_options
         self.curvature_sampler = curvature_sampler
         self.device = device
         self.dtype = dtype
@@ -352,6 +384,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         options = {} if cls.dense else {"random_state": self.random_state}
         if getattr(cls, "uses_batch_size", False):
             options["batch_size"] = self.batch_size
+        options.update(_solver_options(self.solver_, self.solver_options))
         return make_solver(self.solver_, operator, damping=self.damping_,
                            null_space=adapter.null_space(), active=active, **options)
 
@@ -450,11 +483,11 @@ class FisherInfluence(BaseInfluence):
                               "fisher": [StrOptions({"exact", "mc", "empirical"})]}
 
     def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
-                 removal_size=1, solver="auto", curvature_sampler=None, device="auto",
-                 dtype="float64", batch_size=4096, memory_budget="512MiB", n_jobs=None,
-                 random_state=None, verbose=0):
+                 removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
+                 device="auto", dtype="float64", batch_size=4096, memory_budget="512MiB",
+                 n_jobs=None, random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
-                         removal_size=removal_size, solver=solver,
+                         removal_size=removal_size, solver=solver, solver_options=solver_options,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
                          batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
                          random_state=random_state, verbose=verbose)
