@@ -19,9 +19,11 @@ J_iᵀ`` of every training row: ``inverse_operator()`` is what the model adapter
 :class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for a
 solver that never forms ``p × p`` (the dual form). Registered: ``"dense"`` (Cholesky and
 Woodbury down-dates, :mod:`.factor`), ``"dual"`` (the ``n × n`` form of a linear model
-with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`). A new
-solver (low-rank, GIF's iteration) registers itself with :func:`register_solver` and is
-then available to every estimator through ``solver=``.
+with an ℓ2 penalty, :mod:`.dual`), ``"cg"`` and ``"lissa"`` (:mod:`.iterative`),
+``"nystrom"`` and ``"arnoldi"`` (low-rank data term, :mod:`.lowrank`), ``"gif"`` and
+``"gif_exact"`` (:mod:`.gif`). A new solver registers itself with :func:`register_solver`
+and is then available to every estimator through ``solver=`` (its keyword options through
+``solver_options=``).
 """
 
 from __future__ import annotations
