@@ -246,8 +246,8 @@ class DualSolver(Solver):
         """``U M⁻¹ Uᵀ`` for rows ``U`` (m, p), dense or sparse, or only its diagonal (in blocks
         of ``batch_size`` rows)."""
         U = U.tocsr() if sp.issparse(U) else np.atleast_2d(np.asarray(U, dtype=float))
-        if not diagonal:
-            return self._quadratic_block(U, False)
+        if not diagonal or (self._sign is None and self._is_design(U)):  # leverages: O(n) memory
+            return self._quadratic_block(U, diagonal)
         m, step = U.shape[0], max(self.batch_size, 1)
         return np.concatenate([self._quadratic_block(U[i:i + step], True)
                                for i in range(0, m, step)]) if m else np.zeros(0)

@@ -43,15 +43,22 @@ class TopInfluences:
     :meth:`~skinfluence.BaseInfluence.attribute`'s matrix: positive ones help the test
     point (removing the row would raise its loss), negative ones harm it.
 
-    Attributes
+    Parameters
     ----------
     helpful_indices : ndarray of int, shape (n_test, k)
         Training-row positions, largest score first; equal scores in increasing position.
     helpful_scores : ndarray of shape (n_test, k)
+        Their scores.
     harmful_indices : ndarray of int, shape (n_test, k)
         Training-row positions, smallest (most negative) score first; equal scores in
         increasing position.
     harmful_scores : ndarray of shape (n_test, k)
+        Their scores.
+
+    Attributes
+    ----------
+    helpful_indices, helpful_scores, harmful_indices, harmful_scores : ndarray
+        As given; unpacking a ``TopInfluences`` yields the four in this order.
     """
 
     def __init__(self, helpful_indices, helpful_scores, harmful_indices, harmful_scores):
@@ -67,8 +74,21 @@ class TopInfluences:
         return f"TopInfluences(n_test={n}, k={k})"
 
     def to_frame(self, test_index=None, train_labels=None) -> pd.DataFrame:
-        """A long DataFrame indexed by (test point, rank) with the training rows' labels
-        (``train_labels[position]``; positions if None) and scores."""
+        """The four arrays as one long table.
+
+        Parameters
+        ----------
+        test_index : array-like of shape (n_test,), default=None
+            Labels of the test points (their positions if None).
+        train_labels : array-like of shape (n_train,), default=None
+            Labels of the training rows, looked up by position (positions if None).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by (test point, rank), with columns ``helpful``, ``helpful_score``,
+            ``harmful``, ``harmful_score``.
+        """
         n, k = self.helpful_indices.shape
         test_index = pd.RangeIndex(n) if test_index is None else pd.Index(test_index)
         index = pd.MultiIndex.from_product([test_index, range(k)], names=["test", "rank"])

@@ -102,9 +102,13 @@ def _loo_quadratics(model, rows, A, batch_size):
     """Per block of ``rows``: ``G_i = J_i A J_iᵀ`` and ``q_i = J_i A v_i`` (the IJ output change)."""
     ad = model.adapter
     a_pen = ad.jvp(model.Z[rows], A @ model.pen_grad)   # J_i A ∇π, (len(rows), K)
+    # an inverse operator (the dual form) blocks its own work, and has the leverages of all
+    # the curvature's rows at once: ask for them in one call
+    whole = (ad.jacobian_quadratic(model.Z, A)
+             if not isinstance(A, np.ndarray) and np.array_equal(rows, np.arange(model.n)) else None)
     for sl in row_blocks(len(rows), batch_size):
         r = rows[sl]
-        G = ad.jacobian_quadratic(model.Z[r], A)         # (b, K, K)
+        G = whole[sl] if whole is not None else ad.jacobian_quadratic(model.Z[r], A)  # (b, K, K)
         q = model.c[r, None] * np.einsum("bkl,bl->bk", G, model.g[r]) + model.share[r, None] * a_pen[sl]
         yield r, G, q
 
