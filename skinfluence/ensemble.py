@@ -83,7 +83,7 @@ class InfluenceEnsemble(BaseEstimator):
         check_is_fitted(self, "influences_")
         return np.mean([getattr(m, name)(*args, **kwargs) for m in self.influences_], axis=0)
 
-    def attribute(self, X, y):
+    def attribute(self, X, y, *, reduce=None):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.attribute`.
 
         Parameters
@@ -92,12 +92,14 @@ class InfluenceEnsemble(BaseEstimator):
             Test rows.
         y : array-like of shape (n_test,)
             Their targets.
+        reduce : {"sum", "mean"} or None, default=None
+            Influence on the summed (mean) loss of the test rows: one solve per member.
 
         Returns
         -------
-        A : ndarray of shape (n_test, n_train)
+        A : ndarray of shape (n_test, n_train), or (n_train,) with ``reduce``
         """
-        return self._mean("attribute", X, y)
+        return self._mean("attribute", X, y, reduce=reduce)
 
     def self_influence(self, method="ns"):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.self_influence`.

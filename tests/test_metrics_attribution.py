@@ -192,6 +192,8 @@ def test_influence_ensemble_averages_its_members(data):
     ens = InfluenceEnsemble(members).fit(X, y)
     expected = [m.fit(X, y).attribute(Xt, yt) for m in (clone(members[0]), copy.deepcopy(members[1]))]
     np.testing.assert_allclose(ens.attribute(Xt, yt), np.mean(expected, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(ens.attribute(Xt, yt, reduce="sum"), np.mean(expected, axis=0).sum(axis=0),
+                               rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(ens.self_influence(), np.mean([m.self_influence() for m in ens.influences_], axis=0))
     assert not any(hasattr(m, "adapter_") for m in members)      # the given members are not fitted
     with pytest.raises(TypeError, match="influence estimator"):
