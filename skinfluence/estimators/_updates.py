@@ -27,8 +27,8 @@ from .._utils import row_blocks
 from ..curvature.solvers import InverseOperator
 from ..exceptions import InfluenceWarning
 
-__all__ = ["newton_update", "loo_decision", "ij_self_influence", "influence_factors",
-           "scores_from_factors"]
+__all__ = ["newton_update", "loo_decision", "influence_factors", "scores_from_factors",
+           "cv_decision"]
 
 
 def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
@@ -196,15 +196,6 @@ def _support_changes(model, groups, out, ok, batch_size):
             exceeds = (np.abs(grad) > limit * (1 + 1e-9)).any(axis=1)
             flagged.extend(r[crossed | exceeds])
     return flagged
-
-
-def ij_self_influence(model, batch_size):
-    """First-order own-loss increase ``g_iᵀ J_i M⁻¹ v_i`` of every training row."""
-    out = np.empty(model.n)
-    rows = np.arange(model.n)
-    for r, _, q in _loo_quadratics(model, rows, _inverse(model, model.solver), batch_size):
-        out[r] = np.einsum("bk,bk->b", model.g[r], q)
-    return out
 
 
 def influence_factors(model, gradients):
