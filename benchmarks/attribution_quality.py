@@ -34,10 +34,18 @@ Methods, each on the same trained model (time = fit + attribute, one run):
   ``--logreg-trak`` − 1 others trained on random halves that are not the LDS subsets;
   nets: ``--n-ensemble`` / ``--cnn-ensemble`` seeds), and IF-CG.
 
-The CNN's Hessian (``--no-hessian`` skips it) is slow here: one Hessian-vector product
-over the 1,437 rows takes ~0.7 s (float64 CNN on one CPU thread), so the dense Hessian
-(1,898 of them) takes 20+ minutes and CG, ~100 s per iteration for 100 test points,
-longer still.
+The CNN's Hessian (``--no-hessian`` skips it) is the slow one: one Hessian-vector product
+over the 1,437 rows takes ~0.17 s (float64 CNN, one idle CPU thread; two gradients' time), so
+the dense Hessian (1,898 of them) takes about 6 minutes.
+
+``--converged`` (nets) asks what influence functions approximate: the change of the optimum.
+The seed-0 net is run on by L-BFGS to the optimum of its objective (``--polish-iters``), every
+method is computed on that polished net, and the leave-one-out truth is refits warm-started
+there and converged (the same ``--n-loo`` rows); the LDS truth is unchanged. Its attributions
+are saved under ``attributions/<model>-converged/``.
+
+``--methods`` runs a subset (``fisher``, ``hessian``, ``gif``, ``samplers``, ``baseline``,
+``ensemble``, ``peers``); ``--sweep-only`` and ``--peers-only`` are shorthands.
 
 Every attribution is saved under ``<cache-dir>/attributions/<model>/``;
 ``--part rescore`` scores the saved ones again against the ground truth as it is
@@ -62,6 +70,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from sklearn.utils import Bunch
 from skorch import NeuralNetClassifier
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -72,6 +81,7 @@ from skinfluence.metrics import linear_datamodeling_score, loo_correlation, retr
 from skinfluence.models.torch import TorchModel
 
 WD = 1e-3
+METHODS = ("fisher", "hessian", "gif", "samplers", "baseline", "ensemble", "peers")
 TRAK_HALVES_SEED = 12345  # TRAK's half-subsets (logreg): not the LDS subsets (random_state=0)
 
 
@@ -191,6 +201,57 @@ def _train_full(est, X, y, seed):
     return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}, net.checkpoints_, t_train
 
 
+def _converged(est, X, y, state, iters):
+    """The net warm-started from ``state`` and run by L-BFGS until its gradient vanishes (or ``iters``):
+    its parameters and the largest gradient entry of its objective at the end."""
+    module = est.module(seed=0)
+    module.load_state_dict(state)
+    lbfgs(module, X, y, WD, iters)
+    module.zero_grad()
+    X_, y_ = torch.as_tensor(X), torch.as_tensor(y)
+    loss = torch.nn.functional.cross_entropy(module(X_), y_) + WD / 2 * sum((p**2).sum() for p in module.parameters())
+    loss.backward()
+    g = max(float(p.grad.abs().max()) for p in module.parameters())
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}, g
+
+
+def polished_state(est, X, y, args):
+    """The seed-0 net trained as usual, then run on to the optimum of its objective (cached)."""
+    memory = Memory(args.cache_dir, verbose=0)
+    state, _, _ = memory.cache(_train_full)(est, X, y, 0)
+    return memory.cache(_converged)(est, X, y, state, args.polish_iters)
+
+
+def converged_loo(name, est, data, args):
+    """Leave-one-out truth at the optimum: each refit warm-started from the polished net and converged.
+
+    What influence functions approximate is the optimum's change when a row is removed; a refit
+    from scratch of an unconverged net also changes its optimisation path (training noise)."""
+    X, y, Xt, yt = data
+    memory = Memory(args.cache_dir, verbose=0)
+    t = time.perf_counter()
+    state, g_full = polished_state(est, X, y, args)
+    removed = np.random.default_rng(1).permutation(len(y))[:args.n_loo]   # the same rows as ground_truth's
+
+    def test_losses(st):
+        module = est.module(seed=0)
+        module.load_state_dict(st)
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(module(torch.as_tensor(Xt)), torch.as_tensor(yt),
+                                                     reduction="none").numpy()
+
+    refits = [memory.cache(_converged)(est, np.delete(X, i, 0), np.delete(y, i), state, args.polish_iters)
+              for i in removed]
+    g_max = max(g for _, g in refits)
+    loo = Bunch(subset_losses=np.array([test_losses(st) for st, _ in refits]), full_losses=test_losses(state),
+                removed=removed)
+    moved = np.abs(loo.subset_losses - loo.full_losses).mean()
+    print(f"[{name}] converged leave-one-out truth: polished net's largest gradient entry {g_full:.1e}, the "
+          f"{len(removed)} warm-started refits' at most {g_max:.1e}; mean |Δℓ| {moved:.1e}; "
+          f"{time.perf_counter() - t:.0f} s (0 when cached)", flush=True)
+    return loo
+
+
 def trained_models(name, est, X, y, args):
     """(fitted estimator or module, torch module or None, checkpoints, training times) for seeds 0..k-1."""
     memory = Memory(args.cache_dir, verbose=0)
@@ -211,6 +272,8 @@ def trained_models(name, est, X, y, args):
         return fits[:1], modules, [[m.state_dict()] for m in modules], times
     n_models = args.cnn_ensemble if name == "cnn" else args.n_ensemble
     out = [memory.cache(_train_full)(est, X, y, seed) for seed in range(n_models)]
+    if args.converged:  # every method on the polished seed-0 net
+        out[0] = (polished_state(est, X, y, args)[0], *out[0][1:])
     modules = []
     for state, _, _ in out:
         module = est.module(seed=0)
@@ -276,30 +339,39 @@ class Scorer:
 def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, scorer, fitted=None, resolve=True):
     """Rows (label, setting, LDS, LOO, seconds) of one influence estimator over the damping sweep.
 
-    The first damping whose fit succeeds is fitted (time: fit + attribute). The others reuse its
-    dense curvature ``M = curvature_``: ``∇ℓ_t (M + δI)⁻¹ v_i`` is ``removal_effect`` of
-    ``∇ℓ_t (M + δI)⁻¹ (M + δ₀I)``, one extra Cholesky (time: the base fit's + this solve).
-    ``resolve=False`` (linear models, whose factorisation also handles the multinomial's null
-    space) fits every damping.
+    One estimator is fitted (time: fit + attribute): ``fitted`` if given, else the most damped
+    one, which is the likeliest to have a positive definite curvature. The other dampings reuse
+    its dense curvature ``M = curvature_``: ``∇ℓ_t (M + δI)⁻¹ v_i`` is ``removal_effect`` of
+    ``∇ℓ_t (M + δI)⁻¹ (M + δ₀I)``, one extra Cholesky (time: the base fit's + this solve), and a
+    damping that leaves ``M + δI`` indefinite is a failed row. ``resolve=False`` (linear models,
+    whose factorisation also handles the multinomial's null space) fits every damping.
     """
-    rows, (base, t_fit) = [], (fitted or (None, 0.0))
-    t_base = t_fit
+    rows, (base, t_base) = [], (fitted or (None, 0.0))
+    if base is None and resolve:
+        t, f = time.perf_counter(), max(fractions)
+        try:
+            base = make(damping=f * scale).fit(X, y)
+        except Exception as exc:
+            return [scorer.failed(label, f"damping {f:g}·tr/p", exc, time.perf_counter() - t)]
+        t_base = time.perf_counter() - t
     for f in fractions:
         t, setting = time.perf_counter(), f"damping {f:g}·tr/p"
         try:
-            reuse = fitted is not None and f * scale == fitted[0].damping
-            if base is None or not resolve or reuse:
-                base = fitted[0] if reuse else make(damping=f * scale).fit(X, y)
-                A = base.attribute(Xt, yt)
-                t_base = time.perf_counter() - t + t_fit
-                rows.append(scorer.row(label, setting, A, t_base))
-            else:
-                M = base.curvature_.copy()
-                M0 = M.copy()
-                M0[np.diag_indices_from(M0)] += base.damping
-                M[np.diag_indices_from(M)] += f * scale
-                H = scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), test_grads(base).T).T @ M0
-                rows.append(scorer.row(label, setting, base.removal_effect(H), time.perf_counter() - t + t_base))
+            if not resolve:
+                inf = make(damping=f * scale).fit(X, y)
+                rows.append(scorer.row(label, setting, inf.attribute(Xt, yt), time.perf_counter() - t))
+                continue
+            M = base.curvature_.copy()
+            M0 = M.copy()
+            M0[np.diag_indices_from(M0)] += base.damping
+            M[np.diag_indices_from(M)] += f * scale
+            try:
+                factor = scipy.linalg.cho_factor(M)
+            except np.linalg.LinAlgError:
+                lo = scipy.linalg.eigvalsh(M, subset_by_index=[0, 0])[0]
+                raise ValueError(f"indefinite: smallest eigenvalue {lo:.2e}") from None
+            H = scipy.linalg.cho_solve(factor, test_grads(base).T).T @ M0
+            rows.append(scorer.row(label, setting, base.removal_effect(H), time.perf_counter() - t + t_base))
         except Exception as exc:  # an indefinite Hessian without damping: say so in the table
             rows.append(scorer.failed(label, setting, exc, time.perf_counter() - t))
     return rows
@@ -387,10 +459,11 @@ def dattri_methods(name, modules, ckpts, t_train, data, scorer, args):
 def run_methods(name, est, data, scorer, args):
     X, y, Xt, yt = data
     fitted, modules, ckpts, t_train = trained_models(name, est, X, y, args)
-    if args.peers_only:
+    methods = args.methods
+    if methods == {"peers"}:
         return [(name, *r) for r in dattri_methods(name, modules, ckpts, t_train, data, scorer, args)]
     full_check = -np.log(probabilities(fitted[0], Xt)[np.arange(len(yt)), yt])
-    gap = np.abs(full_check - scorer.half.full_losses).max()
+    gap = np.abs(full_check - (scorer.loo if args.converged else scorer.half).full_losses).max()
     print(f"[{name}] max |full-model test loss − ground truth's| = {gap:.1e}; "
           f"test accuracy {np.mean(probabilities(fitted[0], Xt).argmax(1) == yt):.3f}", flush=True)
     prefit = name != "logreg"
@@ -409,25 +482,24 @@ def run_methods(name, est, data, scorer, args):
         return inf.parameter_gradients(Xt, G)
 
     rows = []
-    flavours = ("exact", "mc", "empirical") if name == "mlp" and not args.sweep_only else ("exact",)
-    for flavour in flavours:
+    flavours = ["exact"] + ([f for f in args.fisher_flavours.split(",") if f and f != "exact"] if prefit else [])
+    for flavour in flavours if "fisher" in methods else ():
         rows += influence_sweep(f"Fisher ({flavour})",
                                 lambda damping, fl=flavour: FisherInfluence(target, fisher=fl, damping=damping,
                                                                               random_state=0, **opts),
                                 X, y, Xt, yt, test_grads, scale, fractions, scorer,
                                 fitted=(scale_inf, t_scale) if flavour == "exact" else None,
                                 resolve=prefit)
-    if not args.no_hessian:
+    if "hessian" in methods:
         rows += influence_sweep("Hessian", lambda damping: HessianInfluence(target, damping=damping, **opts),
                                 X, y, Xt, yt, test_grads, scale, fractions, scorer, resolve=prefit)
-    if args.sweep_only:
-        return [(name, *r) for r in rows]
 
     # GIF: the influence restricted to a share of the parameters (its default rule and ratio). Its
-    # default curvature and solver are the Hessian and LiSSA; on the CNN, whose Hessian-vector
-    # products cost ~0.7 s each here, the dense Fisher and the exact least squares instead
+    # default curvature and solver are the Hessian and LiSSA; --gif-curvature / --gif-solver change them
+    # (the CNN's default here: the dense Fisher and the exact least squares)
     gif = dict(curvature="fisher", solver="exact") if name == "cnn" else dict(curvature="hessian", solver="lissa")
-    for ratio in (float(r) for r in args.gif_ratios.split(",") if r):
+    gif.update({k: v for k, v in (("curvature", args.gif_curvature), ("solver", args.gif_solver)) if v})
+    for ratio in (float(r) for r in args.gif_ratios.split(",") if r and "gif" in methods):
         default = " (default)" if ratio == GeneralizedInfluence(None).ratio else ""
         rows.append(scorer.timed(
             f"GIF ({gif['curvature'].capitalize()}, {'LiSSA' if gif['solver'] == 'lissa' else 'exact'})",
@@ -435,7 +507,7 @@ def run_methods(name, est, data, scorer, args):
             lambda r=ratio: GeneralizedInfluence(target, ratio=r, damping="auto", random_state=0, **gif,
                                                  **opts).fit(X, y).attribute(Xt, yt)))
     # the Fisher built on a sample of the rows (gradients still cover every row)
-    for size in (float(s) for s in args.sampler_sizes.split(",") if s):
+    for size in (float(s) for s in args.sampler_sizes.split(",") if s and "samplers" in methods):
         for sampler in (LogitSampler, FeatureSampler):
             rows.append(scorer.timed(
                 f"Fisher (exact), {sampler.__name__}", f"{size:.0%} of the rows, damping auto",
@@ -451,19 +523,22 @@ def run_methods(name, est, data, scorer, args):
         G[np.arange(len(y_)), y_] -= 1.0                     # ∂CE/∂logits
         return inf.parameter_gradients(X_, G)
 
-    A = loss_gradients(Xt, yt) @ loss_gradients(X, y).T
-    rows.append(scorer.row("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", A, time.perf_counter() - t))
+    if "baseline" in methods:
+        A = loss_gradients(Xt, yt) @ loss_gradients(X, y).T
+        rows.append(scorer.row("grad-dot (ours, baseline)", "∇ℓ_testᵀ∇ℓ_i", A, time.perf_counter() - t))
 
-    # ensembling: Fisher influence averaged over models trained from different seeds
-    if len(fitted) > 1:
-        best = max((r for r in rows if r[0] == "Fisher (exact)" and np.isfinite(r[2])), key=lambda r: r[2])
-        f_best = float(best[1].split()[1].split("·")[0])
+    # ensembling: Fisher influence averaged over models trained from different seeds (at the sweep's
+    # best damping, or "auto"'s 0.1·tr/p without a sweep)
+    if len(fitted) > 1 and "ensemble" in methods:
+        swept = [r for r in rows if r[0] == "Fisher (exact)" and np.isfinite(r[2])]
+        f_best = float(max(swept, key=lambda r: r[2])[1].split()[1].split("·")[0]) if swept else 0.1
         members = [FisherInfluence(m, damping=f_best * scale, **opts) for m in fitted[:args.fisher_ensemble]]
         rows.append(scorer.timed(f"Fisher (exact), {len(members)}-seed ensemble",
                                  f"damping {f_best:g}·tr/p (+ training)",
                                  lambda: InfluenceEnsemble(members).fit(X, y).attribute(Xt, yt),
                                  extra_time=sum(t_train[1:len(members)])))
-    rows += dattri_methods(name, modules, ckpts, t_train, data, scorer, args)
+    if "peers" in methods:
+        rows += dattri_methods(name, modules, ckpts, t_train, data, scorer, args)
     return [(name, *r) for r in rows]
 
 
@@ -592,16 +667,31 @@ def main():
                     help="TRAK members for the logistic regression: the model + others on random halves")
     ap.add_argument("--fractions", default="0,1e-4,1e-3,1e-2,1e-1")
     ap.add_argument("--gif-ratios", default="0.05,0.3", help="GIF's share of parameters (empty: no GIF)")
+    ap.add_argument("--gif-curvature", choices=["hessian", "fisher"], help="GIF's curvature (default: per model)")
+    ap.add_argument("--gif-solver", choices=["lissa", "exact"], help="GIF's solver (default: per model)")
+    ap.add_argument("--fisher-flavours", default="exact,mc,empirical",
+                    help="Fisher flavours swept on the nets (the exact one always)")
     ap.add_argument("--sampler-sizes", default="0.1,0.3", help="curvature rows sampled (empty: no samplers)")
     ap.add_argument("--adult-n", type=int, default=2000)
-    ap.add_argument("--no-hessian", action="store_true", help="skip the Hessian (slow for the CNN)")
-    ap.add_argument("--sweep-only", action="store_true", help="only the exact Fisher and Hessian damping sweeps")
-    ap.add_argument("--peers-only", action="store_true", help="only dattri's methods")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
+    ap.add_argument("--no-hessian", action="store_true", help="skip the Hessian (as --methods without it)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the damping sweeps (--methods fisher,hessian)")
+    ap.add_argument("--peers-only", action="store_true", help="only dattri's methods (--methods peers)")
+    ap.add_argument("--converged", action="store_true",
+                    help="nets: leave-one-out truth from refits warm-started at the polished optimum, "
+                         "and every method on the polished net")
+    ap.add_argument("--polish-iters", type=int, default=20000, help="L-BFGS iterations at most (--converged)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                         ".cache_attribution"))
     args = ap.parse_args()
+    args.methods = ({"peers"} if args.peers_only else {"fisher", "hessian"} if args.sweep_only
+                    else set(args.methods.split(",")))
+    if args.no_hessian:
+        args.methods.discard("hessian")
+    if not args.methods <= set(METHODS):
+        ap.error(f"--methods: unknown {sorted(args.methods - set(METHODS))}; choose among {','.join(METHODS)}")
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     with threadpool_limits(args.threads):
@@ -614,9 +704,11 @@ def main():
             if args.part not in ("all", "truth", "attribution", "rescore"):
                 break
             half, loo = ground_truth(name, models[name], data, args)
+            if args.converged and name != "logreg":
+                loo = converged_loo(name, models[name], data, args)
             if args.part == "truth":
                 continue
-            scorer = Scorer(name, half, loo, args.cache_dir)
+            scorer = Scorer(name + ("-converged" if args.converged else ""), half, loo, args.cache_dir)
             if args.part == "rescore":
                 rows += [(name, *r) for r in scorer.saved_rows()]
             else:

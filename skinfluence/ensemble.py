@@ -8,12 +8,16 @@ a few checkpoints) removes part of that variance.
 from __future__ import annotations
 
 import copy
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
+from ._utils import MEMORY_ADVICE, check_memory, parse_bytes, row_blocks
 from .estimators import BaseInfluence
+from .estimators._streaming import TopInfluences, _best
 
 __all__ = ["InfluenceEnsemble"]
 
@@ -83,23 +87,62 @@ class InfluenceEnsemble(BaseEstimator):
         check_is_fitted(self, "influences_")
         return np.mean([getattr(m, name)(*args, **kwargs) for m in self.influences_], axis=0)
 
-    def attribute(self, X, y, *, reduce=None):
+    def attribute(self, X, y, *, top_k=None, reduce=None, out=None):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.attribute`.
+
+        The mean is taken over blocks of test rows (sized from the first member's
+        ``memory_budget``), so that ``top_k`` and ``out`` never hold the
+        ``n_test × n_train`` matrix.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_test, n_features)
+        X : {array-like, sparse matrix, DataFrame} of shape (n_test, n_features)
             Test rows.
         y : array-like of shape (n_test,)
             Their targets.
+        top_k : int, default=None
+            Each test point's ``top_k`` most helpful and most harmful training rows by the
+            mean score (a :class:`skinfluence.TopInfluences`).
         reduce : {"sum", "mean"} or None, default=None
             Influence on the summed (mean) loss of the test rows: one solve per member.
+        out : array-like of shape (n_test, n_train), default=None
+            Receives the mean matrix block by block, and is returned.
 
         Returns
         -------
-        A : ndarray of shape (n_test, n_train), or (n_train,) with ``reduce``
+        A : ndarray of shape (n_test, n_train), ``out``, a ``TopInfluences``, or an ndarray
+            of shape (n_train,) with ``reduce``
         """
-        return self._mean("attribute", X, y, reduce=reduce)
+        check_is_fitted(self, "influences_")
+        if sum(option is not None for option in (top_k, reduce, out)) > 1:
+            raise ValueError("pass at most one of top_k, reduce and out")
+        if reduce is not None:
+            return self._mean("attribute", X, y, reduce=reduce)
+        n_test, n_train = _num_samples(X), self.n_samples_
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral)
+                                  or not 1 <= top_k <= n_train):
+            raise ValueError(f"top_k must be an integer from 1 to the {n_train} training rows, got {top_k!r}")
+        if out is not None and tuple(getattr(out, "shape", ())) != (n_test, n_train):
+            raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training rows), "
+                             f"got {getattr(out, 'shape', type(out).__name__)}")
+        if top_k is None and out is None:
+            check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
+            out = np.empty((n_test, n_train))
+        # a block holds each member's scores and their running sum
+        floats = parse_bytes(self.influences_[0].memory_budget) // 8
+        rows = max(1, floats // ((len(self.influences_) + 2) * n_train))
+        top, positions = [], np.arange(n_train)
+        for sl in row_blocks(n_test, rows):
+            idx = np.arange(sl.start, sl.stop)
+            A = self._mean("attribute", _safe_indexing(X, idx), _safe_indexing(y, idx))
+            if top_k is None:
+                out[sl] = A
+            else:
+                top.append((*_best(A, positions, top_k, 1), *_best(A, positions, top_k, -1)))
+        if top_k is None:
+            return out
+        helpful, helpful_idx, harmful, harmful_idx = (np.concatenate(p, axis=0) for p in zip(*top))
+        return TopInfluences(helpful_idx, helpful, harmful_idx, harmful)
 
     def self_influence(self, method="ns"):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.self_influence`.

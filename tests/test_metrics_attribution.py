@@ -135,6 +135,9 @@ def test_retrain_on_subsets_matches_a_direct_loop(data, tmp_path):
     again = retrain_on_subsets(est, X, y, Xt, yt, subsets=4, random_state=0, cache_dir=tmp_path, n_jobs=2)
     np.testing.assert_array_equal(again.subset_losses, res.subset_losses)
     assert len(list(tmp_path.glob("losses_*.npy"))) == 5
+    # trained in parallel workers, without the cache: the same numbers
+    par = retrain_on_subsets(est, X, y, Xt, yt, subsets=4, random_state=0, n_jobs=2)
+    np.testing.assert_allclose(par.subset_losses, res.subset_losses, rtol=1e-12)
 
 
 def test_retrain_on_subsets_regression_and_callable_loss(data):
@@ -195,6 +198,22 @@ def test_influence_ensemble_averages_its_members(data):
     np.testing.assert_allclose(ens.attribute(Xt, yt, reduce="sum"), np.mean(expected, axis=0).sum(axis=0),
                                rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(ens.self_influence(), np.mean([m.self_influence() for m in ens.influences_], axis=0))
+    # top_k and out= over blocks of test rows (a budget of a few rows per block)
+    budget = 8 * 4 * 3 * len(y)
+    small = InfluenceEnsemble([clone(members[0]).set_params(memory_budget=budget),
+                               copy.deepcopy(members[1]).set_params(memory_budget=budget)]).fit(X, y)
+    mean = np.mean(expected, axis=0)
+    top = small.attribute(Xt, yt, top_k=5)
+    np.testing.assert_array_equal(top.helpful_indices, np.argsort(-mean, axis=1, kind="stable")[:, :5])
+    np.testing.assert_array_equal(top.harmful_indices, np.argsort(mean, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(top.helpful_scores, np.take_along_axis(mean, top.helpful_indices, 1), rtol=1e-10)
+    out = np.zeros_like(mean)
+    assert small.attribute(Xt, yt, out=out) is out
+    np.testing.assert_allclose(out, mean, rtol=1e-10)
+    with pytest.raises(ValueError, match="at most one"):
+        small.attribute(Xt, yt, top_k=3, reduce="sum")
+    with pytest.raises(ValueError, match="top_k"):
+        small.attribute(Xt, yt, top_k=0)
     assert not any(hasattr(m, "adapter_") for m in members)      # the given members are not fitted
     with pytest.raises(TypeError, match="influence estimator"):
         InfluenceEnsemble([fitted]).fit(X, y)

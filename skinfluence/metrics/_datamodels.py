@@ -9,12 +9,13 @@ from collections.abc import Callable
 
 import numpy as np
 import joblib
-from joblib import Parallel, delayed
 from sklearn.base import clone, is_classifier
 from sklearn.utils import Bunch, _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import _num_samples, check_consistent_length
 from threadpoolctl import threadpool_limits
+
+from .._parallel import parallel_imap
 
 __all__ = ["retrain_on_subsets"]
 
@@ -50,6 +51,12 @@ def _loss_key(loss):
     code = getattr(loss, "__code__", None)
     return (getattr(loss, "__module__", None), getattr(loss, "__qualname__", repr(loss)),
             None if code is None else (code.co_code, code.co_consts))
+
+
+def _refit_task(shared, kept):
+    """:func:`_fit_and_test_losses` with the arguments every refit shares in one tuple."""
+    estimator, X, y, X_test, y_test, loss, torch_seed = shared
+    return _fit_and_test_losses(estimator, X, y, X_test, y_test, kept, loss, torch_seed)
 
 
 def _fit_and_test_losses(estimator, X, y, X_test, y_test, kept, loss, torch_seed):
@@ -146,7 +153,7 @@ def retrain_on_subsets(
     random_state : int, RandomState instance or None, default=None
         Draws the random subsets, and seeds torch for nets.
     verbose : int, default=0
-        joblib's verbosity.
+        A progress bar over the models to train when ``verbose >= 1``.
 
     Returns
     -------
@@ -202,10 +209,9 @@ def retrain_on_subsets(
             if os.path.exists(paths[m]):
                 results[m] = np.load(paths[m])
     missing = [m for m, r in enumerate(results) if r is None]
-    fitted = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator")(  # each saved as it comes
-        delayed(_fit_and_test_losses)(estimator, X, y, X_test, y_test, todo[m], loss_fn, torch_seed)
-        for m in missing
-    ) if missing else []
+    shared = (estimator, X, y, X_test, y_test, loss_fn, torch_seed)
+    fitted = parallel_imap(_refit_task, (todo[m] for m in missing), n_jobs, verbose, "retraining",
+                           total=len(missing), shared=shared)   # each saved as it comes
     for m, losses in zip(missing, fitted):
         results[m] = losses
         if paths[m] is not None:
