@@ -50,7 +50,11 @@ class GeneralizedInfluence(BaseInfluence):
         curvature; positive semi-definite).
     solver : {"lissa", "exact"}, default="lissa"
         The authors' modified LiSSA (truncated at ``max_iter``) or the exact least
-        squares on the dense curvature (where ``p × p`` fits).
+        squares on the dense curvature (where ``p × p`` fits). LiSSA's curvature products
+        are matrix-free, except when a solve has more right-hand sides than
+        ``p / (2 · max_iter)`` (e.g. :meth:`attribute` on many test points) and ``p × p``
+        fits in 512 MiB: the dense curvature is then built once and multiplies instead
+        (the same iterates, at a fraction of the cost).
     strategy : {"gif", "freezing", "projecting", "full", "second_order"}, default="gif"
         GIF, or one of the baselines on the same ``J`` (see
         :mod:`skinfluence.curvature.gif`).
@@ -80,6 +84,16 @@ class GeneralizedInfluence(BaseInfluence):
         The last solve's LiSSA steps, restarts, final normaliser and relative
         normal-equation residual (``solver="exact"``: 1, 0, 1 and the residual).
     Other attributes as for :class:`~skinfluence.HessianInfluence`.
+
+    Notes
+    -----
+    GIF is built to remove a given group of rows. For attribution, where each row's
+    removal is asked in turn, ``benchmarks/attribution_quality.py`` measured on digits
+    (linear datamodeling score against 50 models retrained on random halves): LiSSA
+    truncated at its 200 steps keeps little of the signal (logistic regression 0.34 at
+    ``ratio=0.05``, 0.42 at 0.3; MLP 0.18 / 0.30), the exact least squares more (0.38 /
+    0.81; MLP 0.53 / 0.81), the full influence function most (0.94; MLP 0.86). Use
+    ``solver="exact"`` where ``p × p`` fits, or :class:`~skinfluence.HessianInfluence`.
 
     Examples
     --------

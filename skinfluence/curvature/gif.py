@@ -40,7 +40,11 @@ Two ways to solve:
   damps the directions of small singular value (like ridge with penalty
   ``≈ c² / max_iter``), which in the authors' experiments often unlearns better than
   the exact solution (the project's own measurement on a small digits CNN agreed:
-  ALGORITHMS.md §2). ``info_`` says whether it converged.
+  ALGORITHMS.md §2). ``info_`` says whether it converged. Its products are the operator's
+  (matrix-free), or the dense ``H``'s once that is cheaper: when a solve may take more
+  products (``2 · max_iter ·`` right-hand sides) than ``H`` has columns and ``H`` fits in
+  :data:`DENSE_PRODUCTS_BYTES` (an attribution's many test points; the iteration is the
+  same, only the products are cheaper).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from .solvers import Solver, register_solver
 __all__ = ["STRATEGIES", "gif_lissa", "GIFSolver", "GIFExactSolver"]
 
 STRATEGIES = ("gif", "freezing", "projecting", "full", "second_order")
+#: largest dense curvature LiSSA builds to replace its matrix-free products (p ≈ 8,000)
+DENSE_PRODUCTS_BYTES = 2**29
 
 
 def gif_lissa(matvec, b, mask, *, rows=None, normalizer=1.0, normalizer_step=5.0,
@@ -259,9 +265,20 @@ class GIFSolver(Solver):
         if self.method == "exact":
             return self._lstsq(self._matrix() if H is None else H, b)
         rows = None if self._rows.all() else self._rows
-        x, self.info_ = gif_lissa(matvec or self.operator.matvec, b, self._cols, rows=rows,
+        x, self.info_ = gif_lissa(matvec or self._products(b), b, self._cols, rows=rows,
                                   **self.lissa_options)
         return x
+
+    def _products(self, b):
+        """LiSSA's ``V ↦ H V``: the dense ``H``'s once it exists or pays (see the module
+        docstring), else the operator's."""
+        columns = 1 if b.ndim == 1 else b.shape[1]
+        products = 2 * self.lissa_options["max_iter"] * columns
+        if self._dense is None and (products <= self.n_params
+                                    or 8 * self.n_params**2 > DENSE_PRODUCTS_BYTES):
+            return self.operator.matvec
+        H = self._matrix()
+        return lambda V: H @ V
 
     def _finish(self, x):
         if self.strategy == "projecting":
@@ -317,8 +334,10 @@ class GIFSolver(Solver):
         if self.method == "exact":
             D = down(np.eye(self.n_params)) if dense is None else dense
             return self._finish(self._first_order(b, H=self._matrix() - D))
+        products = self._products(b)
+
         def retained(V):
-            return self.operator.matvec(V) - down(V)
+            return products(V) - down(V)
 
         return self._finish(self._first_order(b, matvec=retained))
 

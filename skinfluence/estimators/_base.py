@@ -53,9 +53,9 @@ _PARAMETERS = """    estimator : estimator object
         ``AUTO_DAMPING`` (0.1) times the curvature's mean eigenvalue ``trace(M)/p``
         (estimated by Hutchinson probes for iterative solvers), which raised the linear
         datamodeling score of every network in ``benchmarks/attribution_quality.py``
-        (digits MLP Hessian 0.828 → 0.861, Fisher 0.819 → 0.823; CNN 0.548 → 0.554); 0
-        for linear models, where it only cost leave-one-out accuracy. The value used is
-        ``damping_``.
+        (digits MLP Hessian 0.828 → 0.861, Fisher 0.819 → 0.823; CNN Fisher 0.548 →
+        0.554, and its Hessian, indefinite undamped, 0.589); 0 for linear models, where it
+        only cost leave-one-out accuracy. The value used is ``damping_``.
     polish : bool or "lbfgs", default=False
         If the fitted parameters are too far from the optimum for the approximation to
         be meaningful, take Newton steps with the curvature (proximal Newton steps for
