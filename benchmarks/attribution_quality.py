@@ -58,6 +58,7 @@ The commands behind ``benchmarks/RESULTS_attribution.md`` are listed there.
 
 import argparse
 import os
+import re
 import time
 import warnings
 
@@ -215,11 +216,23 @@ def _converged(est, X, y, state, iters):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}, g
 
 
-def polished_state(est, X, y, args):
+def _saved(path, compute):
+    """``compute()`` (a state dict and a gradient entry), kept in ``path`` (torch.save). Keyed by a
+    name, not by joblib's hash: a hash of torch tensors is not stable across processes."""
+    if not os.path.exists(path):
+        torch.save(compute(), path)
+    return torch.load(path)
+
+
+def polished_state(name, est, X, y, args):
     """The seed-0 net trained as usual, then run on to the optimum of its objective (cached)."""
-    memory = Memory(args.cache_dir, verbose=0)
-    state, _, _ = memory.cache(_train_full)(est, X, y, 0)
-    return memory.cache(_converged)(est, X, y, state, args.polish_iters)
+    path = os.path.join(args.cache_dir, f"converged_{name}_full_{args.polish_iters}.pt")
+
+    def polish():
+        state, _, _ = Memory(args.cache_dir, verbose=0).cache(_train_full)(est, X, y, 0)
+        return _converged(est, X, y, state, args.polish_iters)
+
+    return _saved(path, polish)
 
 
 def converged_loo(name, est, data, args):
@@ -228,9 +241,8 @@ def converged_loo(name, est, data, args):
     What influence functions approximate is the optimum's change when a row is removed; a refit
     from scratch of an unconverged net also changes its optimisation path (training noise)."""
     X, y, Xt, yt = data
-    memory = Memory(args.cache_dir, verbose=0)
     t = time.perf_counter()
-    state, g_full = polished_state(est, X, y, args)
+    state, g_full = polished_state(name, est, X, y, args)
     removed = np.random.default_rng(1).permutation(len(y))[:args.n_loo]   # the same rows as ground_truth's
 
     def test_losses(st):
@@ -240,7 +252,9 @@ def converged_loo(name, est, data, args):
             return torch.nn.functional.cross_entropy(module(torch.as_tensor(Xt)), torch.as_tensor(yt),
                                                      reduction="none").numpy()
 
-    refits = [memory.cache(_converged)(est, np.delete(X, i, 0), np.delete(y, i), state, args.polish_iters)
+    iters = args.refit_iters or args.polish_iters
+    refits = [_saved(os.path.join(args.cache_dir, f"converged_{name}_without_{i}_{iters}.pt"),
+                     lambda i=i: _converged(est, np.delete(X, i, 0), np.delete(y, i), state, iters))
               for i in removed]
     g_max = max(g for _, g in refits)
     loo = Bunch(subset_losses=np.array([test_losses(st) for st, _ in refits]), full_losses=test_losses(state),
@@ -273,7 +287,7 @@ def trained_models(name, est, X, y, args):
     n_models = args.cnn_ensemble if name == "cnn" else args.n_ensemble
     out = [memory.cache(_train_full)(est, X, y, seed) for seed in range(n_models)]
     if args.converged:  # every method on the polished seed-0 net
-        out[0] = (polished_state(est, X, y, args)[0], *out[0][1:])
+        out[0] = (polished_state(name, est, X, y, args)[0], *out[0][1:])
     modules = []
     for state, _, _ in out:
         module = est.module(seed=0)
@@ -291,6 +305,19 @@ def probabilities(model, X):
 
 
 # ------------------------------------------------------------------------- scoring
+ORDER = ("Fisher (exact)", "Fisher (mc)", "Fisher (empirical)", "Hessian", "GIF", "Fisher (exact), LogitSampler",
+         "Fisher (exact), FeatureSampler", "Fisher (exact), ", "grad-dot", "TracIn", "TRAK-1 ", "TRAK-", "IF-CG")
+
+
+def table_order(label, setting):
+    """Sort key of a row: its method's place in ``ORDER`` (its label, else its longest prefix there), then
+    the numbers in its setting (damping, ratio, share of rows)."""
+    matches = [prefix for prefix in ORDER if (label + " ").startswith(prefix)]
+    rank = ORDER.index(label) if label in ORDER else ORDER.index(max(matches, key=len)) if matches else len(ORDER)
+    numbers = [float(v) for v in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", setting)]
+    return rank, label, numbers
+
+
 class Scorer:
     """Scores attributions against the ground truth and keeps each one on disk.
 
@@ -326,9 +353,9 @@ class Scorer:
         return self.row(label, setting, A, time.perf_counter() - t + extra_time)
 
     def saved_rows(self):
-        """Every saved attribution scored again (in the order they were computed)."""
-        files = sorted((os.path.join(self.dir, f) for f in os.listdir(self.dir)), key=os.path.getmtime)
-        return [self.row(*joblib.load(f), save=False) for f in files]
+        """Every saved attribution scored again, in the tables' order (see :func:`table_order`)."""
+        saved = [joblib.load(os.path.join(self.dir, f)) for f in os.listdir(self.dir)]
+        return [self.row(*s, save=False) for s in sorted(saved, key=lambda s: table_order(*s[:2]))]
 
     @staticmethod
     def _print(row):
@@ -681,6 +708,7 @@ def main():
                     help="nets: leave-one-out truth from refits warm-started at the polished optimum, "
                          "and every method on the polished net")
     ap.add_argument("--polish-iters", type=int, default=20000, help="L-BFGS iterations at most (--converged)")
+    ap.add_argument("--refit-iters", type=int, help="the same for the refits (default: --polish-iters)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),

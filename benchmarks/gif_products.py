@@ -34,7 +34,8 @@ from _timing import interleaved_times
 def mlp(X, y, wd=1e-3):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10)).double()
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=3000, line_search_fn="strong_wolfe", tolerance_grad=1e-10,
+                            tolerance_change=1e-14)
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
 
     def closure():
