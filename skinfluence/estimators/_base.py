@@ -28,6 +28,7 @@ from ..curvature.solvers import SOLVERS, choose_solver, make_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
 from ._model import InfluenceModel
+from ._diagnostics import DiagnosticsMixin
 from ._queries import InfluenceQueries
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
@@ -173,7 +174,7 @@ def _solver_options(name, options):
     return options
 
 
-class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
+class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEstimator):
     __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
 
     Parameters

@@ -1,0 +1,406 @@
+"""Regression diagnostics and error estimates of the leave-one-out steps, for every estimator.
+
+Notation as in :mod:`._model`: the fitted model minimises ``Σ c_i ℓ_i(θ) + π(θ)``; ``M``
+is its curvature (Hessian or Fisher, penalty and damping included), ``W_i`` the output
+curvature of row ``i`` of the same kind, ``J_i = ∂η_i/∂θ``.
+
+**Diagnostics** (names and definitions of statsmodels' ``OLSInfluence`` / ``GLMInfluence``):
+
+* leverage ``h_i = tr(c_i W_i J_i M⁻¹ J_iᵀ)``: the hat diagonal of a linear model, the
+  generalised (weighted) hat diagonal of a GLM; with a penalty the penalised curvature is
+  used, so ``Σ h_i`` is the effective degrees of freedom; for a network the Gauss–Newton
+  (or Hessian) curvature, for ``K`` outputs the trace of the ``K × K`` block;
+* Pearson residuals ``r_i = −g_i / √W^F_i · √(c_i / c̄)`` (``g_i = ∂ℓ_i/∂η``, ``W^F`` the
+  Fisher): ``(y − μ)/√V(μ)`` for any link, with the row's relative weight; for ``K``
+  outputs the square root of the Pearson χ² contribution ``g_iᵀ (W^F_i)⁺ g_i``;
+* dispersion ``φ̂ = Σ r_i² / (n − Σ h_i)`` for families with one (Gaussian, Gamma,
+  Tweedie), 1 otherwise;
+* internally studentized residuals ``r_i / √(φ̂ (1 − h_i))``; externally studentized
+  residuals as R's ``rstudent`` (for least squares statsmodels' too):
+  ``sign(r_i) √(d_i² + h_i r_i²/(1 − h_i)) / σ̂_(i)`` with ``d_i`` the deviance residual and
+  ``σ̂²_(i) = (Σ d_j² − d_i²/(1 − h_i)) / (n − Σh − 1)`` the leave-one-out dispersion
+  (1 for Bernoulli, Poisson, multinomial);
+* parameter changes ``Δθ_i``: the Newton step of removing row ``i`` with the
+  leave-one-out curvature (exact for least squares), for every row at once;
+* Cook's distance ``r_i² h_i / (k (1 − h_i))`` with the studentized ``r_i`` and
+  ``k`` parameters (``= Δθ_iᵀ M Δθ_i / (k φ̂ c̄)``; the latter for ``K`` outputs);
+* DFFITS ``r_i √(h_i / (1 − h_i))`` (external, and internal) and DFBETAS ``−Δθ_i / se``
+  with ``se_j = √(φ c̄ (M⁻¹)_jj)``, ``φ`` the leave-one-out ``σ̂²_(i)`` for least squares
+  (statsmodels' OLS) and ``φ̂`` otherwise (statsmodels' GLM).
+
+**Error estimates** of the one-step (NS) leave-one-out answers: after the step
+``θ₁ = θ̂ + Δθ_i`` the leave-one-out objective's gradient is (for a linear model,
+exactly) ``∇L(θ̂) + Σ_{j≠i} c_j J_jᵀ ρ_j`` with ``ρ_j = g_j(η_j + J_jΔθ_i) − g_j − W_j J_jΔθ_i``
+the remainder of each row's linearised gradient; the next Newton step
+``e_i = M_{−i}⁻¹ ∇L_{−i}(θ₁)`` estimates the step's error (Newton converges quadratically,
+so the second step is the first one's error to leading order). Computed for blocks of
+rows ``i`` against all (or a sample of) rows ``j``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._utils import check_memory, row_blocks
+from ..models.families import Gaussian, Tweedie
+from . import _updates
+
+__all__ = ["InfluenceDiagnostics", "DiagnosticsMixin", "loo_errors"]
+
+#: rows ``j`` over which an error estimate sums at most (a uniform sample beyond)
+ERROR_MAX_ROWS = 4096
+
+
+def _has_dispersion(loss):
+    loss = getattr(loss, "family", loss)
+    return isinstance(loss, Gaussian) or (isinstance(loss, Tweedie) and loss.power != 1)
+
+
+def _is_least_squares(model):
+    loss = getattr(model.adapter.loss, "family", model.adapter.loss)
+    return (isinstance(loss, (Gaussian, Tweedie)) and getattr(loss, "power", 0) == 0
+            and loss.link.name == "identity" and not hasattr(model.adapter, "curvature_matvec"))
+
+
+def _right_apply(A, U):
+    """``U A`` for rows ``U`` (b, p): ``A`` a dense inverse or an inverse operator."""
+    return U @ A if isinstance(A, np.ndarray) else A.__rmatmul__(U)
+
+
+def _woodbury_rows(model, A, r, G, X):
+    """Rows ``M_{−i}⁻¹ x_i`` for rows ``i = r`` and right-hand sides ``X`` (b, p), where
+    ``M_{−i} = B − c_i J_iᵀ W_i J_i`` and ``A = B⁻¹`` (``G_i = J_i A J_iᵀ``), and the output
+    changes ``δη_i = (I − c_i G_i W_i)⁻¹ J_i A x_i``; NaN where ``M_{−i}`` is singular."""
+    ad, c, W = model.adapter, model.c[r], model.W[r]
+    eye = np.eye(ad.n_outputs)
+    AX = _right_apply(A, X)
+    t = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), AX)
+    D = eye - c[:, None, None] * G @ W
+    det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
+    sing = np.abs(det) < 1e-10
+    D[sing] = eye
+    d_eta = _updates._batched_solve(D, t)
+    pull = ad.gradients(model.Z[r], c[:, None] * np.einsum("bkl,bl->bk", W, d_eta))
+    out = AX + _right_apply(A, pull)
+    out[sing] = np.nan
+    d_eta[sing] = np.nan
+    return out, d_eta
+
+
+def _hat_blocks(model, batch_size):
+    """``(rows, G, A)`` per block, ``G_i = J_i A J_iᵀ`` with ``A`` the inverse each row's
+    leave-one-out step starts from (see :func:`._updates._inverses`)."""
+    for rows, A in _updates._inverses(model, "ns"):
+        for r, G, _ in _updates._loo_quadratics(model, rows, A, batch_size):
+            yield r, G, A
+
+
+def _leverages(model, batch_size):
+    """``h_i = tr(c_i W_i J_i M⁻¹ J_iᵀ)`` with the full curvature ``M``."""
+    A = _updates._inverse(model, model.solver)
+    h = np.empty(model.n)
+    for r, G, _ in _updates._loo_quadratics(model, np.arange(model.n), A, batch_size):
+        h[r] = np.einsum("bkl,blk->b", model.c[r, None, None] * model.W[r], G)
+    return h
+
+
+def _shifted(model):
+    """Whether leave-one-out steps start from ``M − s_i ∇²π`` rather than ``M``."""
+    return (model.adapter.penalty.hessian_diagonal().any() and model.share.any()
+            and hasattr(model.solver, "shifted"))
+
+
+def parameter_changes(model, batch_size, rows=None):
+    """``Δθ_i`` (NS leave-one-out parameter steps) of ``rows`` (all), shape (len(rows), p)."""
+    n, p = model.n, model.adapter.n_params
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    check_memory((len(rows), p), "the parameter changes of every row",
+                 "ask for fewer rows (diagnostics(params=False) skips them)")
+    pos = np.full(n, -1)
+    pos[rows] = np.arange(len(rows))
+    out = np.empty((len(rows), p))
+    for r, G, A in _hat_blocks(model, batch_size):
+        keep = pos[r] >= 0
+        if keep.any():
+            r, G = r[keep], G[keep]
+            out[pos[r]], _ = _woodbury_rows(model, A, r, G, model.removal_gradients(r))
+    if not model.adapter.penalty.is_smooth:   # support changes: the exact proximal step
+        ad = model.adapter
+        eta, ok = model.eta.copy(), np.zeros(n, bool)
+        for sl in row_blocks(len(rows), batch_size):
+            r = rows[sl]
+            ok[r] = np.isfinite(out[sl]).all(axis=1)
+            eta[r] += np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), np.nan_to_num(out[sl]))
+        groups = _updates._inverses(model, "ns")
+        for i in _updates._support_changes(model, groups, eta, ok, batch_size):
+            out[pos[i]] = _updates.newton_update(model, [i], model.g[[i]], model.W[[i]],
+                                                 model.share[i], "ns")
+    return out
+
+
+# ------------------------------------------------------------------ diagnostics
+class InfluenceDiagnostics:
+    """Regression diagnostics of a fitted influence estimator (see :meth:`diagnostics`).
+
+    Attributes follow statsmodels' ``OLSInfluence`` / ``GLMInfluence``; every array has
+    one entry (row) per training row.
+
+    Attributes
+    ----------
+    hat_matrix_diag : ndarray of shape (n,)
+        Leverages ``h_i`` (the trace of the row's block for several outputs).
+    resid_pearson : ndarray of shape (n,)
+        Pearson residuals (not divided by the dispersion).
+    scale : float
+        The dispersion ``φ̂`` (1 for Bernoulli, Poisson and multinomial models).
+    resid_studentized : ndarray of shape (n,)
+        Internally studentized residuals (alias ``resid_studentized_internal``).
+    resid_studentized_external : ndarray of shape (n,)
+        Externally studentized (deletion) residuals.
+    cooks_distance : tuple of (ndarray, ndarray)
+        Cook's distances and their F(k, n − Σh) p-values (as statsmodels).
+    dffits, dffits_internal : tuple of (ndarray, float)
+        DFFITS with external (internal) residuals, and the threshold ``2 √(k/n)``.
+    d_params : ndarray of shape (n, p) or None
+        ``θ̂ − θ̂_(i)``: parameters minus their one-step leave-one-out value (statsmodels'
+        sign), in the estimator's parameter order (``param_names``).
+    params_one : ndarray of shape (n, p) or None
+        One-step leave-one-out parameters ``θ̂ − d_params``.
+    dfbetas : ndarray of shape (n, p) or None
+        ``d_params`` over the parameters' standard errors.
+    bse : ndarray of shape (p,) or None
+        Standard errors ``√(φ c̄ (M⁻¹)_jj)``.
+    params : ndarray of shape (p,)
+    param_names : list of str
+    k_vars : int
+        Number of (identifiable) parameters ``k``.
+    nobs : int
+    df_resid : float
+        ``n − Σ h_i``.
+    """
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    @property
+    def resid_studentized_internal(self):
+        return self.resid_studentized
+
+    def summary_frame(self) -> pd.DataFrame:
+        """The diagnostics as a DataFrame indexed like the training rows.
+
+        Columns ``dfb_<param>`` (when the parameter changes were computed), ``cooks_d``,
+        ``standard_resid``, ``hat_diag``, ``dffits_internal``, ``student_resid`` and
+        ``dffits`` (statsmodels' ``OLSInfluence.summary_frame`` names).
+
+        Returns
+        -------
+        DataFrame of shape (n, p + 6) or (n, 6)
+        """
+        frame = pd.DataFrame({
+            "cooks_d": self.cooks_distance[0],
+            "standard_resid": self.resid_studentized,
+            "hat_diag": self.hat_matrix_diag,
+            "dffits_internal": self.dffits_internal[0],
+            "student_resid": self.resid_studentized_external,
+            "dffits": self.dffits[0],
+        }, index=self.index)
+        if self.dfbetas is None:
+            return frame
+        dfb = pd.DataFrame(self.dfbetas, index=self.index,
+                           columns=[f"dfb_{name}" for name in self.param_names])
+        return dfb.join(frame)
+
+
+def _param_names(inf):
+    ad = inf.adapter_
+    names = getattr(inf, "feature_names_in_", None)
+    if not hasattr(ad, "jacobian_rows"):
+        return [f"theta{j}" for j in range(ad.n_params)]
+    features = [str(f) for f in names] if names is not None else \
+        [f"x{j}" for j in range(ad.n_features)]
+    if ad.fit_intercept:
+        features.append("const")
+    K = ad.n_outputs
+    if K == 1:
+        return features
+    return [f"{f}[{cls}]" for f in features for cls in ad.classes_]
+
+
+def compute_diagnostics(inf, params=True):
+    from scipy import stats
+
+    model = inf._model
+    ad, n, K = model.adapter, model.n, model.adapter.n_outputs
+    bs = inf._rows_per_block()
+    h = _leverages(model, bs)
+    base = getattr(ad.loss, "family", ad.loss)
+    Wf = base.curvature(model.y, model.eta, "fisher")
+    rel = model.c / model.c.mean()
+    g = model.g
+    if K == 1:
+        pearson = -g[:, 0] / np.sqrt(Wf[:, 0, 0]) * np.sqrt(rel)
+        sign = np.sign(pearson)
+    else:
+        chi2 = np.einsum("nk,nkl,nl->n", g, np.linalg.pinv(Wf, hermitian=True), g)
+        pearson = np.sqrt(np.maximum(chi2, 0.0) * rel)
+        sign = np.ones(n)
+    deviance = sign * np.sqrt(np.maximum(2 * base.loss(model.y, model.eta), 0.0) * rel)
+    null = ad.null_space()
+    k = ad.n_params - (0 if null is None else null.shape[1])
+    df_resid = n - h.sum()
+    dispersion = _has_dispersion(base)
+    phi = float(pearson @ pearson / df_resid) if dispersion else 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        one_minus = 1.0 - h
+        internal = pearson / np.sqrt(phi * one_minus)
+        if dispersion:
+            sigma2_i = (deviance @ deviance - deviance**2 / one_minus) / (df_resid - 1)
+        else:
+            sigma2_i = np.ones(n)
+        external = sign * np.sqrt(deviance**2 + h * pearson**2 / one_minus) / np.sqrt(sigma2_i)
+        factor = np.sqrt(h / one_minus)
+    threshold = 2 * np.sqrt(k / n)
+    d_params = params_one = dfbetas = bse = None
+    cooks = internal**2 * h / (k * one_minus)
+    if params or K > 1:
+        delta = parameter_changes(model, bs)
+        d_params = -delta
+        params_one = ad.theta + delta
+        if K > 1:   # Δθᵀ M Δθ / (k φ c̄), M Δθ = v + c Jᵀ W J Δθ (the step's own equation)
+            J = [ad.jacobians(model.Z[sl]) for sl in row_blocks(n, bs)]
+            quad = np.empty(n)
+            for sl, Jb in zip(row_blocks(n, bs), J):
+                V = model.removal_gradients(np.arange(n)[sl])
+                dn = np.einsum("bkp,bp->bk", Jb, delta[sl])
+                pull = np.einsum("bkl,bl->bk", model.c[sl, None, None] * model.W[sl], dn)
+                quad[sl] = np.einsum("bp,bp->b", V, delta[sl]) + np.einsum("bk,bk->b", pull, dn)
+            cooks = quad / (k * phi * model.c.mean())
+        A = _updates._inverse(model, model.solver)
+        diag = np.diag(A) if isinstance(A, np.ndarray) else np.diag(model.solver.inverse())
+        bse = np.sqrt(np.maximum(diag, 0.0) * model.c.mean() * phi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if _is_least_squares(model):
+                dfbetas = d_params / (bse / np.sqrt(phi))[None, :] / np.sqrt(sigma2_i)[:, None]
+            else:
+                dfbetas = d_params / bse[None, :]
+        if not params:
+            d_params = params_one = dfbetas = bse = None
+    pvals = stats.f.sf(cooks, k, df_resid)
+    return InfluenceDiagnostics(
+        hat_matrix_diag=h, resid_pearson=pearson, resid_deviance=deviance, scale=phi,
+        resid_studentized=internal, resid_studentized_external=external,
+        sigma2_not_obsi=sigma2_i * (phi if not dispersion else 1.0),
+        cooks_distance=(cooks, pvals), dffits=(external * factor, threshold),
+        dffits_internal=(internal * factor, threshold), d_params=d_params,
+        params_one=params_one, dfbetas=dfbetas, bse=bse, params=ad.theta.copy(),
+        param_names=_param_names(inf), k_vars=k, nobs=n, df_resid=df_resid,
+        index=inf._train_labels())
+
+
+# ---------------------------------------------------------------- error estimates
+def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_state=0):
+    """Estimated errors of the NS leave-one-out steps of ``rows`` (all).
+
+    Returns ``(param_error, output_error, steps)``: ``‖e_i‖``, the error of the
+    leave-one-out output ``‖J_i e_i‖`` (in η units) and the steps ``Δθ_i``. Needs a
+    linear model (``η_j(θ̂ + Δ)`` for every ``j`` is one product); NaN otherwise.
+    """
+    ad, n, p = model.adapter, model.n, model.adapter.n_params
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    steps = parameter_changes(model, batch_size, rows)
+    if not hasattr(ad, "jacobian_rows"):
+        nan = np.full(len(rows), np.nan)
+        return nan, nan.copy(), steps
+    K = ad.n_outputs
+    # the rows j the remainder sums over: all, or a uniform sample weighted n/m
+    if n > max_rows:
+        sample = np.sort(np.random.default_rng(random_state).choice(n, max_rows, replace=False))
+        weight = n / max_rows
+    else:
+        sample, weight = np.arange(n), 1.0
+    Zs, ys, etas = model.Z[sample], model.y[sample], model.eta[sample]
+    gs, Ws, cs = model.g[sample], model.W[sample], model.c[sample] * weight
+    in_sample = np.full(n, -1)
+    in_sample[sample] = np.arange(len(sample))
+    residual = model.data_grad + model.pen_grad        # ∇L(θ̂): the fit's own error
+    m = len(sample)
+    per_block = max(1, min(batch_size, 2**22 // max(m * K * max(K, 2), 1)))
+    param_err = np.empty(len(rows))
+    out_err = np.empty(len(rows))
+    pos = np.full(n, -1)
+    pos[rows] = np.arange(len(rows))
+    for r, G, A in _hat_blocks(model, batch_size):
+        r_keep = r[pos[r] >= 0]
+        G = G[pos[r] >= 0]
+        for sl in row_blocks(len(r_keep), per_block):
+            rb, Gb = r_keep[sl], G[sl]
+            D = steps[pos[rb]]                                       # (b, p)
+            b = len(rb)
+            d = np.asarray(Zs @ D.reshape(b, -1, K).transpose(1, 0, 2).reshape(-1, b * K))
+            d = d.reshape(m, b, K)                                    # J_j Δθ_i
+            g_new = ad.loss.gradient(np.repeat(ys, b), (etas[:, None, :] + d).reshape(m * b, K))
+            rho = g_new.reshape(m, b, K) - gs[:, None, :] - np.einsum("mkl,mbl->mbk", Ws, d)
+            rho *= cs[:, None, None]
+            own = in_sample[rb]                                       # row i itself: not in L_{-i}
+            hit = own >= 0
+            rho[own[hit], np.flatnonzero(hit)] = 0.0
+            R = np.asarray(Zs.T @ rho.reshape(m, b * K))              # (q, b·K)
+            R = R.reshape(-1, b, K).transpose(1, 0, 2).reshape(b, p)
+            grad = np.nan_to_num(R + residual[None, :])
+            e, _ = _woodbury_rows(model, A, rb, Gb, grad)
+            param_err[pos[rb]] = np.linalg.norm(e, axis=1)
+            Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[rb]), e)
+            out_err[pos[rb]] = np.linalg.norm(Je, axis=1)
+    return param_err, out_err, steps
+
+
+class DiagnosticsMixin:
+    """Mixin of :class:`~skinfluence.BaseInfluence`: :meth:`diagnostics`."""
+
+    def _rows_per_block(self):
+        from ._streaming import training_rows_per_block
+        return training_rows_per_block(self)
+
+    def diagnostics(self, *, params=True) -> InfluenceDiagnostics:
+        """Regression diagnostics of every training row: leverage, studentized residuals,
+        Cook's distance, DFFITS, DFBETAS and the one-step leave-one-out parameters.
+
+        Names and definitions follow statsmodels' ``OLSInfluence`` (least squares) and
+        ``GLMInfluence`` (GLMs), and extend to penalties (the penalised curvature),
+        several outputs (traces of the rows' blocks) and networks (their Gauss–Newton
+        or Hessian curvature, as the estimator's); see the user guide's *Diagnostics*.
+        Everything is computed for blocks of rows from one factorisation, within
+        ``memory_budget``.
+
+        Parameters
+        ----------
+        params : bool, default=True
+            Also compute the ``n × p`` parameter changes (``d_params``, ``params_one``,
+            ``dfbetas``); False skips them (leverages, residuals, Cook's distance and
+            DFFITS need none for one output).
+
+        Returns
+        -------
+        InfluenceDiagnostics
+            With ``hat_matrix_diag``, ``resid_studentized``,
+            ``resid_studentized_external``, ``cooks_distance``, ``dffits``,
+            ``dffits_internal``, ``dfbetas``, ``d_params``, ``params_one`` and
+            ``summary_frame()``.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_diabetes
+        >>> from sklearn.linear_model import LinearRegression
+        >>> from skinfluence import HessianInfluence
+        >>> X, y = load_diabetes(return_X_y=True, as_frame=True)
+        >>> diag = HessianInfluence(LinearRegression()).fit(X, y).diagnostics()
+        >>> frame = diag.summary_frame()
+        >>> list(frame.columns[-6:])
+        ['cooks_d', 'standard_resid', 'hat_diag', 'dffits_internal', 'student_resid', 'dffits']
+        >>> round(float(diag.hat_matrix_diag.sum()), 6)   # the number of parameters
+        11.0
+        """
+        self._fitted()
+        return compute_diagnostics(self, params=params)
