@@ -138,7 +138,14 @@ _ATTRIBUTES = """    estimator_ : estimator
         Newton steps polishing took.
     update_info_ : dict
         Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
-        steps taken, whether they converged, how far the first step was from the last.
+        steps taken, whether they converged, how far the first step was from the last
+        (``one_step_error``), and ``error_estimate``: the estimated error ``‖Δθ − Δθ_refit‖``
+        of the answer (one step, from :meth:`unlearn` and :meth:`relabel`: the next Newton
+        step on the changed objective; converged: the last step).
+    loo_info_ : dict
+        Set by :meth:`approx_loocv` and :meth:`loo_decision` with ``return_error`` or
+        ``refine``: ``"error"`` (estimated error of each leave-one-out output),
+        ``"param_error"`` (of its parameters) and ``"refined"`` (the rows converged exactly).
     sample_weight_ : ndarray of shape (n_samples,)
         The training weights.
     y_encoded_ : ndarray of shape (n_samples,)

@@ -6,7 +6,8 @@ exact refit finds; damped Newton steps from the fitted θ̂ reach it, each rebui
 curvature at the current parameters (one Gram matrix and one factorisation for a GLM)
 and line-searched on the new objective (:class:`~skinfluence.curvature.newton.NewtonPolisher`
 with the ``"parameters"`` yardstick). With one step only, the Newton decrement left
-after it says whether that step was in its regime.
+after it says whether that step was in its regime, and the next Newton step
+(``update_info_["error_estimate"]``) how far the answer is from the refit's.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ def iterate_change(inf, delta, target, steps, check=False):
         raise ValueError(f"steps must be a positive integer or 'converge', got {steps!r}")
     ad = inf.adapter_
     theta = ad.theta
-    info = {"steps": 1, "converged": None, "one_step_error": None}
+    info = {"steps": 1, "converged": None, "one_step_error": None, "error_estimate": None}
     if steps == 1:
         if check and ad.penalty.is_smooth:
-            ratio = info["decrement_ratio"] = decrement_ratio(inf, delta, target)
+            ratio, info["error_estimate"] = decrement_ratio(inf, delta, target, with_step=True)
+            info["decrement_ratio"] = ratio
             if ratio > 0.1:
                 warnings.warn(
                     f"one Newton step leaves {ratio:.0%} of the changed objective's Newton "
@@ -66,13 +68,19 @@ def iterate_change(inf, delta, target, steps, check=False):
                               max_steps=50 if steps == "converge" else steps - 1)
     model, ratio, n = polisher.solve(start)
     final = model.adapter.theta - theta
+    size = np.linalg.norm(final)
     return final, {"steps": first + n, "converged": bool(ratio <= CONVERGED),
-                   "one_step_error": float(np.linalg.norm(delta - final)
-                                           / max(np.linalg.norm(final), 1e-300))}
+                   "one_step_error": float(np.linalg.norm(delta - final) / max(size, 1e-300)),
+                   "error_estimate": float(ratio * size)}
 
 
-def decrement_ratio(inf, delta, target):
-    """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step."""
+def decrement_ratio(inf, delta, target, with_step=False):
+    """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step.
+
+    With ``with_step`` also ``‖M⁻¹g₁‖``: the next Newton step, which estimates the first
+    step's error in the parameters (Newton converges quadratically; ``M`` is the fitted
+    curvature, not the changed objective's, a relative error of order the change).
+    """
     y, sw = target
     ad, solve = inf.adapter_, inf._model.solver.solve
     gradients = []
@@ -80,5 +88,6 @@ def decrement_ratio(inf, delta, target):
         m = InfluenceModel(adapter, inf._Z, y, sw, inf._curvature_kind)
         gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta))
     g0, g1 = gradients
-    before = float(g0 @ solve(g0))
-    return float(np.sqrt(max(g1 @ solve(g1), 0.0) / before)) if before > 0 else 0.0
+    before, step = float(g0 @ solve(g0)), solve(g1)
+    ratio = float(np.sqrt(max(g1 @ step, 0.0) / before)) if before > 0 else 0.0
+    return (ratio, float(np.linalg.norm(step))) if with_step else ratio

@@ -39,6 +39,8 @@ rows ``i`` against all (or a sample of) rows ``j``.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import pandas as pd
 
@@ -404,3 +406,51 @@ class DiagnosticsMixin:
         """
         self._fitted()
         return compute_diagnostics(self, params=params)
+
+    def _loo_refine(self, eta, method, refine):
+        """``(η, error)``: leave-one-out outputs ``eta`` with their estimated errors, the
+        ``refine`` rows of largest error converged exactly (``loo_info_`` records all)."""
+        model = self._model
+        ad, n = self.adapter_, self.n_samples_
+        k = _refine_count(refine, n)
+        bs = self._rows_per_block()
+        param_error, error, steps = loo_errors(model, bs, random_state=0)
+        if np.isnan(error).all():      # a network: the NS/IJ gap
+            other = _updates.loo_decision(model, "ij" if method == "ns" else "ns", bs)
+            error = np.linalg.norm(eta - other, axis=1)
+        elif method == "ij":
+            ns = np.empty_like(eta)
+            for sl in row_blocks(n, bs):
+                J = ad.jacobians(model.Z[sl])
+                ns[sl] = model.eta[sl] + np.einsum("bkp,bp->bk", J, steps[sl])
+            error = error + np.linalg.norm(eta - ns, axis=1)
+        error = np.where(np.isfinite(eta).all(axis=1), error, np.nan)
+        refined = np.empty(0, int)
+        if k:
+            order = np.argsort(-np.nan_to_num(error, nan=-np.inf), kind="stable")
+            refined = np.sort(order[:k][np.isfinite(error[order[:k]])])
+            info = getattr(self, "update_info_", None)
+            eta = eta.copy()
+            for i in refined:
+                delta = self.parameter_change([i], method="ns", steps="converge")
+                eta[i] = ad.eta(model.Z[[i]], ad.theta + delta)[0]
+                param_error[i] = self.update_info_["error_estimate"]
+                error[i] = param_error[i] * np.linalg.norm(ad.jacobians(model.Z[[i]])[0], 2)
+            if info is None:
+                del self.update_info_
+            else:
+                self.update_info_ = info
+        self.loo_info_ = {"error": error, "param_error": param_error, "refined": refined}
+        return eta, error
+
+
+def _refine_count(refine, n):
+    """Rows to refine: an int count, or a float fraction in (0, 1)."""
+    if refine is None or refine is False:
+        return 0
+    if isinstance(refine, Integral) and not isinstance(refine, bool) and 0 <= refine <= n:
+        return int(refine)
+    if isinstance(refine, Real) and not isinstance(refine, Integral) and 0 < refine < 1:
+        return int(np.ceil(refine * n))
+    raise ValueError(f"refine must be a number of rows from 0 to {n} or a fraction in (0, 1), "
+                     f"got {refine!r}")
