@@ -82,12 +82,20 @@ def decrement_ratio(inf, delta, target, with_step=False):
     curvature, not the changed objective's, a relative error of order the change).
     """
     y, sw = target
-    ad, solve = inf.adapter_, inf._model.solver.solve
-    gradients = []
-    for adapter in (ad, inf.model_adapter(ad.with_params(ad.theta + delta))):
-        m = InfluenceModel(adapter, inf._Z, y, sw, inf._curvature_kind)
-        gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta))
-    g0, g1 = gradients
+    ad, fitted = inf.adapter_, inf._model
+    models = [InfluenceModel(adapter, inf._Z, y, sw, inf._curvature_kind)
+              for adapter in (ad, inf.model_adapter(ad.with_params(ad.theta + delta)))]
+    g0, g1 = (m.data_grad + m.adapter.penalty.gradient(m.adapter.theta) for m in models)
+    # the changed objective's curvature at θ̂: the fitted one minus the changed rows' terms
+    changed, new = np.flatnonzero((y != fitted.y) | (sw != inf.sample_weight_)), models[0]
+    C = (fitted.c[changed, None, None] * fitted.W[changed]
+         - new.c[changed, None, None] * new.W[changed])
+    if len(changed) and C.any():
+        J = ad.jacobians(inf._Z[changed])
+        lost = (fitted.share[changed].sum() - new.share[changed].sum()) * ad.penalty.hessian_diagonal()
+        solve = partial(fitted.solver.downdated_solve, U=J, C=C, diag=lost)
+    else:
+        solve = fitted.solver.solve
     before, step = float(g0 @ solve(g0)), solve(g1)
     ratio = float(np.sqrt(max(g1 @ step, 0.0) / before)) if before > 0 else 0.0
     return (ratio, float(np.linalg.norm(step))) if with_step else ratio

@@ -15,17 +15,22 @@ curvature of row ``i`` of the same kind, ``J_i = ∂η_i/∂θ``.
   outputs the square root of the Pearson χ² contribution ``g_iᵀ (W^F_i)⁺ g_i``;
 * dispersion ``φ̂ = Σ r_i² / (n − Σ h_i)`` for families with one (Gaussian, Gamma,
   Tweedie), 1 otherwise;
-* internally studentized residuals ``r_i / √(φ̂ (1 − h_i))``; externally studentized
-  residuals as R's ``rstudent`` (for least squares statsmodels' too):
-  ``sign(r_i) √(d_i² + h_i r_i²/(1 − h_i)) / σ̂_(i)`` with ``d_i`` the deviance residual and
-  ``σ̂²_(i) = (Σ d_j² − d_i²/(1 − h_i)) / (n − Σh − 1)`` the leave-one-out dispersion
-  (1 for Bernoulli, Poisson, multinomial);
+* internally studentized residuals ``r_i / √(φ̂ (1 − h_i))``; for ``K`` outputs (where
+  ``h_i`` is a trace and may exceed 1) ``√(s_iᵀ Q_i⁺ s_i / (c̄ φ̂))`` with the score
+  ``s_i = c_i g_i`` and its variance left after the fit ``Q_i = C_i − C_i G_i C_i``
+  (``C_i = c_i W_i``, ``G_i = J_i M⁻¹ J_iᵀ``), which is the former for ``K = 1``;
+* externally studentized residuals as R's ``rstudent`` (for least squares statsmodels'
+  too): ``sign(r_i) √(d_i² + h_i r_i²/(1 − h_i)) / σ̂_(i)`` with ``d_i`` the deviance
+  residual and ``σ̂²_(i) = (Σ d_j² − d_i²/(1 − h_i)) / (n − Σh − 1)`` the leave-one-out
+  dispersion (1 for Bernoulli, Poisson, multinomial);
 * parameter changes ``Δθ_i``: the Newton step of removing row ``i`` with the
   leave-one-out curvature (exact for least squares), for every row at once;
-* Cook's distance ``r_i² h_i / (k (1 − h_i))`` with the studentized ``r_i`` and
-  ``k`` parameters (``= Δθ_iᵀ M Δθ_i / (k φ̂ c̄)``; the latter for ``K`` outputs);
-* DFFITS ``r_i √(h_i / (1 − h_i))`` (external, and internal) and DFBETAS ``−Δθ_i / se``
-  with ``se_j = √(φ c̄ (M⁻¹)_jj)``, ``φ`` the leave-one-out ``σ̂²_(i)`` for least squares
+* Cook's distance ``r_i² h_i / (k (1 − h_i))`` with the studentized ``r_i`` and ``k``
+  identifiable parameters (``= Δθ_iᵀ M Δθ_i / (k φ̂ c̄)``, the form used for ``K``
+  outputs);
+* DFFITS ``r_i √(h_i / (1 − h_i))`` (external, and internal; for ``K`` outputs
+  ``√(k D_i)`` times the ratio of the residuals) and DFBETAS ``−Δθ_i / se`` with
+  ``se_j = √(φ c̄ (M⁻¹)_jj)``, ``φ`` the leave-one-out ``σ̂²_(i)`` for least squares
   (statsmodels' OLS) and ``φ̂`` otherwise (statsmodels' GLM).
 
 **Error estimates** of the one-step (NS) leave-one-out answers: after the step
@@ -99,12 +104,20 @@ def _hat_blocks(model, batch_size):
 
 
 def _leverages(model, batch_size):
-    """``h_i = tr(c_i W_i J_i M⁻¹ J_iᵀ)`` with the full curvature ``M``."""
+    """``h_i = tr(c_i W_i J_i M⁻¹ J_iᵀ)`` with the full curvature ``M``, and the squared
+    studentized scores ``s_iᵀ Q_i⁺ s_i`` (``s_i = c_i g_i``, ``Q_i = C_i − C_i G_i C_i``,
+    ``C_i = c_i W_i``: the score's variance left after the fit), which for one output
+    are ``c_i g_i² / (W_i (1 − h_i))``."""
     A = _updates._inverse(model, model.solver)
-    h = np.empty(model.n)
+    h, score2 = np.empty(model.n), np.empty(model.n)
     for r, G, _ in _updates._loo_quadratics(model, np.arange(model.n), A, batch_size):
-        h[r] = np.einsum("bkl,blk->b", model.c[r, None, None] * model.W[r], G)
-    return h
+        C = model.c[r, None, None] * model.W[r]
+        h[r] = np.einsum("bkl,blk->b", C, G)
+        if C.shape[1] > 1:
+            Q = C - C @ G @ C
+            s = model.c[r, None] * model.g[r]
+            score2[r] = np.einsum("bk,bkl,bl->b", s, np.linalg.pinv(Q, hermitian=True), s)
+    return h, score2
 
 
 def _shifted(model):
@@ -236,7 +249,7 @@ def compute_diagnostics(inf, params=True):
     model = inf._model
     ad, n, K = model.adapter, model.n, model.adapter.n_outputs
     bs = inf._rows_per_block()
-    h = _leverages(model, bs)
+    h, score2 = _leverages(model, bs)
     base = getattr(ad.loss, "family", ad.loss)
     Wf = base.curvature(model.y, model.eta, "fisher")
     rel = model.c / model.c.mean()
@@ -256,12 +269,15 @@ def compute_diagnostics(inf, params=True):
     phi = float(pearson @ pearson / df_resid) if dispersion else 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         one_minus = 1.0 - h
-        internal = pearson / np.sqrt(phi * one_minus)
+        # r_P² / (1 − h), and for several outputs its generalisation s_iᵀ Q_i⁺ s_i / c̄
+        press2 = pearson**2 / one_minus if K == 1 else score2 / model.c.mean()
+        internal = sign * np.sqrt(press2 / phi)
         if dispersion:
             sigma2_i = (deviance @ deviance - deviance**2 / one_minus) / (df_resid - 1)
         else:
             sigma2_i = np.ones(n)
-        external = sign * np.sqrt(deviance**2 + h * pearson**2 / one_minus) / np.sqrt(sigma2_i)
+        external = sign * np.sqrt(np.maximum(deviance**2 + press2 - pearson**2, 0.0)
+                                  / sigma2_i)
         factor = np.sqrt(h / one_minus)
     threshold = 2 * np.sqrt(k / n)
     d_params = params_one = dfbetas = bse = None
@@ -279,6 +295,7 @@ def compute_diagnostics(inf, params=True):
                 pull = np.einsum("bkl,bl->bk", model.c[sl, None, None] * model.W[sl], dn)
                 quad[sl] = np.einsum("bp,bp->b", V, delta[sl]) + np.einsum("bk,bk->b", pull, dn)
             cooks = quad / (k * phi * model.c.mean())
+            factor = np.sqrt(k * cooks) / internal   # DFFITS² = k · Cook's distance, as for one output
         A = _updates._inverse(model, model.solver)
         diag = np.diag(A) if isinstance(A, np.ndarray) else np.diag(model.solver.inverse())
         bse = np.sqrt(np.maximum(diag, 0.0) * model.c.mean() * phi)
