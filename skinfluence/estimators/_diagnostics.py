@@ -95,12 +95,34 @@ def _woodbury_rows(model, A, r, G, X):
     return out, d_eta
 
 
-def _hat_blocks(model, batch_size):
-    """``(rows, G, A)`` per block, ``G_i = J_i A J_iᵀ`` with ``A`` the inverse each row's
-    leave-one-out step starts from (see :func:`._updates._inverses`)."""
-    for rows, A in _updates._inverses(model, "ns"):
-        for r, G, _ in _updates._loo_quadratics(model, rows, A, batch_size):
-            yield r, G, A
+def _steps(model, A, r, G, q):
+    """NS leave-one-out steps of rows ``r`` from their ``G_i`` and IJ output changes
+    ``q_i = J_i A v_i``: ``Δθ_i = A (v_i + c_i J_iᵀ W_i δη_i)``, ``δη_i = (I − c_i G_i W_i)⁻¹ q_i``
+    (Woodbury). For a linear model ``v_i + c_i J_iᵀ W_i δη_i = J_iᵀ c_i (g_i + W_i δη_i) +
+    s_i ∇π``: one product with ``A`` per block. NaN where ``M_{−i}`` is singular."""
+    ad, c, W = model.adapter, model.c[r], model.W[r]
+    eye = np.eye(ad.n_outputs)
+    D = eye - c[:, None, None] * G @ W
+    det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
+    sing = np.abs(det) < 1e-10
+    D[sing] = eye
+    d_eta = _updates._batched_solve(D, q)
+    u = c[:, None] * (model.g[r] + np.einsum("bkl,bl->bk", W, d_eta))
+    out = _right_apply(A, ad.gradients(model.Z[r], u))
+    if model.share[r].any():
+        out += model.share[r, None] * _right_apply(A, model.pen_grad[None, :])
+    out[sing] = np.nan
+    return out
+
+
+def _leverage_block(model, r, G):
+    """``h_i`` and, for several outputs, ``s_iᵀ Q_i⁺ s_i`` of rows ``r`` (see :func:`_leverages`)."""
+    C = model.c[r, None, None] * model.W[r]
+    h = np.einsum("bkl,blk->b", C, G)
+    if C.shape[1] == 1:
+        return h, np.zeros(len(r))
+    s = model.c[r, None] * model.g[r]
+    return h, np.einsum("bk,bkl,bl->b", s, np.linalg.pinv(C - C @ G @ C, hermitian=True), s)
 
 
 def _leverages(model, batch_size):
@@ -111,23 +133,20 @@ def _leverages(model, batch_size):
     A = _updates._inverse(model, model.solver)
     h, score2 = np.empty(model.n), np.empty(model.n)
     for r, G, _ in _updates._loo_quadratics(model, np.arange(model.n), A, batch_size):
-        C = model.c[r, None, None] * model.W[r]
-        h[r] = np.einsum("bkl,blk->b", C, G)
-        if C.shape[1] > 1:
-            Q = C - C @ G @ C
-            s = model.c[r, None] * model.g[r]
-            score2[r] = np.einsum("bk,bkl,bl->b", s, np.linalg.pinv(Q, hermitian=True), s)
+        h[r], score2[r] = _leverage_block(model, r, G)
     return h, score2
 
 
 def _shifted(model):
     """Whether leave-one-out steps start from ``M − s_i ∇²π`` rather than ``M``."""
-    return (model.adapter.penalty.hessian_diagonal().any() and model.share.any()
-            and hasattr(model.solver, "shifted"))
+    return bool(model.adapter.penalty.hessian_diagonal().any() and model.share.any()
+                and hasattr(model.solver, "shifted"))
 
 
-def parameter_changes(model, batch_size, rows=None):
-    """``Δθ_i`` (NS leave-one-out parameter steps) of ``rows`` (all), shape (len(rows), p)."""
+def parameter_changes(model, batch_size, rows=None, leverages=False):
+    """``Δθ_i`` (NS leave-one-out parameter steps) of ``rows`` (all), shape (len(rows), p);
+    with ``leverages`` (all rows) also :func:`_leverages`' pair, from the same pass where
+    the steps start from ``M``."""
     n, p = model.n, model.adapter.n_params
     rows = np.arange(n) if rows is None else np.asarray(rows)
     check_memory((len(rows), p), "the parameter changes of every row",
@@ -135,11 +154,15 @@ def parameter_changes(model, batch_size, rows=None):
     pos = np.full(n, -1)
     pos[rows] = np.arange(len(rows))
     out = np.empty((len(rows), p))
-    for r, G, A in _hat_blocks(model, batch_size):
-        keep = pos[r] >= 0
-        if keep.any():
-            r, G = r[keep], G[keep]
-            out[pos[r]], _ = _woodbury_rows(model, A, r, G, model.removal_gradients(r))
+    shared = leverages and not _shifted(model)
+    h, score2 = (np.empty(n), np.empty(n)) if shared else (None, None)
+    for group, A in _updates._inverses(model, "ns"):
+        for r, G, q in _updates._loo_quadratics(model, group[pos[group] >= 0], A, batch_size):
+            out[pos[r]] = _steps(model, A, r, G, q)
+            if shared:
+                h[r], score2[r] = _leverage_block(model, r, G)
+    if leverages and not shared:
+        h, score2 = _leverages(model, batch_size)
     if not model.adapter.penalty.is_smooth:   # support changes: the exact proximal step
         ad = model.adapter
         eta, ok = model.eta.copy(), np.zeros(n, bool)
@@ -151,7 +174,7 @@ def parameter_changes(model, batch_size, rows=None):
         for i in _updates._support_changes(model, groups, eta, ok, batch_size):
             out[pos[i]] = _updates.newton_update(model, [i], model.g[[i]], model.W[[i]],
                                                  model.share[i], "ns")
-    return out
+    return (out, h, score2) if leverages else out
 
 
 # ------------------------------------------------------------------ diagnostics
@@ -249,7 +272,10 @@ def compute_diagnostics(inf, params=True):
     model = inf._model
     ad, n, K = model.adapter, model.n, model.adapter.n_outputs
     bs = inf._rows_per_block()
-    h, score2 = _leverages(model, bs)
+    if params or K > 1:
+        delta, h, score2 = parameter_changes(model, bs, leverages=True)
+    else:
+        h, score2 = _leverages(model, bs)
     base = getattr(ad.loss, "family", ad.loss)
     Wf = base.curvature(model.y, model.eta, "fisher")
     rel = model.c / model.c.mean()
@@ -283,7 +309,6 @@ def compute_diagnostics(inf, params=True):
     d_params = params_one = dfbetas = bse = None
     cooks = internal**2 * h / (k * one_minus)
     if params or K > 1:
-        delta = parameter_changes(model, bs)
         d_params = -delta
         params_one = ad.theta + delta
         if K > 1:   # Δθᵀ M Δθ / (k φ c̄), M Δθ = v + c Jᵀ W J Δθ (the step's own equation)
@@ -350,9 +375,9 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
     out_err = np.empty(len(rows))
     pos = np.full(n, -1)
     pos[rows] = np.arange(len(rows))
-    for r, G, A in _hat_blocks(model, batch_size):
-        r_keep = r[pos[r] >= 0]
-        G = G[pos[r] >= 0]
+    blocks = ((A, r, G) for group, A in _updates._inverses(model, "ns")
+              for r, G, _ in _updates._loo_quadratics(model, group[pos[group] >= 0], A, batch_size))
+    for A, r_keep, G in blocks:
         for sl in row_blocks(len(r_keep), per_block):
             rb, Gb = r_keep[sl], G[sl]
             D = steps[pos[rb]]                                       # (b, p)
