@@ -184,6 +184,11 @@ class InfluenceDiagnostics:
     Attributes follow statsmodels' ``OLSInfluence`` / ``GLMInfluence``; every array has
     one entry (row) per training row.
 
+    Parameters
+    ----------
+    **values : dict
+        The attributes below (set by :meth:`~skinfluence.HessianInfluence.diagnostics`).
+
     Attributes
     ----------
     hat_matrix_diag : ndarray of shape (n,)
@@ -223,6 +228,12 @@ class InfluenceDiagnostics:
 
     @property
     def resid_studentized_internal(self):
+        """Internally studentized residuals (``resid_studentized``, statsmodels' OLS name).
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
         return self.resid_studentized
 
     def summary_frame(self) -> pd.DataFrame:
@@ -348,22 +359,22 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
     """Estimated errors of the NS leave-one-out steps of ``rows`` (all).
 
     Returns ``(param_error, output_error, steps)``: ``‖e_i‖``, the error of the
-    leave-one-out output ``‖J_i e_i‖`` (in η units) and the steps ``Δθ_i``. Needs a
-    linear model (``η_j(θ̂ + Δ)`` for every ``j`` is one product); NaN otherwise.
+    leave-one-out output ``‖J_i e_i‖`` (in η units) and the steps ``Δθ_i``. For a linear
+    model ``η_j(θ̂ + Δθ_i)`` of every ``j`` is one product for a block of rows ``i``; a
+    network takes one forward and one backward pass per row ``i``.
     """
     ad, n, p = model.adapter, model.n, model.adapter.n_params
     rows = np.arange(n) if rows is None else np.asarray(rows)
     steps = parameter_changes(model, batch_size, rows)
-    if not hasattr(ad, "jacobian_rows"):
-        nan = np.full(len(rows), np.nan)
-        return nan, nan.copy(), steps
     K = ad.n_outputs
-    # the rows j the remainder sums over: all, or a uniform sample weighted n/m
+    # the rows j the gradient sums over: all, or a uniform sample weighted n/m
     if n > max_rows:
         sample = np.sort(np.random.default_rng(random_state).choice(n, max_rows, replace=False))
         weight = n / max_rows
     else:
         sample, weight = np.arange(n), 1.0
+    if not hasattr(ad, "jacobian_rows"):
+        return (*_network_errors(model, batch_size, rows, steps, sample, weight), steps)
     Zs, ys, etas = model.Z[sample], model.y[sample], model.eta[sample]
     gs, Ws, cs = model.g[sample], model.W[sample], model.c[sample] * weight
     in_sample = np.full(n, -1)
@@ -398,6 +409,36 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
             Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[rb]), e)
             out_err[pos[rb]] = np.linalg.norm(Je, axis=1)
     return param_err, out_err, steps
+
+
+def _network_errors(model, batch_size, rows, steps, sample, weight):
+    """:func:`loo_errors` of a non-linear model: per row, the leave-one-out objective's
+    gradient at ``θ̂ + Δθ_i`` from one forward and one backward pass over the (sampled) rows."""
+    ad, n = model.adapter, model.n
+    Zs, ys, cs = model.Z[sample], model.y[sample], model.c[sample] * weight
+    in_sample = np.full(n, -1)
+    in_sample[sample] = np.arange(len(sample))
+    pos = np.full(n, -1)
+    pos[rows] = np.arange(len(rows))
+    param_err, out_err = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    for group, A in _updates._inverses(model, "ns"):
+        for r, G, _ in _updates._loo_quadratics(model, group[pos[group] >= 0], A, batch_size):
+            grads = np.zeros((len(r), ad.n_params))
+            for k, i in enumerate(r):
+                step = steps[pos[i]]
+                if not np.isfinite(step).all():
+                    continue
+                theta = ad.theta + step
+                G1 = cs[:, None] * ad.loss.gradient(ys, ad.eta(Zs, theta))
+                if in_sample[i] >= 0:
+                    G1[in_sample[i]] = 0.0
+                grads[k] = (ad.total_gradient(Zs, G1, theta)
+                            + (1.0 - model.share[i]) * ad.penalty.gradient(theta))
+            e, _ = _woodbury_rows(model, A, r, G, grads)
+            param_err[pos[r]] = np.linalg.norm(e, axis=1)
+            Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), e)
+            out_err[pos[r]] = np.linalg.norm(Je, axis=1)
+    return param_err, out_err
 
 
 class DiagnosticsMixin:
@@ -457,10 +498,7 @@ class DiagnosticsMixin:
         k = _refine_count(refine, n)
         bs = self._rows_per_block()
         param_error, error, steps = loo_errors(model, bs, random_state=0)
-        if np.isnan(error).all():      # a network: the NS/IJ gap
-            other = _updates.loo_decision(model, "ij" if method == "ns" else "ns", bs)
-            error = np.linalg.norm(eta - other, axis=1)
-        elif method == "ij":
+        if method == "ij":
             ns = np.empty_like(eta)
             for sl in row_blocks(n, bs):
                 J = ad.jacobians(model.Z[sl])

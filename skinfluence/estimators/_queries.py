@@ -289,10 +289,12 @@ class InfluenceQueries:
         return_error : bool, default=False
             Also return the estimated error of each row's leave-one-out natural-scale
             output ``η_{-i}(x_i)`` (the linear predictor or logits; Euclidean norm over
-            classes): for a linear model, the next Newton step on the leave-one-out
-            objective after the one-step answer, for every row at once (summed over up to
-            ``ERROR_MAX_ROWS`` = 4,096 sampled rows); for a network, the gap between the
-            ``"ns"`` and ``"ij"`` answers. ``"ij"`` adds that gap to the NS estimate.
+            classes): the next Newton step on each leave-one-out objective after the
+            one-step answer, from that objective's gradient there (summed over all rows,
+            or a uniform sample of ``ERROR_MAX_ROWS`` = 4,096 beyond): for a linear model
+            in blocks of rows at the cost of two products with the design per block, for
+            a network one forward and one backward pass per row. With ``"ij"`` the gap
+            between the ``"ij"`` and ``"ns"`` answers is added.
             Refined rows have error 0. Calibration against exact refits: user guide,
             *Diagnostics and error estimates*.
         refine : int or float, default=None
