@@ -196,7 +196,7 @@ def refit_check(inf, X, y, eta, rows):
 
 
 def calibrate(name, X, y, est):
-    prefit = not hasattr(est, "coef_")
+    prefit = type(est).__name__ == "TorchModel"
     inf = HessianInfluence(est, polish=True, prefit=prefit).fit(X, y)
     t = time.perf_counter()
     eta0 = inf.loo_decision()
