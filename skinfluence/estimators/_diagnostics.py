@@ -48,6 +48,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from .._utils import check_memory, row_blocks
 from ..models.families import Gaussian, Tweedie
@@ -247,19 +248,15 @@ class InfluenceDiagnostics:
         -------
         DataFrame of shape (n, p + 6) or (n, 6)
         """
-        frame = pd.DataFrame({
-            "cooks_d": self.cooks_distance[0],
-            "standard_resid": self.resid_studentized,
-            "hat_diag": self.hat_matrix_diag,
-            "dffits_internal": self.dffits_internal[0],
-            "student_resid": self.resid_studentized_external,
-            "dffits": self.dffits[0],
-        }, index=self.index)
-        if self.dfbetas is None:
-            return frame
-        dfb = pd.DataFrame(self.dfbetas, index=self.index,
-                           columns=[f"dfb_{name}" for name in self.param_names])
-        return dfb.join(frame)
+        columns = ["cooks_d", "standard_resid", "hat_diag", "dffits_internal", "student_resid",
+                   "dffits"]
+        values = [self.cooks_distance[0], self.resid_studentized, self.hat_matrix_diag,
+                  self.dffits_internal[0], self.resid_studentized_external, self.dffits[0]]
+        if self.dfbetas is not None:
+            columns = [f"dfb_{name}" for name in self.param_names] + columns
+            values = [self.dfbetas] + [v[:, None] for v in values]
+        data = np.hstack(values) if self.dfbetas is not None else np.column_stack(values)
+        return pd.DataFrame(data, index=self.index, columns=columns, copy=False)
 
 
 def _param_names(inf):
@@ -278,8 +275,6 @@ def _param_names(inf):
 
 
 def compute_diagnostics(inf, params=True):
-    from scipy import stats
-
     model = inf._model
     ad, n, K = model.adapter, model.n, model.adapter.n_outputs
     bs = inf._rows_per_block()
@@ -342,7 +337,7 @@ def compute_diagnostics(inf, params=True):
                 dfbetas = d_params / bse[None, :]
         if not params:
             d_params = params_one = dfbetas = bse = None
-    pvals = stats.f.sf(cooks, k, df_resid)
+    pvals = special.fdtrc(k, df_resid, cooks)     # F(k, n − Σh) survival function
     return InfluenceDiagnostics(
         hat_matrix_diag=h, resid_pearson=pearson, resid_deviance=deviance, scale=phi,
         resid_studentized=internal, resid_studentized_external=external,
