@@ -243,8 +243,16 @@ def test_unlearn_reports_an_error_estimate():
     estimate = inf.update_info_["error_estimate"]
     exact = inf.parameter_change(rows, steps="converge")
     true = np.linalg.norm(one - exact)
-    assert 0.5 < estimate / true < 2
+    assert 0.75 < estimate / true < 1.33
     assert inf.update_info_["error_estimate"] < 1e-6 * np.linalg.norm(exact)
+    # relabelling: the changed rows keep their weight, their targets flip
+    flip = 1 - y[rows]
+    one = inf.relabel(rows, flip)
+    estimate = inf.update_info_["error_estimate"]
+    exact = inf.relabel(rows, flip, steps="converge")
+    true = np.linalg.norm(np.r_[one.coef_.ravel(), one.intercept_]
+                          - np.r_[exact.coef_.ravel(), exact.intercept_])
+    assert 0.75 < estimate / true < 1.33
 
 
 def test_influence_plot_draws_every_row():

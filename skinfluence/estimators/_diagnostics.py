@@ -76,40 +76,38 @@ def _right_apply(A, U):
     return U @ A if isinstance(A, np.ndarray) else A.__rmatmul__(U)
 
 
-def _woodbury_rows(model, A, r, G, X):
-    """Rows ``M_{−i}⁻¹ x_i`` for rows ``i = r`` and right-hand sides ``X`` (b, p), where
-    ``M_{−i} = B − c_i J_iᵀ W_i J_i`` and ``A = B⁻¹`` (``G_i = J_i A J_iᵀ``), and the output
-    changes ``δη_i = (I − c_i G_i W_i)⁻¹ J_i A x_i``; NaN where ``M_{−i}`` is singular."""
-    ad, c, W = model.adapter, model.c[r], model.W[r]
-    eye = np.eye(ad.n_outputs)
-    AX = _right_apply(A, X)
-    t = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), AX)
-    D = eye - c[:, None, None] * G @ W
+def _output_changes(model, r, G, t):
+    """``δη_i = (I − c_i G_i W_i)⁻¹ t_i`` for rows ``r`` (the Woodbury step in output space),
+    and which rows' leave-one-out curvature is singular (their ``δη`` is meaningless)."""
+    D = np.eye(model.adapter.n_outputs) - model.c[r, None, None] * G @ model.W[r]
     det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
     sing = np.abs(det) < 1e-10
-    D[sing] = eye
-    d_eta = _updates._batched_solve(D, t)
-    pull = ad.gradients(model.Z[r], c[:, None] * np.einsum("bkl,bl->bk", W, d_eta))
+    D[sing] = np.eye(D.shape[1])
+    return _updates._batched_solve(D, t), sing
+
+
+def _woodbury_rows(model, A, r, G, X):
+    """Rows ``M_{−i}⁻¹ x_i`` for rows ``i = r`` and right-hand sides ``X`` (b, p), where
+    ``M_{−i} = B − c_i J_iᵀ W_i J_i``, ``A = B⁻¹`` and ``G_i = J_i A J_iᵀ``:
+    ``A (x_i + c_i J_iᵀ W_i δη_i)`` with ``δη_i`` from ``t_i = J_i A x_i``; NaN where
+    ``M_{−i}`` is singular."""
+    ad = model.adapter
+    AX = _right_apply(A, X)
+    d_eta, sing = _output_changes(model, r, G, np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), AX))
+    pull = ad.gradients(model.Z[r], model.c[r, None] * np.einsum("bkl,bl->bk", model.W[r], d_eta))
     out = AX + _right_apply(A, pull)
     out[sing] = np.nan
-    d_eta[sing] = np.nan
-    return out, d_eta
+    return out
 
 
 def _steps(model, A, r, G, q):
-    """NS leave-one-out steps of rows ``r`` from their ``G_i`` and IJ output changes
-    ``q_i = J_i A v_i``: ``Δθ_i = A (v_i + c_i J_iᵀ W_i δη_i)``, ``δη_i = (I − c_i G_i W_i)⁻¹ q_i``
-    (Woodbury). For a linear model ``v_i + c_i J_iᵀ W_i δη_i = J_iᵀ c_i (g_i + W_i δη_i) +
-    s_i ∇π``: one product with ``A`` per block. NaN where ``M_{−i}`` is singular."""
-    ad, c, W = model.adapter, model.c[r], model.W[r]
-    eye = np.eye(ad.n_outputs)
-    D = eye - c[:, None, None] * G @ W
-    det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
-    sing = np.abs(det) < 1e-10
-    D[sing] = eye
-    d_eta = _updates._batched_solve(D, q)
-    u = c[:, None] * (model.g[r] + np.einsum("bkl,bl->bk", W, d_eta))
-    out = _right_apply(A, ad.gradients(model.Z[r], u))
+    """NS leave-one-out steps of rows ``r`` (:func:`_woodbury_rows` of ``v_i``) from their
+    IJ output changes ``q_i = J_i A v_i``: as ``v_i = J_iᵀ c_i g_i + s_i ∇π``,
+    ``v_i + c_i J_iᵀ W_i δη_i = J_iᵀ c_i (g_i + W_i δη_i) + s_i ∇π``, one product with ``A``
+    per block."""
+    d_eta, sing = _output_changes(model, r, G, q)
+    u = model.c[r, None] * (model.g[r] + np.einsum("bkl,bl->bk", model.W[r], d_eta))
+    out = _right_apply(A, model.adapter.gradients(model.Z[r], u))
     if model.share[r].any():
         out += model.share[r, None] * _right_apply(A, model.pen_grad[None, :])
     out[sing] = np.nan
@@ -399,7 +397,7 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
             R = np.asarray(Zs.T @ rho.reshape(m, b * K))              # (q, b·K)
             R = R.reshape(-1, b, K).transpose(1, 0, 2).reshape(b, p)
             grad = np.nan_to_num(R + residual[None, :])
-            e, _ = _woodbury_rows(model, A, rb, Gb, grad)
+            e = _woodbury_rows(model, A, rb, Gb, grad)
             param_err[pos[rb]] = np.linalg.norm(e, axis=1)
             Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[rb]), e)
             out_err[pos[rb]] = np.linalg.norm(Je, axis=1)
@@ -429,7 +427,7 @@ def _network_errors(model, batch_size, rows, steps, sample, weight):
                     G1[in_sample[i]] = 0.0
                 grads[k] = (ad.total_gradient(Zs, G1, theta)
                             + (1.0 - model.share[i]) * ad.penalty.gradient(theta))
-            e, _ = _woodbury_rows(model, A, r, G, grads)
+            e = _woodbury_rows(model, A, r, G, grads)
             param_err[pos[r]] = np.linalg.norm(e, axis=1)
             Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), e)
             out_err[pos[r]] = np.linalg.norm(Je, axis=1)
