@@ -272,3 +272,19 @@ def test_influence_plot_draws_every_row():
     with pytest.raises(TypeError, match="influence_plot needs"):
         influence_plot(np.zeros(3))
     plt.close("all")
+
+
+def test_sparse_design_and_other_solvers_give_the_dense_answers():
+    import scipy.sparse as sp
+    X = sp.random(120, 300, density=0.03, random_state=0, format="csr")
+    y = (np.random.default_rng(0).random(120) > 0.5).astype(int)
+    est = LogisticRegression(C=1.0, tol=1e-10, max_iter=5000)
+    ref = HessianInfluence(est, polish=True).fit(X, y)
+    want, want_err = ref.diagnostics(), ref.loo_decision(return_error=True)[1]
+    for solver in ("dual", "cg"):
+        inf = HessianInfluence(est, polish=True, solver=solver,
+                               solver_options={"tol": 1e-12} if solver == "cg" else None).fit(X, y)
+        diag = inf.diagnostics()
+        assert rel(diag.hat_matrix_diag, want.hat_matrix_diag) < 1e-10
+        assert rel(diag.dfbetas, want.dfbetas) < 1e-8
+        assert rel(inf.loo_decision(return_error=True)[1], want_err) < 1e-8
