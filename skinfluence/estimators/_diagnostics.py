@@ -76,10 +76,19 @@ def _right_apply(A, U):
     return U @ A if isinstance(A, np.ndarray) else A.__rmatmul__(U)
 
 
+def _take(r):
+    """Row positions ``r`` as a slice where they are consecutive (views instead of copies)."""
+    return slice(r[0], r[-1] + 1) if len(r) and r[-1] - r[0] + 1 == len(r) else r
+
+
 def _output_changes(model, r, G, t):
     """``δη_i = (I − c_i G_i W_i)⁻¹ t_i`` for rows ``r`` (the Woodbury step in output space),
     and which rows' leave-one-out curvature is singular (their ``δη`` is meaningless)."""
-    D = np.eye(model.adapter.n_outputs) - model.c[r, None, None] * G @ model.W[r]
+    t_ = _take(r)
+    if G.shape[1] == 1:    # one output: scalars
+        D = (1.0 - model.c[t_] * G[:, 0, 0] * model.W[t_, 0, 0])[:, None, None]
+    else:
+        D = np.eye(G.shape[1]) - model.c[t_, None, None] * G @ model.W[t_]
     det = D[:, 0, 0] if D.shape[1] == 1 else np.linalg.det(D)
     sing = np.abs(det) < 1e-10
     D[sing] = np.eye(D.shape[1])
@@ -106,20 +115,24 @@ def _steps(model, A, r, G, q):
     ``v_i + c_i J_iᵀ W_i δη_i = J_iᵀ c_i (g_i + W_i δη_i) + s_i ∇π``, one product with ``A``
     per block."""
     d_eta, sing = _output_changes(model, r, G, q)
-    u = model.c[r, None] * (model.g[r] + np.einsum("bkl,bl->bk", model.W[r], d_eta))
-    out = _right_apply(A, model.adapter.gradients(model.Z[r], u))
-    if model.share[r].any():
-        out += model.share[r, None] * _right_apply(A, model.pen_grad[None, :])
+    t = _take(r)
+    W = model.W[t]
+    pull = W[:, :, 0] * d_eta if W.shape[1] == 1 else np.einsum("bkl,bl->bk", W, d_eta)
+    u = model.c[t, None] * (model.g[t] + pull)
+    out = _right_apply(A, model.adapter.gradients(model.Z[t], u))
+    if model.share[t].any():
+        out += model.share[t, None] * _right_apply(A, model.pen_grad[None, :])
     out[sing] = np.nan
     return out
 
 
 def _leverage_block(model, r, G):
     """``h_i`` and, for several outputs, ``s_iᵀ Q_i⁺ s_i`` of rows ``r`` (see :func:`_leverages`)."""
+    r = _take(r)
     C = model.c[r, None, None] * model.W[r]
     h = np.einsum("bkl,blk->b", C, G)
     if C.shape[1] == 1:
-        return h, np.zeros(len(r))
+        return h, np.zeros(len(h))
     s = model.c[r, None] * model.g[r]
     return h, np.einsum("bk,bkl,bl->b", s, np.linalg.pinv(C - C @ G @ C, hermitian=True), s)
 
@@ -200,6 +213,8 @@ class InfluenceDiagnostics:
         Internally studentized residuals (alias ``resid_studentized_internal``).
     resid_studentized_external : ndarray of shape (n,)
         Externally studentized (deletion) residuals.
+    cooks_d : ndarray of shape (n,)
+        Cook's distances.
     cooks_distance : tuple of (ndarray, ndarray)
         Cook's distances and their F(k, n − Σh) p-values (as statsmodels).
     dffits, dffits_internal : tuple of (ndarray, float)
@@ -226,6 +241,29 @@ class InfluenceDiagnostics:
         self.__dict__.update(values)
 
     @property
+    def cooks_distance(self):
+        """Cook's distances and their F(k, n − Σh) p-values (statsmodels' pair; the
+        p-values are computed on first access).
+
+        Returns
+        -------
+        tuple of (ndarray of shape (n,), ndarray of shape (n,))
+        """
+        if "_cooks_pvalues" not in self.__dict__:
+            self._cooks_pvalues = special.fdtrc(self.k_vars, self.df_resid, self.cooks_d)
+        return self.cooks_d, self._cooks_pvalues
+
+    @property
+    def params_one(self):
+        """One-step leave-one-out parameters ``θ̂ − d_params`` (None without ``d_params``).
+
+        Returns
+        -------
+        ndarray of shape (n, p) or None
+        """
+        return None if self.d_params is None else self.params - self.d_params
+
+    @property
     def resid_studentized_internal(self):
         """Internally studentized residuals (``resid_studentized``, statsmodels' OLS name).
 
@@ -248,13 +286,27 @@ class InfluenceDiagnostics:
         """
         columns = ["cooks_d", "standard_resid", "hat_diag", "dffits_internal", "student_resid",
                    "dffits"]
-        values = [self.cooks_distance[0], self.resid_studentized, self.hat_matrix_diag,
+        values = [self.cooks_d, self.resid_studentized, self.hat_matrix_diag,
                   self.dffits_internal[0], self.resid_studentized_external, self.dffits[0]]
         if self.dfbetas is not None:
             columns = [f"dfb_{name}" for name in self.param_names] + columns
             values = [self.dfbetas] + [v[:, None] for v in values]
         data = np.hstack(values) if self.dfbetas is not None else np.column_stack(values)
         return pd.DataFrame(data, index=self.index, columns=columns, copy=False)
+
+
+def _inverse_diagonal(model):
+    """``diag(M⁻¹)``: from the dense inverse, or from solves of blocks of unit vectors."""
+    A = _updates._inverse(model, model.solver)
+    if isinstance(A, np.ndarray):
+        return np.diag(A).copy()
+    p = model.adapter.n_params
+    out = np.empty(p)
+    for sl in row_blocks(p, 256):
+        E = np.zeros((p, sl.stop - sl.start))
+        E[np.arange(sl.start, sl.stop), np.arange(sl.stop - sl.start)] = 1.0
+        out[sl] = model.solver.solve(E)[np.arange(sl.start, sl.stop), np.arange(sl.stop - sl.start)]
+    return out
 
 
 def _param_names(inf):
@@ -310,39 +362,33 @@ def compute_diagnostics(inf, params=True):
                                   / sigma2_i)
         factor = np.sqrt(h / one_minus)
     threshold = 2 * np.sqrt(k / n)
-    d_params = params_one = dfbetas = bse = None
+    d_params = dfbetas = bse = None
     cooks = internal**2 * h / (k * one_minus)
     if params or K > 1:
-        d_params = -delta
-        params_one = ad.theta + delta
         if K > 1:   # Δθᵀ M Δθ / (k φ c̄), M Δθ = v + c Jᵀ W J Δθ (the step's own equation)
-            J = [ad.jacobians(model.Z[sl]) for sl in row_blocks(n, bs)]
             quad = np.empty(n)
-            for sl, Jb in zip(row_blocks(n, bs), J):
+            for sl in row_blocks(n, bs):
                 V = model.removal_gradients(np.arange(n)[sl])
-                dn = np.einsum("bkp,bp->bk", Jb, delta[sl])
+                dn = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[sl]), delta[sl])
                 pull = np.einsum("bkl,bl->bk", model.c[sl, None, None] * model.W[sl], dn)
                 quad[sl] = np.einsum("bp,bp->b", V, delta[sl]) + np.einsum("bk,bk->b", pull, dn)
             cooks = quad / (k * phi * model.c.mean())
             factor = np.sqrt(k * cooks) / internal   # DFFITS² = k · Cook's distance, as for one output
-        A = _updates._inverse(model, model.solver)
-        diag = np.diag(A) if isinstance(A, np.ndarray) else np.diag(model.solver.inverse())
-        bse = np.sqrt(np.maximum(diag, 0.0) * model.c.mean() * phi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if _is_least_squares(model):
-                dfbetas = d_params / (bse / np.sqrt(phi))[None, :] / np.sqrt(sigma2_i)[:, None]
-            else:
-                dfbetas = d_params / bse[None, :]
-        if not params:
-            d_params = params_one = dfbetas = bse = None
-    pvals = special.fdtrc(k, df_resid, cooks)     # F(k, n − Σh) survival function
+        if params:
+            delta *= -1.0                     # statsmodels' sign: θ̂ − θ̂_(i)
+            d_params = delta
+            bse = np.sqrt(np.maximum(_inverse_diagonal(model), 0.0) * model.c.mean() * phi)
+            scale = (bse / np.sqrt(phi))[None, :] * np.sqrt(sigma2_i)[:, None] \
+                if _is_least_squares(model) else bse[None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dfbetas = d_params / scale
     return InfluenceDiagnostics(
         hat_matrix_diag=h, resid_pearson=pearson, resid_deviance=deviance, scale=phi,
         resid_studentized=internal, resid_studentized_external=external,
-        sigma2_not_obsi=sigma2_i * (phi if not dispersion else 1.0),
-        cooks_distance=(cooks, pvals), dffits=(external * factor, threshold),
+        sigma2_not_obsi=sigma2_i,
+        cooks_d=cooks, dffits=(external * factor, threshold),
         dffits_internal=(internal * factor, threshold), d_params=d_params,
-        params_one=params_one, dfbetas=dfbetas, bse=bse, params=ad.theta.copy(),
+        dfbetas=dfbetas, bse=bse, params=ad.theta.copy(),
         param_names=_param_names(inf), k_vars=k, nobs=n, df_resid=df_resid,
         index=inf._train_labels())
 
