@@ -188,6 +188,10 @@ def mlp_case():
                                                                         weight_decay=0.1)
 
 
+def _take_rows(X, idx):
+    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
+
+
 def refit_check(inf, X, y, eta, rows):
     """``max |η_refined − η_refit|`` over ``rows``: scikit-learn refits (warm-started,
     tol=1e-13) without each row (linear models only)."""
@@ -197,7 +201,7 @@ def refit_check(inf, X, y, eta, rows):
     ad, worst = inf.adapter_, 0.0
     for i in rows:
         fit = refit_without(inf.estimator_, X, y, [i], tol=1e-13)
-        exact = ad.eta(inf._model.Z[[i]], inf.model_adapter(fit).theta)[0]
+        exact = ad.eta(ad.design(_take_rows(X, [i])), inf.model_adapter(fit).theta)[0]
         worst = max(worst, float(np.abs(eta[i] - exact).max()))
     return worst
 
@@ -211,14 +215,16 @@ def calibrate(name, X, y, est):
     t = time.perf_counter()
     eta, err = inf.loo_decision(return_error=True)
     t_err = time.perf_counter() - t
-    ad, model = inf.adapter_, inf._model
+    ad = inf.adapter_
+    Z = ad.design(X)
+    eta_fit = ad.eta(Z)
     exact = np.empty_like(eta)
     t = time.perf_counter()
     for i in range(len(y)):
-        exact[i] = ad.eta(model.Z[[i]], ad.theta + inf.parameter_change([i], steps="converge"))[0]
+        exact[i] = ad.eta(Z[[i]], ad.theta + inf.parameter_change([i], steps="converge"))[0]
     t_exact = time.perf_counter() - t
     true = np.linalg.norm(eta - exact, axis=1)
-    change = np.linalg.norm(exact - model.eta, axis=1)
+    change = np.linalg.norm(exact - eta_fit, axis=1)
     rho = spearmanr(err, true)[0]
     ratio = np.median(err / np.maximum(true, 1e-300))
     top = np.argsort(-change)[:10]          # the rows a user inspects: largest changes

@@ -167,7 +167,7 @@ def test_multinomial_pipeline_diagnostics():
     assert diag.d_params.shape == (len(y), 14 * 3) and diag.k_vars == 14 * 3 - 1   # the free intercepts' sum
     assert np.allclose(-diag.d_params[5], inf.parameter_change([5]), rtol=1e-8, atol=1e-12)
     # Cook's distance of several outputs: Δθᵀ M Δθ / (k c̄), M the penalised curvature
-    M, c = inf.curvature_, inf._model.c.mean()
+    M, c = inf.curvature_, inf._fitted().c.mean()
     delta = diag.d_params[:10]
     assert np.allclose(diag.cooks_distance[0][:10],
                        np.einsum("np,pq,nq->n", delta, M, delta) / (diag.k_vars * c), rtol=1e-8)
@@ -190,7 +190,7 @@ def test_network_leverages_through_its_gauss_newton_matrix():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         diag = inf.diagnostics()
-    model, ad = inf._model, inf.adapter_
+    model, ad = inf._fitted(), inf.adapter_
     J = ad.jacobians(model.Z)
     A = np.linalg.inv(inf.curvature_ + inf.damping_ * np.eye(ad.n_params))
     want = np.einsum("n,nkl,nlp,pq,nkq->n", model.c, model.W, J, A, J)
@@ -199,7 +199,7 @@ def test_network_leverages_through_its_gauss_newton_matrix():
 
 
 def _exact_loo(inf):
-    ad, model = inf.adapter_, inf._model
+    ad, model = inf.adapter_, inf._fitted()
     out = np.empty((inf.n_samples_, ad.n_outputs))
     for i in range(inf.n_samples_):
         out[i] = ad.eta(model.Z[[i]], ad.theta + inf.parameter_change([i], steps="converge"))[0]

@@ -325,7 +325,7 @@ def _param_names(inf):
 
 
 def compute_diagnostics(inf, params=True):
-    model = inf._model
+    model = inf._fitted()
     ad, n, K = model.adapter, model.n, model.adapter.n_outputs
     bs = inf._rows_per_block()
     if params or K > 1:
@@ -532,7 +532,7 @@ class DiagnosticsMixin:
     def _loo_refine(self, eta, method, refine):
         """``(η, error)``: leave-one-out outputs ``eta`` with their estimated errors, the
         ``refine`` rows of largest error converged exactly (``loo_info_`` records all)."""
-        model = self._model
+        model = self._fitted()
         ad, n = self.adapter_, self.n_samples_
         k = _refine_count(refine, n)
         bs = self._rows_per_block()
