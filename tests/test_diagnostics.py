@@ -196,6 +196,8 @@ def test_network_leverages_through_its_gauss_newton_matrix():
     want = np.einsum("n,nkl,nlp,pq,nkq->n", model.c, model.W, J, A, J)
     assert rel(diag.hat_matrix_diag, want) < 1e-8
     assert np.allclose(-diag.d_params[3], inf.parameter_change([3]), rtol=1e-7, atol=1e-12)
+    _, err = inf.loo_decision(return_error=True)
+    assert err.shape == (60,) and np.all(np.isfinite(err) & (err >= 0))
 
 
 def _exact_loo(inf):
@@ -230,6 +232,17 @@ def test_loo_error_estimates_are_calibrated_and_refine_makes_rows_exact():
         inf.approx_loocv(refine=1.5)
     with pytest.raises(ValueError, match="refine must be"):
         inf.approx_loocv(refine=-1)
+
+
+def test_l1_loo_error_estimates():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((90, 4))
+    y = (X @ [2.0, -1.0, 0.0, 0.0] + rng.logistic(size=90) > 0).astype(int)
+    est = LogisticRegression(l1_ratio=1.0, solver="saga", C=0.5, tol=1e-12, max_iter=100000)
+    inf = HessianInfluence(est, polish=True).fit(X, y)
+    eta, err = inf.loo_decision(return_error=True)
+    true = np.linalg.norm(eta - _exact_loo(inf), axis=1)
+    assert spearmanr(err, true)[0] > 0.8
 
 
 def test_unlearn_reports_an_error_estimate():

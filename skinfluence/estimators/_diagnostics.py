@@ -394,17 +394,27 @@ def compute_diagnostics(inf, params=True):
 
 
 # ---------------------------------------------------------------- error estimates
+def _step_blocks(model, batch_size, rows):
+    """``(A, r, G, Δθ_r)`` per block of ``rows``: the NS leave-one-out steps block by block
+    (memory ``O(block · p)``; with an ℓ1 penalty all at once, for the support changes)."""
+    pos = np.full(model.n, -1)
+    pos[rows] = np.arange(len(rows))
+    every = None if model.adapter.penalty.is_smooth else parameter_changes(model, batch_size, rows)
+    for group, A in _updates._inverses(model, "ns"):
+        for r, G, q in _updates._loo_quadratics(model, group[pos[group] >= 0], A, batch_size):
+            yield A, r, G, (_steps(model, A, r, G, q) if every is None else every[pos[r]])
+
+
 def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_state=0):
     """Estimated errors of the NS leave-one-out steps of ``rows`` (all).
 
-    Returns ``(param_error, output_error, steps)``: ``‖e_i‖``, the error of the
-    leave-one-out output ``‖J_i e_i‖`` (in η units) and the steps ``Δθ_i``. For a linear
-    model ``η_j(θ̂ + Δθ_i)`` of every ``j`` is one product for a block of rows ``i``; a
-    network takes one forward and one backward pass per row ``i``.
+    Returns ``(param_error, output_error)``: ``‖e_i‖`` and the error of the leave-one-out
+    output ``‖J_i e_i‖`` (in η units). For a linear model ``η_j(θ̂ + Δθ_i)`` of every ``j``
+    is one product for a block of rows ``i``; a network takes one forward and one backward
+    pass per row ``i``.
     """
     ad, n, p = model.adapter, model.n, model.adapter.n_params
     rows = np.arange(n) if rows is None else np.asarray(rows)
-    steps = parameter_changes(model, batch_size, rows)
     K = ad.n_outputs
     # the rows j the gradient sums over: all, or a uniform sample weighted n/m
     if n > max_rows:
@@ -412,8 +422,11 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
         weight = n / max_rows
     else:
         sample, weight = np.arange(n), 1.0
+    pos = np.full(n, -1)
+    pos[rows] = np.arange(len(rows))
+    blocks = _step_blocks(model, batch_size, rows)
     if not hasattr(ad, "jacobian_rows"):
-        return (*_network_errors(model, batch_size, rows, steps, sample, weight), steps)
+        return _network_errors(model, blocks, pos, len(rows), sample, weight)
     Zs, ys, etas = model.Z[sample], model.y[sample], model.eta[sample]
     gs, Ws, cs = model.g[sample], model.W[sample], model.c[sample] * weight
     in_sample = np.full(n, -1)
@@ -423,14 +436,9 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
     per_block = max(1, min(batch_size, 2**22 // max(m * K * max(K, 2), 1)))
     param_err = np.empty(len(rows))
     out_err = np.empty(len(rows))
-    pos = np.full(n, -1)
-    pos[rows] = np.arange(len(rows))
-    blocks = ((A, r, G) for group, A in _updates._inverses(model, "ns")
-              for r, G, _ in _updates._loo_quadratics(model, group[pos[group] >= 0], A, batch_size))
-    for A, r_keep, G in blocks:
+    for A, r_keep, G, steps in blocks:
         for sl in row_blocks(len(r_keep), per_block):
-            rb, Gb = r_keep[sl], G[sl]
-            D = steps[pos[rb]]                                       # (b, p)
+            rb, Gb, D = r_keep[sl], G[sl], steps[sl]                  # D: (b, p)
             b = len(rb)
             d = np.asarray(Zs @ D.reshape(b, -1, K).transpose(1, 0, 2).reshape(-1, b * K))
             d = d.reshape(m, b, K)                                    # J_j Δθ_i
@@ -447,36 +455,32 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
             param_err[pos[rb]] = np.linalg.norm(e, axis=1)
             Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[rb]), e)
             out_err[pos[rb]] = np.linalg.norm(Je, axis=1)
-    return param_err, out_err, steps
+    return param_err, out_err
 
 
-def _network_errors(model, batch_size, rows, steps, sample, weight):
+def _network_errors(model, blocks, pos, n_rows, sample, weight):
     """:func:`loo_errors` of a non-linear model: per row, the leave-one-out objective's
     gradient at ``θ̂ + Δθ_i`` from one forward and one backward pass over the (sampled) rows."""
     ad, n = model.adapter, model.n
     Zs, ys, cs = model.Z[sample], model.y[sample], model.c[sample] * weight
     in_sample = np.full(n, -1)
     in_sample[sample] = np.arange(len(sample))
-    pos = np.full(n, -1)
-    pos[rows] = np.arange(len(rows))
-    param_err, out_err = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
-    for group, A in _updates._inverses(model, "ns"):
-        for r, G, _ in _updates._loo_quadratics(model, group[pos[group] >= 0], A, batch_size):
-            grads = np.zeros((len(r), ad.n_params))
-            for k, i in enumerate(r):
-                step = steps[pos[i]]
-                if not np.isfinite(step).all():
-                    continue
-                theta = ad.theta + step
-                G1 = cs[:, None] * ad.loss.gradient(ys, ad.eta(Zs, theta))
-                if in_sample[i] >= 0:
-                    G1[in_sample[i]] = 0.0
-                grads[k] = (ad.total_gradient(Zs, G1, theta)
-                            + (1.0 - model.share[i]) * ad.penalty.gradient(theta))
-            e = _woodbury_rows(model, A, r, G, grads)
-            param_err[pos[r]] = np.linalg.norm(e, axis=1)
-            Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), e)
-            out_err[pos[r]] = np.linalg.norm(Je, axis=1)
+    param_err, out_err = np.full(n_rows, np.nan), np.full(n_rows, np.nan)
+    for A, r, G, steps in blocks:
+        grads = np.zeros((len(r), ad.n_params))
+        for k, i in enumerate(r):
+            if not np.isfinite(steps[k]).all():
+                continue
+            theta = ad.theta + steps[k]
+            G1 = cs[:, None] * ad.loss.gradient(ys, ad.eta(Zs, theta))
+            if in_sample[i] >= 0:
+                G1[in_sample[i]] = 0.0
+            grads[k] = (ad.total_gradient(Zs, G1, theta)
+                        + (1.0 - model.share[i]) * ad.penalty.gradient(theta))
+        e = _woodbury_rows(model, A, r, G, grads)
+        param_err[pos[r]] = np.linalg.norm(e, axis=1)
+        Je = np.einsum("bkp,bp->bk", ad.jacobians(model.Z[r]), e)
+        out_err[pos[r]] = np.linalg.norm(Je, axis=1)
     return param_err, out_err
 
 
@@ -536,13 +540,9 @@ class DiagnosticsMixin:
         ad, n = self.adapter_, self.n_samples_
         k = _refine_count(refine, n)
         bs = self._rows_per_block()
-        param_error, error, steps = loo_errors(model, bs, random_state=0)
+        param_error, error = loo_errors(model, bs, random_state=0)
         if method == "ij":
-            ns = np.empty_like(eta)
-            for sl in row_blocks(n, bs):
-                J = ad.jacobians(model.Z[sl])
-                ns[sl] = model.eta[sl] + np.einsum("bkp,bp->bk", J, steps[sl])
-            error = error + np.linalg.norm(eta - ns, axis=1)
+            error = error + np.linalg.norm(eta - _updates.loo_decision(model, "ns", bs), axis=1)
         error = np.where(np.isfinite(eta).all(axis=1), error, np.nan)
         refined = np.empty(0, int)
         if k:
