@@ -301,3 +301,17 @@ def test_sparse_design_and_other_solvers_give_the_dense_answers():
         assert rel(diag.hat_matrix_diag, want.hat_matrix_diag) < 1e-10
         assert rel(diag.dfbetas, want.dfbetas) < 1e-8
         assert rel(inf.loo_decision(return_error=True)[1], want_err) < 1e-8
+
+
+def test_pipeline_parameter_names_are_the_transformed_features():
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.preprocessing import OneHotEncoder
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"colour": rng.choice(["red", "blue", "green"], 60), "size": rng.normal(size=60)})
+    y = X["size"] * 2 + (X["colour"] == "red") + 0.1 * rng.normal(size=60)
+    pipe = make_pipeline(make_column_transformer((OneHotEncoder(drop="first"), ["colour"]),
+                                                 remainder="passthrough"), LinearRegression())
+    frame = HessianInfluence(pipe).fit(X, y).diagnostics().summary_frame()
+    assert list(frame.columns[:4]) == ["dfb_onehotencoder__colour_green", "dfb_onehotencoder__colour_red",
+                                       "dfb_remainder__size", "dfb_const"]

@@ -310,14 +310,22 @@ def _inverse_diagonal(model):
 
 
 def _param_names(inf):
+    """``dfb_`` column names: the design's features (a Pipeline's transformed ones where it
+    names them), ``const`` for the intercept, ``[class]`` per output; ``theta<j>`` for a
+    network."""
     ad = inf.adapter_
-    names = getattr(inf, "feature_names_in_", None)
     if not hasattr(ad, "jacobian_rows"):
         return [f"theta{j}" for j in range(ad.n_params)]
-    features = [str(f) for f in names] if names is not None else \
-        [f"x{j}" for j in range(ad.n_features)]
-    if ad.fit_intercept:
-        features.append("const")
+    glm = getattr(ad, "inner", ad)                  # a Pipeline's final linear model
+    est = inf.estimator_
+    try:
+        names = (est[:-1].get_feature_names_out() if hasattr(est, "steps")
+                 else getattr(inf, "feature_names_in_", None))
+    except (AttributeError, ValueError, TypeError):   # a step that does not name its output
+        names = None
+    if names is None or len(names) != glm.n_features:
+        names = [f"x{j}" for j in range(glm.n_features)]
+    features = [str(f) for f in names] + (["const"] if glm.fit_intercept else [])
     K = ad.n_outputs
     if K == 1:
         return features
