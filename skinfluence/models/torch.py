@@ -92,6 +92,8 @@ class TorchAdapter(ModelAdapter):
     fisher : {"exact", "mc", "empirical"}
     """
 
+    is_network = True
+
     def __init__(self, estimator, *, device="auto", dtype="float64", batch_size=4096,
                  random_state=None, fisher="exact"):
         if fisher not in ("exact", "mc", "empirical"):
@@ -366,11 +368,13 @@ class TorchAdapter(ModelAdapter):
             return rs.randint(2**31)
         return rs
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
-        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian)."""
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian);
+        ``weights``: the ``c_i W_i`` if already computed."""
         p = self.n_params
         eta = self.eta(Z) if eta is None else eta
-        W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+        W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+             if weights is None else weights)
         lam, vec = np.linalg.eigh(W)                       # W_i = V diag(λ) Vᵀ
         scale = np.abs(lam).max(axis=0)
         keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
@@ -414,7 +418,7 @@ class TorchAdapter(ModelAdapter):
                 H[j:j + width] += rows_of(eye[j:j + width])
         return H
 
-    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None):
+    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
 
         ``V`` has shape (p,) or (p, m). Per-sample curvatures ``W_i`` are recomputed on
@@ -424,7 +428,8 @@ class TorchAdapter(ModelAdapter):
         key = (id(Z), len(Z), kind)
         if getattr(self, "_mv_key", None) != key:
             eta = self.eta(Z) if eta is None else eta
-            W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+            W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+                 if weights is None else weights)
             R = np.asarray(c)[:, None] * self.loss.gradient(y, eta) if kind == "hessian" else None
             self._mv_key, self._mv_cache = key, (W, R)
         W, R = self._mv_cache
