@@ -115,7 +115,7 @@ def test_all_parameters_recover_the_ordinary_influence_step(net_problem):
                            damping=DAMP).fit(P["X"], P["y"])
     ordinary = inf.parameter_change(P["idx"], method="ij")
     op = CurvatureOperator.from_matrix(inf.curvature_)
-    v = inf._model.removal_gradients(P["idx"]).sum(0)
+    v = inf.training_gradients(P["idx"]).sum(0)
     for method in ("exact", "lissa"):
         solver = GIFSolver(op, strategy="gif", method=method, damping=DAMP, max_iter=100_000, tol=1e-13)
         assert _rel(solver.solve(v), ordinary) < 1e-6
@@ -197,7 +197,7 @@ def _estimators(P, **kw):
 
 def _retained_curvature(ref, idx):
     """Dense M − Σ_U c_i J_iᵀ W_i J_i − share·∇²π (damping included): the Newton step's matrix."""
-    m, ad = ref._model, ref.adapter_
+    m, ad = ref.engine_, ref.adapter_
     J = ad.jacobians(m.Z[idx])
     D = np.einsum("mkp,mkl,mlq->pq", J, m.c[idx, None, None] * m.W[idx], J)
     return ref.curvature_ + DAMP * np.eye(ad.n_params) - D - np.diag(m.share[idx].sum() * ad.penalty.hessian_diagonal())
@@ -205,13 +205,13 @@ def _retained_curvature(ref, idx):
 
 def test_estimator_with_all_parameters_is_the_ordinary_influence(net_problem):
     P = net_problem
-    _, ref, gif = _estimators(P, ratio=1.0, solver="exact")
+    _, ref, gif = _estimators(P, ratio=1.0, method="exact")
     gif.fit(P["X"], P["y"])
     assert gif.parameter_mask_.all() and gif.solver_ == "gif_exact"
     assert _rel(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10
     # the Newton step: the exact retained curvature (the dense solver's Woodbury path drops
     # the penalty share's diagonal, hence the comparison with the closed form)
-    v = ref._model.removal_gradients(P["idx"]).sum(0)
+    v = ref.training_gradients(P["idx"]).sum(0)
     ns = np.linalg.solve(_retained_curvature(ref, P["idx"]), v)
     assert _rel(gif.parameter_change(P["idx"]), ns) < 1e-10
 
@@ -221,14 +221,14 @@ def test_estimator_strategies_on_a_given_subset(net_problem, strategy):
     """Every query is restricted: parameter_change is the strategy's closed form on J."""
     P = net_problem
     J = P["mask"]
-    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), solver="exact", strategy=strategy)
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), method="exact", strategy=strategy)
     gif.fit(P["X"], P["y"])
-    v = ref._model.removal_gradients(P["idx"]).sum(0)
+    v = ref.training_gradients(P["idx"]).sum(0)
     H = ref.curvature_ + DAMP * np.eye(len(v))
     assert _rel(gif.parameter_change(P["idx"], method="ij"), _reference(H, v, J, strategy)) < 1e-10
     A = gif.attribute(P["X"][:3], P["y"][:3])                  # attribution through the same solver
     G = ref.adapter_.gradients(P["Z"][:3], ref.adapter_.loss.gradient(P["y_enc"][:3], ref.adapter_.eta(P["Z"][:3])))
-    V = ref._model.removal_gradients(np.arange(len(P["y"])))
+    V = ref.training_gradients(np.arange(len(P["y"])))
     X_J = np.column_stack([_reference(H, g, J, strategy) for g in G])
     assert np.allclose(A, X_J.T @ V.T, rtol=1e-8, atol=1e-12)
 
@@ -238,10 +238,10 @@ def test_freezing_equals_the_dense_solver_with_active_subset(net_problem):
 
     P = net_problem
     J = P["mask"]
-    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), solver="exact", strategy="freezing")
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), method="exact", strategy="freezing")
     gif.fit(P["X"], P["y"])
     dense = make_solver("dense", ref.curvature_, damping=DAMP, active=J)
-    v = ref._model.removal_gradients(P["idx"]).sum(0)
+    v = ref.training_gradients(P["idx"]).sum(0)
     assert _rel(gif.parameter_change(P["idx"], method="ij"), dense.solve(v)) < 1e-10
 
 
@@ -269,10 +269,10 @@ def test_estimator_on_a_linear_model_and_validation():
     X, y = load_iris(return_X_y=True)
     lr = LogisticRegression(C=1.0, max_iter=5000, tol=1e-12)
     ref = HessianInfluence(lr).fit(X, y)
-    gif = GeneralizedInfluence(lr, ratio=1.0, solver="exact").fit(X, y)
+    gif = GeneralizedInfluence(lr, ratio=1.0, method="exact").fit(X, y)
     idx = np.arange(0, 150, 10)
     assert _rel(gif.parameter_change(idx, method="ij"), ref.parameter_change(idx, method="ij")) < 1e-8
-    half = GeneralizedInfluence(lr, ratio=0.5, selection="highest_outputs", solver="exact").fit(X, y)
+    half = GeneralizedInfluence(lr, ratio=0.5, selection="highest_outputs", method="exact").fit(X, y)
     theta = half.adapter_.theta
     assert np.abs(theta[half.parameter_mask_]).min() >= np.abs(theta[~half.parameter_mask_]).max()
     assert clone(half).get_params()["ratio"] == 0.5
@@ -300,5 +300,5 @@ def test_fisher_curvature_with_all_parameters_is_fisher_influence(net_problem):
     P = net_problem
     est = TorchModel(P["net"], weight_decay=WD)
     ref = FisherInfluence(est, prefit=True, solver="dense").fit(P["X"], P["y"])
-    gif = GeneralizedInfluence(est, prefit=True, curvature="fisher", ratio=1.0, solver="exact").fit(P["X"], P["y"])
+    gif = GeneralizedInfluence(est, prefit=True, curvature="fisher", ratio=1.0, method="exact").fit(P["X"], P["y"])
     assert _rel(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10

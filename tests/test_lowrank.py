@@ -260,7 +260,7 @@ def test_solver_options_are_validated(net_problem):
         _fit(model, X, y, "nystrom", solver_options={"rnak": 5})
     with pytest.raises(ValueError, match="valid: none"):
         _fit(model, X, y, "dense", solver_options={"rank": 5})
-    with pytest.raises(ValueError, match="'maxiter'"):                  # cg's own options are listed
+    with pytest.raises(ValueError, match="'max_iter'"):                  # cg's own options are listed
         _fit(model, X, y, "cg", solver_options={"rank": 5})
     with pytest.raises(InvalidParameterError, match="solver_options"):
         _fit(model, X, y, "nystrom", solver_options=[("rank", 5)])
