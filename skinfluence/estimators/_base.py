@@ -60,16 +60,23 @@ _PARAMETERS = """    estimator : estimator object
         first minimises the model's own objective by full-batch L-BFGS in float64, the
         finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
         stall far from the optimum), then checks with Newton steps. If False, an
-        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead. One policy
+        (see ``removal_size``) serves every entry point; model selection
+        (``approx_cross_val_*``, the searches) and the command line polish by default
+        (``polish=True``) because their answers are compared with refits to the optimum.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
-        and single-row queries, about n/K for K-fold cross-validation. Polishing stops
-        (and the convergence warning is raised) when the distance to the optimum is 5%
-        of such a change: the median leave-one-out step for 1, and for m rows
-        ``√(m(1 − m/n))`` times the root-mean-square leave-one-out step (the expected
-        size of m random leave-one-out steps added up). A larger removal tolerates a
-        larger optimisation error, so it needs fewer Newton steps; answers for smaller
-        removals are then less accurate.
+        and single-row queries, about n/K for K-fold cross-validation. For 1, polishing
+        stops (and the convergence warning is raised) when the distance to the optimum
+        is 5% of the median leave-one-out step, and removal steps assume the fit is at
+        the optimum. For m > 1 rows, removal steps are Newton steps on the changed
+        objective's own gradient (the fit's residual gradient kept), whose error from
+        the optimisation error is second order, so polishing stops when the distance is
+        ``RESIDUAL_TARGET`` (1) times a typical change of m rows (``√(m(1 − m/n))``
+        times the root-mean-square leave-one-out step), both in the curvature's norm:
+        fewer Newton steps. Approximate cross-validation fits with the smallest
+        split's removal size, so ``cv_decision`` of such an estimator equals
+        ``approx_cross_val_predict`` on the same folds.
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
         ``"cg"``, ``"lissa"``, ``"nystrom"``, ``"arnoldi"``, ...). ``"auto"`` chooses by shape
@@ -82,8 +89,9 @@ _PARAMETERS = """    estimator : estimator object
     solver_options : dict, default=None
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
         for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
-        ``{"tol": 1e-8, "maxiter": 500}`` for ``"cg"``. Unknown keys raise, naming the
-        valid ones.
+        ``{"tol": 1e-8, "max_iter": 500}`` for ``"cg"`` (``maxiter``, the old spelling, is
+        accepted with a FutureWarning). Each solver declares its options
+        (``Solver.options``); unknown keys raise, naming the valid ones.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.

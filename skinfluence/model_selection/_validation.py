@@ -29,7 +29,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, va
 from sklearn.utils.validation import _num_samples, indexable
 
 from .._parallel import parallel_map
-from ..estimators import FisherInfluence, HessianInfluence
+from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
 from ._scoring import score_split
 
 __all__ = ["approx_cross_val_predict", "approx_cross_val_score"]
@@ -42,8 +42,8 @@ _RESPONSE_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_
 APPROX_CV_CONSTRAINTS = {
     "method": [StrOptions({"ns", "ij"})],
     "curvature": [StrOptions({"hessian", "fisher"})],
-    "polish": ["boolean"],
-    "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+    "polish": BaseInfluence._parameter_constraints["polish"],
+    "damping": BaseInfluence._parameter_constraints["damping"],
 }
 PARALLEL_CONSTRAINTS = {"n_jobs": [Integral, None], "verbose": ["verbose"]}
 
@@ -212,15 +212,17 @@ def approx_cross_val_predict(
     curvature : {"hessian", "fisher"}, default="hessian"
         Curvature of the Newton steps (:class:`~skinfluence.HessianInfluence` or
         :class:`~skinfluence.FisherInfluence`); they agree for canonical links.
-    polish : bool, default=True
+    polish : bool or "lbfgs", default=True
         Take Newton steps with the factorised curvature when the full-data fit stopped
         short of the optimum (e.g. ``LogisticRegression(tol=1e-4)``), so that the
         approximation refers to the optimum, as exact refits to the same tolerance
-        approximately do. The polishing stops at 5% of the change a split makes
-        (``removal_size`` of :class:`~skinfluence.HessianInfluence`: the rows the
-        smallest split removes), so K-fold needs fewer Newton steps than leave-one-out.
-        If False an :class:`~skinfluence.InfluenceWarning` is raised instead.
-    damping : float, default=0.0
+        approximately do. The estimators' one polishing policy, with ``removal_size`` of
+        :class:`~skinfluence.HessianInfluence` the rows the smallest split removes:
+        leave-one-out polishes to 5% of a leave-one-out step, K-fold (residual steps) to
+        one typical change of a fold, so it needs fewer Newton steps. ``"lbfgs"`` first
+        finishes the fit by full-batch L-BFGS. If False an
+        :class:`~skinfluence.InfluenceWarning` is raised instead.
+    damping : float or "auto", default=0.0
         Added to the curvature's diagonal (needed for singular curvatures).
     n_jobs : int, default=None
         Number of joblib workers over the folds (None: 1 unless in a
