@@ -180,7 +180,7 @@ class InfluenceEngine:
     def at(self, theta, eta=None, reuse_curvature=False):
         """This engine moved to ``theta`` (outputs ``eta`` if known), on the same targets;
         refactorised unless ``reuse_curvature``."""
-        adapter = self.spec.adapter(self.adapter.with_params(theta))
+        adapter = self.adapter.moved(theta, **self.spec.adapter_options)
         # the line search's outputs, unless the model stores θ rounded (float32)
         eta = eta if eta is not None and np.array_equal(adapter.theta, theta) else None
         return self.build(self.spec, adapter, self.Z, self.y, self.sample_weight, eta,
@@ -189,7 +189,7 @@ class InfluenceEngine:
     def with_target(self, y, sample_weight, theta=None):
         """The engine of a changed objective (rows removed by zero weights, or relabelled)
         at ``theta`` (default: here), with its own factorisation."""
-        adapter = self.adapter if theta is None else self.spec.adapter(self.adapter.with_params(theta))
+        adapter = self.adapter if theta is None else self.adapter.moved(theta, **self.spec.adapter_options)
         return self.build(self.spec, adapter, self.Z, y, sample_weight)
 
     def curvature_operator(self, dense):

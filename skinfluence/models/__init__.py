@@ -54,6 +54,14 @@ class PipelineAdapter(ModelAdapter):
         pipe.steps[-1] = (pipe.steps[-1][0], self.inner.with_params(theta))
         return pipe
 
+    def moved(self, theta, **options):
+        """The pipeline at ``theta``: its preprocessing copied, its model copied once."""
+        inner = self.inner.moved(theta, **options)
+        pipe = copy.copy(self.pipeline)
+        pipe.steps = ([(name, copy.deepcopy(step)) for name, step in self.pipeline.steps[:-1]]
+                      + [(self.pipeline.steps[-1][0], inner.estimator)])
+        return PipelineAdapter(pipe, inner)
+
 
 def _forward(name):
     return property(lambda self: getattr(self.inner, name),

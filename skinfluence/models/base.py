@@ -186,5 +186,12 @@ class ModelAdapter:
         """A deep copy of the estimator carrying the parameters ``theta``."""
         raise NotImplementedError
 
+    def moved(self, theta, **options):
+        """The adapter of ``with_params(theta)`` (``options`` as for
+        :func:`~skinfluence.models.make_adapter`); networks copy their module once."""
+        from . import make_adapter
+
+        return make_adapter(self.with_params(theta), **options)
+
     def copy_estimator(self):
         return copy.deepcopy(self.estimator)

@@ -95,7 +95,7 @@ class TorchAdapter(ModelAdapter):
     is_network = True
 
     def __init__(self, estimator, *, device="auto", dtype="float64", batch_size=4096,
-                 random_state=None, fisher="exact"):
+                 random_state=None, fisher="exact", _private=False):
         if fisher not in ("exact", "mc", "empirical"):
             raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -115,7 +115,12 @@ class TorchAdapter(ModelAdapter):
         self._factor = spec.factor
         self._input_shape, self._probe = _INPUTS.get(estimator, (None, None))
 
-        self.module = copy.deepcopy(spec.module).to(device=self.device, dtype=self.dtype).eval()
+        # a private copy of the estimator (``moved``) lends its module where no conversion
+        # would change it in place: one copy of the net per new θ, not two
+        first = next(spec.module.parameters())
+        lend = _private and first.dtype == self.dtype and first.device == self.device
+        self.module = (spec.module if lend else copy.deepcopy(spec.module)).to(
+            device=self.device, dtype=self.dtype).eval()
         named = [(n, p) for n, p in spec.module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
@@ -492,6 +497,12 @@ class TorchAdapter(ModelAdapter):
         if self._input_shape is not None:
             _INPUTS[est] = (self._input_shape, self._probe)
         return est
+
+    def moved(self, theta, **options):
+        """The adapter of :meth:`with_params` (its own private copy of the net, shared
+        with the adapter where device and dtype match)."""
+        options = {k: v for k, v in options.items() if k not in ("solver", "curvature")}
+        return TorchAdapter(self.with_params(theta), _private=True, **options)
 
 
 def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="auto", batch_size=4096,
