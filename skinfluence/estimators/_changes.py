@@ -4,7 +4,7 @@ The one-step update of :mod:`._updates` is the influence approximation. Removing
 (their weights set to 0) or relabelling them defines a new objective whose optimum an
 exact refit finds; damped Newton steps from the fitted θ̂ reach it, each rebuilding the
 curvature at the current parameters (one Gram matrix and one factorisation for a GLM)
-and line-searched on the new objective (:class:`~skinfluence.curvature.newton.NewtonPolisher`
+and line-searched on the new objective (:class:`~._polish.NewtonPolisher`
 with the ``"parameters"`` yardstick). With one step only, the Newton decrement left
 after it says whether that step was in its regime.
 """

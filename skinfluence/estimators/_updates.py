@@ -1,4 +1,4 @@
-"""The algebra of removals, written once over an :class:`~._model.InfluenceModel`.
+"""The algebra of removals, written once over an :class:`~._model.InfluenceEngine`.
 
 Removing a set ``U`` of training rows moves the optimum by one Newton step::
 
