@@ -165,9 +165,22 @@ PARAMETERS = {"prefit": False, "damping": 0.0, "polish": False, "removal_size": 
 
 
 def influence_init(**own):
-    """An ``__init__(self, estimator, *, <own>, <PARAMETERS>)`` that stores every argument
-    as an attribute (scikit-learn's convention), with a real signature for ``get_params``:
-    the shared parameters are declared once, in :data:`PARAMETERS`."""
+    """The constructor of an influence estimator, written once.
+
+    Parameters
+    ----------
+    **own
+        The estimator's own parameters and their defaults, before the shared ones
+        (``PARAMETERS``: ``prefit``, ``damping``, ``polish``, ``removal_size``, ``solver``,
+        ``solver_options``, ...).
+
+    Returns
+    -------
+    callable
+        ``__init__(self, estimator, *, <own>, <PARAMETERS>)``, which stores every argument
+        as an attribute (scikit-learn's convention), with a real signature for
+        ``get_params``.
+    """
     P = inspect.Parameter
     params = ([P("self", P.POSITIONAL_OR_KEYWORD), P("estimator", P.POSITIONAL_OR_KEYWORD)]
               + [P(name, P.KEYWORD_ONLY, default=value) for name, value in {**own, **PARAMETERS}.items()])

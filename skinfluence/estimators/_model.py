@@ -40,9 +40,19 @@ AUTO_DAMPING = 0.1
 
 
 class SolverChoice:
-    """What an estimator's solver hook decides, once per fit: a registered solver ``name``,
-    ``reason`` (``solver_reason_``), its keyword ``options`` and fitted ``attributes`` the
-    estimator exposes (e.g. GIF's ``parameter_mask_``)."""
+    """What an estimator's solver hook (``_choose_solver``) decides, once per fit.
+
+    Parameters
+    ----------
+    name : str
+        A registered solver (:data:`skinfluence.curvature.solvers.SOLVERS`).
+    reason : str
+        Why it was chosen (the estimator's ``solver_reason_``).
+    options : dict, default=None
+        Its keyword options (declared by the solver class).
+    attributes : dict, default=None
+        Fitted attributes the estimator then exposes (e.g. GIF's ``parameter_mask_``).
+    """
 
     def __init__(self, name, reason, options=None, attributes=None):
         self.name, self.reason = name, reason

@@ -233,15 +233,35 @@ class NewtonPolisher:
 
 
 def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None):
-    """The one polishing policy: ``(engine, convergence_ratio, n_steps)`` for a job that
-    removes ``removal_size`` rows at a time.
+    """The one polishing policy, for a job that removes ``removal_size`` rows at a time.
 
-    ``polish``: False (check and warn), True (Newton steps with the curvature) or
-    ``"lbfgs"`` (full-batch L-BFGS on the objective first, then the Newton check). One row:
-    5% of a typical leave-one-out step, plain removal steps. ``m > 1`` rows: residual
-    removal steps (``engine.residual``), whose error in the fit's distance to the optimum is
-    second order, so polishing stops at ``RESIDUAL_TARGET`` of a typical change of m rows,
-    both in the curvature's norm (``benchmarks/RESULTS_selection.md``).
+    One row: polish to 5% of a typical leave-one-out step, plain removal steps. ``m > 1``
+    rows: residual removal steps (``engine.residual``), whose error in the fit's distance
+    to the optimum is second order, so polishing stops at ``RESIDUAL_TARGET`` of a typical
+    change of m rows, both in the curvature's norm (``benchmarks/RESULTS_selection.md``).
+
+    Parameters
+    ----------
+    engine : InfluenceEngine
+        The fitted engine.
+    polish : bool or "lbfgs"
+        False: check and warn; True: Newton steps with the curvature; ``"lbfgs"``:
+        full-batch L-BFGS on the objective first, then the Newton check.
+    removal_size : int, default=1
+        Rows the job removes at once.
+    what : str, default="model"
+        The model and curvature named in warnings.
+    advice : str, default=None
+        What to tell a user whose model is too far from the optimum.
+
+    Returns
+    -------
+    engine : InfluenceEngine
+        The polished engine (the iterate closest to the optimum).
+    ratio : float
+        Its distance to the optimum in typical changes of the job.
+    n_steps : int
+        Newton steps taken.
     """
     if polish == "lbfgs":
         engine = engine.at(lbfgs_finish(engine))
