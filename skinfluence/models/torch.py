@@ -430,7 +430,9 @@ class TorchAdapter(ModelAdapter):
         each call, except for ``fisher="mc"``, whose sampled labels are drawn once per
         ``(Z, y)`` and cached so that the operator is a fixed matrix.
         """
-        key = (id(Z), len(Z), kind)
+        # per operator (its design, targets, weights): a changed objective on the same rows
+        # (unlearning's Newton iterations) must not reuse another's W_i
+        key = (id(Z), len(Z), kind, id(y), id(c), id(weights))
         if getattr(self, "_mv_key", None) != key:
             eta = self.eta(Z) if eta is None else eta
             W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
