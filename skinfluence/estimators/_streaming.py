@@ -73,9 +73,23 @@ class TopInfluences:
 
     @staticmethod
     def best(scores, positions, k):
-        """Per row of ``scores`` (columns at training ``positions``, increasing): the ``k``
-        largest and ``k`` smallest scores and positions, ``(helpful_scores,
-        helpful_positions, harmful_scores, harmful_positions)``, best first."""
+        """Each row's ``k`` largest and ``k`` smallest scores, best first (equal scores in
+        increasing position).
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_test, s)
+            Scores of ``s`` training rows.
+        positions : ndarray of int, shape (s,) or (n_test, s)
+            The training rows' positions, increasing along each row.
+        k : int
+            How many of each kind to keep.
+
+        Returns
+        -------
+        tuple of ndarray, each of shape (n_test, min(k, s))
+            ``(helpful_scores, helpful_positions, harmful_scores, harmful_positions)``.
+        """
         return (*_best(scores, positions, k, 1), *_best(scores, positions, k, -1))
 
     def __repr__(self):
