@@ -156,8 +156,9 @@ _ATTRIBUTES = """    estimator_ : estimator
 """
 
 
-#: the parameters every influence estimator shares, with their defaults: written once here
-#: (constructors, ``_PARAMETERS``) and read by model selection, fairness and the CLI
+#: the parameters every influence estimator shares, with their defaults, written once (the
+#: constructors are :func:`influence_init`'s); model selection and fairness validate the
+#: ones they share through ``BaseInfluence._parameter_constraints``
 PARAMETERS = {"prefit": False, "damping": 0.0, "polish": False, "removal_size": 1,
               "solver": "auto", "solver_options": None, "curvature_sampler": None,
               "device": "auto", "dtype": "float64", "batch_size": 4096,
