@@ -181,6 +181,13 @@ class GeneralizedInfluence(BaseInfluence):
             raise ValueError("GeneralizedInfluence supports smooth penalties only (no ℓ1); "
                              "use HessianInfluence for Lasso / elastic net")
         method = self._method()
+        name = "gif_exact" if method == "exact" else "gif"
+        extra = check_solver_options(name, self.solver_options)
+        clash = sorted(set(extra) & {"subset", "strategy", "method", "normalizer",
+                                     "normalizer_step", "max_iter", "tol"})
+        if clash:
+            raise ValueError(f"solver_options {clash} are parameters of GeneralizedInfluence: "
+                             "set them there")
         X_sel, y_sel = self._selection_data
         mask, table = select_parameters(adapter, X_sel, y_sel, rule=self.selection,
                                         ratio=self.ratio, random_state=self.random_state)
@@ -188,14 +195,8 @@ class GeneralizedInfluence(BaseInfluence):
             mask = np.ones(adapter.n_params, bool)
         if not mask.any():
             raise ValueError(f"ratio={self.ratio} selects no parameter; increase it")
-        name = "gif_exact" if method == "exact" else "gif"
         own = dict(subset=mask, strategy=self.strategy, normalizer=self.normalizer,
                    normalizer_step=self.normalizer_step, max_iter=self.max_iter, tol=self.tol)
-        extra = check_solver_options(name, self.solver_options)
-        clash = sorted(set(extra) & (set(own) | {"method"}))
-        if clash:
-            raise ValueError(f"solver_options {clash} are parameters of GeneralizedInfluence: "
-                             "set them there")
         return SolverChoice(name, f"GeneralizedInfluence(method={method!r}, strategy={self.strategy!r})",
                             {**own, **extra},
                             attributes={"parameter_mask_": mask, "selection_table_": table})

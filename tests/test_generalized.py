@@ -1,5 +1,7 @@
 """Generalized influence solvers against dense references on a small trained network."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -280,6 +282,44 @@ def test_estimator_on_a_linear_model_and_validation():
         GeneralizedInfluence(lr, ratio=1.5).fit(X, y)
     with pytest.raises(ValueError, match="solver"):
         GeneralizedInfluence(lr, solver="cg").fit(X, y)
+    # GIF's method had the name solver before: still accepted, with a FutureWarning
+    with pytest.warns(FutureWarning, match="method='exact'"):
+        old = GeneralizedInfluence(lr, ratio=0.5, solver="exact").fit(X, y)
+    assert old.solver_ == "gif_exact"
+    np.testing.assert_array_equal(old.parameter_change(idx), half.parameter_change(idx))
+    # solver_options and removal_size as for the other estimators; GIF's own parameters
+    # are set as parameters
+    capped = GeneralizedInfluence(lr, ratio=0.5, max_iter=5, normalizer="auto",
+                                  solver_options={"max_restarts": 0}, removal_size=10).fit(X, y)
+    assert capped.curvature_solver_.lissa_options["max_restarts"] == 0
+    with pytest.raises(ValueError, match="parameters of GeneralizedInfluence"):
+        GeneralizedInfluence(lr, solver_options={"max_iter": 5}).fit(X, y)
+    with pytest.raises(ValueError, match="not options of solver='gif'"):
+        GeneralizedInfluence(lr, solver_options={"rank": 5}).fit(X, y)
+
+
+def test_the_subset_is_selected_once_per_fit():
+    """Polishing and Newton iterations rebuild the solver at new θ with the J of the fit."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from skinfluence import GeneralizedInfluence
+
+    X, y = load_iris(return_X_y=True)
+    calls = []
+
+    def rule(adapter, X_sel, y_sel):
+        calls.append(adapter.theta.copy())
+        return np.arange(adapter.n_params) % 2 == 0
+
+    gif = GeneralizedInfluence(LogisticRegression(max_iter=3), selection=rule, method="exact",
+                               polish=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # lbfgs's ConvergenceWarning
+        gif.fit(X, y)
+        gif.unlearn([0, 1], steps=3)      # two more engines at new θ, each with its solver
+    assert gif.update_info_["steps"] >= 2 and len(calls) == 1
+    np.testing.assert_array_equal(gif.curvature_solver_.active, gif.parameter_mask_)
 
 
 def test_auto_normalizer_converges_without_restarts_on_a_badly_scaled_curvature():
