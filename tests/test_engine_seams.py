@@ -284,3 +284,64 @@ def test_fitted_estimators_pickle_with_every_solver(solver):
                               damping=0.05 if solver == "lissa" else 0.0).fit(X, y)
     again = pickle.loads(pickle.dumps(inf))
     np.testing.assert_array_equal(again.attribute(X[:4], y[:4]), inf.attribute(X[:4], y[:4]))
+
+
+# ---------------------------------------------------------------- the engine boundary
+def test_training_gradients_are_the_removal_gradients():
+    """v_i = c_i ∇ℓ_i + s_i ∇π: for a weighted logistic regression c_i = w_i·C and
+    ∇ℓ_i = (p_i − y_i) [x_i, 1]; Lasso (mean-scaled) adds its share of the ridge part."""
+    X, y = _clf()
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    inf = HessianInfluence(LogisticRegression(C=0.7, **TIGHT)).fit(X, y, sample_weight=w)
+    p = inf.estimator_.predict_proba(X)[:, 1]
+    want = (0.7 * w * (p - y))[:, None] * np.c_[X, np.ones(len(y))]
+    np.testing.assert_allclose(inf.training_gradients(), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(inf.training_gradients([3, 1]), want[[3, 1]], rtol=1e-10, atol=1e-12)
+    with pytest.raises(MemoryError, match="fewer rows"):
+        from skinfluence import _utils
+        old, _utils.MAX_DENSE_BYTES = _utils.MAX_DENSE_BYTES, 8
+        try:
+            inf.training_gradients()
+        finally:
+            _utils.MAX_DENSE_BYTES = old
+
+
+def test_declared_capabilities_and_forwarding():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skinfluence.curvature.factor import DenseSolver
+    from skinfluence.curvature.iterative import CGSolver
+    from skinfluence.models import FORWARDED, PipelineAdapter
+
+    X, y = _clf()
+    ad = make_adapter(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y))
+    assert isinstance(ad, PipelineAdapter) and ad.has_gram and not ad.is_network
+    assert ad.supports_sparse_rows and "curvature_weights" in FORWARDED
+    with pytest.raises(AttributeError):      # only the declared names are forwarded
+        ad.fit_intercept
+    net = make_adapter(TorchModel(_net(), loss="cross_entropy"))
+    assert net.is_network and not net.has_gram and not net.supports_sparse_rows
+    with pytest.raises(NotImplementedError):
+        net.jacobian_rows(np.zeros((2, 4)))
+    assert DenseSolver.can_shift and DenseSolver.has_prox_step and not CGSolver.can_shift
+    assert set(CGSolver.options) == {"tol", "max_iter", "truncate"}
+    for cls in SOLVERS.values():   # every registered solver declares its options
+        assert isinstance(cls.options, dict)
+
+
+def test_the_dense_inverse_is_kept_on_the_solver():
+    X, y = _clf()
+    inf = HessianInfluence(LogisticRegression(**TIGHT)).fit(X, y)
+    first = inf.curvature_solver_.inverse_operator()
+    inf.approx_loocv()
+    assert inf.curvature_solver_.inverse_operator() is first
+    np.testing.assert_allclose(first @ inf.curvature_, np.eye(len(first)), atol=1e-8)
+
+
+def test_reweighing_accepts_auto_damping():
+    X, y = _clf(n=300)
+    sensitive = (X[:, 1] > 0).astype(int)
+    rw = InfluenceReweighing(LogisticRegression(), damping="auto", random_state=0)
+    rw.fit(X, y, sensitive_features=sensitive)
+    assert rw.influence_.damping_ == 0.0     # "auto" is 0 for a linear model
