@@ -68,7 +68,7 @@ def _has_dispersion(loss):
 def _is_least_squares(model):
     loss = getattr(model.adapter.loss, "family", model.adapter.loss)
     return (isinstance(loss, (Gaussian, Tweedie)) and getattr(loss, "power", 0) == 0
-            and loss.link.name == "identity" and not hasattr(model.adapter, "curvature_matvec"))
+            and loss.link.name == "identity" and not model.adapter.is_network)
 
 
 def _right_apply(A, U):
@@ -152,7 +152,7 @@ def _leverages(model, batch_size):
 def _shifted(model):
     """Whether leave-one-out steps start from ``M − s_i ∇²π`` rather than ``M``."""
     return bool(model.adapter.penalty.hessian_diagonal().any() and model.share.any()
-                and hasattr(model.solver, "shifted"))
+                and model.solver.can_shift)
 
 
 def parameter_changes(model, batch_size, rows=None, leverages=False):
@@ -314,7 +314,7 @@ def _param_names(inf):
     names them), ``const`` for the intercept, ``[class]`` per output; ``theta<j>`` for a
     network."""
     ad = inf.adapter_
-    if not hasattr(ad, "jacobian_rows"):
+    if not ad.has_gram:
         return [f"theta{j}" for j in range(ad.n_params)]
     glm = getattr(ad, "inner", ad)                  # a Pipeline's final linear model
     est = inf.estimator_
@@ -433,7 +433,7 @@ def loo_errors(model, batch_size, rows=None, max_rows=ERROR_MAX_ROWS, random_sta
     pos = np.full(n, -1)
     pos[rows] = np.arange(len(rows))
     blocks = _step_blocks(model, batch_size, rows)
-    if not hasattr(ad, "jacobian_rows"):
+    if not ad.has_gram:
         return _network_errors(model, blocks, pos, len(rows), sample, weight)
     Zs, ys, etas = model.Z[sample], model.y[sample], model.eta[sample]
     gs, Ws, cs = model.g[sample], model.W[sample], model.c[sample] * weight
