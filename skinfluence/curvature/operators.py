@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-__all__ = ["CurvatureOperator", "GramOperator", "model_curvature"]
+__all__ = ["CurvatureOperator", "GramOperator", "KroneckerStatistics", "model_curvature"]
 
 
 def symmetric_matrix(apply, p, block=256):
@@ -51,6 +51,8 @@ class CurvatureOperator:
         self._dense = dense
         self.diagonal = np.broadcast_to(np.asarray(diagonal, dtype=float), (self.n_params,)).copy()
         self.n_matvecs = 0  # columns multiplied so far (the cost measure of iterative solvers)
+        #: per-layer Kronecker statistics (:class:`KroneckerStatistics`) where the model offers them
+        self.kronecker = None
 
     @classmethod
     def from_matrix(cls, matrix):
@@ -153,7 +155,25 @@ def model_curvature(adapter, Z, y, c, kind, eta=None):
         matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta)
     else:  # products from the matrix, built once on first use
         matvec = _DenseProducts(dense)
-    return CurvatureOperator(adapter.n_params, matvec, dense)
+    operator = CurvatureOperator(adapter.n_params, matvec, dense)
+    if getattr(adapter, "kronecker_statistics", None) is not None:
+        operator.kronecker = KroneckerStatistics(adapter, Z, y, c, kind, eta)
+    return operator
+
+
+class KroneckerStatistics:
+    """What K-FAC reads of a network (the adapter's declared capability): ``layers`` (name ->
+    positions in θ of the layer's ``[W | b]``, n_out, n_in) and ``statistics(bases=None)``,
+    the adapter's ``kronecker_statistics`` over the curvature rows."""
+
+    def __init__(self, adapter, Z, y, c, kind, eta):
+        self.adapter, self.args = adapter, (Z, y, c, kind, eta)
+        self.layers = adapter.kronecker_layers()
+        self.kind = kind
+
+    def statistics(self, bases=None):
+        Z, y, c, kind, eta = self.args
+        return self.adapter.kronecker_statistics(Z, y, c, kind, eta=eta, bases=bases)
 
 
 # module-level pieces (not closures), so that operators and the estimators holding them pickle

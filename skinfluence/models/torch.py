@@ -234,6 +234,161 @@ class TorchAdapter(ModelAdapter):
                       "gradients": self._np(sums[n][1]) * scale if G is not None else None}
         return out
 
+    # ------------------------------------------------------- Kronecker factors
+    def kronecker_layers(self) -> dict:
+        """The layers K-FAC factorises: trainable ``nn.Linear`` and ``nn.Conv2d`` weights.
+
+        Returns
+        -------
+        dict
+            Layer name -> ``(index, n_out, n_in)``: ``index`` (n_out, n_in) holds the
+            positions in ``θ`` of the layer's parameters as one matrix ``[W | b]`` (a
+            convolution's weight flattened to ``C_out × C_in·k_h·k_w``; the bias, where
+            trainable, as the last column).
+        """
+        where = self.param_slices
+        out = {}
+        for name, m in self.module.named_modules():
+            if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                continue
+            key = f"{name}." if name else ""
+            if f"{key}weight" not in where:
+                continue
+            if isinstance(m, torch.nn.Conv2d) and (m.groups != 1 or isinstance(m.padding, str)
+                                                   and m.padding != "valid"
+                                                   or m.padding_mode != "zeros"):
+                continue     # grouped / "same"-padded / non-zero-padded: left to the exact blocks
+            w = where[f"{key}weight"]
+            n_out = m.weight.shape[0]
+            index = np.arange(w.start, w.stop).reshape(n_out, -1)
+            if f"{key}bias" in where:
+                b = where[f"{key}bias"]
+                index = np.column_stack([index, np.arange(b.start, b.stop)])
+            out[name] = (index, n_out, index.shape[1])
+        return out
+
+    def _output_factors(self, y, c, kind, eta):
+        """``L_i`` (n, K, R) with ``c_i W_i = L_i L_iᵀ``: the output curvature's square root
+        (its negative part, a Hessian's away from a minimum, dropped)."""
+        W = (self.loss.curvature(y, eta, "hessian") if kind == "hessian"
+             else self.output_curvature(y, eta, kind)) * np.asarray(c, dtype=float)[:, None, None]
+        lam, vec = np.linalg.eigh(W)
+        lam = np.maximum(lam, 0.0)
+        scale = lam.max(axis=0)
+        keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
+        return vec[:, :, keep] * np.sqrt(lam[:, None, keep])
+
+    def kronecker_statistics(self, Z, y, c, kind="fisher", eta=None, bases=None) -> dict:
+        """Per-layer statistics of the Gauss–Newton curvature ``Σ_i J_iᵀ c_i W_i J_i`` for K-FAC.
+
+        With ``c_i W_i = L_i L_iᵀ`` (columns ``r``), a layer with inputs ``a_it`` (a 1 appended
+        for the bias; a convolution's unfolded patches at positions ``t``) and output
+        gradients ``g_irt = ∂(L_irᵀ η_i)/∂(layer output)_t`` has the per-sample, per-column
+        weight gradients ``S_ir = Σ_t g_irt a_itᵀ`` and its exact curvature block is
+        ``Σ_ir vec(S_ir) vec(S_ir)ᵀ``. Forward hooks read ``a``; the gradients are pulled
+        back from the outputs, one column ``r`` at a time.
+
+        Parameters
+        ----------
+        Z, y, c, kind, eta
+            As for :meth:`curvature` (``kind="hessian"``: its Gauss–Newton part).
+        bases : dict, optional
+            Layer name -> ``(Q_A, Q_G)``, orthonormal input and output bases.
+
+        Returns
+        -------
+        dict
+            Without ``bases``: layer name -> ``(A, G, count)`` with ``A = Σ_it a_it a_itᵀ``,
+            ``G = Σ_irt g_irt g_irtᵀ`` and ``count = Σ_i T_i`` (positions). With ``bases``:
+            layer name -> ``Λ`` (n_out, n_in), ``Λ_jk = Σ_ir (Q_Gᵀ S_ir Q_A)_jk²``, the
+            exact block's diagonal in the basis ``Q_A ⊗ Q_G``.
+        """
+        layers = self.kronecker_layers()
+        modules = dict(self.module.named_modules())
+        eta = self.eta(Z) if eta is None else eta
+        L = self._output_factors(y, c, kind, eta)
+        R = L.shape[2]
+        Q = None if bases is None else {n: (self._t(qa), self._t(qg)) for n, (qa, qg) in bases.items()}
+        sums = {}
+        # rows per chunk: bounded by the unfolded inputs and gradients of one sample
+        per_row = self._kronecker_row_size(Z, layers, modules, R)
+        for sl in self._chunks(len(Z), per_row):
+            seen = {}
+
+            def hook(m, inp, out, name):
+                if name in seen:
+                    raise ValueError(f"layer {name!r} is called more than once per forward pass "
+                                     "(shared weights): K-FAC needs each layer applied once")
+                seen[name] = (inp[0].detach(), out)
+
+            hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
+            try:
+                theta = self._theta_t.clone().requires_grad_(True)
+                out = self._f(theta, self._t(Z[sl]))
+            finally:
+                for h in hooks:
+                    h.remove()
+            names = list(layers)
+            outs = [seen[n][1] for n in names]
+            acts = {n: self._layer_inputs(modules[n], seen[n][0], layers[n][2]) for n in names}
+            Lt = self._t(L[sl])
+            grads = {n: [] for n in names}
+            for r in range(R):
+                gs = torch.autograd.grad(out, outs, grad_outputs=Lt[:, :, r], retain_graph=r < R - 1,
+                                         allow_unused=True)
+                for n, o, g in zip(names, outs, gs):
+                    g = torch.zeros_like(o) if g is None else g
+                    grads[n].append(g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+                                    if isinstance(modules[n], torch.nn.Conv2d)
+                                    else g.reshape(g.shape[0], -1, g.shape[-1]))
+            for n in names:
+                a, g = acts[n], torch.stack(grads[n], 1)          # (b, T, D), (b, R, T, O)
+                if Q is None:
+                    A = torch.einsum("btd,bte->de", a, a)
+                    G = torch.einsum("brto,brtp->op", g, g)
+                    prev = sums.get(n)
+                    sums[n] = (A, G, a.shape[0] * a.shape[1]) if prev is None else \
+                        (prev[0] + A, prev[1] + G, prev[2] + a.shape[0] * a.shape[1])
+                else:
+                    qa, qg = Q[n]
+                    S = torch.einsum("brto,btd->brod", g @ qg, a @ qa)
+                    lam = (S * S).sum(dim=(0, 1))
+                    sums[n] = lam if n not in sums else sums[n] + lam
+        if Q is None:
+            return {n: (self._np(A), self._np(G), int(k)) for n, (A, G, k) in sums.items()}
+        return {n: self._np(v) for n, v in sums.items()}
+
+    def _layer_inputs(self, module, x, n_in):
+        """A layer's inputs as ``(b, T, D)`` rows: a convolution's patches, a 1 for the bias."""
+        if isinstance(module, torch.nn.Conv2d):
+            pad = 0 if isinstance(module.padding, str) else module.padding
+            a = torch.nn.functional.unfold(x, module.kernel_size, module.dilation, pad,
+                                           module.stride).transpose(1, 2)
+        else:
+            a = x.reshape(x.shape[0], -1, x.shape[-1])
+        if a.shape[-1] < n_in:                                    # the bias column
+            a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+        return a
+
+    def _kronecker_row_size(self, Z, layers, modules, R):
+        """Entries one sample adds to a chunk of :meth:`kronecker_statistics` (a probe on one row)."""
+        if not len(Z):
+            return 1
+        sizes = {}
+        hooks = [modules[n].register_forward_hook(
+            lambda m, i, o, n=n: sizes.__setitem__(n, (i[0][:1], o[:1].numel()))) for n in layers]
+        try:
+            with torch.no_grad():
+                self._f(self._theta_t, self._t(Z[:1]))
+        finally:
+            for h in hooks:
+                h.remove()
+        total = 0
+        for n, (x, n_out) in sizes.items():
+            a = self._layer_inputs(modules[n], x, layers[n][2])
+            total += a.numel() + (R + 1) * n_out + R * layers[n][1] * layers[n][2]
+        return max(total, 1)
+
     # -------------------------------------------------------------- torch plumbing
     def _probe_outputs(self, spec):
         """Number of outputs K: the out_features of the module's last Linear layer.
