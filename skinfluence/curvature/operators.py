@@ -150,7 +150,9 @@ def model_curvature(adapter, Z, y, c, kind, eta=None):
     """
     dense = partial(_model_dense, adapter, Z, y, c, kind, eta)
     if hasattr(adapter, "curvature_weights"):  # a linear model: J_i = z_iᵀ ⊗ I_K
-        return GramOperator(Z, adapter.curvature_weights(y, c, kind, eta=eta, Z=Z), dense)
+        operator = GramOperator(Z, adapter.curvature_weights(y, c, kind, eta=eta, Z=Z), dense)
+        operator.kronecker = _GramKronecker(operator, c)
+        return operator
     if hasattr(adapter, "curvature_matvec"):
         matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta)
     else:  # products from the matrix, built once on first use
@@ -159,6 +161,26 @@ def model_curvature(adapter, Z, y, c, kind, eta=None):
     if getattr(adapter, "kronecker_statistics", None) is not None:
         operator.kronecker = KroneckerStatistics(adapter, Z, y, c, kind, eta)
     return operator
+
+
+class _GramKronecker:
+    """A linear model as one Kronecker-factored layer: ``J_i = z_iᵀ ⊗ I_K``, so ``A = Σ c_i z_i z_iᵀ``
+    and ``G = Σ_i c_i W_i`` (the statistics of :class:`KroneckerStatistics`)."""
+
+    def __init__(self, op, c):
+        q, K = op.design.shape[1], op.n_outputs
+        self.op, self.adapter, self.c = op, None, np.asarray(c, dtype=float)
+        self.layers = {"linear": (np.arange(q * K).reshape(q, K).T, K, q)}   # θ = vec(B), B q × K
+
+    def statistics(self, bases=None):
+        Z, W = self.op.design, self.op.weights
+        if bases is None:
+            A = Z.T @ (Z.multiply(self.c[:, None]).tocsr() if hasattr(Z, "multiply") else self.c[:, None] * Z)
+            return {"linear": (A.toarray() if hasattr(A, "toarray") else np.asarray(A), W.sum(axis=0),
+                               float(self.c.sum()))}
+        QA, QG = bases["linear"]
+        dg = np.einsum("lk,nlm,mk->nk", QG, W, QG)          # diag(Q_Gᵀ c_i W_i Q_G)
+        return {"linear": dg.T @ np.asarray(Z @ QA) ** 2}
 
 
 class KroneckerStatistics:

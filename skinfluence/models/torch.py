@@ -298,14 +298,15 @@ class TorchAdapter(ModelAdapter):
         Returns
         -------
         dict
-            Without ``bases``: layer name -> ``(A, G, count)`` with ``A = Σ_it a_it a_itᵀ``,
-            ``G = Σ_irt g_irt g_irtᵀ`` and ``count = Σ_i T_i`` (positions). With ``bases``:
+            Without ``bases``: layer name -> ``(A, G, count)`` with ``A = Σ_it c_i a_it a_itᵀ``,
+            ``G = Σ_irt g_irt g_irtᵀ`` and ``count = Σ_i c_i T_i`` (weighted positions). With ``bases``:
             layer name -> ``Λ`` (n_out, n_in), ``Λ_jk = Σ_ir (Q_Gᵀ S_ir Q_A)_jk²``, the
             exact block's diagonal in the basis ``Q_A ⊗ Q_G``.
         """
         layers = self.kronecker_layers()
         modules = dict(self.module.named_modules())
         eta = self.eta(Z) if eta is None else eta
+        c = np.asarray(c, dtype=float)
         L = self._output_factors(y, c, kind, eta)
         R = L.shape[2]
         Q = None if bases is None else {n: (self._t(qa), self._t(qg)) for n, (qa, qg) in bases.items()}
@@ -331,7 +332,7 @@ class TorchAdapter(ModelAdapter):
             names = list(layers)
             outs = [seen[n][1] for n in names]
             acts = {n: self._layer_inputs(modules[n], seen[n][0], layers[n][2]) for n in names}
-            Lt = self._t(L[sl])
+            Lt, ct = self._t(L[sl]), self._t(c[sl])
             grads = {n: [] for n in names}
             for r in range(R):
                 gs = torch.autograd.grad(out, outs, grad_outputs=Lt[:, :, r], retain_graph=r < R - 1,
@@ -344,18 +345,18 @@ class TorchAdapter(ModelAdapter):
             for n in names:
                 a, g = acts[n], torch.stack(grads[n], 1)          # (b, T, D), (b, R, T, O)
                 if Q is None:
-                    A = torch.einsum("btd,bte->de", a, a)
+                    A = torch.einsum("b,btd,bte->de", ct, a, a)
                     G = torch.einsum("brto,brtp->op", g, g)
+                    k = float(c[sl].sum()) * a.shape[1]
                     prev = sums.get(n)
-                    sums[n] = (A, G, a.shape[0] * a.shape[1]) if prev is None else \
-                        (prev[0] + A, prev[1] + G, prev[2] + a.shape[0] * a.shape[1])
+                    sums[n] = (A, G, k) if prev is None else (prev[0] + A, prev[1] + G, prev[2] + k)
                 else:
                     qa, qg = Q[n]
                     S = torch.einsum("brto,btd->brod", g @ qg, a @ qa)
                     lam = (S * S).sum(dim=(0, 1))
                     sums[n] = lam if n not in sums else sums[n] + lam
         if Q is None:
-            return {n: (self._np(A), self._np(G), int(k)) for n, (A, G, k) in sums.items()}
+            return {n: (self._np(A), self._np(G), k) for n, (A, G, k) in sums.items()}
         return {n: self._np(v) for n, v in sums.items()}
 
     def _layer_inputs(self, module, x, n_in):
@@ -500,8 +501,12 @@ class TorchAdapter(ModelAdapter):
         return self._np(torch.cat(out))
 
     def jacobian_quadratic(self, Z, A):
-        A = self._t(A)
         out = np.empty((len(Z), self.n_outputs, self.n_outputs))
+        if hasattr(A, "quadratic_blocks"):   # M⁻¹ by solves (an InverseOperator): no p × p matrix
+            for sl, J in self._jacobian_chunks(Z):
+                out[sl] = A.quadratic_blocks(self._np(J).reshape(-1, self.n_params), self.n_outputs)
+            return out
+        A = self._t(A)
         for sl, J in self._jacobian_chunks(Z):
             out[sl] = self._np(torch.einsum("bkp,blp->bkl", J @ A, J))
         return out
