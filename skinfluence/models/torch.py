@@ -333,17 +333,11 @@ class TorchAdapter(ModelAdapter):
             outs = [seen[n][1] for n in names]
             acts = {n: self._layer_inputs(modules[n], seen[n][0], layers[n][2]) for n in names}
             Lt, ct = self._t(L[sl]), self._t(c[sl])
-            grads = {n: [] for n in names}
-            for r in range(R):
-                gs = torch.autograd.grad(out, outs, grad_outputs=Lt[:, :, r], retain_graph=r < R - 1,
-                                         allow_unused=True)
-                for n, o, g in zip(names, outs, gs):
-                    g = torch.zeros_like(o) if g is None else g
-                    grads[n].append(g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
-                                    if isinstance(modules[n], torch.nn.Conv2d)
-                                    else g.reshape(g.shape[0], -1, g.shape[-1]))
-            for n in names:
-                a, g = acts[n], torch.stack(grads[n], 1)          # (b, T, D), (b, R, T, O)
+            grads = self._output_gradients(out, outs, Lt)
+            for n, o, g in zip(names, outs, grads):
+                g = (g.reshape(*g.shape[:3], -1).transpose(2, 3) if isinstance(modules[n], torch.nn.Conv2d)
+                     else g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1]))      # (b, R, T, O)
+                a = acts[n]                                                        # (b, T, D)
                 if Q is None:
                     A = torch.einsum("b,btd,bte->de", ct, a, a)
                     G = torch.einsum("brto,brtp->op", g, g)
@@ -352,12 +346,31 @@ class TorchAdapter(ModelAdapter):
                     sums[n] = (A, G, k) if prev is None else (prev[0] + A, prev[1] + G, prev[2] + k)
                 else:
                     qa, qg = Q[n]
-                    S = torch.einsum("brto,btd->brod", g @ qg, a @ qa)
-                    lam = (S * S).sum(dim=(0, 1))
-                    sums[n] = lam if n not in sums else sums[n] + lam
+                    a, g = a @ qa, g @ qg
+                    lam = sums.get(n, 0)
+                    for r in range(g.shape[1]):    # S_ir rotated, one column r at a time (memory)
+                        S = torch.einsum("bto,btd->bod", g[:, r], a)
+                        lam = lam + (S * S).sum(dim=0)
+                    sums[n] = lam
         if Q is None:
             return {n: (self._np(A), self._np(G), k) for n, (A, G, k) in sums.items()}
         return {n: self._np(v) for n, v in sums.items()}
+
+    @staticmethod
+    def _output_gradients(out, outs, L):
+        """Gradients of ``Σ_i L_irᵀ η_i`` w.r.t. each tensor in ``outs``, stacked over the columns
+        ``r`` as ``(b, R, ...)``: one batched backward pass (vmapped), else one per column."""
+        R = L.shape[2]
+        try:
+            gs = torch.autograd.grad(out, outs, grad_outputs=L.permute(2, 0, 1), is_grads_batched=True,
+                                     allow_unused=True, retain_graph=True)
+            return [torch.zeros((R, *o.shape), dtype=o.dtype, device=o.device).transpose(0, 1)
+                    if g is None else g.transpose(0, 1) for o, g in zip(outs, gs)]
+        except RuntimeError:   # an operation without a batching rule
+            cols = [torch.autograd.grad(out, outs, grad_outputs=L[:, :, r], retain_graph=True, allow_unused=True)
+                    for r in range(R)]
+            return [torch.stack([torch.zeros_like(o) if c[j] is None else c[j] for c in cols], 1)
+                    for j, o in enumerate(outs)]
 
     def _layer_inputs(self, module, x, n_in):
         """A layer's inputs as ``(b, T, D)`` rows: a convolution's patches, a 1 for the bias."""
@@ -387,7 +400,7 @@ class TorchAdapter(ModelAdapter):
         total = 0
         for n, (x, n_out) in sizes.items():
             a = self._layer_inputs(modules[n], x, layers[n][2])
-            total += a.numel() + (R + 1) * n_out + R * layers[n][1] * layers[n][2]
+            total += 2 * a.numel() + 2 * (R + 1) * n_out + layers[n][1] * layers[n][2]
         return max(total, 1)
 
     # -------------------------------------------------------------- torch plumbing
