@@ -107,7 +107,13 @@ def test_damping_applied_at_solve_time_and_queries():
     model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
     kf = _fit(model, X, y, "ekfac", damping="auto")
     sol = kf.curvature_solver_
-    assert kf.damping_ > 0
+    M = _fit(model, X, y, "dense").curvature_            # EK-FAC keeps the trace: "auto" is exact
+    np.testing.assert_allclose(kf.damping_, 0.1 * np.trace(M) / len(M), rtol=1e-12)
+    x = sol.solve(np.ones(len(M)))
+    np.testing.assert_allclose(sol.redamp(1.0).solve(np.ones(len(M))),
+                               _fit(model, X, y, "ekfac", damping=1.0).curvature_solver_.solve(np.ones(len(M))))
+    sol.redamp(kf.damping_)
+    np.testing.assert_allclose(sol.solve(np.ones(len(M))), x)
     # the solver's M̃ as a matrix: the queries agree with it
     Minv = sol.inverse()
     G = kf.adapter_.gradients(X[:3], kf._model.g[:3])

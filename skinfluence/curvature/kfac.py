@@ -73,8 +73,8 @@ class KroneckerSolver(Solver):
     operator : CurvatureOperator
         The curvature, penalty included; its ``kronecker`` statistics (the model
         adapter's capability) must be available.
-    damping : float
-        ``δ``, added at solve time.
+    damping : float or None
+        ``δ``, added at solve time; None: set later by :meth:`redamp`.
     null_space : ndarray of shape (p, k), optional
         Directions ``Z`` the objective ignores; ``Z Zᵀ`` is added.
     active : ndarray of bool, optional
@@ -109,12 +109,8 @@ class KroneckerSolver(Solver):
                              "parameters fixed (an ℓ1 support or a parameter subset); use 'cg'")
         if not isinstance(max_exact, Integral) or isinstance(max_exact, bool) or max_exact < 0:
             raise ValueError(f"max_exact must be a non-negative integer, got {max_exact!r}")
-        damping = float(damping)
-        if not np.isfinite(damping) or damping < 0:
-            raise ValueError(f"damping must be a finite non-negative number, got {damping}")
         self.operator = operator
         self.n_params = p = operator.n_params
-        self.damping = damping
         self.active = np.ones(p, bool)
         self.null_space = null_space if null_space is not None and null_space.size else None
         self._diagonal = np.asarray(operator.diagonal, dtype=float)
@@ -137,10 +133,27 @@ class KroneckerSolver(Solver):
         for L in self.layers.values():
             L.append(self._extra_diagonal(L, self._diagonal))
         self._exact_setup(~covered, max_exact, source)
+        self._trace = (sum(float(L[3].sum()) for L in self.layers.values())
+                       + float(self._diagonal[covered].sum()) + self._rest_trace)
         self.info_ = {"method": self.name, "layers": list(self.layers),
                       "factored_params": int(covered.sum()), "exact_params": int((~covered).sum()),
                       "passes": passes, "seconds": time.perf_counter() - start}
+        if damping is not None:     # None: set by redamp (damping="auto" from the trace)
+            self.redamp(damping)
+
+    def trace(self):
+        """``trace`` of the approximated curvature (penalty included): for EK-FAC the exact
+        trace of the curvature's diagonal blocks (a rotation keeps it), free once fitted."""
+        return self._trace
+
+    def redamp(self, damping):
+        """Use ``damping`` from now on (the factors are kept: no pass over the data)."""
+        damping = float(damping)
+        if not np.isfinite(damping) or damping < 0:
+            raise ValueError(f"damping must be a finite non-negative number, got {damping}")
+        self.damping = damping
         self._check_definite()
+        return self
 
     # ------------------------------------------------------------------ pieces
     def _extra_diagonal(self, layer, diagonal):
@@ -157,7 +170,7 @@ class KroneckerSolver(Solver):
     def _exact_setup(self, rest, max_exact, source):
         """The exact block of the curvature over parameters outside the factored layers."""
         self._rest = np.flatnonzero(rest)
-        self._rest_block = None
+        self._rest_block, self._rest_trace = None, 0.0
         if not self._rest.size:
             return
         if self._rest.size > max_exact:
@@ -172,6 +185,7 @@ class KroneckerSolver(Solver):
         E = np.zeros((self.n_params, self._rest.size))
         E[self._rest, np.arange(self._rest.size)] = 1.0
         B = self.operator.matvec(E)[self._rest]                   # includes the penalty
+        self._rest_trace = float(np.trace(B))
         if self.null_space is not None:
             Zr = self.null_space[self._rest]
             B += Zr @ Zr.T

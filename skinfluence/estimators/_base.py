@@ -352,9 +352,14 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         operator = model.curvature_operator(dense)
         if dense:  # built once, for the damping and the solver alike
             operator = CurvatureOperator.from_matrix(operator.dense())
-        if self.damping_ is None:
-            self.damping_ = self._resolve_damping(operator, adapter, dense)
-        solver = self._make_solver(operator, adapter)
+        if self.damping_ is None and self.damping == "auto" and hasattr(SOLVERS[self.solver_], "redamp"):
+            solver = self._make_solver(operator, adapter, damping=None)   # its trace is exact and free
+            self.damping_ = AUTO_DAMPING * max(solver.trace(), 0.0) / adapter.n_params
+            solver.redamp(self.damping_)
+        else:
+            if self.damping_ is None:
+                self.damping_ = self._resolve_damping(operator, adapter, dense)
+            solver = self._make_solver(operator, adapter)
         solver.verbose = self.verbose   # progress bars of iterative solvers
         model.set_solver(solver, solver.curvature if dense else operator)
         return model
@@ -377,15 +382,16 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                              hasattr(adapter, "curvature_matvec") or gram, n_samples=rows,
                              n_outputs=adapter.n_outputs, dual_ok=dual_ok, smooth=pen.is_smooth)
 
-    def _make_solver(self, operator, adapter):
-        """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
+    def _make_solver(self, operator, adapter, damping=False):
+        """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's), damped by
+        ``damping_`` unless ``damping`` is given."""
         cls = SOLVERS[self.solver_]
         active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
         options = {} if cls.dense else {"random_state": self.random_state}
         if getattr(cls, "uses_batch_size", False):
             options["batch_size"] = self.batch_size
         options.update(_solver_options(self.solver_, self.solver_options))
-        return make_solver(self.solver_, operator, damping=self.damping_,
+        return make_solver(self.solver_, operator, damping=self.damping_ if damping is False else damping,
                            null_space=adapter.null_space(), active=active, **options)
 
     def _resolve_damping(self, operator, adapter, dense):
