@@ -132,9 +132,12 @@ def main():
     warnings.filterwarnings("ignore")   # an Adam-trained net is not at an optimum: no polishing here
     lines = []
 
-    def say(s):
+    def say(s):   # written as it comes: a run cut short keeps its figures
         print(s, flush=True)
         lines.append(s)
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
 
     say(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {args.dtype}")
@@ -164,9 +167,6 @@ def main():
         f"{same:.3f}")
     say(f"| {args.device} | {p:,} | {args.n_train:,} | {args.n_test:,} | {args.solver} | {fit.seconds:.1f} | "
         f"{fit.mib:,.0f} | {query.seconds:.1f} | {query.mib:,.0f} | {same:.3f} |")
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

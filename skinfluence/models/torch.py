@@ -313,7 +313,7 @@ class TorchAdapter(ModelAdapter):
         sums = {}
         # rows per chunk: bounded by the unfolded inputs and gradients of one sample
         per_row = self._kronecker_row_size(Z, layers, modules, R)
-        for sl in self._chunks(len(Z), per_row):
+        for sl in row_blocks(len(Z), max(1, min(self.batch_size, 4 * _ELEMENTS // per_row))):
             seen = {}
 
             def hook(m, inp, out, name):
