@@ -25,6 +25,9 @@ with ``Λ = λ_G λ_Aᵀ`` (``solver="kfac"``) or, for EK-FAC (George et al. 201
 projector ``Z Zᵀ`` in the same basis, ``(Q_G∘Q_G)ᵀ d (Q_A∘Q_A)`` (exact for a uniform decay).
 Factors and eigenbases are computed once; the damping ``δ`` enters at solve time only.
 
+For ``HessianInfluence`` the factors are those of the Hessian's Gauss–Newton part (the
+second-derivative term of the network is dropped; ``"ekfac_cg"`` iterates on the full Hessian).
+
 Parameters outside ``nn.Linear`` / ``nn.Conv2d`` layers (batch-norm scales, embeddings,
 a grouped convolution) get their exact block of the curvature, built from curvature
 products (one product per such parameter), while there are at most ``max_exact``

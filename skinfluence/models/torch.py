@@ -307,7 +307,10 @@ class TorchAdapter(ModelAdapter):
         modules = dict(self.module.named_modules())
         eta = self.eta(Z) if eta is None else eta
         c = np.asarray(c, dtype=float)
-        L = self._output_factors(y, c, kind, eta)
+        key = (id(Z), len(Z), kind)     # fisher="mc": the same sampled labels in both passes
+        if getattr(self, "_kf_key", None) != key:
+            self._kf_key, self._kf_factors = key, self._output_factors(y, c, kind, eta)
+        L = self._kf_factors
         R = L.shape[2]
         Q = None if bases is None else {n: (self._t(qa), self._t(qg)) for n, (qa, qg) in bases.items()}
         sums = {}
