@@ -63,7 +63,7 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
                                  lambda it=it: FisherInfluence(target, prefit=prefit, solver="ekfac_cg", damping="auto",
                                                                solver_options={"max_iter": it, "tol": 0.0},
                                                                random_state=0).fit(X, y).attribute(Xt, yt)))
-    rows.append(scorer.timed("Fisher (exact), dense", "damping auto",
+    rows.append(scorer.timed("Fisher (exact), dense", "damping auto" if prefit else "damping 0",
                              lambda: FisherInfluence(target, prefit=prefit, damping="auto" if prefit else 0.0)
                              .fit(X, y).attribute(Xt, yt)))
     return rows
@@ -142,6 +142,10 @@ def main():
     data = aq.load_data(args.n_test)
     X, y, Xt, yt = data
     models = aq.make_models()
+    # warm-up: torch.func's first use imports torch._dynamo (~15 s here), not any method's cost
+    aq.probabilities(aq.TorchModel(aq.MLP(0), loss="cross_entropy"), Xt[:2])
+    FisherInfluence(aq.TorchModel(aq.MLP(0), loss="cross_entropy"), prefit=True, solver="ekfac",
+                    damping=1.0).fit(X[:20], y[:20])
     rows = []
     for name in args.models.split(","):
         half, _ = aq.ground_truth(name, models[name], data, args)

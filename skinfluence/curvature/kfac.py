@@ -215,12 +215,16 @@ class KroneckerSolver(Solver):
         X = np.zeros_like(B)
         m = B.shape[1]
         for index, QA, QG, lam, extra in self.layers.values():
-            V = B[index.ravel()].reshape(*index.shape, m).transpose(2, 0, 1)   # (m, n_out, n_in)
+            O, D = index.shape
             den = lam + extra + self.damping
             if shift is not None:
                 den = den - _square_project(QG, shift[index], QA)
-            Vt = QG.T @ V @ QA
-            X[index.ravel()] = (QG @ (Vt / den) @ QA.T).transpose(1, 2, 0).reshape(-1, m)
+            # Q_Gᵀ V Q_A for the m matrices V at once, as two plain matrix products
+            V = (QG.T @ B[index.ravel()].reshape(O, D * m)).reshape(O, D, m)
+            V = V.transpose(0, 2, 1).reshape(O * m, D) @ QA                     # (O·m, D)
+            V = (V.reshape(O, m, D) / den[:, None, :]).reshape(O * m, D) @ QA.T
+            V = V.reshape(O, m, D).transpose(0, 2, 1).reshape(O, D * m)
+            X[index.ravel()] = (QG @ V).reshape(O * D, m)
         if self._rest.size:
             if shift is None:
                 X[self._rest] = linalg.cho_solve(self._rest_chol, B[self._rest])

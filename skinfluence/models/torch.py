@@ -342,8 +342,9 @@ class TorchAdapter(ModelAdapter):
                      else g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1]))      # (b, R, T, O)
                 a = acts[n]                                                        # (b, T, D)
                 if Q is None:
-                    A = torch.einsum("b,btd,bte->de", ct, a, a)
-                    G = torch.einsum("brto,brtp->op", g, g)
+                    flat = a.reshape(-1, a.shape[-1])
+                    A = (flat * ct.repeat_interleave(a.shape[1])[:, None]).T @ flat
+                    G = g.reshape(-1, g.shape[-1]).T @ g.reshape(-1, g.shape[-1])
                     k = float(c[sl].sum()) * a.shape[1]
                     prev = sums.get(n)
                     sums[n] = (A, G, k) if prev is None else (prev[0] + A, prev[1] + G, prev[2] + k)
@@ -351,9 +352,12 @@ class TorchAdapter(ModelAdapter):
                     qa, qg = Q[n]
                     a, g = a @ qa, g @ qg
                     lam = sums.get(n, 0)
-                    for r in range(g.shape[1]):    # S_ir rotated, one column r at a time (memory)
-                        S = torch.einsum("bto,btd->bod", g[:, r], a)
-                        lam = lam + (S * S).sum(dim=0)
+                    if a.shape[1] == 1:            # one position: (g aᵀ)² = g² (a²)ᵀ, S never formed
+                        lam = lam + (g[:, :, 0] ** 2).sum(dim=1).T @ (a[:, 0] ** 2)
+                    else:
+                        for r in range(g.shape[1]):    # S_ir rotated, one column r at a time (memory)
+                            S = torch.einsum("bto,btd->bod", g[:, r], a)
+                            lam = lam + (S * S).sum(dim=0)
                     sums[n] = lam
         if Q is None:
             return {n: (self._np(A), self._np(G), k) for n, (A, G, k) in sums.items()}
