@@ -27,6 +27,10 @@ Methods, each on the same trained model (time = fit + attribute, one run):
   the fractions of rows ``--sampler-sizes`` (``damping="auto"``);
 * :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
   ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
+* ``--methods kfac`` (``benchmarks/kfac_quality.py``): ``solver="kfac"`` and ``"ekfac"`` over a
+  damping sweep on the same factors, ``"ekfac_cg"`` at 5, 10 and 20 iterations, the dense Fisher,
+  and kronfluence's EK-FAC (its defaults; and the empirical Fisher in float64), kronfluence in
+  the benchmark environment only;
 * gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
 * dattri (``pip install --no-deps dattri``, benchmark venv only): TracIn (checkpoints
   along the L-BFGS run), TRAK on its model output ``log(p/(1 − p))`` as dattri's own
@@ -80,7 +84,7 @@ from skinfluence.models.torch import TorchModel
 from _common import (CACHE, WD, adult_mlp, adult_sample, digits_cnn, digits_mlp, digits_split, largest_gradient,
                      lbfgs, pinned_threads, trained_net)
 
-METHODS = ("fisher", "hessian", "gif", "samplers", "baseline", "ensemble", "peers")
+METHODS = ("fisher", "hessian", "gif", "samplers", "baseline", "ensemble", "peers", "kfac")
 TRAK_HALVES_SEED = 12345  # TRAK's half-subsets (logreg): not the LDS subsets (random_state=0)
 
 
@@ -490,6 +494,10 @@ def run_methods(name, est, data, scorer, args):
                                  extra_time=sum(t_train[1:len(members)])))
     if "peers" in methods:
         rows += dattri_methods(name, modules, ckpts, t_train, data, scorer, args)
+    if "kfac" in methods:  # K-FAC, EK-FAC, EK-FAC-preconditioned CG and kronfluence's EK-FAC
+        from kfac_quality import kfac_rows, kronfluence_rows
+
+        rows += kfac_rows(name, target, prefit, data, scorer) + kronfluence_rows(name, modules[0], data, scorer)
     return [(name, *r) for r in rows]
 
 
