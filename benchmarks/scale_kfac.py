@@ -117,6 +117,7 @@ def main():
     ap.add_argument("--n-train", type=int, default=10_000)
     ap.add_argument("--n-test", type=int, default=1_000)
     ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--first-queries", type=int, default=100, help="time these queries alone first")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--solver", default="ekfac")
@@ -159,6 +160,11 @@ def main():
         sol = inf.curvature_solver_
     say(f"fit ({args.solver}, fisher={args.fisher}, damping auto = {inf.damping_:.3g}): "
         f"{fit.seconds:.1f} s, peak memory {fit.mib:,.0f} MiB; {sol.info_}")
+    if 0 < args.first_queries < args.n_test:   # a first figure, should the full run be cut short
+        with Peak(args.device) as first:
+            inf.attribute(Xq[:args.first_queries], yq[:args.first_queries], top_k=args.top_k)
+        say(f"attribute top_k={args.top_k} for the first {args.first_queries} queries: {first.seconds:.1f} s, "
+            f"peak memory {first.mib:,.0f} MiB")
     with Peak(args.device) as query:
         top = inf.attribute(Xq, yq, top_k=args.top_k)
     same = float(np.mean(y[top.helpful_indices[:, 0]] == yq))
