@@ -91,16 +91,14 @@ class GradientStore:
         self.random_state = random_state
 
     # ------------------------------------------------------------------ layout
-    @property
-    def n_params(self):
+    def _n_params(self):
         return self.estimator.adapter_.n_params
 
-    @property
-    def width(self):
-        return self.projection or self.n_params
+    def _width(self):
+        return self.projection or self._n_params()
 
     def _settings(self):
-        return {"n_train": int(self.estimator.n_samples_), "width": int(self.width), "n_params": int(self.n_params),
+        return {"n_train": int(self.estimator.n_samples_), "width": int(self._width()), "n_params": int(self._n_params()),
                 "projection": self.projection, "dtype": self.dtype, "random_state": int(self.random_state),
                 "block_size": int(self._block_size())}
 
@@ -108,14 +106,23 @@ class GradientStore:
         return int(self.block_size or self.estimator.batch_size)
 
     def project(self, V):
-        """``V Pᵀ`` for rows ``V`` (m, p): the rows projected (identity without ``projection``)."""
+        """The rows ``V`` projected, ``V Pᵀ`` (``V`` itself without ``projection``).
+
+        Parameters
+        ----------
+        V : ndarray of shape (m, p)
+
+        Returns
+        -------
+        ndarray of shape (m, k) or (m, p)
+        """
         V = np.asarray(V, dtype=float)
         if not self.projection:
             return V
         out = np.zeros((V.shape[0], self.projection))
-        for j in range(0, self.n_params, _P_COLUMNS):
+        for j in range(0, self._n_params(), _P_COLUMNS):
             rng = np.random.default_rng([self.random_state, j])
-            P = rng.standard_normal((min(_P_COLUMNS, self.n_params - j), self.projection))
+            P = rng.standard_normal((min(_P_COLUMNS, self._n_params() - j), self.projection))
             out += V[:, j:j + P.shape[0]] @ P
         return out / np.sqrt(self.projection)
 
@@ -127,7 +134,7 @@ class GradientStore:
         -------
         self
         """
-        n, width = self.estimator.n_samples_, self.width
+        n, width = self.estimator.n_samples_, self._width()
         size = n * width * np.dtype(self.dtype).itemsize
         budget = parse_bytes(self.memory_budget or self.estimator.memory_budget)
         self.on_disk_ = self.path is not None or size > budget
@@ -179,6 +186,15 @@ class GradientStore:
     def load(cls, estimator, path):
         """The on-disk store at ``path`` for ``estimator`` (the one it was computed from).
 
+        Parameters
+        ----------
+        estimator : fitted BaseInfluence
+        path : str or os.PathLike
+
+        Returns
+        -------
+        GradientStore
+
         Raises
         ------
         ValueError
@@ -200,7 +216,19 @@ class GradientStore:
     # ----------------------------------------------------------------- queries
     def test_factors(self, X, y, curvature="estimator", damping=None):
         """The test side ``f_j`` (projected when the store is): ``P M⁻¹ ∇ℓ_j``, or with
-        ``curvature="projected"`` ``(ΦᵀΦ + δI)⁻¹ P ∇ℓ_j``."""
+        ``curvature="projected"`` ``(ΦᵀΦ + δI)⁻¹ P ∇ℓ_j``.
+
+        Parameters
+        ----------
+        X, y : test rows and targets.
+        curvature : {"estimator", "projected"}, default="estimator"
+        damping : float, default=None
+            ``curvature="projected"``: its damping (0.1 × the mean eigenvalue if None).
+
+        Returns
+        -------
+        ndarray of shape (n_test, k) or (n_test, p)
+        """
         est = self.estimator
         Z = est._design(X)
         y_enc = est.adapter_.encode_target(y)
@@ -218,7 +246,7 @@ class GradientStore:
 
     def _projected_fisher(self):
         """``Φᵀ Φ`` of the stored projected removal gradients (k × k), by blocks."""
-        F = np.zeros((self.width, self.width))
+        F = np.zeros((self._width(), self._width()))
         for sl in row_blocks(len(self.gradients_), self._block_size()):
             B = np.asarray(self.gradients_[sl], dtype=float)
             F += B.T @ B
