@@ -81,7 +81,7 @@ class KroneckerSolver(Solver):
     null_space : ndarray of shape (p, k), optional
         Directions ``Z`` the objective ignores; ``Z Zᵀ`` is added.
     active : ndarray of bool, optional
-        Must be all True (a parameter subset is not Kronecker-factored).
+        Coordinates that move (solves are 0 elsewhere): every factored layer must be whole.
     correct : bool
         Eigenvalue correction (EK-FAC) instead of ``λ_G λ_Aᵀ``.
     max_exact : int, default=4096
@@ -101,27 +101,22 @@ class KroneckerSolver(Solver):
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, max_exact=MAX_EXACT,
                  random_state=None):
         start = time.perf_counter()
-        source = getattr(operator, "kronecker", None)
-        if source is None:
-            raise ValueError(
-                f"solver={self.name!r} needs a model whose layers it can factorise (a torch network "
-                "or a linear model); this model's curvature offers only products: use 'cg' or "
-                "'nystrom'")
-        if active is not None and not np.all(active):
-            raise ValueError(f"solver={self.name!r} factorises whole layers: it cannot hold some "
-                             "parameters fixed (an ℓ1 support or a parameter subset); use 'cg'")
+        source = getattr(operator, "kronecker", None)   # None: no factored layers, the exact block only
         if not isinstance(max_exact, Integral) or isinstance(max_exact, bool) or max_exact < 0:
             raise ValueError(f"max_exact must be a non-negative integer, got {max_exact!r}")
         self.operator = operator
         self.n_params = p = operator.n_params
-        self.active = np.ones(p, bool)
+        self.active = np.ones(p, bool) if active is None else np.asarray(active, bool)
         self.null_space = null_space if null_space is not None and null_space.size else None
         self._diagonal = np.asarray(operator.diagonal, dtype=float)
 
-        stats = source.statistics()
+        stats = source.statistics() if source is not None and source.layers else {}
         self.layers = {}
         covered = np.zeros(p, bool)
-        for name, (index, n_out, n_in) in source.layers.items():
+        for name, (index, n_out, n_in) in (source.layers.items() if stats else ()):
+            if not self.active[index.ravel()].all():
+                raise ValueError(f"solver={self.name!r} factorises whole layers: it cannot hold some "
+                                 f"parameters of layer {name!r} fixed (an ℓ1 support or a parameter subset)")
             A, G, count = stats[name]
             lam_a, QA = linalg.eigh(A / max(count, 1))
             lam_g, QG = linalg.eigh(G)
@@ -135,7 +130,7 @@ class KroneckerSolver(Solver):
             passes = 2
         for L in self.layers.values():
             L.append(self._extra_diagonal(L, self._diagonal))
-        self._exact_setup(~covered, max_exact, source)
+        self._exact_setup(~covered & self.active, max_exact, source)
         self._trace = (sum(float(L[3].sum()) for L in self.layers.values())
                        + float(self._diagonal[covered].sum()) + self._rest_trace)
         self.info_ = {"method": self.name, "layers": list(self.layers),
@@ -176,6 +171,11 @@ class KroneckerSolver(Solver):
         self._rest_block, self._rest_trace = None, 0.0
         if not self._rest.size:
             return
+        if self._rest.size > max_exact and source is None:
+            raise ValueError(
+                f"solver={self.name!r} needs a model whose layers it can factorise (a torch network or a "
+                f"linear model); this curvature offers only products, and its {self._rest.size} "
+                f"parameters exceed max_exact={max_exact} for an exact block: use 'cg' or 'nystrom'")
         if self._rest.size > max_exact:
             names = getattr(source.adapter, "_names", None)
             where = getattr(source.adapter, "param_slices", {})
@@ -338,11 +338,12 @@ class EKFACCGSolver(EKFACSolver):
         Zp = self._precondition(R, shift)
         P = Zp.copy()
         rz = np.einsum("pm,pm->m", R, Zp)
-        bnorm = np.linalg.norm(B, axis=0)
+        a = self.active                                   # held coordinates stay 0
+        bnorm = np.linalg.norm(B[a], axis=0)
         bnorm[bnorm == 0] = 1.0
         it = 0
         for it in range(1, self.max_iter + 1):
-            live = np.linalg.norm(R, axis=0) > self.tol * bnorm
+            live = np.linalg.norm(R[a], axis=0) > self.tol * bnorm
             if not live.any():
                 it -= 1
                 break
@@ -359,5 +360,5 @@ class EKFACCGSolver(EKFACSolver):
             beta = np.where(live, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
             P = Zp + beta * P
             rz = rz_new
-        self.info_.update(iterations=it, residual=float((np.linalg.norm(R, axis=0) / bnorm).max()))
+        self.info_.update(iterations=it, residual=float((np.linalg.norm(R[a], axis=0) / bnorm).max()))
         return X
