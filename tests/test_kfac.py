@@ -210,3 +210,14 @@ def test_bad_input():
         _fit(model, X, y, "ekfac_cg", damping=0.1, solver_options={"max_iter": -1})
     with pytest.raises(ValueError, match="not options"):
         _fit(model, X, y, "kfac", damping=0.1, solver_options={"rank": 3})
+
+
+def test_layer_damping_is_relative_to_each_layer():
+    X, y = _data(n=30, image=False)
+    torch.manual_seed(0)
+    model = TorchModel(torch.nn.Linear(6, 3).double(), loss="cross_entropy", weight_decay=WD)
+    rel = _fit(model, X, y, "ekfac", damping=0.1, solver_options={"layer_damping": True}).curvature_solver_
+    lam = rel.layers[""][3]
+    ab = _fit(model, X, y, "ekfac", damping=0.1 * lam.mean()).curvature_solver_
+    v = np.random.default_rng(0).standard_normal(21)
+    np.testing.assert_allclose(rel.solve(v), ab.solve(v), rtol=1e-12)

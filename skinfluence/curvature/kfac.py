@@ -86,6 +86,9 @@ class KroneckerSolver(Solver):
         Eigenvalue correction (EK-FAC) instead of ``λ_G λ_Aᵀ``.
     max_exact : int, default=4096
         Most parameters outside factored layers that get an exact block.
+    layer_damping : bool, default=False
+        Scale the damping by each layer's mean eigenvalue (kronfluence's heuristic:
+        ``damping=0.1`` is 0.1 × the layer's mean); the exact block keeps ``damping``.
     random_state : ignored (deterministic)
 
     Attributes
@@ -99,8 +102,9 @@ class KroneckerSolver(Solver):
     correct = False
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, max_exact=MAX_EXACT,
-                 random_state=None):
+                 layer_damping=False, random_state=None):
         start = time.perf_counter()
+        self.layer_damping = bool(layer_damping)
         source = getattr(operator, "kronecker", None)   # None: no factored layers, the exact block only
         if not isinstance(max_exact, Integral) or isinstance(max_exact, bool) or max_exact < 0:
             raise ValueError(f"max_exact must be a non-negative integer, got {max_exact!r}")
@@ -216,7 +220,7 @@ class KroneckerSolver(Solver):
         m = B.shape[1]
         for index, QA, QG, lam, extra in self.layers.values():
             O, D = index.shape
-            den = lam + extra + self.damping
+            den = lam + extra + self.damping * (lam.mean() if self.layer_damping else 1.0)
             if shift is not None:
                 den = den - _square_project(QG, shift[index], QA)
             # Q_Gᵀ V Q_A for the m matrices V at once, as two plain matrix products
@@ -276,7 +280,7 @@ class KFACSolver(KroneckerSolver):
 
     Parameters
     ----------
-    operator, damping, null_space, active, max_exact, random_state
+    operator, damping, null_space, active, max_exact, layer_damping, random_state
         As for :class:`KroneckerSolver`.
     """
 
@@ -289,7 +293,7 @@ class EKFACSolver(KroneckerSolver):
 
     Parameters
     ----------
-    operator, damping, null_space, active, max_exact, random_state
+    operator, damping, null_space, active, max_exact, layer_damping, random_state
         As for :class:`KroneckerSolver`.
     """
 
@@ -302,7 +306,7 @@ class EKFACCGSolver(EKFACSolver):
 
     Parameters
     ----------
-    operator, damping, null_space, active, max_exact, random_state
+    operator, damping, null_space, active, max_exact, layer_damping, random_state
         As for :class:`KroneckerSolver`.
     max_iter : int, default=10
         CG iterations (curvature products per right-hand side).
@@ -311,13 +315,13 @@ class EKFACCGSolver(EKFACSolver):
     """
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, max_iter=10, tol=1e-6,
-                 max_exact=MAX_EXACT, random_state=None):
+                 max_exact=MAX_EXACT, layer_damping=False, random_state=None):
         if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 0:
             raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
         if not isinstance(tol, Real) or not tol >= 0:
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
         super().__init__(operator, damping, null_space, active, max_exact=max_exact,
-                         random_state=random_state)
+                         layer_damping=layer_damping, random_state=random_state)
         self.max_iter, self.tol = int(max_iter), float(tol)
         self.info_.update(iterations=0, residual=np.nan)
 
