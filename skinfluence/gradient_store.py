@@ -171,10 +171,7 @@ class GradientStore:
         return self
 
     def _training_gradients(self, rows):
-        est = self.estimator
-        if hasattr(est, "training_gradients"):
-            return est.training_gradients(rows)
-        return est._model.removal_gradients(rows)
+        return self.estimator.training_gradients(rows)
 
     def _write_meta(self, done):
         tmp = os.path.join(self.path, "store.json.tmp")

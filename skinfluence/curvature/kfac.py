@@ -100,6 +100,8 @@ class KroneckerSolver(Solver):
     """
 
     correct = False
+    traces_curvature = True
+    options = {"max_exact": MAX_EXACT, "layer_damping": False}
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, max_exact=MAX_EXACT,
                  layer_damping=False, random_state=None):
@@ -313,6 +315,8 @@ class EKFACCGSolver(EKFACSolver):
     tol : float, default=1e-6
         Relative residual ``‖(M + δI)x − b‖ / ‖b‖`` at which a column stops.
     """
+
+    options = {**KroneckerSolver.options, "max_iter": 10, "tol": 1e-6}
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, max_iter=10, tol=1e-6,
                  max_exact=MAX_EXACT, layer_damping=False, random_state=None):

@@ -139,27 +139,29 @@ class GramOperator(CurvatureOperator):
         return np.asarray(Z.T @ E.reshape(Z.shape[0], -1)).reshape(V.shape)
 
 
-def model_curvature(adapter, Z, y, c, kind, eta=None):
+def model_curvature(adapter, Z, y, c, kind, eta=None, weights=None):
     """The curvature ``Σ_i c_i ∇²ℓ_i`` (``kind="hessian"``) or its Fisher, as an operator.
 
-    The adapter provides ``curvature(Z, y, c, kind, eta=)`` and, where the model has
-    them, products ``curvature_matvec(Z, y, c, V, kind, eta=)`` (else they are taken
-    from the dense matrix); ``eta`` are the outputs at θ if known. A linear model
-    (``curvature_weights(y, c, kind, eta=, Z=)``: its ``c_i W_i``) gives a
-    :class:`GramOperator`. The penalty is not included.
+    The adapter provides ``curvature(Z, y, c, kind, eta=, weights=)`` and, for networks
+    (``is_network``), products ``curvature_matvec(Z, y, c, V, kind, eta=, weights=)`` (else
+    they are taken from the dense matrix); ``eta`` are the outputs at θ and ``weights`` the
+    ``c_i W_i`` if known. A linear model (``has_gram``) gives a :class:`GramOperator`. The
+    penalty is not included.
     """
-    dense = partial(_model_dense, adapter, Z, y, c, kind, eta)
-    if hasattr(adapter, "curvature_weights"):  # a linear model: J_i = z_iᵀ ⊗ I_K
-        operator = GramOperator(Z, adapter.curvature_weights(y, c, kind, eta=eta, Z=Z), dense)
+    if weights is None and adapter.has_gram:
+        weights = adapter.curvature_weights(y, c, kind, eta=eta, Z=Z)
+    dense = partial(_model_dense, adapter, Z, y, c, kind, eta, weights)
+    if adapter.has_gram:  # a linear model: J_i = z_iᵀ ⊗ I_K
+        operator = GramOperator(Z, weights, dense)
         operator.kronecker = _GramKronecker(operator, c)
         return operator
-    if hasattr(adapter, "curvature_matvec"):
-        matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta)
+    if adapter.is_network:
+        matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta, weights)
     else:  # products from the matrix, built once on first use
         matvec = _DenseProducts(dense)
     operator = CurvatureOperator(adapter.n_params, matvec, dense)
-    if getattr(adapter, "kronecker_statistics", None) is not None:
-        operator.kronecker = KroneckerStatistics(adapter, Z, y, c, kind, eta)
+    if adapter.has_kronecker:
+        operator.kronecker = KroneckerStatistics(adapter, Z, y, c, kind, eta, weights)
     return operator
 
 
@@ -188,23 +190,23 @@ class KroneckerStatistics:
     positions in θ of the layer's ``[W | b]``, n_out, n_in) and ``statistics(bases=None)``,
     the adapter's ``kronecker_statistics`` over the curvature rows."""
 
-    def __init__(self, adapter, Z, y, c, kind, eta):
-        self.adapter, self.args = adapter, (Z, y, c, kind, eta)
+    def __init__(self, adapter, Z, y, c, kind, eta, weights=None):
+        self.adapter, self.args, self.weights = adapter, (Z, y, c, kind, eta), weights
         self.layers = adapter.kronecker_layers()
         self.kind = kind
 
     def statistics(self, bases=None):
         Z, y, c, kind, eta = self.args
-        return self.adapter.kronecker_statistics(Z, y, c, kind, eta=eta, bases=bases)
+        return self.adapter.kronecker_statistics(Z, y, c, kind, eta=eta, bases=bases, weights=self.weights)
 
 
 # module-level pieces (not closures), so that operators and the estimators holding them pickle
-def _model_dense(adapter, Z, y, c, kind, eta):
-    return adapter.curvature(Z, y, c, kind, eta=eta)
+def _model_dense(adapter, Z, y, c, kind, eta, weights):
+    return adapter.curvature(Z, y, c, kind, eta=eta, weights=weights)
 
 
-def _model_matvec(adapter, Z, y, c, kind, eta, V):
-    return adapter.curvature_matvec(Z, y, c, V, kind, eta=eta)
+def _model_matvec(adapter, Z, y, c, kind, eta, weights, V):
+    return adapter.curvature_matvec(Z, y, c, V, kind, eta=eta, weights=weights)
 
 
 class _DenseProducts:

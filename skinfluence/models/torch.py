@@ -92,8 +92,11 @@ class TorchAdapter(ModelAdapter):
     fisher : {"exact", "mc", "empirical"}
     """
 
+    is_network = True
+    has_kronecker = True
+
     def __init__(self, estimator, *, device="auto", dtype="float64", batch_size=4096,
-                 random_state=None, fisher="exact"):
+                 random_state=None, fisher="exact", _private=False):
         if fisher not in ("exact", "mc", "empirical"):
             raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -113,7 +116,12 @@ class TorchAdapter(ModelAdapter):
         self._factor = spec.factor
         self._input_shape, self._probe = _INPUTS.get(estimator, (None, None))
 
-        self.module = copy.deepcopy(spec.module).to(device=self.device, dtype=self.dtype).eval()
+        # a private copy of the estimator (``moved``) lends its module where no conversion
+        # would change it in place: one copy of the net per new θ, not two
+        first = next(spec.module.parameters())
+        lend = _private and first.dtype == self.dtype and first.device == self.device
+        self.module = (spec.module if lend else copy.deepcopy(spec.module)).to(
+            device=self.device, dtype=self.dtype).eval()
         named = [(n, p) for n, p in spec.module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
@@ -267,18 +275,18 @@ class TorchAdapter(ModelAdapter):
             out[name] = (index, n_out, index.shape[1])
         return out
 
-    def _output_factors(self, y, c, kind, eta):
-        """``L_i`` (n, K, R) with ``c_i W_i = L_i L_iᵀ``: the output curvature's square root
-        (its negative part, a Hessian's away from a minimum, dropped)."""
-        W = (self.loss.curvature(y, eta, "hessian") if kind == "hessian"
-             else self.output_curvature(y, eta, kind)) * np.asarray(c, dtype=float)[:, None, None]
+    def _output_factors(self, y, c, kind, eta, weights=None):
+        """``L_i`` (n, K, R) with ``c_i W_i = L_i L_iᵀ`` (``weights``: the ``c_i W_i`` if known): the
+        output curvature's square root (its negative part, a Hessian's away from a minimum, dropped)."""
+        W = (self.output_curvature(y, eta, kind) * np.asarray(c, dtype=float)[:, None, None]
+             if weights is None else weights)
         lam, vec = np.linalg.eigh(W)
         lam = np.maximum(lam, 0.0)
         scale = lam.max(axis=0)
         keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
         return vec[:, :, keep] * np.sqrt(lam[:, None, keep])
 
-    def kronecker_statistics(self, Z, y, c, kind="fisher", eta=None, bases=None) -> dict:
+    def kronecker_statistics(self, Z, y, c, kind="fisher", eta=None, bases=None, weights=None) -> dict:
         """Per-layer statistics of the Gauss–Newton curvature ``Σ_i J_iᵀ c_i W_i J_i`` for K-FAC.
 
         With ``c_i W_i = L_i L_iᵀ`` (columns ``r``), a layer with inputs ``a_it`` (a 1 appended
@@ -290,7 +298,7 @@ class TorchAdapter(ModelAdapter):
 
         Parameters
         ----------
-        Z, y, c, kind, eta
+        Z, y, c, kind, eta, weights
             As for :meth:`curvature` (``kind="hessian"``: its Gauss–Newton part).
         bases : dict, optional
             Layer name -> ``(Q_A, Q_G)``, orthonormal input and output bases.
@@ -307,9 +315,9 @@ class TorchAdapter(ModelAdapter):
         modules = dict(self.module.named_modules())
         eta = self.eta(Z) if eta is None else eta
         c = np.asarray(c, dtype=float)
-        key = (id(Z), len(Z), kind)     # fisher="mc": the same sampled labels in both passes
+        key = (id(Z), len(Z), kind, id(y), id(c), id(weights))   # fisher="mc": the same labels in both passes
         if getattr(self, "_kf_key", None) != key:
-            self._kf_key, self._kf_factors = key, self._output_factors(y, c, kind, eta)
+            self._kf_key, self._kf_factors = key, self._output_factors(y, c, kind, eta, weights)
         L = self._kf_factors
         R = L.shape[2]
         Q = None if bases is None else {n: (self._t(qa), self._t(qg)) for n, (qa, qg) in bases.items()}
@@ -541,11 +549,13 @@ class TorchAdapter(ModelAdapter):
             return rs.randint(2**31)
         return rs
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
-        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian)."""
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian);
+        ``weights``: the ``c_i W_i`` if already computed."""
         p = self.n_params
         eta = self.eta(Z) if eta is None else eta
-        W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+        W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+             if weights is None else weights)
         lam, vec = np.linalg.eigh(W)                       # W_i = V diag(λ) Vᵀ
         scale = np.abs(lam).max(axis=0)
         keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
@@ -589,17 +599,20 @@ class TorchAdapter(ModelAdapter):
                 H[j:j + width] += rows_of(eye[j:j + width])
         return H
 
-    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None):
+    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
 
         ``V`` has shape (p,) or (p, m). Per-sample curvatures ``W_i`` are recomputed on
         each call, except for ``fisher="mc"``, whose sampled labels are drawn once per
         ``(Z, y)`` and cached so that the operator is a fixed matrix.
         """
-        key = (id(Z), len(Z), kind)
+        # per operator (its design, targets, weights): a changed objective on the same rows
+        # (unlearning's Newton iterations) must not reuse another's W_i
+        key = (id(Z), len(Z), kind, id(y), id(c), id(weights))
         if getattr(self, "_mv_key", None) != key:
             eta = self.eta(Z) if eta is None else eta
-            W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+            W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+                 if weights is None else weights)
             R = np.asarray(c)[:, None] * self.loss.gradient(y, eta) if kind == "hessian" else None
             self._mv_key, self._mv_cache = key, (W, R)
         W, R = self._mv_cache
@@ -662,6 +675,12 @@ class TorchAdapter(ModelAdapter):
         if self._input_shape is not None:
             _INPUTS[est] = (self._input_shape, self._probe)
         return est
+
+    def moved(self, theta, **options):
+        """The adapter of :meth:`with_params` (its own private copy of the net, shared
+        with the adapter where device and dtype match)."""
+        options = {k: v for k, v in options.items() if k not in ("solver", "curvature")}
+        return TorchAdapter(self.with_params(theta), _private=True, **options)
 
 
 def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="auto", batch_size=4096,
