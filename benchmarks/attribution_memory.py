@@ -16,7 +16,7 @@ every 50 ms, data and model included) is reported too. BLAS threads are pinned t
 * **synthetic**: a 1,000,000 × 100 logistic regression (X stored as float32; the
   influence design is float64); 1,000 test points: ``top_k=10``, ``reduce="sum"`` and the
   full 1,000 × 1,000,000 matrix into a ``numpy.memmap`` (``out=``, 8 GB on disk). The
-  fitted model is cached under ``benchmarks/.cache_memory/``.
+  fitted model is cached under ``benchmarks/.cache/``.
 * **njobs**: blocked attribution (Adult, 4,000 test rows, ``top_k=10``) with ``n_jobs=1``
   and ``n_jobs=2`` in one process, interleaved, medians of wall and CPU time (the parent's
   and its worker processes').
@@ -36,18 +36,15 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 import warnings  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
-CACHE = Path(__file__).parent / ".cache_memory"
+from _common import cache_folder, cached, pinned_threads  # noqa: E402
 N_SYN, P_SYN, N_SYN_TEST = 1_000_000, 100, 1_000
 TOP = 10
-
-
-def _threads():
-    return ", ".join(f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info())
 
 
 def _rss_anon_mb():
@@ -122,21 +119,17 @@ def _synthetic(seed, n):
 
 
 def _synthetic_model():
-    import joblib
     from sklearn.linear_model import LogisticRegression
 
     from skinfluence import FisherInfluence
 
     X, y = _synthetic(1, N_SYN)
-    path = CACHE / "synthetic_lr.joblib"
-    if not path.exists():
-        CACHE.mkdir(exist_ok=True)
-        (CACHE / ".gitignore").write_text("*\n")
-        joblib.dump(LogisticRegression(tol=1e-8, max_iter=1000).fit(X, y), path)
+    model = cached("memory_synthetic_lr", partial(LogisticRegression(tol=1e-8, max_iter=1000).fit, X, y),
+                   N_SYN, P_SYN, 1)   # the data: _synthetic(1, N_SYN)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inf = FisherInfluence(joblib.load(path), prefit=True, polish=True).fit(X, y)
+        inf = FisherInfluence(model, prefit=True, polish=True).fit(X, y)
     fit_s = time.perf_counter() - t
     del X, y
     Xt, yt = _synthetic(2, N_SYN_TEST)
@@ -147,9 +140,7 @@ def _synthetic_model():
 def case_adult_topk():
     inf, X, y, fit_s = _adult()
     top, seconds, traced = _traced(lambda: inf.attribute(X, y, top_k=TOP))
-    CACHE.mkdir(exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")
-    np.savez(CACHE / "adult_top.npz", *top)
+    np.savez(cache_folder("memory") / "adult_top.npz", *top)
     _report(case="adult top_k=10", rows=f"{len(y)} x {inf.n_samples_}", fit_s=fit_s,
             query_s=seconds, traced_mb=traced)
 
@@ -157,7 +148,7 @@ def case_adult_topk():
 def case_adult_check():
     """The dense answer, block by block: all factors against all training gradients."""
     inf, X, y, fit_s = _adult()
-    got = np.load(CACHE / "adult_top.npz")
+    got = np.load(cache_folder("memory") / "adult_top.npz")
     got = [got[f"arr_{i}"] for i in range(4)]
     F = inf.influence_factors(X, y)
     V = inf.training_gradients()
@@ -182,7 +173,7 @@ def case_synthetic(query):
     elif query == "sum":
         call = lambda: inf.attribute(X, y, reduce="sum")  # noqa: E731
     else:
-        path = CACHE / "synthetic_A.npy"
+        path = cache_folder("memory") / "synthetic_A.npy"
         out = np.lib.format.open_memmap(path, mode="w+", shape=(len(y), n))
         call = lambda: inf.attribute(X, y, out=out)  # noqa: E731
     result, seconds, traced = _traced(call)
@@ -263,15 +254,14 @@ def main():
     parser.add_argument("--only", choices=sorted(SECTIONS))
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with threadpool_limits(1):
-        if args.case:
+    if args.case:
+        with threadpool_limits(1):
             _AnonPeak()
             return CASES[args.case]()
-        import skinfluence
+    import skinfluence
 
-        print(f"skinfluence from {Path(skinfluence.__file__).parent}")
-        print(f"threads: {_threads()}; OMP/OPENBLAS/MKL_NUM_THREADS=1 in every process; "
-              f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(f"skinfluence from {Path(skinfluence.__file__).parent}")
+    with pinned_threads(1, "OMP/OPENBLAS/MKL_NUM_THREADS=1 in every process"):
         for section in [args.only] if args.only else list(SECTIONS):
             print(f"\n## {section}\n")
             for case in SECTIONS[section]:

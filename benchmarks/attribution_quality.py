@@ -27,6 +27,10 @@ Methods, each on the same trained model (time = fit + attribute, one run):
   the fractions of rows ``--sampler-sizes`` (``damping="auto"``);
 * :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
   ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
+* ``--methods kfac`` (``benchmarks/kfac_quality.py``): ``solver="kfac"`` and ``"ekfac"`` over a
+  damping sweep on the same factors, ``"ekfac_cg"`` at 5, 10 and 20 iterations, the dense Fisher,
+  and kronfluence's EK-FAC (its defaults; and the empirical Fisher in float64), kronfluence in
+  the benchmark environment only;
 * gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
 * dattri (``pip install --no-deps dattri``, benchmark venv only): TracIn (checkpoints
   along the L-BFGS run), TRAK on its model output ``log(p/(1 − p))`` as dattri's own
@@ -66,14 +70,10 @@ import numpy as np
 import scipy.linalg
 import torch
 import joblib
-from joblib import Memory
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
 from skorch import NeuralNetClassifier
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import FisherInfluence, GeneralizedInfluence, HessianInfluence
 from skinfluence.ensemble import InfluenceEnsemble
@@ -81,67 +81,14 @@ from skinfluence.sampling import FeatureSampler, LogitSampler
 from skinfluence.metrics import linear_datamodeling_score, loo_correlation, retrain_on_subsets
 from skinfluence.models.torch import TorchModel
 
-WD = 1e-3
-METHODS = ("fisher", "hessian", "gif", "samplers", "baseline", "ensemble", "peers")
+from _common import (CACHE, WD, adult_mlp, adult_sample, digits_cnn, digits_mlp, digits_split, largest_gradient,
+                     lbfgs, pinned_threads, trained_net)
+
+METHODS = ("fisher", "hessian", "gif", "samplers", "baseline", "ensemble", "peers", "kfac")
 TRAK_HALVES_SEED = 12345  # TRAK's half-subsets (logreg): not the LDS subsets (random_state=0)
 
 
 # ------------------------------------------------------------------------- models
-class MLP(torch.nn.Module):
-    """64 → 64 → 10, tanh (4,810 parameters)."""
-
-    def __init__(self, seed=0):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
-                                           torch.nn.Linear(64, 10))
-        self.double()
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class CNN(torch.nn.Module):
-    """The CNN of examples/digits_influence.py: conv 8 → pool → conv 16 → pool → linear (1,898 parameters)."""
-
-    def __init__(self, seed=0):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.features = torch.nn.Sequential(
-                torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
-                torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2))
-            self.classifier = torch.nn.Linear(16 * 2 * 2, 10)
-        self.double()
-
-    def forward(self, x):
-        return self.classifier(self.features(x.reshape(-1, 1, 8, 8)).flatten(1))
-
-
-def lbfgs(module, X, y, wd, iters, checkpoints=()):
-    """Full-batch L-BFGS on mean CE + wd/2 ‖θ‖²; the parameters after each iteration count in ``checkpoints``."""
-    X, y = torch.as_tensor(X), torch.as_tensor(y)
-    opt = torch.optim.LBFGS(module.parameters(), max_iter=1, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-10, tolerance_change=1e-14)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(module(X), y)
-        loss = loss + wd / 2 * sum((p**2).sum() for p in module.parameters())
-        loss.backward()
-        return loss
-
-    saved, done = [], 0
-    for stop in sorted({*checkpoints, iters}):
-        opt.param_groups[0].update(max_iter=stop - done, max_eval=(stop - done) * 5 // 4)
-        opt.step(closure)
-        done = stop
-        if stop in checkpoints:
-            saved.append({k: v.detach().clone() for k, v in module.state_dict().items()})
-    return saved
-
-
 class LBFGSNet(NeuralNetClassifier):
     """A skorch classifier trained full batch by L-BFGS for ``max_epochs`` iterations (see :func:`lbfgs`).
 
@@ -153,7 +100,7 @@ class LBFGSNet(NeuralNetClassifier):
         self.initialize()
         n = self.max_epochs
         self.checkpoints_ = lbfgs(self.module_, X, y, self.optimizer_.param_groups[0]["weight_decay"], n,
-                                  checkpoints=(n // 8, n // 4, n // 2))
+                                  checkpoints=_checkpoints(n))
         return self
 
 
@@ -162,15 +109,13 @@ def make_models():
                train_split=None, verbose=0, module__seed=0)
     return {
         "logreg": LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000),
-        "mlp": LBFGSNet(MLP, max_epochs=1000, **net),
-        "cnn": LBFGSNet(CNN, max_epochs=500, **net),
+        "mlp": LBFGSNet(digits_mlp, max_epochs=1000, **net),
+        "cnn": LBFGSNet(digits_cnn, max_epochs=500, **net),
     }
 
 
 def load_data(n_test):
-    digits = load_digits()
-    X, y = digits.data / 16.0, digits.target.astype(np.int64)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    X_tr, y_tr, X_te, y_te = digits_split()
     return X_tr, y_tr, X_te[:n_test], y_te[:n_test]
 
 
@@ -194,45 +139,31 @@ def ground_truth(name, est, data, args):
 
 
 # ------------------------------------------------------------------------- trained models
-def _train_full(est, X, y, seed):
-    """A net trained on all rows from ``module__seed=seed``: its parameters, checkpoints and training time."""
-    t = time.perf_counter()
-    net = clone(est).set_params(module__seed=seed).fit(X, y)
-    t_train = time.perf_counter() - t
-    return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}, net.checkpoints_, t_train
+def _checkpoints(n):
+    """TracIn's checkpoints of an ``n``-iteration run: after 1/8, 1/4 and 1/2 of it."""
+    return n // 8, n // 4, n // 2
 
 
-def _converged(est, X, y, state, iters):
-    """The net warm-started from ``state`` and run by L-BFGS until its gradient vanishes (or ``iters``):
-    its parameters and the largest gradient entry of its objective at the end."""
-    module = est.module(seed=0)
-    module.load_state_dict(state)
-    lbfgs(module, X, y, WD, iters)
-    module.zero_grad()
-    X_, y_ = torch.as_tensor(X), torch.as_tensor(y)
-    loss = torch.nn.functional.cross_entropy(module(X_), y_) + WD / 2 * sum((p**2).sum() for p in module.parameters())
-    loss.backward()
-    g = max(float(p.grad.abs().max()) for p in module.parameters())
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}, g
+def _train_full(name, est, X, y, seed, args):
+    """The net ``est`` trained on all rows from ``module__seed=seed`` (cached): its state dict, its
+    checkpoints and its training time."""
+    n = est.max_epochs
+    module, info = trained_net(f"{name}_seed{seed}", lambda: est.module(seed=seed), X, y, max_iter=n,
+                               checkpoints=_checkpoints(n), cache_dir=args.cache_dir)
+    return module.state_dict(), info["checkpoints"], info["wall"]
 
 
-def _saved(path, compute):
-    """``compute()`` (a state dict and a gradient entry), kept in ``path`` (torch.save). Keyed by a
-    name, not by joblib's hash: a hash of torch tensors is not stable across processes."""
-    if not os.path.exists(path):
-        torch.save(compute(), path)
-    return torch.load(path)
+def _converged(name, est, X, y, state, iters, args):
+    """The net warm-started from ``state`` and run by L-BFGS until its gradient vanishes (or ``iters``),
+    cached by its rows: its state dict and the largest gradient entry of its objective at the end."""
+    module, _ = trained_net(f"{name}_converged", lambda: est.module(seed=0), X, y, max_iter=iters, start=state,
+                            cache_dir=args.cache_dir)
+    return module.state_dict(), largest_gradient(module, X, y)
 
 
 def polished_state(name, est, X, y, args):
     """The seed-0 net trained as usual, then run on to the optimum of its objective (cached)."""
-    path = os.path.join(args.cache_dir, f"converged_{name}_full_{args.polish_iters}.pt")
-
-    def polish():
-        state, _, _ = Memory(args.cache_dir, verbose=0).cache(_train_full)(est, X, y, 0)
-        return _converged(est, X, y, state, args.polish_iters)
-
-    return _saved(path, polish)
+    return _converged(name, est, X, y, _train_full(name, est, X, y, 0, args)[0], args.polish_iters, args)
 
 
 def converged_loo(name, est, data, args):
@@ -253,9 +184,7 @@ def converged_loo(name, est, data, args):
                                                      reduction="none").numpy()
 
     iters = args.refit_iters or args.polish_iters
-    refits = [_saved(os.path.join(args.cache_dir, f"converged_{name}_without_{i}_{iters}.pt"),
-                     lambda i=i: _converged(est, np.delete(X, i, 0), np.delete(y, i), state, iters))
-              for i in removed]
+    refits = [_converged(name, est, np.delete(X, i, 0), np.delete(y, i), state, iters, args) for i in removed]
     g_max = max(g for _, g in refits)
     loo = Bunch(subset_losses=np.array([test_losses(st) for st, _ in refits]), full_losses=test_losses(state),
                 removed=removed)
@@ -268,7 +197,6 @@ def converged_loo(name, est, data, args):
 
 def trained_models(name, est, X, y, args):
     """(fitted estimator or module, torch module or None, checkpoints, training times) for seeds 0..k-1."""
-    memory = Memory(args.cache_dir, verbose=0)
     if name == "logreg":  # every seed gives the same model: TRAK's other members see random halves
         halves = np.random.default_rng(TRAK_HALVES_SEED)
         rows = [np.arange(len(y))] + [np.sort(halves.choice(len(y), len(y) // 2, replace=False))
@@ -285,7 +213,7 @@ def trained_models(name, est, X, y, args):
             times.append(time.perf_counter() - t)
         return fits[:1], modules, [[m.state_dict()] for m in modules], times
     n_models = args.cnn_ensemble if name == "cnn" else args.n_ensemble
-    out = [memory.cache(_train_full)(est, X, y, seed) for seed in range(n_models)]
+    out = [_train_full(name, est, X, y, seed, args) for seed in range(n_models)]
     if args.converged:  # every method on the polished seed-0 net
         out[0] = (polished_state(name, est, X, y, args)[0], *out[0][1:])
     modules = []
@@ -566,6 +494,10 @@ def run_methods(name, est, data, scorer, args):
                                  extra_time=sum(t_train[1:len(members)])))
     if "peers" in methods:
         rows += dattri_methods(name, modules, ckpts, t_train, data, scorer, args)
+    if "kfac" in methods:  # K-FAC, EK-FAC, EK-FAC-preconditioned CG and kronfluence's EK-FAC
+        from kfac_quality import kfac_rows, kronfluence_rows
+
+        rows += kfac_rows(name, target, prefit, data, scorer) + kronfluence_rows(name, modules[0], data, scorer)
     return [(name, *r) for r in rows]
 
 
@@ -589,17 +521,6 @@ def markdown(rows, args):
 
 
 # ------------------------------------------------------------------------- AFIF's CV experiment
-class AdultMLP(torch.nn.Module):
-    """87 → 16 → 2, tanh: the two-layer classifier of the AFIF paper's CV experiment."""
-
-    def __init__(self, d=87, h=16):
-        super().__init__()
-        self.hidden, self.out = torch.nn.Linear(d, h), torch.nn.Linear(h, 2)
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.hidden(x)))
-
-
 def adult_cv_experiment(args):
     """5-fold CV of a skorch two-layer net on Adult: exact refits vs Fisher and Hessian influence.
 
@@ -610,13 +531,11 @@ def adult_cv_experiment(args):
     from sklearn.metrics import log_loss
     from sklearn.model_selection import KFold, cross_val_score
 
-    from skinfluence.datasets import adult_design
     from skinfluence.model_selection import approx_cross_val_score
 
-    d = adult_design()
-    rows = np.random.default_rng(0).choice(len(d.y), args.adult_n, replace=False)
-    X, y = d.X[rows].astype(np.float32), d.y[rows].astype(np.int64)
-    net = NeuralNetClassifier(AdultMLP, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=3e-3,
+    X, y, _, _ = adult_sample(args.adult_n)
+    X = X.astype(np.float32)
+    net = NeuralNetClassifier(adult_mlp, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=3e-3,
                               optimizer__weight_decay=WD, max_epochs=30, batch_size=128, train_split=None,
                               verbose=0)
     cv = KFold(5, shuffle=True, random_state=0)
@@ -711,8 +630,7 @@ def main():
     ap.add_argument("--refit-iters", type=int, help="the same for the refits (default: --polish-iters)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                        ".cache_attribution"))
+    ap.add_argument("--cache-dir", default=str(CACHE / "attribution"))
     args = ap.parse_args()
     args.methods = ({"peers"} if args.peers_only else {"fisher", "hessian"} if args.sweep_only
                     else set(args.methods.split(",")))
@@ -720,11 +638,8 @@ def main():
         args.methods.discard("hessian")
     if not args.methods <= set(METHODS):
         ap.error(f"--methods: unknown {sorted(args.methods - set(METHODS))}; choose among {','.join(METHODS)}")
-    torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    with threadpool_limits(args.threads):
-        print(f"threads: torch={torch.get_num_threads()}, BLAS="
-              f"{[(i['internal_api'], i['num_threads']) for i in threadpool_info()]}; n_jobs={args.n_jobs}")
+    with pinned_threads(args.threads, f"n_jobs={args.n_jobs}"):
         data = load_data(args.n_test)
         models = make_models()
         rows = []

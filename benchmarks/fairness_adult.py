@@ -35,7 +35,6 @@ import torch
 from skorch import NeuralNetClassifier
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_info, threadpool_limits
 from torch import nn
 
 from skinfluence import InfluenceWarning
@@ -47,7 +46,8 @@ from skinfluence.fairness import (
     demographic_parity_difference,
     equal_opportunity_difference,
 )
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
+
+from _common import adult_mlp, median_time, pinned_threads
 
 METRIC = {"equal_opportunity": equal_opportunity_difference,
           "demographic_parity": demographic_parity_difference}
@@ -83,11 +83,8 @@ def main():
         ExponentiatedGradient = None
         print("fairlearn is not installed: ExponentiatedGradient rows are skipped")
 
-    with threadpool_limits(args.threads):
-        print(f"BLAS threads: {args.threads} "
-              f"({', '.join(sorted({i['internal_api'] for i in threadpool_info()}))}); "
-              f"train n={len(train.y)}, test n={len(test.y)}, p={train.X.shape[1]}; "
-              f"sensitive: sex; {est!r}")
+    with pinned_threads(args.threads, f"train n={len(train.y)}, test n={len(test.y)}, p={train.X.shape[1]}; "
+                                      f"sensitive: sex; {est!r}"):
         t_fit, plain = median_time(lambda: clone(est).fit(train.X, train.y), args.repeats)
         acc0 = _row("unconstrained LogisticRegression", plain, test, t_fit)
         for constraint, Moment in [("equal_opportunity", "TruePositiveRateParity"),
@@ -130,10 +127,9 @@ def main():
 
 def mlp_section(train, test, repeats, threads):
     """InfluenceReweighing of a skorch MLP: Fisher vs Hessian, and the unit-weight control."""
-    torch.set_num_threads(threads)
     X, Xt = train.X.astype(np.float32), test.X.astype(np.float32)
 
-    net = NeuralNetClassifier(MLP, module__d=X.shape[1], criterion=nn.CrossEntropyLoss,
+    net = NeuralNetClassifier(adult_mlp, module__d=X.shape[1], criterion=nn.CrossEntropyLoss,
                               optimizer=torch.optim.Adam, lr=3e-3, optimizer__weight_decay=1e-4,
                               max_epochs=15, batch_size=512, train_split=None, verbose=0)
     print(f"\n== skorch MLP {X.shape[1]}-16-2 (tanh, Adam, 15 epochs), torch threads {threads}")
@@ -171,17 +167,6 @@ def mlp_section(train, test, repeats, threads):
     ctrl = fit_weighted(copy.deepcopy(m.influence_.estimator_), X[tr], train.y[tr],
                         np.ones(tr.sum()), warm_start=True)
     _row("control: fine-tuned, unit weights", ctrl, _Test(Xt, test), float("nan"))
-
-
-class MLP(nn.Module):
-    """The two-layer classifier (at module level, so that skorch can copy the net)."""
-
-    def __init__(self, d, h=16):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, 2))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 class _Test:

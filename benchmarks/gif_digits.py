@@ -40,7 +40,7 @@ Experiments (``--experiments``):
    retraining as the data grow (digits augmented with ±1-pixel shifts and noise, 1×,
    10×, 50×; retraining: Adam, 10 epochs of batches of 128, measured).
 
-Trained networks are cached in ``benchmarks/.cache_gif/`` (ignored by git).
+Trained networks and each run's results are cached in ``benchmarks/.cache/`` (ignored by git).
 
 Run: ``python benchmarks/gif_digits.py --experiments removal --models cnn mlp --seeds 3``
 """
@@ -48,17 +48,11 @@ Run: ``python benchmarks/gif_digits.py --experiments removal --models cnn mlp --
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from threadpoolctl import threadpool_limits
 
 from skinfluence.curvature.gif import GIFSolver
 from skinfluence.curvature.operators import CurvatureOperator, model_curvature
@@ -68,83 +62,14 @@ from skinfluence.models.torch import TorchModel
 from skinfluence.selection import RULES, select_parameters
 from skinfluence.unlearning import unlearning_path
 
-CACHE = Path(__file__).parent / ".cache_gif"
-WD = 1e-3
+from _common import CACHE, WD, digits_three_way, gif_net, gif_nets, pinned_threads
+
+RESULTS = CACHE / "gif_digits"
 BATCH = 512
 
 
 # ------------------------------------------------------------------------ models
-class CNN(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
-            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2))
-        self.head = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
-
-
-class MLP(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 300), torch.nn.Tanh(),
-                                       torch.nn.Linear(300, 300), torch.nn.Tanh(), torch.nn.Linear(300, 10))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-MODELS = {"cnn": CNN, "mlp": MLP}
-
-
-def objective(net, X, y):
-    return torch.nn.functional.cross_entropy(net(X), y) + WD / 2 * sum((p ** 2).sum() for p in net.parameters())
-
-
-def train_lbfgs(kind, X, y, seed, max_iter=400):
-    """Full-batch L-BFGS from a seeded initialisation; cached on disk by the data's hash.
-
-    Returns the net and the CPU seconds its training took (``time.process_time``, one
-    thread: robust to other processes on a shared machine)."""
-    key = hashlib.sha1(X.tobytes() + y.tobytes() + f"{kind}{seed}{max_iter}{WD}".encode()).hexdigest()[:16]
-    path = CACHE / f"{kind}_{key}.pt"
-    torch.manual_seed(seed)
-    net = MODELS[kind]().double()
-    if path.exists():
-        state = torch.load(path)
-        net.load_state_dict(state["net"])
-        return net, state.get("cpu")                  # None: cached by a version that timed wall clock
-    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=max_iter, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-10, tolerance_change=1e-14)
-
-    def closure():
-        opt.zero_grad()
-        loss = objective(net, Xt, yt)
-        loss.backward()
-        return loss
-
-    t = time.process_time()
-    opt.step(closure)
-    elapsed = time.process_time() - t
-    CACHE.mkdir(exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")
-    torch.save({"net": net.state_dict(), "cpu": elapsed}, path)
-    return net, elapsed
-
-
-# --------------------------------------------------------------------- the data
-def digits():
-    d = load_digits()
-    return (d.images / 16.0)[:, None].astype(np.float64), d.target.astype(np.int64)
-
-
-def split(X, y, seed):
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.4, stratify=y, random_state=seed)
-    Xva, Xte, yva, yte = train_test_split(Xte, yte, test_size=0.5, stratify=yte, random_state=seed)
-    return Xtr, ytr, Xva, yva, Xte, yte
+MODELS = gif_nets()
 
 
 def add_trigger(X):
@@ -277,12 +202,11 @@ def methods(ratios, rules, rule_ratios, base_ratios):
 
 # ------------------------------------------------------------------ experiments
 def exp_removal(args, model, seed, cls=0):
-    X, y = digits()
-    Xtr, ytr, Xva, yva, Xte, yte = split(X, y, seed)
-    net, _ = train_lbfgs(model, Xtr, ytr, seed)
+    Xtr, ytr, Xva, yva, Xte, yte = digits_three_way(seed)
+    net, _ = gif_net(model, Xtr, ytr, seed)
     U = np.flatnonzero(ytr == cls)
     keep = ytr != cls
-    net_re, t_re = train_lbfgs(model, Xtr[keep], ytr[keep], seed)
+    net_re, t_re = gif_net(model, Xtr[keep], ytr[keep], seed)
     P = Problem(net, Xtr, ytr, U, seed=seed, kind=args.curvature)
     ad = P.adapter
     check_operator(ad, ad.design(Xtr[:64]), ytr[:64])
@@ -311,7 +235,7 @@ def exp_removal(args, model, seed, cls=0):
                      "c": info.get("normalizer")})
         if args.verbose:
             print(seed, rows[-1], flush=True)
-    with open(CACHE / f"removal_{model}{'' if args.curvature == 'hessian' else '_' + args.curvature}_seed{seed}.json",
+    with open(RESULTS / f"removal_{model}{'' if args.curvature == 'hessian' else '_' + args.curvature}_seed{seed}.json",
               "w") as f:
         json.dump(rows, f, default=float)               # one file per seed: runs can be merged
     return rows
@@ -334,13 +258,12 @@ def _relabel_rows(P, net_re, t_re, report, score_val, args, seed):
 
 
 def exp_label(args, model, seed, src=1, dst=7):
-    X, y = digits()
-    Xtr, ytr, Xva, yva, Xte, yte = split(X, y, seed)
-    net, _ = train_lbfgs(model, Xtr, ytr, seed)
+    Xtr, ytr, Xva, yva, Xte, yte = digits_three_way(seed)
+    net, _ = gif_net(model, Xtr, ytr, seed)
     U = np.flatnonzero(ytr == src)
     y_re = ytr.copy()
     y_re[U] = dst
-    net_re, t_re = train_lbfgs(model, Xtr, y_re, seed)
+    net_re, t_re = gif_net(model, Xtr, y_re, seed)
     P = Problem(net, Xtr, ytr, U, y_new=np.full(len(U), dst), seed=seed, kind=args.curvature)
     ad = P.adapter
     vo, to = (yva != src), (yte != src)
@@ -363,15 +286,14 @@ def exp_label(args, model, seed, src=1, dst=7):
 
 
 def exp_backdoor(args, model, seed, target=4, frac=0.1):
-    X, y = digits()
-    Xtr, ytr, Xva, yva, Xte, yte = split(X, y, seed)
+    Xtr, ytr, Xva, yva, Xte, yte = digits_three_way(seed)
     rng = np.random.default_rng(seed)
     U = np.sort(rng.choice(len(ytr), int(frac * len(ytr)), replace=False))
     Xp, yp = Xtr.copy(), ytr.copy()
     Xp[U] = add_trigger(Xtr[U])
     yp[U] = target
-    net, _ = train_lbfgs(model, Xp, yp, seed)
-    net_re, t_re = train_lbfgs(model, Xp, ytr, seed)          # the same images, true labels
+    net, _ = gif_net(model, Xp, yp, seed)
+    net_re, t_re = gif_net(model, Xp, ytr, seed)          # the same images, true labels
     P = Problem(net, Xp, yp, U, y_new=ytr[U], seed=seed, kind=args.curvature)
     ad = P.adapter
     Xva_t, Xte_t = add_trigger(Xva), add_trigger(Xte)
@@ -405,15 +327,14 @@ def augmented(X, y, times, seed):
 
 
 def exp_cost(args, model, seed, cls=0):
-    X, y = digits()
-    Xtr, ytr, *_ = split(X, y, seed)
-    net, _ = train_lbfgs(model, Xtr, ytr, seed)
+    Xtr, ytr, *_ = digits_three_way(seed)
+    net, _ = gif_net(model, Xtr, ytr, seed)
     rows = []
     for times in args.sizes:
         Xa, ya = augmented(Xtr, ytr, times, seed)
         keep = ya != cls
         torch.manual_seed(seed)
-        fresh = MODELS[model]().double()
+        fresh = MODELS[model]()   # from the generator just seeded, as randperm below
         opt = torch.optim.Adam(fresh.parameters(), lr=3e-3, weight_decay=WD)
         Xk, yk = torch.as_tensor(Xa[keep]), torch.as_tensor(ya[keep])
         t = time.process_time()
@@ -494,14 +415,14 @@ def main():
                     help="removal: run only these methods (e.g. full gif:highest_outputs)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--from-cache", action="store_true",
-                    help="only print the tables of the runs saved in benchmarks/.cache_gif")
+                    help="only print the tables of the runs saved in benchmarks/.cache/gif_digits")
     args = ap.parse_args()
     if args.from_cache:
         for exp, cols in COLUMNS.items():
             for model in args.models:
                 for tag in ("", "_fisher"):
-                    seeds = sorted(CACHE.glob(f"{exp}_{model}{tag}_seed*.json"))
-                    path = CACHE / f"{exp}_{model}{tag}.json"
+                    seeds = sorted(RESULTS.glob(f"{exp}_{model}{tag}_seed*.json"))
+                    path = RESULTS / f"{exp}_{model}{tag}.json"
                     if seeds:
                         per_seed = [json.loads(f.read_text()) for f in seeds]
                     elif path.exists():
@@ -511,10 +432,8 @@ def main():
                     print(f"### {exp} — {model}{tag} ({len(per_seed)} seeds)", summarise(per_seed, cols), "",
                           sep="\n")
         return
-    torch.set_num_threads(args.threads)
-    with threadpool_limits(args.threads):
-        print(f"threads: torch {torch.get_num_threads()}, BLAS {args.threads} "
-              f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with pinned_threads(args.threads):
         out = []
         for exp in args.experiments:
             for model in args.models:
@@ -532,7 +451,7 @@ def main():
                     cols = COLUMNS[exp]
                     table = summarise(per_seed, cols)
                     tag = "" if args.curvature == "hessian" else f"_{args.curvature}"
-                    with open(CACHE / f"{exp}_{model}{tag}.json", "w") as f:
+                    with open(RESULTS / f"{exp}_{model}{tag}.json", "w") as f:
                         json.dump(per_seed, f, default=float)
                 head = f"### {exp} — {model}, {args.curvature} ({args.seeds if exp != 'cost' else 1} seeds, {time.process_time() - t0:.0f} s)"
                 print(head, table, "", sep="\n", flush=True)

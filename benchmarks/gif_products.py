@@ -18,26 +18,19 @@ Run: ``python benchmarks/gif_products.py [--mlp]``.
 import argparse
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from threadpoolctl import threadpool_info, threadpool_limits
 
 import skinfluence.curvature.gif as gif
 from skinfluence import GeneralizedInfluence
 from skinfluence.models.torch import TorchModel
 
-from _timing import interleaved_times
-from attribution_quality import lbfgs
+from _common import WD, digits_mlp, digits_split, interleaved_times, pinned_threads, trained_net
 
 
-def mlp(X, y, wd=1e-3):
-    """A 64-32-10 tanh net trained to its optimum by full-batch L-BFGS."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10)).double()
-    lbfgs(net, X, y, wd, 3000)
-    return TorchModel(net, loss="cross_entropy", weight_decay=wd)
+def mlp(X, y):
+    """A 64-32-10 tanh net trained to its optimum by full-batch L-BFGS (cached)."""
+    net, _ = trained_net("gif_products_mlp", lambda: digits_mlp((32,), seed=0), X, y, max_iter=3000)
+    return TorchModel(net, loss="cross_entropy", weight_decay=WD)
 
 
 def main():
@@ -48,13 +41,8 @@ def main():
     ap.add_argument("--mlp", action="store_true", help="also the MLP (matrix-free: minutes)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    with threadpool_limits(args.threads):
-        print(f"threads: torch={torch.get_num_threads()}, "
-              f"BLAS={[(i['internal_api'], i['num_threads']) for i in threadpool_info()]}")
-        d = load_digits()
-        X, y = d.data / 16.0, d.target.astype(np.int64)
-        X, Xt, y, yt = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    with pinned_threads(args.threads):
+        X, y, Xt, yt = digits_split()
         Xt, yt = Xt[:args.n_test], yt[:args.n_test]
         models = {"logistic regression": (LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000), {})}
         if args.mlp:

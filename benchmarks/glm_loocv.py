@@ -18,12 +18,12 @@ import warnings
 import numpy as np
 from sklearn.base import clone
 from sklearn.linear_model import Lasso, LogisticRegression, PoissonRegressor
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import FisherInfluence, InfluenceWarning
 from skinfluence.datasets import adult_design, load_adult
 from skinfluence.refit import exact_loo_predictions
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
+
+from _common import median_time, pinned_threads
 
 
 def _case(name, est, X, y, response, loss, args, rng):
@@ -68,8 +68,7 @@ def main():
     rng = np.random.default_rng(0)
     d = adult_design()
     X, y, names = d.X, d.y, list(d.feature_names)
-    with threadpool_limits(args.threads):
-        print("BLAS threads:", {i["internal_api"]: i["num_threads"] for i in threadpool_info()})
+    with pinned_threads(args.threads):
         print(f"Adult train: X {X.shape}")
 
         def logloss(y_, p):

@@ -2,7 +2,7 @@
 
 The model is ``benchmarks/gif_digits.py``'s wide MLP (64 → 300 → 300 → 10, 112,810
 parameters, float64, tanh), trained by full-batch L-BFGS on the mean cross-entropy plus
-``1e-3/2 ‖θ‖²`` (its cache, ``benchmarks/.cache_gif/``, is reused). Scores are
+``1e-3/2 ‖θ‖²`` (the same cached network). Scores are
 ``S[j, i] = ∇ℓ_jᵀ (M + δI)⁻¹ ∇ℓ_i`` for ``--n-test`` test points × all 1,078 training
 rows, with ``M`` the curvature of the mean objective estimated on a batch of ``--rows``
 training rows (as gif_digits does) plus the weight decay, and ``δ`` the package's
@@ -35,7 +35,7 @@ needs; median of ``--repeats`` runs, one process, one thread):
 Agreement with the reference: relative Frobenius error, Pearson correlation over all
 pairs, and the mean over test points of the Spearman correlation over training rows
 (the ranking a user reads). Results per contender are cached in
-``benchmarks/.cache_lowrank/`` (ignored by git; ``--fresh`` recomputes them).
+``benchmarks/.cache/`` (ignored by git; ``--fresh`` recomputes them).
 
 Run: ``python benchmarks/lowrank.py`` (about 30 minutes on one loaded core).
 """
@@ -43,12 +43,8 @@ Run: ``python benchmarks/lowrank.py`` (about 30 minutes on one loaded core).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -57,17 +53,13 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
-from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from gif_digits import WD, digits, split, train_lbfgs  # noqa: E402
 
 from skinfluence.curvature import make_solver  # noqa: E402
 from skinfluence.curvature.operators import model_curvature  # noqa: E402
 from skinfluence.models import make_adapter  # noqa: E402
 from skinfluence.models.torch import TorchModel  # noqa: E402
 
-CACHE = Path(__file__).parent / ".cache_lowrank"
+from _common import WD, cached, digits_three_way, gif_net, pinned_threads  # noqa: E402
 
 
 # ------------------------------------------------------------------- the problem
@@ -75,9 +67,8 @@ class Problem:
     """The trained net, the curvature batch, the damping and the exact reference."""
 
     def __init__(self, n_test, rows, seed):
-        X, y = digits()
-        self.Xtr, self.ytr, _, _, Xte, yte = split(X, y, seed)
-        self.net, _ = train_lbfgs("mlp", self.Xtr, self.ytr, seed)
+        self.Xtr, self.ytr, _, _, Xte, yte = digits_three_way(seed)
+        self.net, _ = gif_net("mlp", self.Xtr, self.ytr, seed)
         self.net.eval()
         self.Xte, self.yte = Xte[:n_test], yte[:n_test]
         self.batch = np.sort(np.random.default_rng(seed).choice(len(self.ytr), rows, replace=False))
@@ -96,7 +87,7 @@ class Problem:
 
         self.reference = self.scores(exact_solve)
         self.spectrum = np.linalg.eigvalsh(A @ A.T)[::-1] + WD          # M's top eigenvalues
-        self.key = hashlib.sha1(f"{n_test}-{rows}-{seed}-{self.damping:.12e}".encode()).hexdigest()[:12]
+        self.key = (n_test, rows, seed, f"{self.damping:.12e}")
 
     def gradients(self, X, y):
         """Per-sample loss gradients, (len(y), p)."""
@@ -206,19 +197,16 @@ def agreement(S, ref):
 
 
 def measure(problem, name, run, repeats, fresh):
-    path = CACHE / f"{problem.key}_{hashlib.sha1(name.encode()).hexdigest()[:10]}_{repeats}.npz"
-    if path.exists() and not fresh:
-        saved = np.load(path, allow_pickle=False)
-        return float(saved["seconds"]), saved["S"], json.loads(str(saved["info"]))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        S, info = run(problem)
-        times.append(time.perf_counter() - t)
-    CACHE.mkdir(exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")
-    np.savez(path, seconds=np.median(times), S=S, info=json.dumps(info))
-    return float(np.median(times)), S, info
+    """(median seconds, scores, info) of the contender ``run`` (cached by problem and name)."""
+    def timed():
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            S, info = run(problem)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times)), S, info
+
+    return cached("lowrank", timed, *problem.key, name, repeats, fresh=fresh)
 
 
 def main():
@@ -240,10 +228,7 @@ def main():
                     help="print pyDVL's Gauss-Newton product against skinfluence's and stop")
     ap.add_argument("--fresh", action="store_true", help="ignore cached results")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        blas = sorted({f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info()})
-        print(f"threads: torch={torch.get_num_threads()}, BLAS {', '.join(blas)}")
+    with pinned_threads(1):
         problem = Problem(args.n_test, args.rows, args.seed)
         s = problem.spectrum
         print(f"model: {problem.p:,} parameters; curvature: empirical Fisher on {args.rows} rows + weight decay "

@@ -40,13 +40,13 @@ import psutil
 from sklearn.metrics import log_loss
 from sklearn.linear_model import Lasso, LassoCV, LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut, StratifiedKFold, cross_val_score
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import HessianInfluence, InfluenceWarning
 from skinfluence.datasets import adult_design, load_adult
 from skinfluence.estimators import RESIDUAL_TARGET, NewtonPolisher
 from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_score
-from _timing import interleaved_times  # noqa: E402  (benchmarks/_timing.py)
+
+from _common import interleaved_times, pinned_threads
 
 
 def dummies_design():
@@ -112,9 +112,8 @@ def main():
     rng = np.random.default_rng(0)
     sub = rng.choice(len(y), 5000, replace=False)
     designs = {"adult_design()": (X, y), "get_dummies(drop_first) standardised": dummies_design()}
-    with threadpool_limits(args.threads), warnings.catch_warnings():
+    with pinned_threads(args.threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        print("BLAS threads:", {i["internal_api"]: i["num_threads"] for i in threadpool_info()})
         print(f"Adult train: X {X.shape}; medians of {args.repeats} runs")
         for design, (Xd, yd) in designs.items():
             print(f"\n######## design {design}: X {Xd.shape}")

@@ -5,7 +5,7 @@ Every influence estimate here is ``FisherInfluence`` / ``HessianInfluence`` with
 gradients from every row), compared with the same estimator on the full curvature.
 
 1. **Faithfulness and consistency** (``--exp 1-adult 1-digits``): a tanh MLP 87 → 32 → 2 on ``--adult-n``
-   rows of Adult, and a small digits CNN (:class:`SmallCNN`, 1,898 parameters, 1,437
+   rows of Adult, and a small digits CNN (``digits_cnn()``, 1,898 parameters, 1,437
    training images), both trained to a tight optimum by full-batch
    L-BFGS. For subsets of t ∈ ``--fractions`` of the rows and ``--seeds`` seeds, the
    Pearson correlation of each sampler's influence matrix (``attribute`` of
@@ -29,118 +29,46 @@ gradients from every row), compared with the same estimator on the full curvatur
    train split: error relative to the exact-curvature LOO change, sign flips, time.
    The feature sampler runs with 64 k-means clusters per class here.
 
-Trained networks are cached in ``--cache`` (default ``benchmarks/.cache/sampling``,
-ignored by git through its own ``.gitignore``). Threads are pinned (``--threads``,
-default 1) and printed.
+Trained networks are cached in ``benchmarks/.cache/`` (ignored by git). Threads are
+pinned (``--threads``, default 1) and printed.
 
 Run: ``python benchmarks/sampling.py [--exp 1-adult 1-digits 2 3] [--seeds 10] [--adult-n 2000]``
 """
 
 import argparse
-import os
 import statistics
 import time
 import tracemalloc
 import warnings
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.datasets import adult_design
 from skinfluence.models.torch import TorchModel
 from skinfluence.sampling import FeatureSampler, LeverageSampler, LogitSampler, RandomSampler
 
+from _common import WD, adult_mlp, adult_sample, digits_cnn, digits_split, pinned_threads, trained_net
+
 SAMPLERS = {"random": RandomSampler, "feature": FeatureSampler, "logit": LogitSampler,
             "leverage": LeverageSampler}
-WD = 1e-3          # weight decay of both networks (their penalty curvature)
 DAMPING = 1e-4
 
 
 # ------------------------------------------------------------------------- models
-class SmallCNN(torch.nn.Module):
-    """1×8×8 → conv 8 → pool → conv 16 → pool → linear 10 (1,898 parameters), tanh and
-    average pooling in float64 (smooth, so that L-BFGS reaches the optimum); the digits
-    CNN that ``examples/digits_influence.py`` used before the gallery moved to an MLP."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
-            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
-        )
-        self.classifier = torch.nn.Linear(16 * 2 * 2, 10)
-        self.double()
-
-    def forward(self, x):
-        return self.classifier(self.features(x).flatten(1))
-
-
-class MLP(torch.nn.Module):
-    def __init__(self, d=87, h=32):
-        super().__init__()
-        self.hidden, self.out = torch.nn.Linear(d, h), torch.nn.Linear(h, 2)
-        self.double()
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.hidden(x)))
-
-
-def lbfgs(module, X, y, wd, rounds=20):
-    """Full-batch L-BFGS on mean cross-entropy + wd/2 ‖θ‖² (in place), to a tight optimum."""
-    X, y = torch.as_tensor(X), torch.as_tensor(y)
-    opt = torch.optim.LBFGS(module.parameters(), max_iter=500, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-12, tolerance_change=1e-15)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(module(X), y)
-        loss = loss + wd / 2 * sum((p ** 2).sum() for p in module.parameters())
-        loss.backward()
-        return loss
-
-    for _ in range(rounds):
-        opt.step(closure)
-    return module
-
-
-def cached_net(cache, name, make, X, y, start=None, rounds=20):
-    """The network ``make()`` trained on (X, y) from ``start`` (a TorchModel; default a
-    seeded initialisation), from ``cache`` when it is there."""
-    path = cache / f"{name}.pt"
-    torch.manual_seed(0)
-    module = make()
-    if path.exists():
-        module.load_state_dict(torch.load(path))
-    else:
-        if start is not None:
-            module.load_state_dict(start.module.state_dict())
-        t = time.perf_counter()
-        lbfgs(module, X, y, WD, rounds)
-        torch.save(module.state_dict(), path)
-        print(f"  trained {name} in {time.perf_counter() - t:.0f} s (cached in {path})")
+def trained(name, make, X, y, start=None, rounds=20):
+    """The network ``make(seed=0)`` trained to a tight optimum by full-batch L-BFGS (``rounds`` pieces
+    of 500 iterations) on (X, y), from ``start`` (a TorchModel; default its initialisation); cached."""
+    t = time.perf_counter()
+    module, _ = trained_net(f"sampling_{name}", partial(make, seed=0), X, y, max_iter=500 * rounds,
+                            start=None if start is None else start.module.state_dict(),
+                            checkpoints=range(500, 500 * rounds, 500), tolerance_grad=1e-12,
+                            tolerance_change=1e-15)
+    print(f"  {name}: {time.perf_counter() - t:.0f} s (0 when cached)")
     return TorchModel(module.eval(), weight_decay=WD)
-
-
-def adult_data(n, n_test):
-    train, test = adult_design(), adult_design(subset="test")
-    rng = np.random.default_rng(0)
-    itr = rng.choice(len(train.y), n, replace=False)
-    ite = rng.choice(len(test.y), n_test, replace=False)
-    return train.X[itr], train.y[itr].astype(np.int64), test.X[ite], test.y[ite].astype(np.int64)
-
-
-def digits_data():
-    digits = load_digits()
-    X = (digits.images / 16.0)[:, None]
-    y = digits.target.astype(np.int64)
-    return train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
 
 
 # -------------------------------------------------------------------- helpers
@@ -255,7 +183,7 @@ def class_removal(model, retrained, X, y, Xt, yt, removed, fractions, seeds, sol
     print("  full curvature (time s, peak MiB):", cost, flush=True)
     for frac in fractions:
         for sname, cls in SAMPLERS.items():
-            ones, bests, times, cg_times = [], [], [], []
+            ones, bests, times = [], [], []
             for seed in seeds:
                 t, inf, delta = run(cls(n_samples=frac, random_state=seed), "dense")
                 one, best = evaluate(inf, delta)
@@ -327,34 +255,25 @@ def main():
     ap.add_argument("--remove", type=int, default=0)
     ap.add_argument("--cg", action="store_true", help="experiment 2: also time conjugate gradients")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache", default=str(Path(__file__).parent / ".cache" / "sampling"))
     args = ap.parse_args()
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    (cache.parent / ".gitignore").write_text("*\n")
-    torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     seeds = list(range(args.seeds))
-    with threadpool_limits(args.threads):
-        print(f"threads: torch={torch.get_num_threads()}, BLAS="
-              f"{[(i['internal_api'], i['num_threads']) for i in threadpool_info()]}, "
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; seeds={args.seeds}, t={args.fractions}")
-        X_d, Xt_d, y_d, yt_d = digits_data()
+    with pinned_threads(args.threads, f"seeds={args.seeds}, t={args.fractions}"):
+        X_d, y_d, Xt_d, yt_d = digits_split(images=True)
         if "1-adult" in args.exp:
-            X, y, Xt, yt = adult_data(args.adult_n, args.n_test)
-            mlp = cached_net(cache, f"adult_mlp_{args.adult_n}", MLP, X, y)
+            X, y, Xt, yt = adult_sample(args.adult_n, args.n_test)
+            mlp = trained("adult_mlp", partial(adult_mlp, h=32, dtype=torch.float64), X, y)
             faithfulness("Adult MLP 87-32-2", mlp, X, y, Xt, yt, args.fractions, seeds)
         if "1-digits" in args.exp:
-            cnn = cached_net(cache, "digits_cnn", SmallCNN, X_d, y_d, rounds=5)
+            cnn = trained("digits_cnn", digits_cnn, X_d, y_d, rounds=5)
             faithfulness("digits CNN", cnn, X_d, y_d, Xt_d[:args.n_test], yt_d[:args.n_test],
                          args.fractions, seeds)
         if "2" in args.exp:
-            cnn = cached_net(cache, "digits_cnn", SmallCNN, X_d, y_d, rounds=5)
+            cnn = trained("digits_cnn", digits_cnn, X_d, y_d, rounds=5)
             keep = y_d != args.remove
             # retrained without the class from the trained network (the optimum that the
             # Newton step aims at), by the same full-batch L-BFGS
-            retrained = cached_net(cache, f"digits_cnn_without_{args.remove}", SmallCNN, X_d[keep], y_d[keep],
-                                   start=cnn, rounds=5)
+            retrained = trained("digits_cnn", digits_cnn, X_d[keep], y_d[keep], start=cnn, rounds=5)
             class_removal(cnn, retrained, X_d, y_d, Xt_d, yt_d, args.remove, args.fractions, seeds,
                           ["dense", "cg"] if args.cg else ["dense"])
         if "3" in args.exp:

@@ -38,13 +38,13 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from skinfluence import FisherInfluence, InfluenceWarning
 from skinfluence.refit import exact_loo_predictions
-from _timing import interleaved_times  # noqa: E402  (benchmarks/_timing.py)
 
-CACHE = Path(__file__).with_name(".cache_sparse_text")
+from _common import cache_folder, cached, interleaved_times, pinned_threads
+
 CASES = [(500, 12_612), (500, 100_000), (2_000, 12_612), (2_000, 100_000)]
 
 
@@ -75,10 +75,8 @@ def make_text_corpus(n_docs, n_features, *, vocabulary=200_000, doc_length=120, 
 
 
 def corpus(n, p):
-    """The corpus of a case, cached under ``.cache_sparse_text/``."""
-    CACHE.mkdir(exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")
-    path = CACHE / f"corpus_{n}_{p}.npz"
+    """The corpus of a case, cached under ``benchmarks/.cache/sparse_text/``."""
+    path = cache_folder("sparse_text") / f"corpus_{n}_{p}.npz"
     if not path.exists():
         X, y = make_text_corpus(n, p)
         sp.save_npz(path.with_suffix(".X.npz"), X)
@@ -130,13 +128,12 @@ def tight():
 
 def dense_reference(X, y, rows):
     """LOO probabilities and exact-refit errors of solver='dense' on the tight model (cached)."""
-    path = CACHE / f"dense_{X.shape[0]}_{X.shape[1]}.npz"
-    if not path.exists():
+    def compute():
         t = time.perf_counter()
         inf = FisherInfluence(tight(), solver="dense").fit(X, y)
-        loo = inf.approx_loocv(response_method="predict_proba")
-        np.savez(path, loo=loo, seconds=time.perf_counter() - t)
-    return np.load(path)
+        return {"loo": inf.approx_loocv(response_method="predict_proba"), "seconds": time.perf_counter() - t}
+
+    return cached("sparse_text_dense", compute, *X.shape)
 
 
 def case(n, p, args, rss):
@@ -189,10 +186,7 @@ def main():
         print(json.dumps({"fit": time.perf_counter() - t, "package": skinfluence.__file__,
                           "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
-    with threadpool_limits(args.threads):
-        print(f"threads: {args.threads} "
-              f"({', '.join(sorted({i['internal_api'] for i in threadpool_info()}))}); "
-              f"medians of {args.repeats}; exact refits of {args.n_exact} rows (tol=1e-10)")
+    with pinned_threads(args.threads, f"medians of {args.repeats}; exact refits of {args.n_exact} rows (tol=1e-10)"):
         # memory first, in fresh subprocesses forked while this process is still small
         rss = [child(args, "--rss-case", str(n), str(p)) for n, p in CASES]
         rows = [case(n, p, args, r) for (n, p), r in zip(CASES, rss)]

@@ -29,7 +29,6 @@ Run: ``python benchmarks/torch_influence.py [--threads 1] [--repeats 3] [--cnn] 
 
 import argparse
 import copy
-import os
 import sys
 import time
 import warnings
@@ -38,20 +37,11 @@ from unittest import mock
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.datasets import adult_design
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
-
-class MLP(torch.nn.Module):
-    def __init__(self, d=87, h=32):
-        super().__init__()
-        self.hidden, self.out = torch.nn.Linear(d, h), torch.nn.Linear(h, 2)
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.hidden(x)))
+from _common import adult_mlp, adult_sample, digits_cnn, median_time, pinned_threads
 
 
 def _pydvl():
@@ -130,18 +120,17 @@ def residual_term(net, X, y, args):
           f"max |Δ| / max |H| {diff:.1e}")
 
 
-def digits_cnn(args):
+def cnn_section(args):
     """The digits CNN of the attribution benchmark: what its dense Hessian costs."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-
-    from attribution_quality import CNN
 
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float64)
     X, Xt, y, yt = train_test_split(X, y, train_size=1437, random_state=0)
     torch.manual_seed(0)
-    net = NeuralNetClassifier(CNN, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=1e-2,
+    net = NeuralNetClassifier(digits_cnn, module__seed=0, criterion=torch.nn.CrossEntropyLoss,
+                              optimizer=torch.optim.Adam, lr=1e-2,
                               max_epochs=30, batch_size=128, train_split=None, verbose=0)
     net.fit(X, y)
     p = sum(q.numel() for q in net.module_.parameters())
@@ -167,21 +156,13 @@ def main():
     ap.add_argument("--cnn", action="store_true", help="also the digits CNN (1,898 parameters)")
     ap.add_argument("--full", action="store_true", help="also time Fisher influence on all 30,162 rows")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     Direct = _pydvl()
-    with threadpool_limits(args.threads):
-        print(f"threads: torch={torch.get_num_threads()}, BLAS="
-              f"{[(i['internal_api'], i['num_threads']) for i in threadpool_info()]}; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; medians of {args.repeats}")
-        train, test = adult_design(), adult_design(subset="test")
-        rng = np.random.default_rng(0)
-        itr = rng.choice(len(train.y), args.n_train, replace=False)
-        ite = rng.choice(len(test.y), args.n_test, replace=False)
-        X, y = train.X[itr].astype(np.float32), train.y[itr].astype(np.int64)
-        Xt, yt = test.X[ite].astype(np.float32), test.y[ite].astype(np.int64)
+    with pinned_threads(args.threads, f"medians of {args.repeats}"):
+        X, y, Xt, yt = adult_sample(args.n_train, args.n_test)
+        X, Xt = X.astype(np.float32), Xt.astype(np.float32)
         torch.manual_seed(0)
-        net = NeuralNetClassifier(MLP, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
+        net = NeuralNetClassifier(adult_mlp, module__h=32, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
                                   lr=3e-3, max_epochs=40, batch_size=256, train_split=None, verbose=0)
         t = time.perf_counter()
         net.fit(X, y)
@@ -193,11 +174,12 @@ def main():
         residual_term(net, X64, y, args)
         compare("MLP", net.module_, net, X64, y, Xt64, yt, args, Direct)
         if args.cnn:
-            digits_cnn(args)
+            cnn_section(args)
 
         if args.full:
+            train = adult_design()
             Xf, yf = train.X.astype(np.float64), train.y.astype(np.int64)
-            netf = NeuralNetClassifier(MLP, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
+            netf = NeuralNetClassifier(adult_mlp, module__h=32, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
                                        lr=3e-3, max_epochs=10, batch_size=256, train_split=None, verbose=0)
             netf.fit(Xf.astype(np.float32), yf)
             est = FisherInfluence(netf, prefit=True, damping=args.damping)

@@ -15,7 +15,6 @@ Run: ``python benchmarks/unlearning_exact.py [--repeats 3] [--threads 1] [--seed
 """
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -23,10 +22,11 @@ from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
 from sklearn.linear_model import GammaRegressor, LogisticRegression, PoissonRegressor
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from skinfluence import FisherInfluence
 from skinfluence.datasets import adult_design
+
+from _common import median_time, pinned_threads
 
 
 def _theta(est):
@@ -53,15 +53,6 @@ def _cases():
     ]
 
 
-def _median_time(f, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -69,9 +60,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rows = []
-    with threadpool_limits(args.threads), warnings.catch_warnings():
+    with pinned_threads(args.threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        print("BLAS threads:", {i["internal_api"]: i["num_threads"] for i in threadpool_info()})
         for name, est, X, y in _cases():
             n = len(y)
             inf = FisherInfluence(est, polish=True).fit(X, y)
@@ -98,12 +88,12 @@ def main():
                         one = lambda: inf.relabel(idx, new)  # noqa: E731
                         conv = lambda: inf.relabel(idx, new, steps="converge")  # noqa: E731
                     try:
-                        t_ref, exact = _median_time(refit, args.repeats)
+                        t_ref, exact = median_time(refit, args.repeats)
                     except ValueError as exc:  # e.g. a class removed
                         print(f"{name} {op} {m}: skipped ({exc})")
                         continue
-                    t_one, e_one = _median_time(one, args.repeats)
-                    t_conv, e_conv = _median_time(conv, args.repeats)
+                    t_one, e_one = median_time(one, args.repeats)
+                    t_conv, e_conv = median_time(conv, args.repeats)
                     info = dict(inf.update_info_)
                     ref = _theta(exact)
                     rows.append((name, op, m, np.abs(ref - theta0).max(),

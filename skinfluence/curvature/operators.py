@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-__all__ = ["CurvatureOperator", "GramOperator", "model_curvature"]
+__all__ = ["CurvatureOperator", "GramOperator", "KroneckerStatistics", "model_curvature"]
 
 
 def symmetric_matrix(apply, p, block=256):
@@ -51,6 +51,8 @@ class CurvatureOperator:
         self._dense = dense
         self.diagonal = np.broadcast_to(np.asarray(diagonal, dtype=float), (self.n_params,)).copy()
         self.n_matvecs = 0  # columns multiplied so far (the cost measure of iterative solvers)
+        #: per-layer Kronecker statistics (:class:`KroneckerStatistics`) where the model offers them
+        self.kronecker = None
 
     @classmethod
     def from_matrix(cls, matrix):
@@ -150,12 +152,52 @@ def model_curvature(adapter, Z, y, c, kind, eta=None, weights=None):
         weights = adapter.curvature_weights(y, c, kind, eta=eta, Z=Z)
     dense = partial(_model_dense, adapter, Z, y, c, kind, eta, weights)
     if adapter.has_gram:  # a linear model: J_i = z_iᵀ ⊗ I_K
-        return GramOperator(Z, weights, dense)
+        operator = GramOperator(Z, weights, dense)
+        operator.kronecker = _GramKronecker(operator, c)
+        return operator
     if adapter.is_network:
         matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta, weights)
     else:  # products from the matrix, built once on first use
         matvec = _DenseProducts(dense)
-    return CurvatureOperator(adapter.n_params, matvec, dense)
+    operator = CurvatureOperator(adapter.n_params, matvec, dense)
+    if adapter.has_kronecker:
+        operator.kronecker = KroneckerStatistics(adapter, Z, y, c, kind, eta, weights)
+    return operator
+
+
+class _GramKronecker:
+    """A linear model as one Kronecker-factored layer: ``J_i = z_iᵀ ⊗ I_K``, so ``A = Σ c_i z_i z_iᵀ``
+    and ``G = Σ_i c_i W_i`` (the statistics of :class:`KroneckerStatistics`)."""
+
+    def __init__(self, op, c):
+        q, K = op.design.shape[1], op.n_outputs
+        self.op, self.adapter, self.c = op, None, np.asarray(c, dtype=float)
+        self.layers = {"linear": (np.arange(q * K).reshape(q, K).T, K, q)}   # θ = vec(B), B q × K
+
+    def statistics(self, bases=None):
+        Z, W = self.op.design, self.op.weights
+        if bases is None:
+            A = Z.T @ (Z.multiply(self.c[:, None]).tocsr() if hasattr(Z, "multiply") else self.c[:, None] * Z)
+            return {"linear": (A.toarray() if hasattr(A, "toarray") else np.asarray(A), W.sum(axis=0),
+                               float(self.c.sum()))}
+        QA, QG = bases["linear"]
+        dg = np.einsum("lk,nlm,mk->nk", QG, W, QG)          # diag(Q_Gᵀ c_i W_i Q_G)
+        return {"linear": dg.T @ np.asarray(Z @ QA) ** 2}
+
+
+class KroneckerStatistics:
+    """What K-FAC reads of a network (the adapter's declared capability): ``layers`` (name ->
+    positions in θ of the layer's ``[W | b]``, n_out, n_in) and ``statistics(bases=None)``,
+    the adapter's ``kronecker_statistics`` over the curvature rows."""
+
+    def __init__(self, adapter, Z, y, c, kind, eta, weights=None):
+        self.adapter, self.args, self.weights = adapter, (Z, y, c, kind, eta), weights
+        self.layers = adapter.kronecker_layers()
+        self.kind = kind
+
+    def statistics(self, bases=None):
+        Z, y, c, kind, eta = self.args
+        return self.adapter.kronecker_statistics(Z, y, c, kind, eta=eta, bases=bases, weights=self.weights)
 
 
 # module-level pieces (not closures), so that operators and the estimators holding them pickle

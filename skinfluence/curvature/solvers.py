@@ -68,6 +68,10 @@ class Solver:
     can_shift = False
     #: whether :meth:`prox_step` takes proximal Newton steps (ℓ1 penalties)
     has_prox_step = False
+    #: whether ``trace()`` gives the curvature's trace for free and ``redamp(δ)`` sets the
+    #: damping after the fit (``damping="auto"`` then needs no probes; a solver built with
+    #: ``damping=None`` waits for ``redamp``)
+    traces_curvature = False
     #: the options a user may set through ``solver_options``: name -> default
     options: dict = {}
 

@@ -86,7 +86,10 @@ _PARAMETERS = """    estimator : estimator object
         (sparse text), the n·K × n·K dual form ``"dual"`` (K outputs); CG beyond
         ``DENSE_MAX_PARAMS``. An ℓ1 penalty always takes the dense curvature. For networks
         far beyond the dense limit ``"nystrom"`` and ``"arnoldi"`` invert a low-rank
-        approximation of the curvature (they need ``damping > 0``, e.g. ``"auto"``).
+        approximation of the curvature (they need ``damping > 0``, e.g. ``"auto"``);
+        ``"kfac"``, ``"ekfac"`` (per-layer Kronecker factors of ``nn.Linear`` / ``nn.Conv2d``
+        layers, or of a linear model) and ``"ekfac_cg"`` (CG on the exact curvature,
+        preconditioned by EK-FAC) scale to millions of parameters.
     solver_options : dict, default=None
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
         for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,

@@ -104,8 +104,8 @@ class EngineSpec:
             trace = float(np.mean(np.einsum("pm,pm->m", V, operator.matvec(V))))
         return AUTO_DAMPING * max(trace, 0.0) / p
 
-    def make_solver(self, operator, adapter):
-        """The chosen solver of ``M = operator``."""
+    def make_solver(self, operator, adapter, damping=False):
+        """The chosen solver of ``M = operator``, damped by ``damping_`` unless ``damping`` is given."""
         choice = self.choice
         cls = SOLVERS[choice.name]
         active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
@@ -115,7 +115,7 @@ class EngineSpec:
         if cls.uses_batch_size:
             options["batch_size"] = self.batch_size
         options.update(choice.options)
-        solver = make_solver(choice.name, operator, damping=self.damping_,
+        solver = make_solver(choice.name, operator, damping=self.damping_ if damping is False else damping,
                              null_space=adapter.null_space(), active=active, **options)
         solver.verbose = self.verbose   # progress bars of iterative solvers
         return solver
@@ -181,9 +181,14 @@ class InfluenceEngine:
         operator = engine.curvature_operator(dense)
         if dense:  # built once, for the damping and the solver alike
             operator = CurvatureOperator.from_matrix(operator.dense())
-        if spec.damping_ is None:
-            spec.damping_ = spec.resolve_damping(operator, adapter, dense)
-        solver = spec.make_solver(operator, adapter)
+        if spec.damping_ is None and spec.damping == "auto" and SOLVERS[spec.choice.name].traces_curvature:
+            solver = spec.make_solver(operator, adapter, damping=None)   # its trace is exact and free
+            spec.damping_ = AUTO_DAMPING * max(solver.trace(), 0.0) / adapter.n_params
+            solver.redamp(spec.damping_)
+        else:
+            if spec.damping_ is None:
+                spec.damping_ = spec.resolve_damping(operator, adapter, dense)
+            solver = spec.make_solver(operator, adapter)
         engine.solver, engine.curvature = solver, solver.curvature if dense else operator
         return engine
 

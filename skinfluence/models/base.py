@@ -57,6 +57,8 @@ class ModelAdapter:
     has_gram = False
     #: ``jacobian_rows(Z)`` and ``gradients(Z, G, sparse=True)`` keep a sparse design sparse
     supports_sparse_rows = False
+    #: per-layer Kronecker statistics for K-FAC (``kronecker_layers``, ``kronecker_statistics``)
+    has_kronecker = False
 
     estimator = None
     loss = None

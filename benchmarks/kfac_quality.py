@@ -1,0 +1,167 @@
+"""Attribution quality of K-FAC, EK-FAC and the EK-FAC-preconditioned CG refinement, beside
+kronfluence's EK-FAC and our dense Fisher, on the digits models of ``attribution_quality.py``.
+
+The same trained models, test points and ground truth (``--n-subsets`` models retrained on
+random halves, cached under ``--cache-dir``) as ``attribution_quality.py``; each row's time is
+fit + attribute, all rows in one process. Rows:
+
+* ``FisherInfluence(solver="kfac" | "ekfac")`` (exact Fisher), ``damping="auto"``
+  (0.1 · the mean eigenvalue; for EK-FAC the exact ``trace(M)/p``) and the other fractions
+  of ``--fractions`` by :meth:`~skinfluence.curvature.kfac.KroneckerSolver.redamp` on the
+  same factors (time: the fit's + the new attribution's);
+* ``solver="ekfac_cg"`` with ``max_iter`` in ``--cg-iters`` (damping "auto");
+* the dense ``FisherInfluence`` (damping "auto"), the reference;
+* kronfluence 1.0 EK-FAC (``pip install kronfluence`` in a separate environment: it needs
+  torchvision), its defaults: labels sampled from the model (its ``compute_train_loss(sample=True)``),
+  its damping heuristic (0.1 · mean eigenvalue), float32 factors; and the same fed our
+  exact Fisher's equivalent, the empirical Fisher (``sample=False``) at float64.
+
+Run (2 shared cores; the ground truth is trained first if not cached)::
+
+    python benchmarks/kfac_quality.py --models logreg,mlp,cnn --cnn-subsets 20 --n-test 360
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from skinfluence import FisherInfluence  # noqa: E402
+
+
+def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20)):
+    """Our Kronecker-factored rows (see the module docstring) for one model."""
+    X, y, Xt, yt = data
+    rows = []
+    for solver in ("kfac", "ekfac"):
+        t = time.perf_counter()
+        try:
+            inf = FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", random_state=0).fit(X, y)
+        except Exception as exc:
+            rows.append(scorer.failed(f"Fisher (exact), {solver}", "damping auto", exc, time.perf_counter() - t))
+            continue
+        t_fit = time.perf_counter() - t
+        sol = inf.curvature_solver_
+        mean = sol.trace() / inf.adapter_.n_params
+        for f in fractions:
+            t = time.perf_counter()
+            sol.redamp(f * mean)
+            setting = f"damping {f:g}·tr/p" + (" (auto)" if f == 0.1 else "")
+            rows.append(scorer.row(f"Fisher (exact), {solver}", setting, inf.attribute(Xt, yt),
+                                   time.perf_counter() - t + t_fit))
+    for it in cg_iters:
+        rows.append(scorer.timed("Fisher (exact), ekfac_cg", f"max_iter {it}, damping auto",
+                                 lambda it=it: FisherInfluence(target, prefit=prefit, solver="ekfac_cg", damping="auto",
+                                                               solver_options={"max_iter": it, "tol": 0.0},
+                                                               random_state=0).fit(X, y).attribute(Xt, yt)))
+    rows.append(scorer.timed("Fisher (exact), dense", "damping auto" if prefit else "damping 0",
+                             lambda: FisherInfluence(target, prefit=prefit, damping="auto" if prefit else 0.0)
+                             .fit(X, y).attribute(Xt, yt)))
+    return rows
+
+
+def kronfluence_rows(name, module, data, scorer):
+    """kronfluence's EK-FAC on the same torch module (its defaults; and the empirical Fisher in float64)."""
+    try:
+        from kronfluence.analyzer import Analyzer, prepare_model
+        from kronfluence.arguments import FactorArguments, ScoreArguments
+        from kronfluence.task import Task
+    except ImportError as exc:
+        print(f"    kronfluence not importable ({exc}): skipped")
+        return []
+    from torch.utils.data import TensorDataset
+
+    X, y, Xt, yt = data
+
+    class Classification(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            x, t = batch
+            logits = model(x.reshape(len(x), -1))
+            if sample:  # labels drawn from the model (kronfluence's true Fisher)
+                with torch.no_grad():
+                    t = torch.multinomial(torch.softmax(logits.detach(), -1), 1).flatten()
+            return torch.nn.functional.cross_entropy(logits, t, reduction="sum")
+
+        def compute_measurement(self, batch, model):
+            x, t = batch
+            return torch.nn.functional.cross_entropy(model(x.reshape(len(x), -1)), t, reduction="sum")
+
+    rows = []
+    train = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
+    test = TensorDataset(torch.as_tensor(Xt), torch.as_tensor(yt))
+    for label, empirical, dtype in (("kronfluence EK-FAC", False, torch.float32),
+                                    ("kronfluence EK-FAC, empirical Fisher", True, torch.float64)):
+        def run():
+            import copy
+            model = prepare_model(torch.nn.Sequential(copy.deepcopy(module)), Classification())  # a root Linear recurses
+            torch.manual_seed(0)
+            with tempfile.TemporaryDirectory() as tmp:
+                an = Analyzer(f"kfac_{name}", model, Classification(), output_dir=tmp, disable_tqdm=True, cpu=True,
+                              disable_model_save=True)
+                fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=empirical,
+                                        activation_covariance_dtype=dtype, gradient_covariance_dtype=dtype,
+                                        lambda_dtype=dtype, eigendecomposition_dtype=torch.float64)
+                an.fit_all_factors("f", train, per_device_batch_size=256, factor_args=fargs, overwrite_output_dir=True)
+                sargs = ScoreArguments(score_dtype=dtype, per_sample_gradient_dtype=dtype, precondition_dtype=dtype)
+                an.compute_pairwise_scores("s", "f", test, train, per_device_query_batch_size=128,
+                                           per_device_train_batch_size=256, score_args=sargs,
+                                           overwrite_output_dir=True)
+                return an.load_pairwise_scores("s")["all_modules"].double().numpy()
+        rows.append(scorer.timed(label, "its damping heuristic" + (", float64" if empirical else ", float32"), run))
+    return rows
+
+
+def main():
+    import attribution_quality as aq
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="logreg,mlp,cnn")
+    ap.add_argument("--n-subsets", type=int, default=50)
+    ap.add_argument("--cnn-subsets", type=int, default=50)
+    ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--fractions", default="0.001,0.01,0.1,1")
+    ap.add_argument("--cg-iters", default="5,10,20")
+    ap.add_argument("--no-peers", action="store_true", help="skip kronfluence")
+    ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                        ".cache_attribution"))
+    args = ap.parse_args()
+    # what attribution_quality's helpers read
+    args.n_loo, args.converged, args.n_ensemble, args.cnn_ensemble, args.logreg_trak = 0, False, 1, 1, 1
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    print(f"threads: torch={torch.get_num_threads()}", flush=True)
+    data = aq.load_data(args.n_test)
+    X, y, Xt, yt = data
+    models = aq.make_models()
+    # warm-up: torch.func's first use imports torch._dynamo (~15 s here), not any method's cost
+    net = torch.nn.Sequential(torch.nn.Linear(64, 10)).double()
+    FisherInfluence(aq.TorchModel(net, loss="cross_entropy"), prefit=True, solver="ekfac", damping=1.0).fit(X[:20], y[:20])
+    rows = []
+    for name in args.models.split(","):
+        half, _ = aq.ground_truth(name, models[name], data, args)
+        scorer = aq.Scorer(name, half, None, args.cache_dir)
+        fitted, modules, _, _ = aq.trained_models(name, models[name], X, y, args)
+        prefit = name != "logreg"
+        target = fitted[0] if prefit else models[name]
+        out = kfac_rows(name, target, prefit, data, scorer, [float(f) for f in args.fractions.split(",")],
+                        [int(i) for i in args.cg_iters.split(",") if i])
+        if not args.no_peers:
+            out += kronfluence_rows(name, modules[0], data, scorer)
+        rows += [(name, *r) for r in out]
+    print("\n| model | method | setting | LDS | time (s) |\n|---|---|---|---|---|")
+    for name, label, setting, lds, _, seconds in rows:
+        print(f"| {name} | {label} | {setting} | {lds:.3f} | {seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Influence on a million-parameter CNN with Kronecker-factored curvature: time and peak memory.
+
+A ResNet-style CNN (stem 3→64, three residual stages of 64, 128 and 256 channels, the last two
+with stride 2 and 1×1 projection shortcuts, global average pooling, linear head; no
+normalisation layers; 1,23 M parameters at ``--width 64``) is trained briefly (Adam) on
+``--n-train`` synthetic 32×32×3 images of 10 classes (a smooth random template per class plus
+noise), then ``FisherInfluence(solver=--solver)`` (EK-FAC by default, exact Fisher,
+``damping="auto"``, ``memory_budget=--budget``) is fitted
+and ``attribute(X_test, y_test, top_k=--top-k)`` ranks every training row for ``--n-test``
+queries. Reported: wall time and peak memory of the fit and of the queries (peak resident
+memory of the process on CPU; ``torch.cuda.max_memory_allocated`` with ``--device cuda``),
+and the top-k's self-consistency: the share of queries whose most helpful training row has
+the query's label.
+
+Full size (a GPU: ``--device cuda``)::
+
+    python benchmarks/scale_kfac.py --device cuda --n-train 10000 --n-test 1000 --out kfac.txt
+
+A small CPU check: ``python benchmarks/scale_kfac.py --n-train 200 --n-test 20 --width 8``.
+The figures are in ``benchmarks/RESULTS_kfac.md``.
+"""
+
+import argparse
+import os
+import resource
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from skinfluence import FisherInfluence  # noqa: E402
+from skinfluence.models.torch import TorchModel  # noqa: E402
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+        self.conv2 = torch.nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.short = (torch.nn.Conv2d(c_in, c_out, 1, stride=stride) if stride != 1 or c_in != c_out
+                      else torch.nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.short(x))
+
+
+class ResNet(torch.nn.Module):
+    def __init__(self, width=64, classes=10, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        w = width
+        self.stem = torch.nn.Conv2d(3, w, 3, padding=1)
+        self.stages = torch.nn.Sequential(Block(w, w, 1), Block(w, 2 * w, 2), Block(2 * w, 4 * w, 2))
+        self.head = torch.nn.Linear(4 * w, classes)
+
+    def forward(self, x):
+        x = self.stages(torch.relu(self.stem(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def synthetic(n, seed, classes=10):
+    """Images: a smooth random template per class (fixed) plus noise; float32, (n, 3, 32, 32)."""
+    templates = torch.nn.functional.interpolate(
+        torch.as_tensor(np.random.default_rng(123).standard_normal((classes, 3, 8, 8)), dtype=torch.float32),
+        size=32, mode="bilinear", align_corners=False).numpy()
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    X = 0.6 * templates[y] + rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+    return X.astype(np.float32), y
+
+
+def train(module, X, y, epochs, device, batch=128):
+    module.to(device).train()
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(yt), generator=g).split(batch):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(module(Xt[idx].to(device)), yt[idx].to(device)).backward()
+            opt.step()
+    return module.cpu().eval()
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Peak:
+    """Peak memory of a phase: CUDA allocations on a GPU, else the process's peak resident size."""
+
+    def __init__(self, device):
+        self.cuda = device.startswith("cuda")
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.mib = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self.mib = peak_rss_mib()
+        self.seconds = time.perf_counter() - self.t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-train", type=int, default=10_000)
+    ap.add_argument("--n-test", type=int, default=1_000)
+    ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--first-queries", type=int, default=100, help="time these queries alone first")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--solver", default="ekfac")
+    ap.add_argument("--fisher", default="exact", choices=["exact", "mc", "empirical"])
+    ap.add_argument("--budget", default="2GiB")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", help="also write the report to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")   # an Adam-trained net is not at an optimum: no polishing here
+    lines = []
+
+    def say(s):   # written as it comes: a run cut short keeps its figures
+        print(s, flush=True)
+        lines.append(s)
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+
+    say(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {args.dtype}")
+    X, y = synthetic(args.n_train + args.n_test, seed=0)
+    X, y, Xq, yq = X[:args.n_train], y[:args.n_train], X[args.n_train:], y[args.n_train:]
+    net = ResNet(args.width)
+    p = sum(q.numel() for q in net.parameters())
+    t = time.perf_counter()
+    net = train(net, X, y, args.epochs, args.device)
+    with torch.no_grad():
+        acc = float((net(torch.as_tensor(Xq)).argmax(1).numpy() == yq).mean())
+    say(f"ResNet width {args.width}: {p:,} parameters; {args.n_train:,} training images, {args.n_test:,} queries; "
+        f"trained {args.epochs} epochs in {time.perf_counter() - t:.1f} s (query accuracy {acc:.3f})")
+    model = TorchModel(net, loss="cross_entropy", weight_decay=1e-4)
+    opts = dict(prefit=True, solver=args.solver, fisher=args.fisher, device=args.device, dtype=args.dtype,
+                batch_size=args.batch_size, memory_budget=args.budget, random_state=0)
+    with Peak(args.device) as fit:
+        inf = FisherInfluence(model, damping="auto", **opts).fit(X, y)
+        sol = inf.curvature_solver_
+    say(f"fit ({args.solver}, fisher={args.fisher}, damping auto = {inf.damping_:.3g}): "
+        f"{fit.seconds:.1f} s, peak memory {fit.mib:,.0f} MiB; {sol.info_}")
+    if 0 < args.first_queries < args.n_test:   # a first figure, should the full run be cut short
+        with Peak(args.device) as first:
+            inf.attribute(Xq[:args.first_queries], yq[:args.first_queries], top_k=args.top_k)
+        say(f"attribute top_k={args.top_k} for the first {args.first_queries} queries: {first.seconds:.1f} s, "
+            f"peak memory {first.mib:,.0f} MiB")
+    with Peak(args.device) as query:
+        top = inf.attribute(Xq, yq, top_k=args.top_k)
+    same = float(np.mean(y[top.helpful_indices[:, 0]] == yq))
+    say(f"attribute top_k={args.top_k} over {args.n_train:,} rows for {args.n_test:,} queries (budget {args.budget}): "
+        f"{query.seconds:.1f} s, peak memory {query.mib:,.0f} MiB; most helpful row shares the query's label: "
+        f"{same:.3f}")
+    say(f"| {args.device} | {p:,} | {args.n_train:,} | {args.n_test:,} | {args.solver} | {fit.seconds:.1f} | "
+        f"{fit.mib:,.0f} | {query.seconds:.1f} | {query.mib:,.0f} | {same:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

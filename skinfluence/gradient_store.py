@@ -1,0 +1,286 @@
+"""A store of per-sample training gradients, computed once and reused by every query.
+
+Attribution scores a test point ``j`` against training row ``i`` as ``f_jᵀ v_i`` (test factor
+``f_j = M⁻¹ ∇ℓ_j``, removal gradient ``v_i``). An influence estimator recomputes every
+``v_i`` for each block of test rows; :class:`GradientStore` computes them once:
+
+* kept in memory while they fit ``memory_budget``, else in a ``numpy.memmap`` under
+  ``path`` (float32 by default);
+* optionally as random projections of size ``k`` (TRAK, Park et al. 2023; LoGra):
+  ``φ_i = P v_i`` with ``P`` a ``k × p`` Gaussian matrix scaled by ``1/√k``, so that
+  ``E[Pᵀ P] = I`` and ``(P f_j)ᵀ φ_i`` is an unbiased estimate of ``f_jᵀ v_i`` (relative
+  error ``O(1/√k)``). ``P`` is never stored: its column blocks are regenerated from
+  ``random_state``;
+* written block by block with a record of the finished blocks, so that an interrupted
+  computation resumes where it stopped (``fit`` again on the same ``path``);
+* saved with its settings and loaded by :meth:`GradientStore.load` (the estimator itself
+  is pickled by the user as usual).
+
+Queries: :meth:`GradientStore.attribute` (the full matrix or ``top_k``) with the estimator's
+own curvature (its solver, e.g. EK-FAC), or with ``curvature="projected"``: the Fisher of
+the stored projected gradients ``Φᵀ Φ + δ I`` (``k × k``), which is TRAK's estimator —
+projected gradients and a Gauss–Newton in the projected space; averaging the scores of
+stores over several trained models (``InfluenceEnsemble``'s idea) completes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._utils import parse_bytes, row_blocks
+from .estimators._streaming import TopInfluences, _merge
+
+__all__ = ["GradientStore"]
+
+_P_COLUMNS = 4096   # parameters per regenerated block of the projection
+
+
+class GradientStore:
+    """Per-sample training removal gradients of a fitted influence estimator (module docstring).
+
+    Parameters
+    ----------
+    estimator : fitted BaseInfluence
+        Its training rows, model and solver.
+    projection : int, default=None
+        ``k``: store ``P v_i`` (k floats per row) instead of ``v_i`` (p floats).
+    path : str or os.PathLike, default=None
+        Directory of the on-disk store (a memmap), its settings and progress. Needed when
+        the gradients exceed ``memory_budget``.
+    memory_budget : int or str, default=None
+        Bytes the store may take in memory (the estimator's budget if None).
+    dtype : {"float32", "float64"}, default="float32"
+    block_size : int, default=None
+        Training rows per block (the estimator's ``batch_size`` if None).
+    random_state : int, default=0
+        Seed of the projection.
+
+    Attributes
+    ----------
+    gradients_ : ndarray or numpy.memmap of shape (n_train, p or k)
+    on_disk_ : bool
+    blocks_done_ : int
+        Finished blocks (all of them after :meth:`fit`).
+    """
+
+    def __init__(self, estimator, *, projection=None, path=None, memory_budget=None, dtype="float32",
+                 block_size=None, random_state=0):
+        check_is_fitted(estimator, "curvature_solver_")
+        if projection is not None and (not isinstance(projection, Integral) or isinstance(projection, bool)
+                                       or projection < 1):
+            raise ValueError(f"projection must be a positive integer or None, got {projection!r}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if block_size is not None and (not isinstance(block_size, Integral) or block_size < 1):
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        if not isinstance(random_state, Integral):
+            raise ValueError(f"random_state must be an integer (the projection is regenerated from it), "
+                             f"got {random_state!r}")
+        self.estimator = estimator
+        self.projection = projection
+        self.path = None if path is None else os.fspath(path)
+        self.memory_budget = memory_budget
+        self.dtype = dtype
+        self.block_size = block_size
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ layout
+    def _n_params(self):
+        return self.estimator.adapter_.n_params
+
+    def _width(self):
+        return self.projection or self._n_params()
+
+    def _settings(self):
+        return {"n_train": int(self.estimator.n_samples_), "width": int(self._width()), "n_params": int(self._n_params()),
+                "projection": self.projection, "dtype": self.dtype, "random_state": int(self.random_state),
+                "block_size": int(self._block_size())}
+
+    def _block_size(self):
+        return int(self.block_size or self.estimator.batch_size)
+
+    def project(self, V):
+        """The rows ``V`` projected, ``V Pᵀ`` (``V`` itself without ``projection``).
+
+        Parameters
+        ----------
+        V : ndarray of shape (m, p)
+
+        Returns
+        -------
+        ndarray of shape (m, k) or (m, p)
+        """
+        V = np.asarray(V, dtype=float)
+        if not self.projection:
+            return V
+        out = np.zeros((V.shape[0], self.projection))
+        for j in range(0, self._n_params(), _P_COLUMNS):
+            rng = np.random.default_rng([self.random_state, j])
+            P = rng.standard_normal((min(_P_COLUMNS, self._n_params() - j), self.projection))
+            out += V[:, j:j + P.shape[0]] @ P
+        return out / np.sqrt(self.projection)
+
+    # --------------------------------------------------------------------- fit
+    def fit(self):
+        """Compute the missing blocks (all of them, or those an interrupted run left).
+
+        Returns
+        -------
+        self
+        """
+        n, width = self.estimator.n_samples_, self._width()
+        size = n * width * np.dtype(self.dtype).itemsize
+        budget = parse_bytes(self.memory_budget or self.estimator.memory_budget)
+        self.on_disk_ = self.path is not None or size > budget
+        if self.on_disk_ and self.path is None:
+            raise MemoryError(f"the store needs {size / 2**20:,.0f} MiB, more than memory_budget "
+                              f"({budget / 2**20:,.0f} MiB): pass path= (a directory) for an on-disk store, "
+                              "or projection=k")
+        blocks = row_blocks(n, self._block_size())
+        done = set()
+        if self.on_disk_:
+            os.makedirs(self.path, exist_ok=True)
+            meta, file = os.path.join(self.path, "store.json"), os.path.join(self.path, "gradients.npy")
+            if os.path.exists(meta):
+                with open(meta) as fh:
+                    saved = json.load(fh)
+                if saved["settings"] != self._settings():
+                    raise ValueError(f"{self.path} holds a store with other settings {saved['settings']}; "
+                                     "use another path or delete it")
+                done = set(saved["done"])
+                self.gradients_ = np.lib.format.open_memmap(file, mode="r+")
+            else:
+                self.gradients_ = np.lib.format.open_memmap(file, mode="w+", dtype=self.dtype, shape=(n, width))
+        else:
+            self.gradients_ = np.empty((n, width), dtype=self.dtype)
+        for b, sl in enumerate(blocks):
+            if b in done:
+                continue
+            self.gradients_[sl] = self.project(self._training_gradients(np.arange(sl.start, sl.stop)))
+            done.add(b)
+            if self.on_disk_:
+                self.gradients_.flush()
+                self._write_meta(sorted(done))
+        self.blocks_done_ = len(done)
+        return self
+
+    def _training_gradients(self, rows):
+        return self.estimator.training_gradients(rows)
+
+    def _write_meta(self, done):
+        tmp = os.path.join(self.path, "store.json.tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"settings": self._settings(), "done": done}, fh)
+        os.replace(tmp, os.path.join(self.path, "store.json"))   # atomic: a crash keeps the last record
+
+    @classmethod
+    def load(cls, estimator, path):
+        """The on-disk store at ``path`` for ``estimator`` (the one it was computed from).
+
+        Parameters
+        ----------
+        estimator : fitted BaseInfluence
+        path : str or os.PathLike
+
+        Returns
+        -------
+        GradientStore
+
+        Raises
+        ------
+        ValueError
+            If the store is unfinished (call :meth:`fit` to resume) or was made for another model.
+        """
+        with open(os.path.join(path, "store.json")) as fh:
+            saved = json.load(fh)
+        s = saved["settings"]
+        store = cls(estimator, projection=s["projection"], path=path, dtype=s["dtype"], block_size=s["block_size"],
+                    random_state=s["random_state"])
+        if store._settings() != s:
+            raise ValueError(f"the store at {path} was made for another model or data ({s})")
+        if len(saved["done"]) < len(row_blocks(s["n_train"], s["block_size"])):
+            raise ValueError(f"the store at {path} is unfinished ({len(saved['done'])} blocks): call fit() to resume")
+        store.gradients_ = np.lib.format.open_memmap(os.path.join(path, "gradients.npy"), mode="r")
+        store.on_disk_, store.blocks_done_ = True, len(saved["done"])
+        return store
+
+    # ----------------------------------------------------------------- queries
+    def test_factors(self, X, y, curvature="estimator", damping=None):
+        """The test side ``f_j`` (projected when the store is): ``P M⁻¹ ∇ℓ_j``, or with
+        ``curvature="projected"`` ``(ΦᵀΦ + δI)⁻¹ P ∇ℓ_j``.
+
+        Parameters
+        ----------
+        X, y : test rows and targets.
+        curvature : {"estimator", "projected"}, default="estimator"
+        damping : float, default=None
+            ``curvature="projected"``: its damping (0.1 × the mean eigenvalue if None).
+
+        Returns
+        -------
+        ndarray of shape (n_test, k) or (n_test, p)
+        """
+        est = self.estimator
+        Z = est._design(X)
+        y_enc = est.adapter_.encode_target(y)
+        ad = est.adapter_
+        G = ad.gradients(Z, ad.loss.gradient(y_enc, ad.eta(Z)))
+        if curvature == "estimator":
+            return self.project(est.curvature_solver_.solve(G.T).T)
+        if curvature == "projected":
+            if not self.projection:
+                raise ValueError("curvature='projected' needs a projected store (projection=k)")
+            F = self._projected_fisher()
+            delta = 0.1 * np.trace(F) / len(F) if damping is None else float(damping)
+            return np.linalg.solve(F + delta * np.eye(len(F)), self.project(G).T).T
+        raise ValueError(f"curvature must be 'estimator' or 'projected', got {curvature!r}")
+
+    def _projected_fisher(self):
+        """``Φᵀ Φ`` of the stored projected removal gradients (k × k), by blocks."""
+        F = np.zeros((self._width(), self._width()))
+        for sl in row_blocks(len(self.gradients_), self._block_size()):
+            B = np.asarray(self.gradients_[sl], dtype=float)
+            F += B.T @ B
+        return F
+
+    def attribute(self, X, y, *, top_k=None, curvature="estimator", damping=None):
+        """Influence of each training row on each test point's loss, from the stored gradients.
+
+        Parameters
+        ----------
+        X, y : test rows and targets.
+        top_k : int, default=None
+            Return a :class:`~skinfluence.estimators.TopInfluences` of each test point's
+            ``top_k`` most helpful and harmful rows instead of the matrix.
+        curvature : {"estimator", "projected"}, default="estimator"
+            The estimator's solver, or the Fisher of the projected gradients (TRAK).
+        damping : float, default=None
+            ``curvature="projected"``: its damping (0.1 × the mean eigenvalue if None).
+
+        Returns
+        -------
+        ndarray of shape (n_test, n_train) or TopInfluences
+            As :meth:`~skinfluence.BaseInfluence.attribute` (exactly, up to the stored
+            precision, without a projection).
+        """
+        if not hasattr(self, "gradients_"):
+            raise ValueError("the store is empty: call fit() first")
+        F = self.test_factors(X, y, curvature, damping)
+        n = len(self.gradients_)
+        if top_k is None:
+            out = np.empty((len(F), n))
+            for sl in row_blocks(n, self._block_size()):
+                out[:, sl] = F @ np.asarray(self.gradients_[sl], dtype=float).T
+            return out
+        top = bottom = None
+        for sl in row_blocks(n, self._block_size()):
+            s = F @ np.asarray(self.gradients_[sl], dtype=float).T
+            rows = np.arange(sl.start, sl.stop)
+            top, bottom = _merge(top, s, rows, top_k, 1), _merge(bottom, s, rows, top_k, -1)
+        return TopInfluences(top[1], top[0], bottom[1], bottom[0])
