@@ -118,7 +118,7 @@ class GeneralizedInfluence(BaseInfluence):
     def __init__(self, estimator, *, selection="highest_outputs", ratio=0.05, curvature="hessian",
                  solver="lissa", strategy="gif", max_iter=200, tol=1e-9, normalizer=1.0,
                  normalizer_step=5.0, prefit=False, damping=0.0, polish=False,
-                 curvature_sampler=None, device="auto", dtype="float64", batch_size=4096,
+                 curvature_sampler=None, device="auto", dtype="auto", batch_size=4096,
                  memory_budget="512MiB", n_jobs=None, random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,

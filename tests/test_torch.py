@@ -167,6 +167,29 @@ def test_fisher_empirical_and_mc(trained):
     np.testing.assert_array_equal(again.curvature(X, y, c, "fisher"), ad[3].curvature(X, y, c, "fisher"))
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce", "mse"])
+@pytest.mark.parametrize("kind", ["hessian", "fisher"])
+def test_curvature_products_match_the_dense_curvature(trained, loss, kind):
+    """Hessian (the loss differentiated twice) and Gauss–Newton products, for one vector and
+    a block, equal the dense curvature's; so does the Hessian of a subset of rows."""
+    from skinfluence.curvature.operators import model_curvature
+
+    X, y, net = trained[loss]
+    ad = make_adapter(TorchModel(net, loss=loss, weight_decay=WD))
+    Z = ad.design(X)
+    yy = ad.encode_target(y)
+    c = np.full(len(y), 1 / len(y))
+    op = model_curvature(ad, Z, yy, c, kind)
+    M = ad.curvature(Z, yy, c, kind)
+    V = np.random.default_rng(0).standard_normal((ad.n_params, 3))
+    np.testing.assert_allclose(op.matvec(V), M @ V, atol=1e-12 * np.abs(M @ V).max())
+    np.testing.assert_allclose(op.matvec(V[:, 0]), M @ V[:, 0], atol=1e-12 * np.abs(M @ V).max())
+    rows = np.arange(0, len(y), 3)
+    sub = model_curvature(ad, Z[rows], yy[rows], 2 * c[rows], kind)
+    Ms = ad.curvature(Z[rows], yy[rows], 2 * c[rows], kind)
+    np.testing.assert_allclose(sub.matvec(V), Ms @ V, atol=1e-12 * np.abs(Ms @ V).max())
+
+
 # ------------------------------------------------------------------- solvers
 @pytest.mark.parametrize("solver", ["cg", "lissa"])
 def test_iterative_solvers_agree_with_dense(trained, solver):

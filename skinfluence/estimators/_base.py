@@ -92,8 +92,11 @@ _PARAMETERS = """    estimator : estimator object
         leave-one-out and attribution still use every row. None: all rows.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
         Torch models only: where the work runs.
-    dtype : {"float64", "float32"}, default="float64"
-        Torch models only: precision of the influence computations.
+    dtype : {"auto", "float64", "float32"}, default="auto"
+        Torch models only: precision of the network's products (Jacobians, gradients,
+        curvature products). ``"auto"``: the network's own dtype (float32 unless it is a
+        float64 network), at the speed of its own training; curvatures are accumulated
+        and factorised in float64 whatever it is. Linear models always work in float64.
     batch_size : int, default=4096
         Number of samples processed at a time (rows per Jacobian block); bounds memory.
     memory_budget : int or str, default="512MiB"
@@ -194,7 +197,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "solver_options": [dict, None],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
-        "dtype": [StrOptions({"float64", "float32"})],
+        "dtype": [StrOptions({"auto", "float64", "float32"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
         "n_jobs": [Integral, None],
@@ -213,7 +216,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
 
     def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
                  solver="auto", solver_options=None, curvature_sampler=None, device="auto",
-                 dtype="float64", batch_size=4096, memory_budget="512MiB", n_jobs=None,
+                 dtype="auto", batch_size=4096, memory_budget="512MiB", n_jobs=None,
                  random_state=None, verbose=0):
         self.estimator = estimator
         self.prefit = prefit
@@ -484,7 +487,7 @@ class FisherInfluence(BaseInfluence):
 
     def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
                  removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
-                 device="auto", dtype="float64", batch_size=4096, memory_budget="512MiB",
+                 device="auto", dtype="auto", batch_size=4096, memory_budget="512MiB",
                  n_jobs=None, random_state=None, verbose=0):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
                          removal_size=removal_size, solver=solver, solver_options=solver_options,

@@ -1,0 +1,239 @@
+"""Curvature products of the torch adapter against plain torch references of the same quantity.
+
+For each network and precision this times, in one process and interleaved (medians), the
+library's product and a plain torch implementation of the same quantity on the same module,
+rows, dtype, device and threads, checks that both agree, and prints their ratio:
+
+=======================  ========================================  ===============================
+product                  the library (public API)                  plain torch reference
+=======================  ========================================  ===============================
+Hessian-vector           ``model_curvature(.., "hessian").matvec``  full-batch double backward
+Gauss–Newton-vector      ``model_curvature(.., "fisher").matvec``   ``jvp`` → ``W`` → ``vjp``
+J v (per-sample)         ``adapter.jvp``                            ``torch.func.jvp``
+Jᵀ G (summed)            ``adapter.total_gradient``                 ``autograd.grad(out, θ, G)``
+per-sample gradients     ``adapter.gradients``                      ``vmap(grad(loss_i))``
+=======================  ========================================  ===============================
+
+Hessian- and Gauss–Newton-vector products are timed for one vector and for a block of
+``--block`` vectors (the reference then runs its single-vector product once per vector, or
+vmapped over the block, whichever is faster). The references compute the mean cross-entropy
+over the rows, as the library's curvature of ``Σ c_i ℓ_i`` with ``c_i = 1/n`` does.
+
+Networks (scikit-learn's digits, 1,797 rows of 64 pixels / 16): a 64-512-256-10 tanh MLP
+(167,178 parameters) and a small CNN (1→8→16 channels, 3×3, then a linear layer;
+3,434 parameters) on the 8×8 images. Their weights are random (a product's cost does not
+depend on them). ``--rows`` rows (default all); per-sample gradients on the first
+``--sample-rows`` (256: their ``n × p`` output is large).
+
+Run: ``python benchmarks/torch_throughput.py [--device cuda] [--dtypes float32,float64]
+[--rows N] [--block 8] [--repeats 5] [--threads 1]``. Every ratio should be at most 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+from skinfluence import set_threads
+from skinfluence.curvature.operators import model_curvature
+from skinfluence.models import make_adapter
+from skinfluence.models.torch import TorchModel
+
+BOUND = 1.5
+
+
+def nets():
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.Tanh(), torch.nn.Linear(512, 256),
+                              torch.nn.Tanh(), torch.nn.Linear(256, 10))
+    cnn = torch.nn.Sequential(torch.nn.Unflatten(1, (1, 8, 8)), torch.nn.Conv2d(1, 8, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, padding=1, stride=2),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 16, 10))
+    return {"MLP 64-512-256-10": mlp, "CNN 8-16 conv": cnn}
+
+
+class References:
+    """Plain torch products of the mean cross-entropy of ``module`` on ``(X, y)``."""
+
+    def __init__(self, module, X, y):
+        self.module, self.X, self.y = module, X, y
+        self.names = [n for n, _ in module.named_parameters()]
+        self.params = [p.detach() for p in module.parameters()]
+        self.sizes = [p.numel() for p in self.params]
+
+    def split(self, v):
+        return [c.view_as(p) for c, p in zip(torch.split(v, self.sizes), self.params)]
+
+    def f(self, params, x=None):
+        return functional_call(self.module, dict(zip(self.names, params)), (self.X if x is None else x,))
+
+    def hvp(self, v):
+        params = [p.clone().requires_grad_(True) for p in self.params]
+        loss = torch.nn.functional.cross_entropy(self.f(params), self.y)
+        g = torch.autograd.grad(loss, params, create_graph=True)
+        return torch.autograd.grad(g, params, grad_outputs=self.split(v))
+
+    def ggn(self, v):
+        out, Jv = jvp(lambda *p: self.f(p), tuple(self.params), tuple(self.split(v)))
+        prob = torch.softmax(out, 1)
+        WJv = (prob * Jv - prob * (prob * Jv).sum(1, keepdim=True)) / len(self.y)
+        _, pull = vjp(lambda *p: self.f(p), *self.params)
+        return pull(WJv)
+
+    def hvp_vmap(self, V):
+        g = grad(self._loss)
+
+        def one(v):
+            return torch.cat([h.reshape(-1) for h in jvp(g, (self.params,), (self.split(v),))[1]])
+        return vmap(one)(V)
+
+    def _loss(self, params):
+        return torch.nn.functional.cross_entropy(self.f(params), self.y)
+
+    def ggn_vmap(self, V):
+        def f(*p):
+            return self.f(p)
+        out, pull = vjp(f, *self.params)
+        prob = torch.softmax(out, 1)
+        Jv = vmap(lambda v: jvp(f, tuple(self.params), tuple(self.split(v)))[1])(V)
+        WJv = (prob * Jv - prob * (prob * Jv).sum(-1, keepdim=True)) / len(self.y)
+        return vmap(pull)(WJv)
+
+    def jvp(self, v):
+        return jvp(lambda *p: self.f(p), tuple(self.params), tuple(self.split(v)))[1]
+
+    def vjp(self, G):
+        params = [p.clone().requires_grad_(True) for p in self.params]
+        return torch.autograd.grad(self.f(params), params, grad_outputs=G)
+
+    def per_sample(self, m):
+        def loss(params, x, t):
+            return torch.nn.functional.cross_entropy(self.f(params, x[None]), t[None])
+        return vmap(grad(loss), in_dims=(None, 0, 0))(self.params, self.X[:m], self.y[:m])
+
+
+def flat(parts):
+    return torch.cat([t.reshape(t.shape[0], -1) if t.dim() > 1 and False else t.reshape(-1)
+                      for t in parts])
+
+
+def timed(fn, device):
+    def run():
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+    return run
+
+
+def interleaved(fns, repeats):
+    times = [[] for _ in fns]
+    outs = [None] * len(fns)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            outs[k] = fn()
+            times[k].append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in times], outs
+
+
+def rel(a, b):
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def run(name, module, X, y, dtype, device, args):
+    tdt = getattr(torch, dtype)
+    module = module.to(device=device, dtype=tdt).eval()
+    Xt = torch.as_tensor(X, device=device, dtype=tdt)
+    yt = torch.as_tensor(y, device=device)
+    ref = References(module, Xt, yt)
+    adapter = make_adapter(TorchModel(module, loss="cross_entropy"), device=str(device), dtype=dtype)
+    Z = adapter.design(X)
+    n, p = len(y), adapter.n_params
+    c = np.full(n, 1.0 / n)
+    eta = adapter.eta(Z)
+    G = c[:, None] * adapter.loss.gradient(y, eta)
+    hess = model_curvature(adapter, Z, y, c, "hessian", eta)
+    fisher = model_curvature(adapter, Z, y, c, "fisher", eta)
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(p)
+    V = rng.standard_normal((p, args.block))
+    vt = torch.as_tensor(v, device=device, dtype=tdt)
+    Vt = torch.as_tensor(V.T.copy(), device=device, dtype=tdt)
+    Gt = torch.as_tensor(G, device=device, dtype=tdt)
+    block = f"×{args.block}"
+    m = min(args.sample_rows, n)
+    cases = [
+        ("HVP", lambda: hess.matvec(v), lambda: flat(ref.hvp(vt)), None),
+        (f"HVP {block}", lambda: hess.matvec(V),
+         lambda: torch.stack([flat(ref.hvp(u)) for u in Vt]), lambda: ref.hvp_vmap(Vt)),
+        ("GGN-vector", lambda: fisher.matvec(v), lambda: flat(ref.ggn(vt)), None),
+        (f"GGN-vector {block}", lambda: fisher.matvec(V),
+         lambda: torch.stack([flat(ref.ggn(u)) for u in Vt]),
+         lambda: torch.cat([t.reshape(args.block, -1) for t in ref.ggn_vmap(Vt)], 1)),
+        ("J v", lambda: adapter.jvp(Z, v), lambda: ref.jvp(vt), None),
+        ("Jᵀ G", lambda: adapter.total_gradient(Z, G), lambda: flat(ref.vjp(Gt)), None),
+        ("per-sample gradients", lambda: adapter.gradients(Z[:m], adapter.loss.gradient(y[:m], eta[:m])),
+         lambda: torch.cat([t.reshape(m, -1) for t in ref.per_sample(m)], 1), None),
+    ]
+    rows = []
+    for label, ours, plain, plain_vmap in cases:
+        fns = [timed(ours, device), timed(plain, device)] + ([timed(plain_vmap, device)] if plain_vmap else [])
+        fns[0]()  # warm-up (caches, allocator)
+        for f in fns[1:]:
+            f()
+        times, outs = interleaved(fns, args.repeats)
+        t_ref = min(times[1:])
+        ref_out = outs[1].detach().cpu().numpy()
+        mine = np.asarray(outs[0])
+        if label.startswith(("HVP ×", "GGN-vector ×")):
+            mine = mine.T
+        err = rel(mine, ref_out)
+        rows.append((name, dtype, label, times[0], t_ref, times[0] / t_ref, err))
+        print(f"{name:18s} {dtype:8s} {label:22s} ours {1e3 * times[0]:9.2f} ms  torch "
+              f"{1e3 * t_ref:9.2f} ms  ratio {times[0] / t_ref:5.2f}  rel. diff {err:.1e}", flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--rows", type=int, default=None, help="training rows (default: all 1,797)")
+    ap.add_argument("--block", type=int, default=8)
+    ap.add_argument("--sample-rows", type=int, default=256,
+                    help="rows of the per-sample gradients (their n × p output is large)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--nets", default="all", help="'all', 'mlp' or 'cnn'")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    print(set_threads(args.threads))
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    d = load_digits()
+    X, y = d.data / 16.0, d.target.astype(np.int64)
+    if args.rows:
+        X, y = X[:args.rows], y[:args.rows]
+    rows = []
+    for name, module in nets().items():
+        if args.nets != "all" and args.nets not in name.lower():
+            continue
+        n_params = sum(p.numel() for p in module.parameters())
+        print(f"-- {name}: {n_params:,} parameters, {len(y)} rows")
+        for dtype in args.dtypes.split(","):
+            rows += run(name, module, X, y, dtype, device, args)
+    worst = max(r[5] for r in rows)
+    print(f"largest ratio {worst:.2f} (bound {BOUND}); largest rel. diff {max(r[6] for r in rows):.1e}")
+    return 0 if worst <= BOUND else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
