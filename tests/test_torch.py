@@ -206,6 +206,47 @@ def test_iterative_solvers_agree_with_dense(trained, solver):
     np.testing.assert_allclose(d2, d1, atol=1e-6 * np.abs(d1).max())
 
 
+@pytest.mark.parametrize("cls", ["cg", "gif"])
+def test_fit_makes_no_solve_with_a_matrix_free_solver(trained, monkeypatch, cls):
+    """fit's convergence yardstick costs one curvature product per side, not a solve; its
+    estimate (first CG iterates) is within a small factor of the solved ratio and still
+    warns for an unconverged net."""
+    from skinfluence import GeneralizedInfluence
+    from skinfluence.curvature.gif import GIFSolver
+    from skinfluence.curvature.solvers import Solver
+
+    X, y, net = trained["cross_entropy"]
+    far = _net(3)
+    far.load_state_dict(net.state_dict())
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in far.parameters():
+            p.add_(3e-3 * torch.randn_like(p))
+    calls = []
+    for klass in (IterativeSolver, GIFSolver, Solver):
+        for name in ("solve", "downdated_solve", "solve_norms", "quadratic"):
+            if name in vars(klass):
+                orig = vars(klass)[name]
+                monkeypatch.setattr(klass, name, lambda self, *a, _o=orig, _n=name, **k:
+                                    calls.append(_n) or _o(self, *a, **k))
+    model = TorchModel(far, weight_decay=WD)
+    if cls == "cg":
+        with pytest.warns(InfluenceWarning, match="estimated from one curvature product"):
+            inf = FisherInfluence(model, prefit=True, solver="cg").fit(X, y)
+    else:
+        with pytest.warns(InfluenceWarning):
+            inf = GeneralizedInfluence(model, prefit=True, curvature="fisher").fit(X, y)
+    assert calls == []
+    estimate = inf.convergence_ratio_
+    with pytest.warns(InfluenceWarning):
+        solved = FisherInfluence(model, prefit=True).fit(X, y).convergence_ratio_   # dense: solved
+    assert 0.2 < estimate / solved < 5, (estimate, solved)
+    # polish=True solves only when the estimate says the net is too far
+    monkeypatch.undo()
+    ok = FisherInfluence(TorchModel(net, weight_decay=WD), prefit=True, solver="cg", polish=True).fit(X, y)
+    assert ok.n_polish_steps_ == 0 and ok.convergence_ratio_ < 0.05
+
+
 def test_auto_solver_switches_to_cg(trained, monkeypatch, capsys):
     X, y, net = trained["bce"]
     monkeypatch.setattr(solvers_module, "DENSE_MAX_PARAMS", 10)

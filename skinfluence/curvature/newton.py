@@ -124,7 +124,24 @@ class NewtonPolisher:
 
     def check_convergence(self):
         """Newton step to the optimum and its size relative to the job's typical change
-        (``ratio``) and to a typical leave-one-out step (``loo_ratio``)."""
+        (``ratio``) and to a typical leave-one-out step (``loo_ratio``).
+
+        With a matrix-free solver (a solve costs many curvature products) the check first
+        estimates both sizes from one curvature product each (``step_estimates``: the
+        first conjugate-gradient iterates); only if that estimate is above ``target`` and
+        polishing is asked for is the Newton step solved for.
+        """
+        self.step = None
+        if self.yardstick == "loo" and getattr(self.model, "matrix_free", False):
+            est = self.model.step_estimates(self.removal_size, self.norm)
+            if est is not None:
+                step, change, loo = est
+                self.ratio = step / change if change > 0 else 0.0
+                self.loo_ratio = step / loo if loo > 0 else 0.0
+                self.estimated = True
+                if not self.polish or self.ratio <= self.target:
+                    return self.ratio <= self.target
+        self.estimated = False
         self.step = self.model.newton_step()
         if self.yardstick == "loo":
             scale = self.typical_change()
@@ -160,7 +177,9 @@ class NewtonPolisher:
         return np.sqrt(np.maximum(np.einsum("pr,pr->r", V, MV), 0.0))
 
     def inner_solve(self):
-        """The Newton direction (computed by the convergence check)."""
+        """The Newton direction (computed by the convergence check, or now)."""
+        if self.step is None:
+            self.step = self.model.newton_step()
         return self.step
 
     def line_search(self, step):
@@ -191,8 +210,10 @@ class NewtonPolisher:
                 msg = (f"Newton iterations on the changed objective stopped after {self.n_steps} "
                        f"step(s) with a last step of {self.ratio:.1e} of ‖θ‖: not converged")
             elif not self.polish:
+                how = (" (estimated from one curvature product along each: the first "
+                       "conjugate-gradient iterates)" if getattr(self, "estimated", False) else "")
                 msg = (f"{self.what} is not converged enough for influence: the distance to the "
-                       f"optimum is {self.ratio:.0%} of {self.job()}. {self.advice}")
+                       f"optimum is {self.ratio:.0%} of {self.job()}{how}. {self.advice}")
             else:
                 msg = (f"polishing stopped {self.ratio:.0%} of {self.job()} away "
                        f"from the optimum after {self.n_steps} Newton step(s) with the {self.what}, "

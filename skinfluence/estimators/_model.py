@@ -143,6 +143,55 @@ class InfluenceModel:
             self._typical_loo = np.median(np.concatenate(norms))
         return self._typical_loo
 
+    @property
+    def matrix_free(self):
+        """Whether the solver only multiplies by the curvature (a solve costs many products)."""
+        return not getattr(self.solver, "dense", False)
+
+    def step_estimates(self, removal_size=1, norm="euclidean", rows=32):
+        """Newton step to the optimum and a typical change, estimated without a solve.
+
+        Each is the first conjugate-gradient iterate of its system, ``x ≈ u / λ_u`` with
+        ``λ_u = uᵀMu / uᵀu`` the curvature's scale along ``u`` (CG's first iterate is
+        ``(uᵀu / uᵀMu) u``): for the Newton step ``u`` is the objective's gradient; for the
+        leave-one-out steps of ``rows`` random training rows ``λ`` is the scale along a
+        random-sign combination of their removal gradients (``E[sᵀMs] / E[sᵀs]`` averages
+        their own scales). One block product with the damped curvature (two vectors) and
+        the rows' gradients: a few full-batch gradients, where a solve costs hundreds.
+
+        Returns
+        -------
+        (step, change, loo) : floats, or None where the curvature is not positive along them
+            The step's size, the typical change of ``removal_size`` rows and the median
+            leave-one-out step, in ``norm`` (``"curvature"``: ``√(xᵀMx) ≈ ‖u‖/√λ_u``).
+        """
+        ad = self.adapter
+        rng = np.random.default_rng(0)
+        idx = rng.choice(self.n, size=min(rows, self.n), replace=False)
+        V = np.asarray(self.removal_gradients(idx), dtype=float)              # (m, p)
+        g = self.data_grad + ad.penalty.gradient(ad.theta)
+        s = V.T @ rng.choice([-1.0, 1.0], size=len(idx)) / np.sqrt(len(idx))
+        B = np.column_stack([g, s])
+        op = getattr(self.solver, "operator", None)       # the solver's, damping included
+        if op is not None and hasattr(op, "matvec"):
+            MB = op.matvec(B)
+        else:
+            M = self.curvature
+            MB = (M.matvec(B) if hasattr(M, "matvec") else M @ B) + self.solver.damping * B
+        quad = np.einsum("pm,pm->m", B, MB)
+        sq = np.einsum("pm,pm->m", B, B)
+        if np.any(quad <= 0) or np.any(sq <= 0):
+            return None
+        lam = quad / sq
+        power = 0.5 if norm == "curvature" else 1.0
+        sizes = np.linalg.norm(V, axis=1) / lam[1] ** power
+        m = min(removal_size, self.n)
+        loo = float(np.median(sizes))
+        change = loo if m == 1 else float(np.sqrt(m * (1 - m / self.n) * np.mean(sizes ** 2)))
+        if norm == "curvature" and m == 1:
+            change = loo
+        return float(np.sqrt(sq[0]) / lam[0] ** power), change, loo
+
     # ----------------------------------------------------------------- indices
     def check_indices(self, indices):
         """Training-row positions from integer positions or a boolean mask."""
