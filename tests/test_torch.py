@@ -247,6 +247,28 @@ def test_fit_makes_no_solve_with_a_matrix_free_solver(trained, monkeypatch, cls)
     assert ok.n_polish_steps_ == 0 and ok.convergence_ratio_ < 0.05
 
 
+def test_class_removal_for_a_net_equals_the_dense_closed_form(trained):
+    """Removing every row of a class is allowed for a network (its output layer keeps the
+    unit) and is the Newton step of the objective without them, −G'⁻¹ ∇L'(θ̂), with the
+    Gauss–Newton G' and the gradient of L' from autograd on the kept rows; a scikit-learn
+    classifier still refuses."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, net = trained["cross_entropy"]
+    gone = np.flatnonzero(y == 2)
+    keep = np.setdiff1d(np.arange(len(y)), gone)
+    inf = FisherInfluence(TorchModel(net, weight_decay=WD), prefit=True).fit(X, y)
+    delta = inf.parameter_change(gone, method="ns")
+    G, _ = _ggn(net, X[keep], y[keep], "cross_entropy")
+    g = torch.func.grad(_objective(net, X[keep], y[keep], "cross_entropy"))(_theta(net)).numpy()
+    # (to the fit's own residual gradient, ~1e-7, which the influence step leaves out)
+    np.testing.assert_allclose(delta, -np.linalg.solve(G, g), rtol=0, atol=1e-5 * np.abs(delta).max())
+    unlearned = inf.unlearn(gone)
+    assert unlearned.module[2].out_features == 3
+    with pytest.raises(ValueError, match=r"removes every sample of class \[2\]; the model would change"):
+        FisherInfluence(LogisticRegression()).fit(X, y).parameter_change(gone)
+
+
 def test_auto_solver_switches_to_cg(trained, monkeypatch, capsys):
     X, y, net = trained["bce"]
     monkeypatch.setattr(solvers_module, "DENSE_MAX_PARAMS", 10)

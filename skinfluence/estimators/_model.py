@@ -214,11 +214,12 @@ class InfluenceModel:
         return idx
 
     def check_removal(self, idx):
-        """Refuse a removal that leaves no data or drops a class."""
+        """Refuse a removal that leaves no data, or drops a class from a model whose classes
+        would change (not a network's: its output layer keeps its units)."""
         if len(idx) >= self.n:
             raise ValueError("cannot remove every training sample")
         ad = self.adapter
-        if ad.is_classifier:
+        if ad.is_classifier and not ad.keeps_outputs:
             K, codes = len(ad.classes_), self.y.astype(int)
             left = np.bincount(codes, minlength=K) - np.bincount(codes[idx], minlength=K)
             if not left.all():

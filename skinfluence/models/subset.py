@@ -56,6 +56,10 @@ class SubsetAdapter(ModelAdapter):
     def constant_curvature(self) -> bool:
         return self.parent.constant_curvature
 
+    @property
+    def keeps_outputs(self) -> bool:
+        return self.parent.keeps_outputs
+
     # --------------------------------------------------------------- embedding
     def embed(self, v):
         """``v`` on ``J`` (shape (|J|,) or (|J|, m)) as a full-length array, zero elsewhere."""

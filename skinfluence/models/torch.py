@@ -153,6 +153,9 @@ class TorchAdapter(ModelAdapter):
         if fisher == "empirical":
             self.loss = _EmpiricalFisher(self.loss)
 
+    #: the output layer keeps its units whatever the training rows: removing a class is allowed
+    keeps_outputs = True
+
     # ------------------------------------------------------- parameter layout
     @property
     def param_slices(self) -> dict:
