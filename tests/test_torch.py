@@ -269,6 +269,34 @@ def test_class_removal_for_a_net_equals_the_dense_closed_form(trained):
         FisherInfluence(LogisticRegression()).fit(X, y).parameter_change(gone)
 
 
+@pytest.mark.parametrize("solver", ["dense", "cg", "nystrom", "gif"])
+def test_redamping_equals_a_refit_at_that_damping(trained, solver):
+    """set_params(damping=...) after fit re-solves from the kept curvature: the answers equal
+    a refit at that damping, and the curvature is not rebuilt."""
+    from skinfluence import GeneralizedInfluence
+
+    X, y, net = trained["cross_entropy"]
+    model = TorchModel(net, weight_decay=WD)
+    if solver == "gif":
+        make = lambda d: GeneralizedInfluence(model, prefit=True, damping=d, ratio=0.5, random_state=0,  # noqa: E731,E501
+                                              solver="exact", curvature="fisher")
+    else:
+        opts = {"rank": 10} if solver == "nystrom" else None
+        make = lambda d: FisherInfluence(model, prefit=True, damping=d, solver=solver,  # noqa: E731
+                                         solver_options=opts, random_state=0)
+    inf = make(0.05).fit(X, y)
+    built = inf.adapter_.curvature
+    calls = []
+    inf.adapter_.curvature = lambda *a, **k: calls.append(1) or built(*a, **k)
+    for damping in (0.3, 0.01):
+        inf.set_params(damping=damping)
+        got = inf.parameter_change([0, 5, 9], "ij")
+        want = make(damping).fit(X, y).parameter_change([0, 5, 9], "ij")
+        assert inf.damping_ == damping
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    assert calls == []
+
+
 def test_auto_solver_switches_to_cg(trained, monkeypatch, capsys):
     X, y, net = trained["bce"]
     monkeypatch.setattr(solvers_module, "DENSE_MAX_PARAMS", 10)

@@ -25,6 +25,8 @@ restarts and the final scale.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .._parallel import progress
@@ -201,6 +203,13 @@ class IterativeSolver(Solver):
         self._scale = None
         self._random_state = random_state
         self.verbose = verbose
+
+    def with_damping(self, damping):
+        """The same operator with another damping on its diagonal (nothing to refactorise)."""
+        new = copy.copy(self)
+        new.operator = self.operator.add_diagonal(float(damping) - self.damping)
+        new.damping, new.info_, new._scale = float(damping), {}, None
+        return new
 
     def _matvec(self, V):
         out = self.operator.matvec(V)

@@ -333,6 +333,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
         stages.close()
         self._set_model(model)
+        self._fitted_damping = self.damping
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
                   f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "
@@ -390,6 +391,27 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         options.update(_solver_options(self.solver_, self.solver_options))
         return make_solver(self.solver_, operator, damping=self.damping_,
                            null_space=adapter.null_space(), active=active, **options)
+
+    def _sync_damping(self):
+        """Re-solve at ``damping`` if it was changed since :meth:`fit` (``set_params``), from
+        what the fit kept: the dense curvature (refactorised), the curvature operator, or a
+        low-rank solver's factors; the model, its gradients and its curvature are not
+        rebuilt."""
+        model = self._model
+        if self.damping == self._fitted_damping:
+            return
+        curvature = model.curvature
+        dense = getattr(model.solver, "dense", False)
+        operator = (CurvatureOperator.from_matrix(curvature) if isinstance(curvature, np.ndarray)
+                    else curvature)
+        self.damping_ = self._resolve_damping(operator, model.adapter, dense)
+        solver = model.solver.with_damping(self.damping_)
+        if solver is None:   # a solver that keeps nothing damping-free (GIF): made anew
+            solver = self._make_solver(operator, model.adapter)
+            solver.verbose = self.verbose
+        model.set_solver(solver, solver.curvature if dense else curvature)
+        self._fitted_damping = self.damping
+        self._set_model(model)
 
     def _resolve_damping(self, operator, adapter, dense):
         """The damping used: as given, or ``"auto"``'s fraction of the mean eigenvalue."""
