@@ -68,7 +68,7 @@ class GeneralizedInfluence(BaseInfluence):
         models whose curvature is far from unit scale (e.g. unscaled linear models).
     normalizer_step : float, default=5.0
         Added to ``c`` each time the iteration diverges and restarts.
-    damping, prefit, polish, curvature_sampler, device, dtype, batch_size, random_state, verbose
+    damping, prefit, polish, polish_options, curvature_sampler, device, dtype, batch_size, random_state, verbose
         As for :class:`~skinfluence.HessianInfluence`.
     memory_budget, n_jobs
         As for :class:`~skinfluence.HessianInfluence`.
@@ -119,11 +119,11 @@ class GeneralizedInfluence(BaseInfluence):
                  solver="lissa", strategy="gif", max_iter=200, tol=1e-9, normalizer=1.0,
                  normalizer_step=5.0, prefit=False, damping=0.0, polish=False,
                  curvature_sampler=None, device="auto", dtype="auto", batch_size=4096,
-                 memory_budget="512MiB", n_jobs=None, random_state=None, verbose=0):
+                 memory_budget="512MiB", n_jobs=None, random_state=None, verbose=0, polish_options=None):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
                          batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, polish_options=polish_options)
         self.selection = selection
         self.ratio = ratio
         self.curvature = curvature

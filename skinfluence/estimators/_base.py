@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from .._parallel import FitStages
 from .._utils import (check_sample_weight, check_target, final_step, is_torch_model,
                       is_torch_module, parse_bytes)
-from ..curvature.newton import NewtonPolisher, lbfgs_finish
+from ..curvature.newton import LBFGS_OPTIONS, NewtonPolisher, lbfgs_finish
 from ..curvature.operators import CurvatureOperator
 from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="dual")
 from ..curvature.solvers import SOLVERS, choose_solver, make_solver
@@ -60,10 +60,20 @@ _PARAMETERS = """    estimator : estimator object
         If the fitted parameters are too far from the optimum for the approximation to
         be meaningful, take Newton steps with the curvature (proximal Newton steps for
         ℓ1) until they are not, and use the polished model as ``estimator_``. ``"lbfgs"``
-        first minimises the model's own objective by full-batch L-BFGS in float64, the
-        finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
-        stall far from the optimum), then checks with Newton steps. If False, an
+        first minimises the model's own objective by full-batch L-BFGS in float64 (a
+        network in float32 gets its finished parameters rounded back), the finisher for
+        networks trained by minibatch optimisers (whose Gauss–Newton steps stall far from
+        the optimum), within ``polish_options``' iteration cap and tolerance; the curvature
+        is then built once, at the finished parameters, and the distance to the optimum
+        checked (warning if too far, no further steps). If False, an
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+    polish_options : dict, default=None
+        ``polish="lbfgs"``'s ``{"max_iter": 500, "tol": 1e-3}``: at most ``max_iter``
+        L-BFGS iterations (one gradient evaluation each, a few more for line searches),
+        stopping once the objective's gradient is ``tol`` times a typical row's removal
+        gradient ``‖c_i ∇ℓ_i‖`` (the Newton step to the optimum is then about ``tol``
+        leave-one-out steps where the curvature is alike along both). ``polish_info_``
+        reports what it did.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
         and single-row queries, about n/K for K-fold cross-validation. Polishing stops
@@ -138,6 +148,9 @@ _ATTRIBUTES = """    estimator_ : estimator
         Newton step to the optimum relative to a typical change of ``removal_size`` rows.
     n_polish_steps_ : int
         Newton steps polishing took.
+    polish_info_ : dict or None
+        ``polish="lbfgs"``: its ``iterations``, ``evaluations``, ``gradient_ratio`` (the final
+        gradient over a typical row's removal gradient), ``converged``, ``max_iter``, ``tol``.
     update_info_ : dict
         Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
         steps taken, whether they converged, how far the first step was from the last.
@@ -192,6 +205,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "prefit": ["boolean"],
         "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "polish": ["boolean", StrOptions({"lbfgs"})],
+        "polish_options": [dict, None],
         "removal_size": [Interval(Integral, 1, None, closed="left")],
         "solver": [str],
         "solver_options": [dict, None],
@@ -217,11 +231,12 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
     def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
                  solver="auto", solver_options=None, curvature_sampler=None, device="auto",
                  dtype="auto", batch_size=4096, memory_budget="512MiB", n_jobs=None,
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, polish_options=None):
         self.estimator = estimator
         self.prefit = prefit
         self.damping = damping
         self.polish = polish
+        self.polish_options = polish_options
         self.removal_size = removal_size
         self.solver = solver
         self.solver_options = solver_options
@@ -320,15 +335,20 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
         self.solver_, self.solver_reason_ = self._choose_solver(adapter)
         self.damping_ = None
+        self.polish_info_ = None
+        if self.polish == "lbfgs":
+            stages.start("polishing")
+            adapter = self._lbfgs(adapter, est)
         stages.start("curvature and factorisation")
         model = self._build(adapter)
-        stages.start("polishing")
-        if self.polish == "lbfgs":
-            model = self._rebuild(model, lbfgs_finish(model), None, False)
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
                   "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
-        polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice,
+        if self.polish == "lbfgs":
+            what = f"{type(est).__name__} finished by L-BFGS ({self._lbfgs_summary()})"
+            advice = ("Raise polish_options['max_iter'] or lower polish_options['tol'] (or train "
+                      "it closer to the optimum first).")
+        polisher = NewtonPolisher(self._rebuild, polish=self.polish is True, what=what, advice=advice,
                                   removal_size=self.removal_size)
         model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
         stages.close()
@@ -339,6 +359,32 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                   f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "
                   f"{self.n_polish_steps_} Newton step(s)")
         return self
+
+    def _lbfgs(self, adapter, est):
+        """``adapter`` moved to the L-BFGS finish of its objective (in float64)."""
+        options = dict(self.polish_options or {})
+        unknown = sorted(set(options) - {"max_iter", "tol"})
+        if unknown:
+            raise ValueError(f"polish_options {unknown} are not options of polish='lbfgs'; valid: "
+                             "['max_iter', 'tol']")
+        if not isinstance(options.get("max_iter", 1), Integral) or options.get("max_iter", 1) < 1:
+            raise ValueError(f"polish_options['max_iter'] must be a positive integer, got "
+                             f"{options['max_iter']!r}")
+        if not isinstance(options.get("tol", 0.0), Real) or options.get("tol", 0.0) < 0:
+            raise ValueError(f"polish_options['tol'] must be a non-negative number, got {options['tol']!r}")
+        fine = adapter
+        if getattr(adapter, "dtype", None) is not None and str(adapter.dtype) != "torch.float64":
+            fine = make_adapter(est, **{**self._adapter_options(), "dtype": "float64"})
+            fine.design(self._Z[:1])
+        model = InfluenceModel(fine, self._Z, self.y_encoded_, self.sample_weight_, self._curvature_kind,
+                               self.curvature_rows_, self.curvature_weights_)
+        theta, self.polish_info_ = lbfgs_finish(model, **{**LBFGS_OPTIONS, **options})
+        return self.model_adapter(adapter.with_params(theta))
+
+    def _lbfgs_summary(self):
+        info = self.polish_info_
+        return (f"{info['iterations']} of at most {info['max_iter']} iterations, gradient "
+                f"{info['gradient_ratio']:.2g} of a typical row's against tol {info['tol']:.2g}")
 
     def _build(self, adapter, eta=None, previous=None, target=None):
         """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given.
@@ -510,12 +556,12 @@ class FisherInfluence(BaseInfluence):
     def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
                  removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
                  device="auto", dtype="auto", batch_size=4096, memory_budget="512MiB",
-                 n_jobs=None, random_state=None, verbose=0):
+                 n_jobs=None, random_state=None, verbose=0, polish_options=None):
         super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
                          removal_size=removal_size, solver=solver, solver_options=solver_options,
                          curvature_sampler=curvature_sampler, device=device, dtype=dtype,
                          batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, polish_options=polish_options)
         self.fisher = fisher
 
     def _adapter_options(self):
