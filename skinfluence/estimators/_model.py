@@ -148,7 +148,20 @@ class InfluenceModel:
         """Whether the solver only multiplies by the curvature (a solve costs many products)."""
         return not getattr(self.solver, "dense", False)
 
-    def step_estimates(self, removal_size=1, norm="euclidean", rows=32):
+    def _sampled_curvature(self, rng, size):
+        """The damped curvature over ``size`` random curvature rows (weighted to estimate the
+        whole): products at a fraction of the full curvature's cost."""
+        base = np.arange(self.n) if self.rows is None else np.asarray(self.rows)
+        w = np.ones(len(base)) if self.row_weights is None else np.asarray(self.row_weights, float)
+        pick = np.sort(rng.choice(len(base), size=min(size, len(base)), replace=False))
+        r = base[pick]
+        c = self.c[r] * w[pick] * (len(base) / len(pick))
+        ad = self.adapter
+        damping = float(getattr(self.solver, "damping", 0.0) or 0.0)
+        return model_curvature(ad, self.Z[r], self.y[r], c, self.kind, self.eta[r]).add_diagonal(
+            ad.penalty.hessian_diagonal() + damping)
+
+    def step_estimates(self, removal_size=1, norm="euclidean", rows=32, curvature_rows=512):
         """Newton step to the optimum and a typical change, estimated without a solve.
 
         Each is the first conjugate-gradient iterate of its system, ``x ≈ u / λ_u`` with
@@ -156,8 +169,9 @@ class InfluenceModel:
         ``(uᵀu / uᵀMu) u``): for the Newton step ``u`` is the objective's gradient; for the
         leave-one-out steps of ``rows`` random training rows ``λ`` is the scale along a
         random-sign combination of their removal gradients (``E[sᵀMs] / E[sᵀs]`` averages
-        their own scales). One block product with the damped curvature (two vectors) and
-        the rows' gradients: a few full-batch gradients, where a solve costs hundreds.
+        their own scales). One block product (two vectors) with the damped curvature of
+        ``curvature_rows`` random rows (an unbiased estimate of ``uᵀMu``) and the rows'
+        gradients: about a full-batch gradient, where a solve costs hundreds.
 
         Returns
         -------
@@ -172,12 +186,7 @@ class InfluenceModel:
         g = self.data_grad + ad.penalty.gradient(ad.theta)
         s = V.T @ rng.choice([-1.0, 1.0], size=len(idx)) / np.sqrt(len(idx))
         B = np.column_stack([g, s])
-        op = getattr(self.solver, "operator", None)       # the solver's, damping included
-        if op is not None and hasattr(op, "matvec"):
-            MB = op.matvec(B)
-        else:
-            M = self.curvature
-            MB = (M.matvec(B) if hasattr(M, "matvec") else M @ B) + self.solver.damping * B
+        MB = self._sampled_curvature(rng, curvature_rows).matvec(B)
         quad = np.einsum("pm,pm->m", B, MB)
         sq = np.einsum("pm,pm->m", B, B)
         if np.any(quad <= 0) or np.any(sq <= 0):

@@ -449,7 +449,9 @@ class TorchAdapter(ModelAdapter):
         the next call on the same rows (``fisher="mc"``'s sampled labels are drawn once per
         rows, so that the operator is a fixed matrix)."""
         c = np.asarray(c, dtype=float)
-        key = (id(Z), len(Z), kind, hash(c.tobytes()), hash(np.asarray(y).tobytes()))
+        probe = np.asarray(Z[:: max(1, len(Z) // 16)])       # a fingerprint of the rows
+        key = (id(Z), len(Z), kind, hash(c.tobytes()), hash(np.asarray(y).tobytes()),
+               hash(probe.tobytes()))
         if getattr(self, "_mv_key", None) != key:
             direct = kind == "hessian"   # the exact Hessian: the loss differentiated twice
             if not direct:
@@ -506,20 +508,18 @@ class TorchAdapter(ModelAdapter):
             return None
         last = [n for n, m in self.module.named_modules() if isinstance(m, torch.nn.Linear)][-1]
         K = self.n_outputs
-        offset, cols = 0, []
+        offset, groups = 0, []
         for name, size, shape in zip(self._names, self._sizes, self._shapes):
             if name.rsplit(".", 1)[0] == last and shape[0] == K:
-                idx = offset + np.arange(size).reshape(K, -1)   # rows are outputs
-                for j in range(idx.shape[1]):
-                    z = np.zeros(self.n_params)
-                    z[idx[:, j]] = 1.0 / np.sqrt(K)
-                    cols.append(z)
+                groups.append(offset + np.arange(size).reshape(K, -1))   # rows are outputs
             offset += size
-        if not cols:
+        if not groups:
             return None
-        Zs = np.column_stack(cols)
-        if np.any(self.penalty.hessian_diagonal() @ np.abs(Zs) > 0):
+        idx = np.concatenate(groups, axis=1)                               # (K, columns)
+        if np.any(self.penalty.hessian_diagonal()[idx] > 0):   # penalised: no invariance
             return None
+        Zs = np.zeros((self.n_params, idx.shape[1]))
+        Zs[idx, np.arange(idx.shape[1])[None, :]] = 1.0 / np.sqrt(K)
         shifts = np.stack([self.jvp(self._probe, z) for z in Zs.T[:2]])   # (2, m, K)
         if not np.allclose(shifts, shifts[..., :1], atol=1e-8 * max(1.0, np.abs(shifts).max())):
             return None
