@@ -293,6 +293,50 @@ def fit_costs(X, y, device, args):
     return rows
 
 
+def finisher(X, y, device, args):
+    """``polish="lbfgs"`` on Adam-trained digits MLPs: its time over the training's, and the
+    convergence ratio it reaches (the issue's bound: below 0.05 within 5× the training)."""
+    import warnings
+
+    from skinfluence import FisherInfluence
+
+    rng = np.random.default_rng(0)
+    specs = {"MLP 64-32-10": [64, 32, 10], "MLP 64-512-256-10": [64, 512, 256, 10]}
+    for name, sizes in specs.items():
+        for dtype in args.dtypes.split(","):
+            torch.manual_seed(0)
+            layers = []
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                layers += [torch.nn.Linear(a, b), torch.nn.Tanh()]
+            net = torch.nn.Sequential(*layers[:-1]).to(device=device, dtype=getattr(torch, dtype))
+            Xt = torch.as_tensor(X, dtype=getattr(torch, dtype), device=device)
+            yt = torch.as_tensor(y, device=device)
+            opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-3)
+            start = time.perf_counter()
+            for _ in range(args.epochs):                       # minibatch Adam, batches of 64
+                for b in np.array_split(rng.permutation(len(y)), len(y) // 64):
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(net(Xt[b]), yt[b]).backward()
+                    opt.step()
+            t_train = time.perf_counter() - start
+            model = TorchModel(net, weight_decay=1e-3)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                raw = FisherInfluence(model, prefit=True, solver="cg", device=str(device)).fit(X, y)
+                start = time.perf_counter()
+                done = FisherInfluence(model, prefit=True, solver="cg", polish="lbfgs",
+                                       polish_options={"max_iter": args.finish_iter},
+                                       device=str(device)).fit(X, y)
+                t_fin = time.perf_counter() - start
+            info = done.polish_info_
+            print(f"{name} {dtype}: Adam {args.epochs} epochs {t_train:.1f} s, ratio "
+                  f"{raw.convergence_ratio_:.3g}; polish='lbfgs' {t_fin:.1f} s = "
+                  f"{t_fin / t_train:.2f}x the training, {info['iterations']} iterations "
+                  f"({info['evaluations']} gradients), gradient {info['gradient_ratio']:.2g} of a "
+                  f"row's, convergence ratio {done.convergence_ratio_:.3g}"
+                  f"{' (warned)' if len(caught) > 1 else ''}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -307,6 +351,10 @@ def main(argv=None):
     ap.add_argument("--fit-costs", action="store_true",
                     help="also time fit against one gradient, and a damping sweep against a fit")
     ap.add_argument("--train-steps", type=int, default=100, help="Adam steps of the nets of --fit-costs")
+    ap.add_argument("--finisher", action="store_true",
+                    help="also polish='lbfgs' on Adam-trained MLPs, against their training time")
+    ap.add_argument("--epochs", type=int, default=20, help="Adam epochs of the --finisher nets")
+    ap.add_argument("--finish-iter", type=int, default=500, help="polish_options['max_iter']")
     ap.add_argument("--check-host", action="store_true",
                     help="compare the products with the host's even on the CPU (always on a GPU)")
     args = ap.parse_args(argv)
@@ -328,6 +376,10 @@ def main(argv=None):
             rows += run(name, module, X, y, dtype, device, args)
     if args.fit_costs:
         rows += fit_costs(X, y, device, args)
+    if args.finisher:
+        finisher(X, y, device, args)
+    if not rows:
+        return 0
     worst = max(r[5] for r in rows)
     print(f"largest ratio {worst:.2f} (bound {BOUND}); largest rel. diff {max(r[6] for r in rows):.1e}")
     return 0 if worst <= BOUND else 1

@@ -161,7 +161,7 @@ class InfluenceModel:
         return model_curvature(ad, self.Z[r], self.y[r], c, self.kind, self.eta[r]).add_diagonal(
             ad.penalty.hessian_diagonal() + damping)
 
-    def step_estimates(self, removal_size=1, norm="euclidean", rows=32, curvature_rows=512):
+    def step_estimates(self, removal_size=1, norm="euclidean", rows=32, curvature_rows=256):
         """Newton step to the optimum and a typical change, estimated without a solve.
 
         Each is the first conjugate-gradient iterate of its system, ``x ≈ u / λ_u`` with
