@@ -303,6 +303,8 @@ def finisher(X, y, device, args):
     rng = np.random.default_rng(0)
     specs = {"MLP 64-32-10": [64, 32, 10], "MLP 64-512-256-10": [64, 512, 256, 10]}
     for name, sizes in specs.items():
+        if args.nets not in ("all", "none") and args.nets not in name.lower():
+            continue
         for dtype in args.dtypes.split(","):
             torch.manual_seed(0)
             layers = []

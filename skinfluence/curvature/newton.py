@@ -61,7 +61,11 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
     times the typical removal gradient ``‖c_i ∇ℓ_i‖`` (the median over ``rows`` random
     training rows): the Newton step to the optimum is then about ``tol`` times a
     leave-one-out step where the curvature is alike along both (the convergence ratio the
-    estimators report, which is checked afterwards, once, with the curvature).
+    estimators report, which is checked afterwards, once, with the curvature). It also
+    stops early, from a tenth of ``max_iter`` on, when the rate at which the gradient fell
+    over the last half of the iterations (log-linear, L-BFGS's regime) would need more than
+    twice ``max_iter`` iterations to reach ``tol``: ``info["projected_iterations"]`` says how
+    many.
 
     Returns
     -------
@@ -76,7 +80,7 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
                          "Newton steps) for an ℓ1 penalty")
     idx = np.random.default_rng(0).choice(model.n, size=min(rows, model.n), replace=False)
     typical = float(np.median(np.linalg.norm(np.asarray(model.removal_gradients(idx), float), axis=1)))
-    last = {"grad": np.inf, "evaluations": 0}
+    last = {"grad": np.inf, "evaluations": 0, "history": [], "projected": None}
 
     def fun(theta):
         eta = ad.eta(model.Z, theta)
@@ -88,15 +92,27 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
         return f, grad
 
     def stop(intermediate_result):
-        if last["grad"] <= tol * typical:
+        ratio = last["grad"] / typical if typical > 0 else 0.0
+        if ratio <= tol:
             raise StopIteration
+        hist = last["history"]
+        hist.append(np.log(max(ratio, 1e-300)))
+        k = len(hist)
+        if k >= max(20, max_iter // 10) and k % 10 == 0 and tol > 0:
+            rate = (hist[k // 2] - hist[-1]) / (k - k // 2)          # log-decrease per iteration
+            need = np.inf if rate <= 0 else k + (hist[-1] - np.log(tol)) / rate
+            if need > 2 * max_iter:
+                last["projected"] = need
+                raise StopIteration
 
     res = minimize(fun, ad.theta.copy(), jac=True, method="L-BFGS-B", callback=stop,
                    options={"maxiter": int(max_iter), "maxcor": 50, "ftol": 0.0, "gtol": 0.0})
     ratio = last["grad"] / typical if typical > 0 else 0.0
+    projected = last["projected"]
     return res.x, {"iterations": int(res.nit), "evaluations": last["evaluations"],
                    "gradient_ratio": float(ratio), "converged": bool(ratio <= tol),
-                   "max_iter": int(max_iter), "tol": float(tol)}
+                   "max_iter": int(max_iter), "tol": float(tol),
+                   "projected_iterations": None if projected is None else float(projected)}
 
 
 class NewtonPolisher:

@@ -72,8 +72,9 @@ _PARAMETERS = """    estimator : estimator object
         L-BFGS iterations (one gradient evaluation each, a few more for line searches),
         stopping once the objective's gradient is ``tol`` times a typical row's removal
         gradient ``‖c_i ∇ℓ_i‖`` (the Newton step to the optimum is then about ``tol``
-        leave-one-out steps where the curvature is alike along both). ``polish_info_``
-        reports what it did.
+        leave-one-out steps where the curvature is alike along both), or early when its
+        rate says the cap cannot be met (the warning then says how many iterations it would
+        need). ``polish_info_`` reports what it did.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
         and single-row queries, about n/K for K-fold cross-validation. Polishing stops
@@ -150,7 +151,9 @@ _ATTRIBUTES = """    estimator_ : estimator
         Newton steps polishing took.
     polish_info_ : dict or None
         ``polish="lbfgs"``: its ``iterations``, ``evaluations``, ``gradient_ratio`` (the final
-        gradient over a typical row's removal gradient), ``converged``, ``max_iter``, ``tol``.
+        gradient over a typical row's removal gradient), ``converged``, ``max_iter``, ``tol``
+        and ``projected_iterations`` (set when it stopped early because its rate would not
+        reach ``tol`` within twice ``max_iter``).
     update_info_ : dict
         Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
         steps taken, whether they converged, how far the first step was from the last.
@@ -383,8 +386,13 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
 
     def _lbfgs_summary(self):
         info = self.polish_info_
-        return (f"{info['iterations']} of at most {info['max_iter']} iterations, gradient "
-                f"{info['gradient_ratio']:.2g} of a typical row's against tol {info['tol']:.2g}")
+        out = (f"{info['iterations']} of at most {info['max_iter']} iterations, gradient "
+               f"{info['gradient_ratio']:.2g} of a typical row's against tol {info['tol']:.2g}")
+        if info.get("projected_iterations") is not None:
+            need = info["projected_iterations"]
+            out += (f"; stopped early: at its rate it would need "
+                    f"{'more than ever' if not np.isfinite(need) else f'about {need:.0f}'} iterations")
+        return out
 
     def _build(self, adapter, eta=None, previous=None, target=None):
         """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given.
