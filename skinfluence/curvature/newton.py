@@ -173,7 +173,7 @@ class NewtonPolisher:
         """Newton step to the optimum and its size relative to the job's typical change
         (``ratio``) and to a typical leave-one-out step (``loo_ratio``).
 
-        With a matrix-free solver (a solve costs many curvature products) the check first
+        With a network and a matrix-free solver (a solve costs many passes over the data) the check first
         estimates both sizes from one curvature product each (``step_estimates``: the
         first conjugate-gradient iterates); only if that estimate is above ``target`` and
         polishing is asked for is the Newton step solved for.

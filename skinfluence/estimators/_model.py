@@ -145,8 +145,10 @@ class InfluenceModel:
 
     @property
     def matrix_free(self):
-        """Whether the solver only multiplies by the curvature (a solve costs many products)."""
-        return not getattr(self.solver, "dense", False)
+        """Whether solves are costly: a network's curvature seen only through its products
+        by a solver that iterates (a solve costs many passes over the data). A linear
+        model's solves (dual, CG on its Gram operator) stay cheap and exact."""
+        return not getattr(self.solver, "dense", False) and hasattr(self.adapter, "curvature_matvec")
 
     def _sampled_curvature(self, rng, size):
         """The damped curvature over ``size`` random curvature rows (weighted to estimate the
