@@ -259,7 +259,11 @@ def fit_costs(X, y, device, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InfluenceWarning)   # an Adam-trained net: not converged
         for label, fit in fits.items():
-            (t_fit, t_grad), (inf, _) = interleaved([fit, gradient], args.repeats)
+            try:
+                (t_fit, t_grad), (inf, _) = interleaved([fit, gradient], args.repeats)
+            except Exception as exc:  # noqa: BLE001 - e.g. an indefinite Hessian: say so, go on
+                print(f"{label:36s} failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
             rows.append(("MLP 64-512-256-10", "float32", label, t_fit, t_grad, t_fit / t_grad, 0.0))
             print(f"{label:36s} {1e3 * t_fit:9.1f} ms, one full-batch gradient {1e3 * t_grad:7.1f} ms: "
                   f"ratio {t_fit / t_grad:5.2f} (target 5; convergence ratio "
