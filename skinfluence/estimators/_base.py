@@ -1,9 +1,10 @@
 """The influence estimators: a thin scikit-learn shell over the engine.
 
-Each estimator chooses a curvature (``_curvature_kind``), a solver (:mod:`..curvature.solvers`,
-through :meth:`BaseInfluence._make_solver`) and the rows that build the curvature
-(``curvature_sampler``); the state lives in an :class:`~._model.InfluenceModel` and every
-query is written once in :mod:`._updates`.
+Each estimator chooses a curvature (``_curvature_kind``), a solver (its one hook,
+:meth:`BaseInfluence._choose_solver`, called once per fit) and the rows that build the
+curvature (``curvature_sampler``); the state lives in the fitted engine
+(:class:`~._model.InfluenceEngine`, ``engine_``) and every query is written once in
+:mod:`._updates`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,16 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from .._parallel import FitStages
 from .._utils import (check_sample_weight, check_target, final_step, is_torch_model,
                       is_torch_module, parse_bytes)
-from ..curvature.newton import LBFGS_OPTIONS, NewtonPolisher, lbfgs_finish
-from ..curvature.operators import CurvatureOperator
 from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="dual")
-from ..curvature.solvers import SOLVERS, choose_solver, make_solver
+from ..curvature.solvers import SOLVERS, check_solver_options, choose_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
-from ._model import InfluenceModel
+from ._model import AUTO_DAMPING, EngineSpec, InfluenceEngine, SolverChoice
+from ..curvature.operators import CurvatureOperator
+from ._polish import polish_engine
 from ._queries import InfluenceQueries
 
-__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
-
-#: ``damping="auto"`` for networks: this fraction of the curvature's mean eigenvalue
-AUTO_DAMPING = 0.1
+__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence", "AUTO_DAMPING"]
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -60,30 +58,34 @@ _PARAMETERS = """    estimator : estimator object
         If the fitted parameters are too far from the optimum for the approximation to
         be meaningful, take Newton steps with the curvature (proximal Newton steps for
         ℓ1) until they are not, and use the polished model as ``estimator_``. ``"lbfgs"``
-        first minimises the model's own objective by full-batch L-BFGS in float64 (a
-        network in float32 gets its finished parameters rounded back), the finisher for
-        networks trained by minibatch optimisers (whose Gauss–Newton steps stall far from
-        the optimum), within ``polish_options``' iteration cap and tolerance; the curvature
-        is then built once, at the finished parameters, and the distance to the optimum
-        checked (warning if too far, no further steps). If False, an
-        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+        first minimises the model's own objective by full-batch L-BFGS in float64, the
+        finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
+        stall far from the optimum), then checks with Newton steps. If False, an
+        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead. One policy
+        (see ``removal_size``) serves every entry point; model selection
+        (``approx_cross_val_*``, the searches) and the command line polish by default
+        (``polish=True``) because their answers are compared with refits to the optimum.
     polish_options : dict, default=None
         ``polish="lbfgs"``'s ``{"max_iter": 500, "tol": 1e-3}``: at most ``max_iter``
         L-BFGS iterations (one gradient evaluation each, a few more for line searches),
         stopping once the objective's gradient is ``tol`` times a typical row's removal
-        gradient ``‖c_i ∇ℓ_i‖`` (the Newton step to the optimum is then about ``tol``
-        leave-one-out steps where the curvature is alike along both), or early when its
-        rate says the cap cannot be met (the warning then says how many iterations it would
-        need). ``polish_info_`` reports what it did.
+        gradient ``‖c_i ∇ℓ_i‖``, or early when its rate says the cap cannot be met (the
+        warning then says how many iterations it would need); the curvature is then
+        built once and the distance to the optimum checked, without Newton steps.
+        ``polish_info_`` reports what it did.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
-        and single-row queries, about n/K for K-fold cross-validation. Polishing stops
-        (and the convergence warning is raised) when the distance to the optimum is 5%
-        of such a change: the median leave-one-out step for 1, and for m rows
-        ``√(m(1 − m/n))`` times the root-mean-square leave-one-out step (the expected
-        size of m random leave-one-out steps added up). A larger removal tolerates a
-        larger optimisation error, so it needs fewer Newton steps; answers for smaller
-        removals are then less accurate.
+        and single-row queries, about n/K for K-fold cross-validation. For 1, polishing
+        stops (and the convergence warning is raised) when the distance to the optimum
+        is 5% of the median leave-one-out step, and removal steps assume the fit is at
+        the optimum. For m > 1 rows, removal steps are Newton steps on the changed
+        objective's own gradient (the fit's residual gradient kept), whose error from
+        the optimisation error is second order, so polishing stops when the distance is
+        ``RESIDUAL_TARGET`` (1) times a typical change of m rows (``√(m(1 − m/n))``
+        times the root-mean-square leave-one-out step), both in the curvature's norm:
+        fewer Newton steps. Approximate cross-validation fits with the smallest
+        split's removal size, so ``cv_decision`` of such an estimator equals
+        ``approx_cross_val_predict`` on the same folds.
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
         ``"cg"``, ``"lissa"``, ``"nystrom"``, ``"arnoldi"``, ...). ``"auto"`` chooses by shape
@@ -96,8 +98,9 @@ _PARAMETERS = """    estimator : estimator object
     solver_options : dict, default=None
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
         for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
-        ``{"tol": 1e-8, "maxiter": 500}`` for ``"cg"``. Unknown keys raise, naming the
-        valid ones.
+        ``{"tol": 1e-8, "max_iter": 500}`` for ``"cg"`` (``maxiter``, the old spelling, is
+        accepted with a FutureWarning). Each solver declares its options
+        (``Solver.options``); unknown keys raise, naming the valid ones.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.
@@ -149,11 +152,6 @@ _ATTRIBUTES = """    estimator_ : estimator
         Newton step to the optimum relative to a typical change of ``removal_size`` rows.
     n_polish_steps_ : int
         Newton steps polishing took.
-    polish_info_ : dict or None
-        ``polish="lbfgs"``: its ``iterations``, ``evaluations``, ``gradient_ratio`` (the final
-        gradient over a typical row's removal gradient), ``converged``, ``max_iter``, ``tol``
-        and ``projected_iterations`` (set when it stopped early because its rate would not
-        reach ``tol`` within twice ``max_iter``).
     update_info_ : dict
         Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
         steps taken, whether they converged, how far the first step was from the last.
@@ -170,26 +168,47 @@ _ATTRIBUTES = """    estimator_ : estimator
 """
 
 
-def _solver_options(name, options):
-    """``options`` for solver ``name``, checked against its constructor's keywords (those the
-    estimator sets itself, damping, null space, active set, seed and batch size, are not
-    options)."""
-    options = dict(options or {})
-    valid, cls = set(), SOLVERS[name]
-    for klass in cls.__mro__:                      # keywords up the chain of ``**options``
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        valid |= {q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)}
-        if not any(q.kind == q.VAR_KEYWORD for q in params):
-            break
-    valid -= {"self", "operator", "matrix", "method", "damping", "null_space", "active",
-              "random_state", "batch_size"}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"solver_options {unknown} are not options of solver={name!r}; valid: "
-                         f"{sorted(valid) or 'none'}")
-    return options
+#: the parameters every influence estimator shares, with their defaults, written once (the
+#: constructors are :func:`influence_init`'s); model selection and fairness validate the
+#: ones they share through ``BaseInfluence._parameter_constraints``
+PARAMETERS = {"prefit": False, "damping": 0.0, "polish": False, "removal_size": 1,
+              "solver": "auto", "solver_options": None, "curvature_sampler": None,
+              "device": "auto", "dtype": "auto", "batch_size": 4096,
+              "memory_budget": "512MiB", "n_jobs": None, "random_state": None, "verbose": 0,
+              "polish_options": None}
+
+
+def influence_init(**own):
+    """The constructor of an influence estimator, written once.
+
+    Parameters
+    ----------
+    **own
+        The estimator's own parameters and their defaults, before the shared ones
+        (``PARAMETERS``: ``prefit``, ``damping``, ``polish``, ``removal_size``, ``solver``,
+        ``solver_options``, ...).
+
+    Returns
+    -------
+    callable
+        ``__init__(self, estimator, *, <own>, <PARAMETERS>)``, which stores every argument
+        as an attribute (scikit-learn's convention), with a real signature for
+        ``get_params``.
+    """
+    P = inspect.Parameter
+    params = ([P("self", P.POSITIONAL_OR_KEYWORD), P("estimator", P.POSITIONAL_OR_KEYWORD)]
+              + [P(name, P.KEYWORD_ONLY, default=value) for name, value in {**own, **PARAMETERS}.items()])
+    signature = inspect.Signature(params)
+
+    def __init__(self, estimator, **kwargs):
+        bound = signature.bind(self, estimator, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = "Store the parameters (see the class docstring)."
+    return __init__
 
 
 class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
@@ -208,13 +227,13 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         "prefit": ["boolean"],
         "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "polish": ["boolean", StrOptions({"lbfgs"})],
-        "polish_options": [dict, None],
         "removal_size": [Interval(Integral, 1, None, closed="left")],
         "solver": [str],
         "solver_options": [dict, None],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
         "dtype": [StrOptions({"auto", "float64", "float32"})],
+        "polish_options": [dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
         "n_jobs": [Integral, None],
@@ -231,26 +250,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
-                 solver="auto", solver_options=None, curvature_sampler=None, device="auto",
-                 dtype="auto", batch_size=4096, memory_budget="512MiB", n_jobs=None,
-                 random_state=None, verbose=0, polish_options=None):
-        self.estimator = estimator
-        self.prefit = prefit
-        self.damping = damping
-        self.polish = polish
-        self.polish_options = polish_options
-        self.removal_size = removal_size
-        self.solver = solver
-        self.solver_options = solver_options
-        self.curvature_sampler = curvature_sampler
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
-        self.memory_budget = memory_budget
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+    __init__ = influence_init()
 
     # ------------------------------------------------------------------ fitting
     def _adapter_options(self):
@@ -293,8 +293,6 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         parse_bytes(self.memory_budget)  # a clear error for a malformed size
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
-        if self.solver != "auto" and self.solver not in SOLVERS:
-            raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {self.solver!r}")
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -336,26 +334,29 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                                                         sample_weight=sample_weight)
             self.curvature_rows_ = np.asarray(sampler.sample_indices_)
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
-        self.solver_, self.solver_reason_ = self._choose_solver(adapter)
-        self.damping_ = None
-        self.polish_info_ = None
-        if self.polish == "lbfgs":
-            stages.start("polishing")
-            adapter = self._lbfgs(adapter, est)
+        choice = self._choose_solver(adapter)
+        self.solver_, self.solver_reason_ = choice.name, choice.reason
+        for name, value in choice.attributes.items():
+            setattr(self, name, value)
+        spec = EngineSpec(self._curvature_kind, choice, self.damping, self._adapter_options(),
+                          self.curvature_rows_, self.curvature_weights_, self.random_state,
+                          self.batch_size, self.verbose)
         stages.start("curvature and factorisation")
-        model = self._build(adapter)
+        engine = InfluenceEngine.build(spec, adapter, self._Z, y_enc, self.sample_weight_)
+        self.damping_ = spec.damping_
+        stages.start("polishing")
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
                   "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
         if self.polish == "lbfgs":
-            what = f"{type(est).__name__} finished by L-BFGS ({self._lbfgs_summary()})"
             advice = ("Raise polish_options['max_iter'] or lower polish_options['tol'] (or train "
                       "it closer to the optimum first).")
-        polisher = NewtonPolisher(self._rebuild, polish=self.polish is True, what=what, advice=advice,
-                                  removal_size=self.removal_size)
-        model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
+        engine, self.convergence_ratio_, self.n_polish_steps_ = polish_engine(
+            engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice,
+            lbfgs_options=self.polish_options)
         stages.close()
-        self._set_model(model)
+        self.polish_info_ = getattr(engine, "polish_info", None)
+        self._set_engine(engine)
         self._fitted_damping = self.damping
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
@@ -363,129 +364,56 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                   f"{self.n_polish_steps_} Newton step(s)")
         return self
 
-    def _lbfgs(self, adapter, est):
-        """``adapter`` moved to the L-BFGS finish of its objective (in float64)."""
-        options = dict(self.polish_options or {})
-        unknown = sorted(set(options) - {"max_iter", "tol"})
-        if unknown:
-            raise ValueError(f"polish_options {unknown} are not options of polish='lbfgs'; valid: "
-                             "['max_iter', 'tol']")
-        if not isinstance(options.get("max_iter", 1), Integral) or options.get("max_iter", 1) < 1:
-            raise ValueError(f"polish_options['max_iter'] must be a positive integer, got "
-                             f"{options['max_iter']!r}")
-        if not isinstance(options.get("tol", 0.0), Real) or options.get("tol", 0.0) < 0:
-            raise ValueError(f"polish_options['tol'] must be a non-negative number, got {options['tol']!r}")
-        fine = adapter
-        if getattr(adapter, "dtype", None) is not None and str(adapter.dtype) != "torch.float64":
-            fine = make_adapter(est, **{**self._adapter_options(), "dtype": "float64"})
-            fine.design(self._Z[:1])
-        model = InfluenceModel(fine, self._Z, self.y_encoded_, self.sample_weight_, self._curvature_kind,
-                               self.curvature_rows_, self.curvature_weights_)
-        theta, self.polish_info_ = lbfgs_finish(model, **{**LBFGS_OPTIONS, **options})
-        return self.model_adapter(adapter.with_params(theta))
-
-    def _lbfgs_summary(self):
-        info = self.polish_info_
-        out = (f"{info['iterations']} of at most {info['max_iter']} iterations, gradient "
-               f"{info['gradient_ratio']:.2g} of a typical row's against tol {info['tol']:.2g}")
-        if info.get("projected_iterations") is not None:
-            need = info["projected_iterations"]
-            out += (f"; stopped early: at its rate it would need "
-                    f"{'more than ever' if not np.isfinite(need) else f'about {need:.0f}'} iterations")
-        return out
-
-    def _build(self, adapter, eta=None, previous=None, target=None):
-        """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given.
-
-        ``target = (y, sample_weight)`` replaces the training targets and weights (a
-        changed objective: rows removed by zero weights, or relabelled).
-        """
-        y, sw = target or (self.y_encoded_, self.sample_weight_)
-        model = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind,
-                               self.curvature_rows_, self.curvature_weights_, eta)
-        if previous is not None:
-            model.share_solver(previous)
-            return model
-        dense = SOLVERS[self.solver_].dense
-        operator = model.curvature_operator(dense)
-        if dense:  # built once, for the damping and the solver alike
-            operator = CurvatureOperator.from_matrix(operator.dense())
-        if self.damping_ is None:
-            self.damping_ = self._resolve_damping(operator, adapter, dense)
-        solver = self._make_solver(operator, adapter)
-        solver.verbose = self.verbose   # progress bars of iterative solvers
-        model.set_solver(solver, solver.curvature if dense else operator)
-        return model
-
-    def _rebuild(self, model, theta, eta, reuse_curvature, target=None):
-        """``model`` moved to ``theta`` (polishing), refactorised unless ``reuse_curvature``."""
-        adapter = self.model_adapter(model.adapter.with_params(theta))
-        # the line search's outputs, unless the model stores θ rounded (float32)
-        eta = eta if np.array_equal(adapter.theta, theta) else None
-        return self._build(adapter, eta, model if reuse_curvature else None, target)
-
     def _choose_solver(self, adapter):
-        """``(solver_, solver_reason_)``: ``solver="auto"`` by the shape of the problem."""
+        """The one solver hook, called once per fit: a :class:`~._model.SolverChoice`
+        (registered solver, why, its options, fitted attributes to expose). ``solver="auto"``
+        chooses by the shape of the problem. A subclass (GIF) returns its own choice; the
+        hook has no side effects."""
+        if self.solver != "auto" and self.solver not in SOLVERS:
+            raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {self.solver!r}")
         pen = adapter.penalty
-        gram = hasattr(adapter, "curvature_weights")   # a linear model: M = ZᵀCZ + D
+        gram = adapter.has_gram   # a linear model: M = ZᵀCZ + D
         damped = self.damping != "auto" and self.damping > 0
         dual_ok = gram and (damped or (pen.l2 > 0 and (pen.scale == 0).sum() <= DUAL_MAX_FREE))
         rows = self.n_samples_ if self.curvature_rows_ is None else len(self.curvature_rows_)
-        return choose_solver(self.solver, adapter.n_params,
-                             hasattr(adapter, "curvature_matvec") or gram, n_samples=rows,
-                             n_outputs=adapter.n_outputs, dual_ok=dual_ok, smooth=pen.is_smooth)
+        name, reason = choose_solver(self.solver, adapter.n_params, adapter.is_network or gram,
+                                     n_samples=rows, n_outputs=adapter.n_outputs,
+                                     dual_ok=dual_ok, smooth=pen.is_smooth)
+        return SolverChoice(name, reason, check_solver_options(name, self.solver_options))
 
-    def _make_solver(self, operator, adapter):
-        """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
-        cls = SOLVERS[self.solver_]
-        active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
-        options = {} if cls.dense else {"random_state": self.random_state}
-        if getattr(cls, "uses_batch_size", False):
-            options["batch_size"] = self.batch_size
-        options.update(_solver_options(self.solver_, self.solver_options))
-        return make_solver(self.solver_, operator, damping=self.damping_,
-                           null_space=adapter.null_space(), active=active, **options)
+    def _set_engine(self, engine):
+        self.engine_ = engine
+        self.adapter_, self.estimator_ = engine.adapter, engine.adapter.estimator
+        self.curvature_, self.curvature_solver_ = engine.curvature, engine.solver
 
     def _sync_damping(self):
         """Re-solve at ``damping`` if it was changed since :meth:`fit` (``set_params``), from
         what the fit kept: the dense curvature (refactorised), the curvature operator, or a
-        low-rank solver's factors; the model, its gradients and its curvature are not
+        low-rank solver's factors; the engine, its gradients and its curvature are not
         rebuilt."""
-        model = self._model
-        if self.damping == self._fitted_damping:
+        engine = self.engine_
+        if self.damping == getattr(self, "_fitted_damping", self.damping):
             return
-        curvature = model.curvature
-        dense = getattr(model.solver, "dense", False)
+        spec, curvature = engine.spec, engine.curvature
+        dense = getattr(engine.solver, "dense", False)
         operator = (CurvatureOperator.from_matrix(curvature) if isinstance(curvature, np.ndarray)
                     else curvature)
-        self.damping_ = self._resolve_damping(operator, model.adapter, dense)
-        solver = model.solver.with_damping(self.damping_)
-        if solver is None:   # a solver that keeps nothing damping-free (GIF): made anew
-            solver = self._make_solver(operator, model.adapter)
-            solver.verbose = self.verbose
-        model.set_solver(solver, solver.curvature if dense else curvature)
+        spec.damping = self.damping
+        spec.damping_ = spec.resolve_damping(operator, engine.adapter, dense)
+        solver = engine.solver.with_damping(spec.damping_)
+        if solver is None:   # a solver that keeps nothing damping-free: made anew
+            solver = spec.make_solver(operator, engine.adapter)
+        engine.solver = solver
+        engine.curvature = solver.curvature if dense else curvature
+        engine._typical_loo = None
+        self.damping_ = spec.damping_
         self._fitted_damping = self.damping
-        self._set_model(model)
+        self._set_engine(engine)
 
-    def _resolve_damping(self, operator, adapter, dense):
-        """The damping used: as given, or ``"auto"``'s fraction of the mean eigenvalue."""
-        if self.damping != "auto":
-            return float(self.damping)
-        if not hasattr(adapter, "curvature_matvec"):  # a linear model
-            return 0.0
-        p = adapter.n_params
-        if dense:
-            trace = float(np.trace(operator.dense()))
-        else:  # Hutchinson: E[vᵀMv] = trace(M) for Rademacher v
-            V = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0
-                                      ).choice([-1.0, 1.0], size=(p, 16))
-            trace = float(np.mean(np.einsum("pm,pm->m", V, operator.matvec(V))))
-        return AUTO_DAMPING * max(trace, 0.0) / p
-
-    def _set_model(self, model):
-        self._model = model
-        self.adapter_, self.estimator_ = model.adapter, model.adapter.estimator
-        self.curvature_, self.curvature_solver_ = model.curvature, model.solver
+    @property
+    def _model(self):
+        """The engine (its name before ``engine_``)."""
+        return self.engine_
 
 
 class HessianInfluence(BaseInfluence):
@@ -561,16 +489,7 @@ class FisherInfluence(BaseInfluence):
     _parameter_constraints = {**BaseInfluence._parameter_constraints,
                               "fisher": [StrOptions({"exact", "mc", "empirical"})]}
 
-    def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
-                 removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
-                 device="auto", dtype="auto", batch_size=4096, memory_budget="512MiB",
-                 n_jobs=None, random_state=None, verbose=0, polish_options=None):
-        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
-                         removal_size=removal_size, solver=solver, solver_options=solver_options,
-                         curvature_sampler=curvature_sampler, device=device, dtype=dtype,
-                         batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose, polish_options=polish_options)
-        self.fisher = fisher
+    __init__ = influence_init(fisher="exact")
 
     def _adapter_options(self):
         return {**super()._adapter_options(), "fisher": self.fisher}

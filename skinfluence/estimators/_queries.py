@@ -27,9 +27,9 @@ class InfluenceQueries:
 
     # --------------------------------------------------------------- plumbing
     def _fitted(self):
-        check_is_fitted(self, "curvature_solver_")
+        check_is_fitted(self, "engine_")
         self._sync_damping()
-        return self._model
+        return self.engine_
 
     def _sync_damping(self):
         """Nothing here; estimators that can re-damp without refitting override this."""
@@ -106,6 +106,34 @@ class InfluenceQueries:
         check_consistent_length(Z, y_enc)
         g = self.adapter_.loss.gradient(y_enc, self.adapter_.eta(Z))
         return _updates.influence_factors(model, self.adapter_.gradients(Z, g))
+
+    def training_gradients(self, indices=None) -> np.ndarray:
+        """Per-row training gradients ``v_i = c_i ∇ℓ_i + s_i ∇π``: the first-order change of
+        the fitted objective's gradient when row ``i`` is removed (``c_i`` the row's data
+        weight, ``s_i`` its share of a mean-scaled penalty ``π``, zero otherwise).
+
+        Computed over blocks of rows sized from ``memory_budget``.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask, default=None
+            Training rows (all by default).
+
+        Returns
+        -------
+        ndarray of shape (len(indices), n_params)
+
+        Raises
+        ------
+        MemoryError
+            If the ``len(indices) × n_params`` result would not fit in memory.
+        """
+        model = self._fitted()
+        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
+        check_memory((len(rows), self.adapter_.n_params), "the training gradients",
+                     "ask for fewer rows at a time (indices=) or score them against test "
+                     "factors with influences_from_factors, which streams blocks of rows")
+        return _streaming.training_gradients(self, model, rows)
 
     def influences_from_factors(self, factors, indices=None) -> np.ndarray:
         """Scores ``factorsᵀ v_i`` of training rows: the first-order change of each factor's
@@ -266,8 +294,8 @@ class InfluenceQueries:
             NaN (with a warning) where no leave-one-out model exists: leverage-1 rows, the
             only row of a class.
         """
-        return _updates.loo_decision(self._fitted(), check_method(method),
-                                     _streaming.training_rows_per_block(self))
+        return self._fitted().loo_decision(check_method(method),
+                                           _streaming.training_rows_per_block(self))
 
     def approx_loocv(self, method="ns", response_method="predict") -> np.ndarray:
         """Approximate leave-one-out predictions of every training row, from one fit.
@@ -332,7 +360,7 @@ class InfluenceQueries:
         ndarray of shape (n_samples, K)
             Rows in no fold are NaN; a row in several keeps its last.
         """
-        return _updates.cv_decision(self._fitted(), test_folds, check_method(method))
+        return self._fitted().cv_decision(test_folds, check_method(method))
 
     # --------------------------------------------------------------- removals
     def parameter_change(self, indices, method="ns", steps=1) -> np.ndarray:
@@ -363,8 +391,7 @@ class InfluenceQueries:
         model = self._fitted()
         idx = model.check_indices(indices)
         model.check_removal(idx)
-        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
-                                       model.share[idx].sum(), check_method(method))
+        delta = model.removal_step(idx, check_method(method))
         sw = self.sample_weight_.copy()
         sw[idx] = 0.0
         return delta, (model.y, sw)
@@ -419,13 +446,13 @@ class InfluenceQueries:
         y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
         eta = model.eta[idx]
         g_new = ad.loss.gradient(y_new, eta)
-        W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
-        delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
-                                       0.0, check_method(method))
+        W_new = ad.output_curvature(y_new, eta, model.kind)
+        delta = model.change_step(idx, model.g[idx] - g_new, model.W[idx] - W_new, 0.0,
+                                  check_method(method))
         y = model.y.copy()
         y[idx] = y_new
         return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
 
     def _iterate(self, delta, target, steps, check=False):
-        delta, self.update_info_ = iterate_change(self, delta, target, steps, check)
+        delta, self.update_info_ = iterate_change(self._fitted(), delta, target, steps, check)
         return delta

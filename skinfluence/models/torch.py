@@ -96,8 +96,10 @@ class TorchAdapter(ModelAdapter):
     fisher : {"exact", "mc", "empirical"}
     """
 
+    is_network = True
+
     def __init__(self, estimator, *, device="auto", dtype="auto", batch_size=4096,
-                 random_state=None, fisher="exact"):
+                 random_state=None, fisher="exact", _private=False):
         if fisher not in ("exact", "mc", "empirical"):
             raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -117,7 +119,12 @@ class TorchAdapter(ModelAdapter):
         self._factor = spec.factor
         self._input_shape, self._probe = _INPUTS.get(estimator, (None, None))
 
-        self.module = copy.deepcopy(spec.module).to(device=self.device, dtype=self.dtype).eval()
+        # a private copy of the estimator (``moved``) lends its module where no conversion
+        # would change it in place: one copy of the net per new θ, not two
+        first = next(spec.module.parameters())
+        lend = _private and first.dtype == self.dtype and first.device == self.device
+        self.module = (spec.module if lend else copy.deepcopy(spec.module)).to(
+            device=self.device, dtype=self.dtype).eval()
         named = [(n, p) for n, p in spec.module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
@@ -391,11 +398,13 @@ class TorchAdapter(ModelAdapter):
             return rs.randint(2**31)
         return rs
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
-        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian)."""
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian);
+        ``weights``: the ``c_i W_i`` if already computed."""
         p = self.n_params
         eta = self.eta(Z) if eta is None else eta
-        W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+        W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+             if weights is None else weights)
         lam, vec = np.linalg.eigh(W)                       # W_i = V diag(λ) Vᵀ
         scale = np.abs(lam).max(axis=0)
         keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
@@ -444,19 +453,20 @@ class TorchAdapter(ModelAdapter):
             return (c * (torch.nn.functional.softplus(e) - y * e)).sum()
         return (c * 0.5 * (y - eta[:, 0]) ** 2).sum()   # Gaussian
 
-    def _matvec_state(self, Z, y, c, kind, eta):
+    def _matvec_state(self, Z, y, c, kind, eta, weights=None):
         """Per chunk of rows: the inputs and what the products need, on the device, kept for
         the next call on the same rows (``fisher="mc"``'s sampled labels are drawn once per
         rows, so that the operator is a fixed matrix)."""
         c = np.asarray(c, dtype=float)
         probe = np.asarray(Z[:: max(1, len(Z) // 16)])       # a fingerprint of the rows
         key = (id(Z), len(Z), kind, hash(c.tobytes()), hash(np.asarray(y).tobytes()),
-               hash(probe.tobytes()))
+               hash(probe.tobytes()), id(weights))
         if getattr(self, "_mv_key", None) != key:
             direct = kind == "hessian"   # the exact Hessian: the loss differentiated twice
             if not direct:
                 eta = self.eta(Z) if eta is None else eta
-                W = self.output_curvature(y, eta, kind) * c[:, None, None]
+                W = (self.output_curvature(y, eta, kind) * c[:, None, None] if weights is None
+                     else np.asarray(weights, dtype=float))
             chunks = []
             for sl in self._chunks(len(Z)):
                 x, ct = self._t(Z[sl]), self._t(c[sl])
@@ -465,7 +475,7 @@ class TorchAdapter(ModelAdapter):
             self._mv_key, self._mv_cache = key, chunks
         return self._mv_cache
 
-    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None):
+    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
 
         ``V`` has shape (p,) or (p, m). The Hessian's product is that of the loss
@@ -480,7 +490,7 @@ class TorchAdapter(ModelAdapter):
         single = Vt.shape[0] == 1
         th = self._theta_t
         out = torch.zeros_like(Vt)
-        for part in self._matvec_state(Z, y, c, kind, eta):
+        for part in self._matvec_state(Z, y, c, kind, eta, weights):
             if kind == "hessian":
                 x, yt, ct = part
                 g = grad(lambda t: self._torch_loss(self._f(t, x), yt, ct))
@@ -539,6 +549,12 @@ class TorchAdapter(ModelAdapter):
         if self._input_shape is not None:
             _INPUTS[est] = (self._input_shape, self._probe)
         return est
+
+    def moved(self, theta, **options):
+        """The adapter of :meth:`with_params` (its own private copy of the net, shared
+        with the adapter where device and dtype match)."""
+        options = {k: v for k, v in options.items() if k not in ("solver", "curvature")}
+        return TorchAdapter(self.with_params(theta), _private=True, **options)
 
 
 def make_torch_adapter(estimator, *, device="auto", dtype="auto", solver="auto", batch_size=4096,
