@@ -10,7 +10,8 @@ from . import datasets, fairness, metrics, model_selection, sampling, selection,
 from .ensemble import InfluenceEnsemble
 from ._parallel import set_threads
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
-from .estimators import BaseInfluence, FisherInfluence, HessianInfluence, TopInfluences
+from .estimators import (BaseInfluence, FisherInfluence, HessianInfluence, InfluenceDiagnostics,
+                         TopInfluences)
 from .generalized import GeneralizedInfluence
 
 try:
@@ -23,6 +24,7 @@ __all__ = [
     "HessianInfluence",
     "FisherInfluence",
     "TopInfluences",
+    "InfluenceDiagnostics",
     "GeneralizedInfluence",
     "CurvatureError",
     "InfluenceWarning",

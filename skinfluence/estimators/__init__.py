@@ -10,8 +10,9 @@ Besides the estimators, what a new estimator outside this package builds on:
 from ._base import PARAMETERS, BaseInfluence, FisherInfluence, HessianInfluence, influence_init
 from ._model import EngineSpec, InfluenceEngine, SolverChoice
 from ._polish import RESIDUAL_TARGET, NewtonPolisher, polish_engine
+from ._diagnostics import InfluenceDiagnostics
 from ._streaming import TopInfluences
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence", "TopInfluences",
            "InfluenceEngine", "EngineSpec", "SolverChoice", "PARAMETERS", "influence_init",
-           "RESIDUAL_TARGET", "NewtonPolisher", "polish_engine"]
+           "RESIDUAL_TARGET", "NewtonPolisher", "polish_engine", "InfluenceDiagnostics"]

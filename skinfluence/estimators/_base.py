@@ -26,6 +26,7 @@ from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="du
 from ..curvature.solvers import SOLVERS, check_solver_options, choose_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
+from ._diagnostics import DiagnosticsMixin
 from ._model import AUTO_DAMPING, EngineSpec, InfluenceEngine, SolverChoice
 from ..curvature.operators import CurvatureOperator
 from ._polish import polish_engine
@@ -154,7 +155,14 @@ _ATTRIBUTES = """    estimator_ : estimator
         Newton steps polishing took.
     update_info_ : dict
         Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
-        steps taken, whether they converged, how far the first step was from the last.
+        steps taken, whether they converged, how far the first step was from the last
+        (``one_step_error``), and ``error_estimate``: the estimated error ``‖Δθ − Δθ_refit‖``
+        of the answer (one step, from :meth:`unlearn` and :meth:`relabel`: the next Newton
+        step on the changed objective; converged: the last step).
+    loo_info_ : dict
+        Set by :meth:`approx_loocv` and :meth:`loo_decision` with ``return_error`` or
+        ``refine``: ``"error"`` (estimated error of each leave-one-out output),
+        ``"param_error"`` (of its parameters) and ``"refined"`` (the rows converged exactly).
     sample_weight_ : ndarray of shape (n_samples,)
         The training weights.
     y_encoded_ : ndarray of shape (n_samples,)
@@ -211,7 +219,7 @@ def influence_init(**own):
     return __init__
 
 
-class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
+class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEstimator):
     __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
 
     Parameters
