@@ -8,6 +8,7 @@ from importlib import metadata as _metadata
 
 from . import datasets, fairness, metrics, model_selection, sampling, selection, unlearning
 from .ensemble import InfluenceEnsemble
+from ._parallel import set_threads
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
 from .estimators import (BaseInfluence, FisherInfluence, HessianInfluence, InfluenceDiagnostics,
                          TopInfluences)
@@ -35,5 +36,6 @@ __all__ = [
     "model_selection",
     "sampling",
     "selection",
+    "set_threads",
     "unlearning",
 ]

@@ -80,7 +80,7 @@ class GeneralizedInfluence(BaseInfluence):
     solver_options : dict, default=None
         Further options of :class:`~skinfluence.curvature.gif.GIFSolver` (``max_restarts``);
         those that are parameters here (``max_iter``, ``tol``, ``strategy``, ...) raise.
-    damping, prefit, polish, removal_size, curvature_sampler, device, dtype, batch_size
+    damping, prefit, polish, polish_options, removal_size, curvature_sampler, device, dtype, batch_size
         As for :class:`~skinfluence.HessianInfluence`.
     memory_budget, n_jobs, random_state, verbose
         As for :class:`~skinfluence.HessianInfluence`.

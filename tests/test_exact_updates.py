@@ -119,5 +119,14 @@ def test_lbfgs_finishes_an_adam_trained_net():
         warnings.simplefilter("error", InfluenceWarning)
         done = FisherInfluence(model, prefit=True, polish="lbfgs").fit(X, y)
     assert raw.convergence_ratio_ > 1 and done.convergence_ratio_ < 0.05
+    assert done.polish_info_["converged"] and done.n_polish_steps_ == 0
+    # the cap is honoured, and a finish stopped by it says so, with its figures
+    with pytest.warns(InfluenceWarning, match=r"finished by L-BFGS \(3 of at most 3 iterations"):
+        capped = FisherInfluence(model, prefit=True, polish="lbfgs",
+                                 polish_options={"max_iter": 3, "tol": 1e-6}).fit(X, y)
+    assert capped.polish_info_["iterations"] == 3 and not capped.polish_info_["converged"]
+    assert capped.polish_info_["evaluations"] < 3 * 5
+    with pytest.raises(ValueError, match=r"polish_options \['maxiter'\] are not options"):
+        FisherInfluence(model, prefit=True, polish="lbfgs", polish_options={"maxiter": 3}).fit(X, y)
     first = next(net.parameters()).detach().clone()
     assert torch.equal(next(model.module.parameters()), first)   # the user's net is untouched

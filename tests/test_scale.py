@@ -202,7 +202,7 @@ def test_iterative_solver_blocks_in_workers():
     X = X.astype("float32")
     net = TorchModel(torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)),
                      loss="cross_entropy")
-    kw = dict(prefit=True, solver="cg", damping=0.1)
+    kw = dict(prefit=True, solver="cg", damping=0.1, dtype="float64")   # a float32 net, float64 work
     # CG's factors depend on the block's width at its tolerance: compare equal blocks (two
     # workers with two blocks each in flight share the budget four ways)
     inf = FisherInfluence(net, memory_budget=5_000, **kw).fit(X[:150], y[:150])

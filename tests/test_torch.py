@@ -167,6 +167,29 @@ def test_fisher_empirical_and_mc(trained):
     np.testing.assert_array_equal(again.curvature(X, y, c, "fisher"), ad[3].curvature(X, y, c, "fisher"))
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce", "mse"])
+@pytest.mark.parametrize("kind", ["hessian", "fisher"])
+def test_curvature_products_match_the_dense_curvature(trained, loss, kind):
+    """Hessian (the loss differentiated twice) and Gauss–Newton products, for one vector and
+    a block, equal the dense curvature's; so does the Hessian of a subset of rows."""
+    from skinfluence.curvature.operators import model_curvature
+
+    X, y, net = trained[loss]
+    ad = make_adapter(TorchModel(net, loss=loss, weight_decay=WD))
+    Z = ad.design(X)
+    yy = ad.encode_target(y)
+    c = np.full(len(y), 1 / len(y))
+    op = model_curvature(ad, Z, yy, c, kind)
+    M = ad.curvature(Z, yy, c, kind)
+    V = np.random.default_rng(0).standard_normal((ad.n_params, 3))
+    np.testing.assert_allclose(op.matvec(V), M @ V, atol=1e-12 * np.abs(M @ V).max())
+    np.testing.assert_allclose(op.matvec(V[:, 0]), M @ V[:, 0], atol=1e-12 * np.abs(M @ V).max())
+    rows = np.arange(0, len(y), 3)
+    sub = model_curvature(ad, Z[rows], yy[rows], 2 * c[rows], kind)
+    Ms = ad.curvature(Z[rows], yy[rows], 2 * c[rows], kind)
+    np.testing.assert_allclose(sub.matvec(V), Ms @ V, atol=1e-12 * np.abs(Ms @ V).max())
+
+
 # ------------------------------------------------------------------- solvers
 @pytest.mark.parametrize("solver", ["cg", "lissa"])
 def test_iterative_solvers_agree_with_dense(trained, solver):
@@ -181,6 +204,97 @@ def test_iterative_solvers_agree_with_dense(trained, solver):
     np.testing.assert_allclose(B, A, atol=1e-6 * np.abs(A).max())
     d1, d2 = dense.parameter_change([0, 5, 9], "ij"), it.parameter_change([0, 5, 9], "ij")
     np.testing.assert_allclose(d2, d1, atol=1e-6 * np.abs(d1).max())
+
+
+@pytest.mark.parametrize("cls", ["cg", "gif"])
+def test_fit_makes_no_solve_with_a_matrix_free_solver(trained, monkeypatch, cls):
+    """fit's convergence yardstick costs one curvature product per side, not a solve; its
+    estimate (first CG iterates) is within a small factor of the solved ratio and still
+    warns for an unconverged net."""
+    from skinfluence import GeneralizedInfluence
+    from skinfluence.curvature.gif import GIFSolver
+    from skinfluence.curvature.solvers import Solver
+
+    X, y, net = trained["cross_entropy"]
+    far = _net(3)
+    far.load_state_dict(net.state_dict())
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in far.parameters():
+            p.add_(3e-3 * torch.randn_like(p))
+    calls = []
+    for klass in (IterativeSolver, GIFSolver, Solver):
+        for name in ("solve", "downdated_solve", "solve_norms", "quadratic"):
+            if name in vars(klass):
+                orig = vars(klass)[name]
+                monkeypatch.setattr(klass, name, lambda self, *a, _o=orig, _n=name, **k:
+                                    calls.append(_n) or _o(self, *a, **k))
+    model = TorchModel(far, weight_decay=WD)
+    if cls == "cg":
+        with pytest.warns(InfluenceWarning, match="estimated from one curvature product"):
+            inf = FisherInfluence(model, prefit=True, solver="cg").fit(X, y)
+    else:
+        with pytest.warns(InfluenceWarning):
+            inf = GeneralizedInfluence(model, prefit=True, curvature="fisher").fit(X, y)
+    assert calls == []
+    estimate = inf.convergence_ratio_
+    with pytest.warns(InfluenceWarning):
+        solved = FisherInfluence(model, prefit=True).fit(X, y).convergence_ratio_   # dense: solved
+    assert 0.2 < estimate / solved < 5, (estimate, solved)
+    # polish=True solves only when the estimate says the net is too far
+    monkeypatch.undo()
+    ok = FisherInfluence(TorchModel(net, weight_decay=WD), prefit=True, solver="cg", polish=True).fit(X, y)
+    assert ok.n_polish_steps_ == 0 and ok.convergence_ratio_ < 0.05
+
+
+def test_class_removal_for_a_net_equals_the_dense_closed_form(trained):
+    """Removing every row of a class is allowed for a network (its output layer keeps the
+    unit) and is the Newton step of the objective without them, −G'⁻¹ ∇L'(θ̂), with the
+    Gauss–Newton G' and the gradient of L' from autograd on the kept rows; a scikit-learn
+    classifier still refuses."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, net = trained["cross_entropy"]
+    gone = np.flatnonzero(y == 2)
+    keep = np.setdiff1d(np.arange(len(y)), gone)
+    inf = FisherInfluence(TorchModel(net, weight_decay=WD), prefit=True).fit(X, y)
+    delta = inf.parameter_change(gone, method="ns")
+    G, _ = _ggn(net, X[keep], y[keep], "cross_entropy")
+    g = torch.func.grad(_objective(net, X[keep], y[keep], "cross_entropy"))(_theta(net)).numpy()
+    # (to the fit's own residual gradient, ~1e-7, which the influence step leaves out)
+    np.testing.assert_allclose(delta, -np.linalg.solve(G, g), rtol=0, atol=1e-5 * np.abs(delta).max())
+    unlearned = inf.unlearn(gone)
+    assert unlearned.module[2].out_features == 3
+    with pytest.raises(ValueError, match=r"removes every sample of class \[2\]; the model would change"):
+        FisherInfluence(LogisticRegression()).fit(X, y).parameter_change(gone)
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg", "nystrom", "gif"])
+def test_redamping_equals_a_refit_at_that_damping(trained, solver):
+    """set_params(damping=...) after fit re-solves from the kept curvature: the answers equal
+    a refit at that damping, and the curvature is not rebuilt."""
+    from skinfluence import GeneralizedInfluence
+
+    X, y, net = trained["cross_entropy"]
+    model = TorchModel(net, weight_decay=WD)
+    if solver == "gif":
+        make = lambda d: GeneralizedInfluence(model, prefit=True, damping=d, ratio=0.5, random_state=0,  # noqa: E731,E501
+                                              solver="exact", curvature="fisher")
+    else:
+        opts = {"rank": 10} if solver == "nystrom" else None
+        make = lambda d: FisherInfluence(model, prefit=True, damping=d, solver=solver,  # noqa: E731
+                                         solver_options=opts, random_state=0)
+    inf = make(0.05).fit(X, y)
+    built = inf.adapter_.curvature
+    calls = []
+    inf.adapter_.curvature = lambda *a, **k: calls.append(1) or built(*a, **k)
+    for damping in (0.3, 0.01):
+        inf.set_params(damping=damping)
+        got = inf.parameter_change([0, 5, 9], "ij")
+        want = make(damping).fit(X, y).parameter_change([0, 5, 9], "ij")
+        assert inf.damping_ == damping
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    assert calls == []
 
 
 def test_auto_solver_switches_to_cg(trained, monkeypatch, capsys):

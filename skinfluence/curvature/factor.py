@@ -82,6 +82,10 @@ class DenseSolver(Solver):
         self.info_ = {}
         self._chol = self._factor(M, self.damping)
 
+    def with_damping(self, damping):
+        """The kept curvature refactorised at another damping (one Cholesky, no rebuild)."""
+        return DenseSolver(self.curvature, damping, self.null_space, self.active)
+
     @staticmethod
     def _factor(M, damping=0.0):
         if M.size == 0:

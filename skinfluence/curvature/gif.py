@@ -49,6 +49,7 @@ Two ways to solve:
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -210,6 +211,7 @@ class GIFSolver(Solver):
         if isinstance(operator, np.ndarray):
             operator = CurvatureOperator.from_matrix(operator)
         self.n_params = operator.n_params
+        self.damping = float(damping)
         self.operator = operator.add_diagonal(float(damping)) if damping else operator
         self.free = self._mask(active, "active")                 # rows and columns of the system
         J = self._mask(None if strategy == "full" else subset, "subset")
@@ -223,6 +225,16 @@ class GIFSolver(Solver):
                                   max_iter=max_iter, tol=tol, max_restarts=max_restarts)
         self.info_ = {}
         self._dense = None
+
+    def with_damping(self, damping):
+        """The same subset and curvature with another damping (the dense ``H`` shifted)."""
+        new = copy.copy(self)
+        shift = float(damping) - self.damping
+        new.damping, new.info_ = float(damping), {}
+        new.operator = self.operator.add_diagonal(shift)
+        if self._dense is not None:
+            new._dense = self._dense + shift * np.eye(self.n_params)
+        return new
 
     @property
     def curvature(self):

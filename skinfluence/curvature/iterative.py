@@ -25,9 +25,11 @@ restarts and the final scale.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
+from sklearn.utils import check_random_state
 
 from .._parallel import progress
 from ..exceptions import CurvatureError
@@ -210,8 +212,18 @@ class IterativeSolver(Solver):
         self._null = null_space if null_space is not None and null_space.size else None
         self.info_ = {}
         self._scale = None
-        self._random_state = random_state
+        # LiSSA's scale is found on the first solve (fit solves nothing): its seed is drawn now,
+        # so that copies (pickles) of a fitted estimator find the same scale
+        self._random_state = int(check_random_state(random_state).randint(2**31)) \
+            if random_state is None or isinstance(random_state, np.random.RandomState) else random_state
         self.verbose = verbose
+
+    def with_damping(self, damping):
+        """The same operator with another damping on its diagonal (nothing to refactorise)."""
+        new = copy.copy(self)
+        new.operator = self.operator.add_diagonal(float(damping) - self.damping)
+        new.damping, new.info_, new._scale = float(damping), {}, None
+        return new
 
     def _matvec(self, V):
         out = self.operator.matvec(V)

@@ -49,6 +49,7 @@ seconds spent. Everything is deterministic given ``random_state``.
 
 from __future__ import annotations
 
+import copy
 import time
 from numbers import Integral, Real
 
@@ -179,6 +180,18 @@ class LowRankSolver(Solver):
         self._rng = check_random_state(random_state)
         self._q = int(self.active.sum())
         self.diagonal = np.asarray(operator.diagonal, dtype=float)[self.active] + damping   # c = D + δ
+
+    def with_damping(self, damping):
+        """The kept factors ``U, Λ`` with another damping: only the r × r core is refactorised."""
+        damping = float(damping)
+        if not damping > 0:
+            raise ValueError(f"solver={self.name!r} needs damping > 0 (got {damping})")
+        new = copy.copy(self)
+        new.damping = damping
+        new.diagonal = np.asarray(self.operator.diagonal, dtype=float)[self.active] + damping
+        new._core = new._factor(new.diagonal)
+        new.info_ = dict(self.info_)
+        return new
 
     def _matvec(self, V):
         """``K V = (M − D + Z Zᵀ)_AA V`` for ``V`` of shape (q, m): the part made low-rank."""

@@ -22,7 +22,8 @@ defaults (validated by :func:`check_solver_options`; scikit-learn's spellings
 
 Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m), ``inverse()``,
 ``downdated_solve(b, U, C, diag)`` (the curvature without some samples: ``M − Σ U_iᵀ C_i
-U_i − diag(d)``) and reports ``info_``. Leave-one-out needs the quadratics ``J_i M⁻¹
+U_i − diag(d)``), ``with_damping(δ)`` (the same curvature at another damping, from what the
+solver kept: no rebuild) and reports ``info_``. Leave-one-out needs the quadratics ``J_i M⁻¹
 J_iᵀ`` of every training row: ``inverse_operator()`` is what the model adapter's
 ``jacobian_quadratic`` reads them from, the dense ``M⁻¹`` by default, or an
 :class:`InverseOperator` (``@`` solves, ``quadratic(U)`` gives ``diag(U M⁻¹ Uᵀ)``) for a
@@ -128,6 +129,11 @@ class Solver:
 
     def downdated_solve(self, b, U, C, diag=None):
         raise NotImplementedError
+
+    def with_damping(self, damping):
+        """This solver at another ``damping``, from what it kept (the dense curvature, the
+        operator, low-rank factors), or None where it must be rebuilt from the curvature."""
+        return None
 
 
 class InverseOperator:

@@ -28,6 +28,7 @@ from ..models import make_adapter
 from ..refit import fit_weighted
 from ._diagnostics import DiagnosticsMixin
 from ._model import AUTO_DAMPING, EngineSpec, InfluenceEngine, SolverChoice
+from ..curvature.operators import CurvatureOperator
 from ._polish import polish_engine
 from ._queries import InfluenceQueries
 
@@ -65,6 +66,14 @@ _PARAMETERS = """    estimator : estimator object
         (see ``removal_size``) serves every entry point; model selection
         (``approx_cross_val_*``, the searches) and the command line polish by default
         (``polish=True``) because their answers are compared with refits to the optimum.
+    polish_options : dict, default=None
+        ``polish="lbfgs"``'s ``{"max_iter": 500, "tol": 1e-3}``: at most ``max_iter``
+        L-BFGS iterations (one gradient evaluation each, a few more for line searches),
+        stopping once the objective's gradient is ``tol`` times a typical row's removal
+        gradient ``‖c_i ∇ℓ_i‖``, or early when its rate says the cap cannot be met (the
+        warning then says how many iterations it would need); the curvature is then
+        built once and the distance to the optimum checked, without Newton steps.
+        ``polish_info_`` reports what it did.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
         and single-row queries, about n/K for K-fold cross-validation. For 1, polishing
@@ -101,8 +110,11 @@ _PARAMETERS = """    estimator : estimator object
         leave-one-out and attribution still use every row. None: all rows.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
         Torch models only: where the work runs.
-    dtype : {"float64", "float32"}, default="float64"
-        Torch models only: precision of the influence computations.
+    dtype : {"auto", "float64", "float32"}, default="auto"
+        Torch models only: precision of the network's products (Jacobians, gradients,
+        curvature products). ``"auto"``: the network's own dtype (float32 unless it is a
+        float64 network), at the speed of its own training; curvatures are accumulated
+        and factorised in float64 whatever it is. Linear models always work in float64.
     batch_size : int, default=4096
         Number of samples processed at a time (rows per Jacobian block); bounds memory.
     memory_budget : int or str, default="512MiB"
@@ -172,8 +184,9 @@ _ATTRIBUTES = """    estimator_ : estimator
 #: ones they share through ``BaseInfluence._parameter_constraints``
 PARAMETERS = {"prefit": False, "damping": 0.0, "polish": False, "removal_size": 1,
               "solver": "auto", "solver_options": None, "curvature_sampler": None,
-              "device": "auto", "dtype": "float64", "batch_size": 4096,
-              "memory_budget": "512MiB", "n_jobs": None, "random_state": None, "verbose": 0}
+              "device": "auto", "dtype": "auto", "batch_size": 4096,
+              "memory_budget": "512MiB", "n_jobs": None, "random_state": None, "verbose": 0,
+              "polish_options": None}
 
 
 def influence_init(**own):
@@ -230,7 +243,8 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         "solver_options": [dict, None],
         "curvature_sampler": [HasMethods(["fit"]), None],
         "device": [str],
-        "dtype": [StrOptions({"float64", "float32"})],
+        "dtype": [StrOptions({"auto", "float64", "float32"})],
+        "polish_options": [dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "memory_budget": [Interval(Integral, 1, None, closed="left"), str],
         "n_jobs": [Integral, None],
@@ -345,10 +359,16 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
                   "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
+        if self.polish == "lbfgs":
+            advice = ("Raise polish_options['max_iter'] or lower polish_options['tol'] (or train "
+                      "it closer to the optimum first).")
         engine, self.convergence_ratio_, self.n_polish_steps_ = polish_engine(
-            engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice)
+            engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice,
+            lbfgs_options=self.polish_options)
         stages.close()
+        self.polish_info_ = getattr(engine, "polish_info", None)
         self._set_engine(engine)
+        self._fitted_damping = self.damping
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
                   f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "
@@ -376,6 +396,30 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         self.engine_ = engine
         self.adapter_, self.estimator_ = engine.adapter, engine.adapter.estimator
         self.curvature_, self.curvature_solver_ = engine.curvature, engine.solver
+
+    def _sync_damping(self):
+        """Re-solve at ``damping`` if it was changed since :meth:`fit` (``set_params``), from
+        what the fit kept: the dense curvature (refactorised), the curvature operator, or a
+        low-rank solver's factors; the engine, its gradients and its curvature are not
+        rebuilt."""
+        engine = self.engine_
+        if self.damping == getattr(self, "_fitted_damping", self.damping):
+            return
+        spec, curvature = engine.spec, engine.curvature
+        dense = getattr(engine.solver, "dense", False)
+        operator = (CurvatureOperator.from_matrix(curvature) if isinstance(curvature, np.ndarray)
+                    else curvature)
+        spec.damping = self.damping
+        spec.damping_ = spec.resolve_damping(operator, engine.adapter, dense)
+        solver = engine.solver.with_damping(spec.damping_)
+        if solver is None:   # a solver that keeps nothing damping-free: made anew
+            solver = spec.make_solver(operator, engine.adapter)
+        engine.solver = solver
+        engine.curvature = solver.curvature if dense else curvature
+        engine._typical_loo = None
+        self.damping_ = spec.damping_
+        self._fitted_damping = self.damping
+        self._set_engine(engine)
 
     @property
     def _model(self):

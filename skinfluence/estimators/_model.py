@@ -294,6 +294,66 @@ class InfluenceEngine:
             self._typical_loo = np.median(np.concatenate(norms))
         return self._typical_loo
 
+    @property
+    def matrix_free(self):
+        """Whether solves are costly: a network's curvature seen only through its products
+        by a solver that iterates (a solve costs many passes over the data). A linear
+        model's solves (dual, CG on its Gram operator) stay cheap and exact."""
+        return not getattr(self.solver, "dense", False) and self.adapter.is_network
+
+    def _sampled_curvature(self, rng, size):
+        """The damped curvature over ``size`` random curvature rows (weighted to estimate the
+        whole): products at a fraction of the full curvature's cost."""
+        base = np.arange(self.n) if self.rows is None else np.asarray(self.rows)
+        w = np.ones(len(base)) if self.row_weights is None else np.asarray(self.row_weights, float)
+        pick = np.sort(rng.choice(len(base), size=min(size, len(base)), replace=False))
+        r = base[pick]
+        c = self.c[r] * w[pick] * (len(base) / len(pick))
+        ad = self.adapter
+        damping = float(getattr(self.solver, "damping", 0.0) or 0.0)
+        return model_curvature(ad, self.Z[r], self.y[r], c, self.kind, self.eta[r]).add_diagonal(
+            ad.penalty.hessian_diagonal() + damping)
+
+    def step_estimates(self, removal_size=1, norm="euclidean", rows=32, curvature_rows=256):
+        """Newton step to the optimum and a typical change, estimated without a solve.
+
+        Each is the first conjugate-gradient iterate of its system, ``x ≈ u / λ_u`` with
+        ``λ_u = uᵀMu / uᵀu`` the curvature's scale along ``u`` (CG's first iterate is
+        ``(uᵀu / uᵀMu) u``): for the Newton step ``u`` is the objective's gradient; for the
+        leave-one-out steps of ``rows`` random training rows ``λ`` is the scale along a
+        random-sign combination of their removal gradients (``E[sᵀMs] / E[sᵀs]`` averages
+        their own scales). One block product (two vectors) with the damped curvature of
+        ``curvature_rows`` random rows (an unbiased estimate of ``uᵀMu``) and the rows'
+        gradients: about a full-batch gradient, where a solve costs hundreds.
+
+        Returns
+        -------
+        (step, change, loo) : floats, or None where the curvature is not positive along them
+            The step's size, the typical change of ``removal_size`` rows and the median
+            leave-one-out step, in ``norm`` (``"curvature"``: ``√(xᵀMx) ≈ ‖u‖/√λ_u``).
+        """
+        ad = self.adapter
+        rng = np.random.default_rng(0)
+        idx = rng.choice(self.n, size=min(rows, self.n), replace=False)
+        V = np.asarray(self.removal_gradients(idx), dtype=float)              # (m, p)
+        g = self.data_grad + ad.penalty.gradient(ad.theta)
+        s = V.T @ rng.choice([-1.0, 1.0], size=len(idx)) / np.sqrt(len(idx))
+        B = np.column_stack([g, s])
+        MB = self._sampled_curvature(rng, curvature_rows).matvec(B)
+        quad = np.einsum("pm,pm->m", B, MB)
+        sq = np.einsum("pm,pm->m", B, B)
+        if np.any(quad <= 0) or np.any(sq <= 0):
+            return None
+        lam = quad / sq
+        power = 0.5 if norm == "curvature" else 1.0
+        sizes = np.linalg.norm(V, axis=1) / lam[1] ** power
+        m = min(removal_size, self.n)
+        loo = float(np.median(sizes))
+        change = loo if m == 1 else float(np.sqrt(m * (1 - m / self.n) * np.mean(sizes ** 2)))
+        if norm == "curvature" and m == 1:
+            change = loo
+        return float(np.sqrt(sq[0]) / lam[0] ** power), change, loo
+
     # ---------------------------------------------------------------- removals
     def change_step(self, idx, g_delta, W_delta, share, method, residual=None):
         """Δθ for a change of the objective on rows ``idx`` (see
@@ -348,11 +408,12 @@ class InfluenceEngine:
         return idx
 
     def check_removal(self, idx):
-        """Refuse a removal that leaves no data or drops a class."""
+        """Refuse a removal that leaves no data, or drops a class from a model whose classes
+        would change (not a network's: its output layer keeps its units)."""
         if len(idx) >= self.n:
             raise ValueError("cannot remove every training sample")
         ad = self.adapter
-        if ad.is_classifier:
+        if ad.is_classifier and not ad.keeps_outputs:
             K, codes = len(ad.classes_), self.y.astype(int)
             left = np.bincount(codes, minlength=K) - np.bincount(codes[idx], minlength=K)
             if not left.all():

@@ -33,6 +33,8 @@ steps and polishes to ``RESIDUAL_TARGET`` of its change in the curvature's norm.
 
 from __future__ import annotations
 
+import copy
+import numbers
 import warnings
 
 import numpy as np
@@ -41,7 +43,7 @@ from scipy.optimize import minimize
 from ..curvature.operators import CurvatureOperator
 from ..exceptions import InfluenceWarning
 
-__all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "lbfgs_finish", "polish_engine"]
+__all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "LBFGS_OPTIONS", "lbfgs_finish", "polish_engine"]
 
 #: distance to the optimum, in typical changes of the job and in the curvature's norm, at
 #: which polishing stops for removal steps that keep the residual gradient: a Newton step
@@ -51,28 +53,75 @@ __all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "lbfgs_finish", "polish_engine"]
 RESIDUAL_TARGET = 1.0
 
 
-def lbfgs_finish(model, max_iter=1000):
-    """Minimise the model's own objective ``Σ c_i ℓ_i + π`` by full-batch L-BFGS in float64.
+#: ``polish="lbfgs"``'s defaults (``polish_options``)
+LBFGS_OPTIONS = {"max_iter": 500, "tol": 1e-3}
+
+
+def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["tol"], rows=32):
+    """Minimise the model's own objective ``Σ c_i ℓ_i + π`` by full-batch L-BFGS.
 
     The finisher for networks trained by minibatch optimisers, whose Gauss–Newton or
     damped Newton steps promise descent only for short steps: L-BFGS needs only the
     objective and its gradient (one forward and one backward pass over the data per
-    evaluation). Smooth penalties only. Returns the parameters it reached.
+    evaluation). Smooth penalties only; pass a float64 model (the finished parameters are
+    then written back in the network's own precision).
+
+    It stops after ``max_iter`` iterations, or once the objective's gradient is ``tol``
+    times the typical removal gradient ``‖c_i ∇ℓ_i‖`` (the median over ``rows`` random
+    training rows): the Newton step to the optimum is then about ``tol`` times a
+    leave-one-out step where the curvature is alike along both (the convergence ratio the
+    estimators report, which is checked afterwards, once, with the curvature). It also
+    stops early, from a tenth of ``max_iter`` on, when the rate at which the gradient fell
+    over the last half of the iterations (log-linear, L-BFGS's regime) would need more than
+    twice ``max_iter`` iterations to reach ``tol``: ``info["projected_iterations"]`` says how
+    many.
+
+    Returns
+    -------
+    theta : ndarray of shape (p,)
+    info : dict
+        ``iterations``, ``evaluations``, ``gradient_ratio`` (the last gradient over the
+        typical removal gradient), ``converged`` (it reached ``tol``), ``max_iter``, ``tol``.
     """
     ad = model.adapter
     if not ad.penalty.is_smooth:
         raise ValueError("polish='lbfgs' needs a smooth objective; use polish=True (proximal "
                          "Newton steps) for an ℓ1 penalty")
+    idx = np.random.default_rng(0).choice(model.n, size=min(rows, model.n), replace=False)
+    typical = float(np.median(np.linalg.norm(np.asarray(model.removal_gradients(idx), float), axis=1)))
+    last = {"grad": np.inf, "evaluations": 0, "history": [], "projected": None}
 
     def fun(theta):
         eta = ad.eta(model.Z, theta)
         f = float(model.c @ ad.loss.loss(model.y, eta)) + ad.penalty.value(theta)
         grad = ad.total_gradient(model.Z, model.c[:, None] * ad.loss.gradient(model.y, eta), theta)
-        return f, grad + ad.penalty.gradient(theta)
+        grad = grad + ad.penalty.gradient(theta)
+        last["evaluations"] += 1
+        last["grad"] = np.linalg.norm(grad)
+        return f, grad
 
-    res = minimize(fun, ad.theta.copy(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "maxcor": 50, "ftol": 1e-15, "gtol": 1e-12})
-    return res.x
+    def stop(intermediate_result):
+        ratio = last["grad"] / typical if typical > 0 else 0.0
+        if ratio <= tol:
+            raise StopIteration
+        hist = last["history"]
+        hist.append(np.log(max(ratio, 1e-300)))
+        k = len(hist)
+        if k >= max(20, max_iter // 10) and k % 10 == 0 and tol > 0:
+            rate = (hist[k // 2] - hist[-1]) / (k - k // 2)          # log-decrease per iteration
+            need = np.inf if rate <= 0 else k + (hist[-1] - np.log(tol)) / rate
+            if need > 2 * max_iter:
+                last["projected"] = need
+                raise StopIteration
+
+    res = minimize(fun, ad.theta.copy(), jac=True, method="L-BFGS-B", callback=stop,
+                   options={"maxiter": int(max_iter), "maxcor": 50, "ftol": 0.0, "gtol": 0.0})
+    ratio = last["grad"] / typical if typical > 0 else 0.0
+    projected = last["projected"]
+    return res.x, {"iterations": int(res.nit), "evaluations": last["evaluations"],
+                   "gradient_ratio": float(ratio), "converged": bool(ratio <= tol),
+                   "max_iter": int(max_iter), "tol": float(tol),
+                   "projected_iterations": None if projected is None else float(projected)}
 
 
 class NewtonPolisher:
@@ -127,7 +176,24 @@ class NewtonPolisher:
 
     def check_convergence(self):
         """Newton step to the optimum and its size relative to the job's typical change
-        (``ratio``) and to a typical leave-one-out step (``loo_ratio``)."""
+        (``ratio``) and to a typical leave-one-out step (``loo_ratio``).
+
+        With a network and a matrix-free solver (a solve costs many passes over the data) the check first
+        estimates both sizes from one curvature product each (``step_estimates``: the
+        first conjugate-gradient iterates); only if that estimate is above ``target`` and
+        polishing is asked for is the Newton step solved for.
+        """
+        self.step = None
+        if self.yardstick == "loo" and getattr(self.model, "matrix_free", False):
+            est = self.model.step_estimates(self.removal_size, self.norm)
+            if est is not None:
+                step, change, loo = est
+                self.ratio = step / change if change > 0 else 0.0
+                self.loo_ratio = step / loo if loo > 0 else 0.0
+                self.estimated = True
+                if not self.polish or self.ratio <= self.target:
+                    return self.ratio <= self.target
+        self.estimated = False
         self.step = self.model.newton_step()
         if self.yardstick == "loo":
             scale = self.typical_change()
@@ -163,7 +229,9 @@ class NewtonPolisher:
         return np.sqrt(np.maximum(np.einsum("pr,pr->r", V, MV), 0.0))
 
     def inner_solve(self):
-        """The Newton direction (computed by the convergence check)."""
+        """The Newton direction (computed by the convergence check, or now)."""
+        if self.step is None:
+            self.step = self.model.newton_step()
         return self.step
 
     def line_search(self, step):
@@ -194,8 +262,10 @@ class NewtonPolisher:
                 msg = (f"Newton iterations on the changed objective stopped after {self.n_steps} "
                        f"step(s) with a last step of {self.ratio:.1e} of ‖θ‖: not converged")
             elif not self.polish:
+                how = (" (estimated from one curvature product along each: the first "
+                       "conjugate-gradient iterates)" if getattr(self, "estimated", False) else "")
                 msg = (f"{self.what} is not converged enough for influence: the distance to the "
-                       f"optimum is {self.ratio:.0%} of {self.job()}. {self.advice}")
+                       f"optimum is {self.ratio:.0%} of {self.job()}{how}. {self.advice}")
             else:
                 msg = (f"polishing stopped {self.ratio:.0%} of {self.job()} away "
                        f"from the optimum after {self.n_steps} Newton step(s) with the {self.what}, "
@@ -232,7 +302,31 @@ class NewtonPolisher:
         return model, ratio, self.n_steps
 
 
-def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None):
+def _lbfgs_options(options):
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(LBFGS_OPTIONS))
+    if unknown:
+        raise ValueError(f"polish_options {unknown} are not options of polish='lbfgs'; valid: "
+                         f"{sorted(LBFGS_OPTIONS)}")
+    max_iter, tol = options.get("max_iter", 1), options.get("tol", 0.0)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
+        raise ValueError(f"polish_options['max_iter'] must be a positive integer, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or tol < 0:
+        raise ValueError(f"polish_options['tol'] must be a non-negative number, got {tol!r}")
+    return {**LBFGS_OPTIONS, **options}
+
+
+def _lbfgs_summary(info):
+    out = (f"{info['iterations']} of at most {info['max_iter']} iterations, gradient "
+           f"{info['gradient_ratio']:.2g} of a typical row's against tol {info['tol']:.2g}")
+    if info.get("projected_iterations") is not None:
+        need = info["projected_iterations"]
+        out += ("; stopped early: at its rate it would need "
+                + ("more than ever" if not np.isfinite(need) else f"about {need:.0f}") + " iterations")
+    return out
+
+
+def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, lbfgs_options=None):
     """The one polishing policy, for a job that removes ``removal_size`` rows at a time.
 
     One row: polish to 5% of a typical leave-one-out step, plain removal steps. ``m > 1``
@@ -253,6 +347,10 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None):
         The model and curvature named in warnings.
     advice : str, default=None
         What to tell a user whose model is too far from the optimum.
+    lbfgs_options : dict, default=None
+        ``polish="lbfgs"``'s ``max_iter`` and ``tol`` (:data:`LBFGS_OPTIONS`); its report is
+        left on the engine as ``polish_info``. The engine is then rebuilt once, at the
+        finished parameters, and only checked (no Newton steps).
 
     Returns
     -------
@@ -263,8 +361,18 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None):
     n_steps : int
         Newton steps taken.
     """
+    info = None
     if polish == "lbfgs":
-        engine = engine.at(lbfgs_finish(engine))
+        options = _lbfgs_options(lbfgs_options)
+        fine = engine
+        if getattr(engine.adapter, "is_network", False) and str(engine.adapter.dtype) != "torch.float64":
+            fine = copy.copy(engine)            # the objective in float64, whatever the net's dtype
+            fine.adapter = engine.adapter.moved(engine.adapter.theta, **{
+                **engine.spec.adapter_options, "dtype": "float64"})
+        theta, info = lbfgs_finish(fine, **options)
+        engine = engine.at(theta)
+        what = f"{what} finished by L-BFGS ({_lbfgs_summary(info)})"
+        polish = False
     if removal_size > 1:
         polisher = NewtonPolisher(polish=bool(polish), target=RESIDUAL_TARGET,
                                   threshold=RESIDUAL_TARGET, removal_size=removal_size,
@@ -273,4 +381,5 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None):
         polisher = NewtonPolisher(polish=bool(polish), what=what, advice=advice)
     engine, ratio, steps = polisher.solve(engine)
     engine.residual = removal_size > 1
+    engine.polish_info = info
     return engine, ratio, steps

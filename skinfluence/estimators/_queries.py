@@ -28,7 +28,11 @@ class InfluenceQueries:
     # --------------------------------------------------------------- plumbing
     def _fitted(self):
         check_is_fitted(self, "engine_")
+        self._sync_damping()
         return self.engine_
+
+    def _sync_damping(self):
+        """Nothing here; estimators that can re-damp without refitting override this."""
 
     def _design(self, X):
         Z = self.adapter_.design(X)

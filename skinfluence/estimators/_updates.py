@@ -152,7 +152,7 @@ def loo_decision(model, method, batch_size):
         for i in _support_changes(model, groups, out, ~bad, batch_size):
             delta = newton_update(model, [i], model.g[[i]], model.W[[i]], model.share[i], "ns")
             out[i] = ad.eta(model.Z[[i]], ad.theta + delta)[0]
-    if ad.is_classifier:  # as unlearn refuses: without its only row the model has other classes
+    if ad.is_classifier and not ad.keeps_outputs:  # as unlearn refuses: without its only row the model has other classes
         counts = np.bincount(model.y.astype(int), minlength=len(ad.classes_))
         alone = counts[model.y.astype(int)] == 1
         if alone.any():

@@ -80,6 +80,13 @@ class ModelAdapter:
         return self.classes_ is not None
 
     @property
+    def keeps_outputs(self) -> bool:
+        """Whether the model keeps all its outputs when a class loses every training row (a
+        network's output layer keeps its units; a scikit-learn classifier's ``classes_``
+        would change)."""
+        return False
+
+    @property
     def constant_curvature(self) -> bool:
         """Whether the curvature is the same at every θ (a linear model, quadratic loss)."""
         return False

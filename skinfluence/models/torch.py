@@ -19,7 +19,8 @@ wrapped in :class:`TorchModel` with its loss and weight decay.
 
 The parameter vector ``θ`` is every trainable parameter (``requires_grad``) flattened
 in ``named_parameters`` order. The network is evaluated in ``eval`` mode (dropout off,
-batch-norm statistics fixed) in ``dtype`` on ``device``; results are numpy arrays.
+batch-norm statistics fixed) in ``dtype`` (by default the network's own: float32 for most)
+on ``device``; results are numpy arrays.
 
 Curvature (``Σ_i c_i J_iᵀ W_i J_i``, plus for the Hessian the second-derivative term
 ``Σ_i c_i Σ_k g_ik ∇²η_ik``) is built densely from per-sample output Jacobians
@@ -84,7 +85,10 @@ class TorchAdapter(ModelAdapter):
     Parameters
     ----------
     estimator : skorch net or TorchModel
-    device, dtype : where and in which precision the work runs
+    device : where the work runs
+    dtype : {"auto", "float64", "float32"}
+        Precision of the work; ``"auto"``: the network's own (float32 unless it is a
+        float64 network).
     batch_size : int
         Samples per chunk (the Jacobian chunks are further bounded to ~16M entries).
     random_state : int, RandomState or None
@@ -95,7 +99,7 @@ class TorchAdapter(ModelAdapter):
     is_network = True
     has_kronecker = True
 
-    def __init__(self, estimator, *, device="auto", dtype="float64", batch_size=4096,
+    def __init__(self, estimator, *, device="auto", dtype="auto", batch_size=4096,
                  random_state=None, fisher="exact", _private=False):
         if fisher not in ("exact", "mc", "empirical"):
             raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
@@ -104,7 +108,7 @@ class TorchAdapter(ModelAdapter):
         spec = objective_spec(estimator)
         self.estimator = estimator
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, spec.module)
         self.batch_size = int(batch_size)
         self.random_state = random_state
         self.fisher = fisher
@@ -156,6 +160,9 @@ class TorchAdapter(ModelAdapter):
             self.classes_ = np.array([0, 1]) if spec.family == "bce" else None
         if fisher == "empirical":
             self.loss = _EmpiricalFisher(self.loss)
+
+    #: the output layer keeps its units whatever the training rows: removing a class is allowed
+    keeps_outputs = True
 
     # ------------------------------------------------------- parameter layout
     @property
@@ -497,13 +504,31 @@ class TorchAdapter(ModelAdapter):
         return out
 
     def gradients(self, Z, G):
-        g1 = grad(lambda th, x, gi: self._f1(th, x) @ gi)
-        per = vmap(g1, in_dims=(None, 0, 0))
-        out = np.empty((len(Z), self.n_params))
+        """Rows ``J_iᵀ G_i`` (per-sample gradients for ``G = ∂ℓ/∂η``), shape (n, p), in the
+        adapter's precision: vmapped per-sample gradients of each parameter tensor, written
+        straight into the output (memory traffic, not flops, bounds this product)."""
         G = np.asarray(G, dtype=float).reshape(len(Z), -1)
+        params = self._params(self._theta_t)
+        own = {n: params[n] for n in self._names}
+        fixed = {n: t for n, t in params.items() if n not in own}
+
+        def one(pr, x, gi):
+            out = functional_call(self.module, {**pr, **fixed}, (x[None],))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            out = out.reshape(1, -1)
+            out = torch.log(out + self._log_eps) if self._output == "log" else out
+            return out[0] @ gi
+
+        per = vmap(grad(one), in_dims=(None, 0, 0))
+        out = torch.empty((len(Z), self.n_params), dtype=self.dtype)    # on the host
         for sl in self._chunks(len(Z), self.n_params):
-            out[sl] = self._np(per(self._theta_t, self._t(Z[sl]), self._t(G[sl])))
-        return out
+            rows = per(own, self._t(Z[sl]), self._t(G[sl]))
+            parts = [rows[n].reshape(sl.stop - sl.start, -1) for n in self._names]
+            if self.device.type == "cpu":
+                torch.cat(parts, dim=1, out=out[sl])        # a row block is contiguous
+            else:
+                out[sl] = torch.cat(parts, dim=1).cpu()
+        return out.numpy()
 
     def total_gradient(self, Z, G, theta=None):
         G = np.asarray(G, dtype=float).reshape(len(Z), -1)
@@ -572,11 +597,6 @@ class TorchAdapter(ModelAdapter):
         M = (M + M.T) / 2
         return self._np(M)
 
-    def _psi_hvp(self, x, r):
-        """Tangent → Hessian-vector product of ``ψ(θ) = Σ r_iᵀ η_i(θ)`` on one chunk."""
-        g = grad(lambda th: (self._f(th, x) * r).sum())
-        return lambda v: jvp(g, (self._theta_t,), (v,))[1]
-
     def _residual_hessian(self, Z, R):
         """``Σ_i Σ_k R_ik ∇²η_ik`` as a dense p × p matrix, by blocks of Hessian rows.
 
@@ -599,35 +619,67 @@ class TorchAdapter(ModelAdapter):
                 H[j:j + width] += rows_of(eye[j:j + width])
         return H
 
+    def _torch_loss(self, eta, y, c):
+        """``Σ_i c_i ℓ_i(η_i)`` in torch (the family's loss, to be differentiated twice)."""
+        fam = getattr(self.loss, "family", self.loss)
+        if isinstance(fam, Multinomial):
+            return (c * (torch.logsumexp(eta, 1) - eta.gather(1, y.long()[:, None])[:, 0])).sum()
+        if isinstance(fam, Bernoulli):
+            e = eta[:, 0]
+            return (c * (torch.nn.functional.softplus(e) - y * e)).sum()
+        return (c * 0.5 * (y - eta[:, 0]) ** 2).sum()   # Gaussian
+
+    def _matvec_state(self, Z, y, c, kind, eta, weights=None):
+        """Per chunk of rows: the inputs and what the products need, on the device, kept for
+        the next call on the same rows (``fisher="mc"``'s sampled labels are drawn once per
+        rows, so that the operator is a fixed matrix)."""
+        c = np.asarray(c, dtype=float)
+        probe = np.asarray(Z[:: max(1, len(Z) // 16)])       # a fingerprint of the rows
+        key = (id(Z), len(Z), kind, hash(c.tobytes()), hash(np.asarray(y).tobytes()),
+               hash(probe.tobytes()), id(weights))
+        if getattr(self, "_mv_key", None) != key:
+            direct = kind == "hessian"   # the exact Hessian: the loss differentiated twice
+            if not direct:
+                eta = self.eta(Z) if eta is None else eta
+                W = (self.output_curvature(y, eta, kind) * c[:, None, None] if weights is None
+                     else np.asarray(weights, dtype=float))
+            chunks = []
+            for sl in self._chunks(len(Z)):
+                x, ct = self._t(Z[sl]), self._t(c[sl])
+                yt = self._t(np.asarray(y, dtype=float)[sl])
+                chunks.append((x, yt, ct) if direct else (x, self._t(W[sl])))
+            self._mv_key, self._mv_cache = key, chunks
+        return self._mv_cache
+
     def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
 
-        ``V`` has shape (p,) or (p, m). Per-sample curvatures ``W_i`` are recomputed on
-        each call, except for ``fisher="mc"``, whose sampled labels are drawn once per
-        ``(Z, y)`` and cached so that the operator is a fixed matrix.
+        ``V`` has shape (p,) or (p, m). The Hessian's product is that of the loss
+        ``Σ c_i ℓ_i(η_i(θ))`` differentiated twice (forward over reverse, the cost of a
+        full-batch double backward); the Fisher's is ``Jᵀ (c W) J V`` (a Jacobian-vector
+        product, the output curvature, a vector-Jacobian product). Blocks of vectors are
+        vmapped. The rows' inputs and output curvatures are kept between calls on the same
+        rows.
         """
-        # per operator (its design, targets, weights): a changed objective on the same rows
-        # (unlearning's Newton iterations) must not reuse another's W_i
-        key = (id(Z), len(Z), kind, id(y), id(c), id(weights))
-        if getattr(self, "_mv_key", None) != key:
-            eta = self.eta(Z) if eta is None else eta
-            W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
-                 if weights is None else weights)
-            R = np.asarray(c)[:, None] * self.loss.gradient(y, eta) if kind == "hessian" else None
-            self._mv_key, self._mv_cache = key, (W, R)
-        W, R = self._mv_cache
         V = np.asarray(V, dtype=float)
-        Vt = self._t(V.reshape(self.n_params, -1).T)          # (m, p)
+        Vt = self._t(V.reshape(self.n_params, -1).T)            # (m, p)
+        single = Vt.shape[0] == 1
+        th = self._theta_t
         out = torch.zeros_like(Vt)
-        for sl in self._chunks(len(Z), 8 * Vt.shape[0]):
-            x = self._t(Z[sl])
-            f = lambda th: self._f(th, x)  # noqa: E731
-            _, pull = vjp(f, self._theta_t)
-            U = vmap(lambda v: jvp(f, (self._theta_t,), (v,))[1])(Vt)       # (m, b, K)
-            U = torch.einsum("bkl,mbl->mbk", self._t(W[sl]), U)
-            out += vmap(lambda u: pull(u)[0])(U)
-            if R is not None:
-                out += vmap(self._psi_hvp(x, self._t(R[sl])))(Vt)
+        for part in self._matvec_state(Z, y, c, kind, eta, weights):
+            if kind == "hessian":
+                x, yt, ct = part
+                g = grad(lambda t: self._torch_loss(self._f(t, x), yt, ct))
+                hvp = lambda v: jvp(g, (th,), (v,))[1]  # noqa: E731
+                out += hvp(Vt[0])[None] if single else vmap(hvp)(Vt)
+                continue
+            x, W = part
+            f = lambda t: self._f(t, x)  # noqa: E731
+            _, pull = vjp(f, th)
+            push = lambda v: jvp(f, (th,), (v,))[1]  # noqa: E731
+            U = push(Vt[0])[None] if single else vmap(push)(Vt)           # (m, b, K)
+            U = torch.einsum("bkl,mbl->mbk", W, U)
+            out += pull(U[0])[0][None] if single else vmap(lambda u: pull(u)[0])(U)
         return self._np(out.T).reshape(V.shape)
 
     def null_space(self):
@@ -642,20 +694,18 @@ class TorchAdapter(ModelAdapter):
             return None
         last = [n for n, m in self.module.named_modules() if isinstance(m, torch.nn.Linear)][-1]
         K = self.n_outputs
-        offset, cols = 0, []
+        offset, groups = 0, []
         for name, size, shape in zip(self._names, self._sizes, self._shapes):
             if name.rsplit(".", 1)[0] == last and shape[0] == K:
-                idx = offset + np.arange(size).reshape(K, -1)   # rows are outputs
-                for j in range(idx.shape[1]):
-                    z = np.zeros(self.n_params)
-                    z[idx[:, j]] = 1.0 / np.sqrt(K)
-                    cols.append(z)
+                groups.append(offset + np.arange(size).reshape(K, -1))   # rows are outputs
             offset += size
-        if not cols:
+        if not groups:
             return None
-        Zs = np.column_stack(cols)
-        if np.any(self.penalty.hessian_diagonal() @ np.abs(Zs) > 0):
+        idx = np.concatenate(groups, axis=1)                               # (K, columns)
+        if np.any(self.penalty.hessian_diagonal()[idx] > 0):   # penalised: no invariance
             return None
+        Zs = np.zeros((self.n_params, idx.shape[1]))
+        Zs[idx, np.arange(idx.shape[1])[None, :]] = 1.0 / np.sqrt(K)
         shifts = np.stack([self.jvp(self._probe, z) for z in Zs.T[:2]])   # (2, m, K)
         if not np.allclose(shifts, shifts[..., :1], atol=1e-8 * max(1.0, np.abs(shifts).max())):
             return None
@@ -683,7 +733,7 @@ class TorchAdapter(ModelAdapter):
         return TorchAdapter(self.with_params(theta), _private=True, **options)
 
 
-def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="auto", batch_size=4096,
+def make_torch_adapter(estimator, *, device="auto", dtype="auto", solver="auto", batch_size=4096,
                        random_state=None, curvature="fisher", fisher="exact", **kw):
     """Adapter for a fitted skorch net or :class:`TorchModel` (see the module docstring).
 

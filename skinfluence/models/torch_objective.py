@@ -194,11 +194,18 @@ def resolve_device(device):
     return dev
 
 
-def resolve_dtype(dtype):
+def resolve_dtype(dtype, module=None):
+    """The torch dtype of the influence computations; ``"auto"``: the module's own (its first
+    floating-point parameter's: float64 for a ``.double()`` net, float32 for float32 and
+    lower precisions)."""
+    if isinstance(dtype, str) and dtype == "auto":
+        own = next((p.dtype for p in (module.parameters() if module is not None else [])
+                    if p.is_floating_point()), torch.float32)
+        return torch.float64 if own == torch.float64 else torch.float32
     table = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
              "float": torch.float32, torch.float64: torch.float64, torch.float32: torch.float32,
              np.float64: torch.float64, np.float32: torch.float32}
     try:
         return table[dtype]
     except (KeyError, TypeError):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}") from None
+        raise ValueError(f"dtype must be 'auto', 'float64' or 'float32', got {dtype!r}") from None
