@@ -33,12 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gif_digits  # noqa: E402
 
 
-def main(out="gif_class_removal.png", seeds=1, model="cnn"):
+def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
+    """Draw the saved runs, or run ``seeds`` seeds; ``quick``: the MLP, two shares, a short
+    line search (a smoke run of a few minutes, the one CI runs)."""
     torch.set_num_threads(1)
-    args = argparse.Namespace(ratios=[0.02, 0.05, 0.1, 0.3], rules=["highest_outputs", "random"],
-                              mlp_rules=["highest_outputs", "random"], max_iter=100, gamma=0.1,
-                              max_steps=100, stop_sa=0.0, verbose=False, curvature="hessian", only=None)
-    saved = sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
+    # the benchmark's own defaults, so that the two never drift apart
+    options = ["--ratios", "0.05", "0.3", "--max-steps", "20"] if quick else []
+    args = gif_digits.parser().parse_args(["--rules", "highest_outputs", "random", *options])
+    model = "mlp" if quick else model
+    saved = [] if quick else sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
     if saved:
         per_seed = [json.loads(f.read_text()) for f in saved]
     else:
@@ -75,4 +78,5 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn"):
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or []))
+    argv = sys.argv[1:]
+    main(*[a for a in argv if a != "--quick"][:1], quick="--quick" in argv)
