@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from ._utils import MEMORY_ADVICE, check_memory, parse_bytes, row_blocks
+from ._utils import MEMORY_ADVICE, check_memory, check_out, parse_bytes, row_blocks
 from .estimators import BaseInfluence
 from .estimators._streaming import TopInfluences, _best
 
@@ -122,9 +122,8 @@ class InfluenceEnsemble(BaseEstimator):
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral)
                                   or not 1 <= top_k <= n_train):
             raise ValueError(f"top_k must be an integer from 1 to the {n_train} training rows, got {top_k!r}")
-        if out is not None and tuple(getattr(out, "shape", ())) != (n_test, n_train):
-            raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training rows), "
-                             f"got {getattr(out, 'shape', type(out).__name__)}")
+        if out is not None:
+            check_out(out, (n_test, n_train))
         if top_k is None and out is None:
             check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
             out = np.empty((n_test, n_train))

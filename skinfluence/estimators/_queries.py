@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .._utils import MEMORY_ADVICE, check_memory, check_method, check_target
+from .._utils import MEMORY_ADVICE, check_memory, check_method, check_out, check_target
 from . import _streaming, _updates
 from ._changes import iterate_change
 
@@ -218,9 +218,7 @@ class InfluenceQueries:
             index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
             return top.to_frame(index, self._train_labels())
         if out is not None:
-            if tuple(getattr(out, "shape", ())) != (n_test, n_train):
-                raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training "
-                                 f"rows), got {getattr(out, 'shape', type(out).__name__)}")
+            check_out(out, (n_test, n_train))
             return _streaming.stream_attribution(self, Z, y_enc, out=out)
         check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
         A = _streaming.stream_attribution(self, Z, y_enc)
