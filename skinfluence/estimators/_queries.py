@@ -5,6 +5,12 @@ product per block of training rows (:meth:`InfluenceQueries.influences_from_fact
 leave-one-out, folds and removals are :mod:`._updates`; several Newton steps are
 :mod:`._changes`. With ``as_frame=True`` results are pandas objects indexed like the
 inputs (training rows as columns, test rows as the index).
+
+**Rows: positions or labels.** Training rows are named by their *positions* (0 to n − 1)
+in arrays, lists and masks, and by their *labels* in pandas objects: a ``pandas.Index``
+(e.g. ``inf.self_influence(as_frame=True).nlargest(5).index``) holds labels of the
+training ``X``'s index, and a boolean Series is aligned on it, so that what a frame shows
+is what :meth:`~InfluenceQueries.unlearn` removes.
 """
 
 from __future__ import annotations
@@ -37,6 +43,34 @@ class InfluenceQueries:
 
     def _train_labels(self):
         return self._train_index if self._train_index is not None else pd.RangeIndex(self.n_samples_)
+
+    def _positions(self, indices):
+        """Training-row positions of ``indices``: positions or a mask as given (arrays, lists),
+        or the labels of a ``pandas.Index`` / the entries of a boolean ``Series`` looked up in
+        the training index (see the module docstring)."""
+        if isinstance(indices, pd.DataFrame):
+            raise TypeError("indices must be row positions, a boolean mask, or a pandas Index of "
+                            "training labels, not a DataFrame")
+        if not isinstance(indices, (pd.Index, pd.Series)):
+            return indices
+        labels = self._train_labels()
+        if isinstance(indices, pd.Series):
+            if indices.dtype != bool:
+                raise TypeError("a Series is ambiguous as rows: pass its .index (training labels) "
+                                "or a boolean Series (a mask aligned on the training index)")
+            if not indices.index.equals(labels):
+                if not indices.index.sort_values().equals(labels.sort_values()):
+                    raise ValueError("a boolean Series must be indexed like the training X")
+                indices = indices.reindex(labels)
+            return indices.to_numpy()
+        if not labels.is_unique:
+            raise ValueError("the training X's index has duplicate labels, so a pandas Index cannot "
+                             "name rows: pass row positions (a numpy array) instead")
+        pos = labels.get_indexer(indices)
+        if (pos < 0).any():
+            raise KeyError(f"labels {list(indices[pos < 0][:5])} are not in the training X's index "
+                           "(a pandas Index names rows by label; pass a numpy array for positions)")
+        return pos
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of :meth:`transform`'s columns: one per training row.
@@ -119,7 +153,8 @@ class InfluenceQueries:
         ndarray of shape (m, len(indices))
         """
         model = self._fitted()
-        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
+        rows = (np.arange(self.n_samples_) if indices is None
+                else model.check_indices(self._positions(indices)))
         check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix",
                      MEMORY_ADVICE)
         return _updates.scores_from_factors(model, np.atleast_2d(factors), rows, self.batch_size)
@@ -334,8 +369,9 @@ class InfluenceQueries:
 
         Parameters
         ----------
-        indices : array-like of int or bool mask
-            Training rows to remove.
+        indices : array-like of int or bool mask, or pandas Index
+            Training rows to remove: positions, a mask, or the training ``X``'s index labels
+            (a ``pandas.Index``, as the ``as_frame=True`` outputs show).
         method : {"ns", "ij"}, default="ns"
             First step with the curvature without those rows, or with the full one.
         steps : int or "converge", default=1
@@ -355,7 +391,7 @@ class InfluenceQueries:
     def _removal(self, indices, method):
         """The first step of removing ``indices``, and the changed ``(targets, weights)``."""
         model = self._fitted()
-        idx = model.check_indices(indices)
+        idx = model.check_indices(self._positions(indices))
         model.check_removal(idx)
         delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
                                        model.share[idx].sum(), check_method(method))
@@ -368,8 +404,9 @@ class InfluenceQueries:
 
         Parameters
         ----------
-        indices : array-like of int or bool mask
-            Training rows to remove.
+        indices : array-like of int or bool mask, or pandas Index
+            Training rows to remove: positions, a mask, or the training ``X``'s index labels
+            (a ``pandas.Index``, as the ``as_frame=True`` outputs show).
         method : {"ns", "ij"}, default="ns"
             See :meth:`parameter_change`.
         steps : int or "converge", default=1
@@ -389,8 +426,8 @@ class InfluenceQueries:
 
         Parameters
         ----------
-        indices : array-like of int or bool mask
-            Training rows to relabel.
+        indices : array-like of int or bool mask, or pandas Index
+            Training rows to relabel: positions, a mask, or index labels (see :meth:`unlearn`).
         y_new : array-like of shape (len(indices),) or scalar
             Their new labels (classes the model knows) or targets.
         method : {"ns", "ij"}, default="ns"
@@ -405,7 +442,7 @@ class InfluenceQueries:
             A new fitted estimator of the user's type.
         """
         model = self._fitted()
-        idx = model.check_indices(indices)
+        idx = model.check_indices(self._positions(indices))
         ad = self.adapter_
         y_new = check_target(y_new, "relabel") if np.ndim(y_new) else np.asarray(y_new)
         if y_new.ndim and y_new.shape != idx.shape:
