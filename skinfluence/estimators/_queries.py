@@ -15,12 +15,14 @@ is what :meth:`~InfluenceQueries.unlearn` removes.
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
+from ..exceptions import InfluenceWarning
 from .._utils import MEMORY_ADVICE, check_memory, check_method, check_out, check_target
 from . import _streaming, _updates
 from ._changes import iterate_change
@@ -295,8 +297,18 @@ class InfluenceQueries:
             NaN (with a warning) where no leave-one-out model exists: leverage-1 rows, the
             only row of a class.
         """
-        return _updates.loo_decision(self._fitted(), check_method(method),
+        model = self._fitted()
+        self._warn_frozen_weights("leave-one-out")
+        return _updates.loo_decision(model, check_method(method),
                                      _streaming.training_rows_per_block(self))
+
+    def _warn_frozen_weights(self, what):
+        if self.adapter_.data_dependent_weights:
+            warnings.warn(f"class_weight='balanced': the {what} answers keep the full data's class "
+                          "weights, while a refit re-derives them from the remaining rows (an error of "
+                          "the order of the change itself for small classes); unlearn() and relabel() "
+                          "re-derive them, or pass explicit class_weight={class: weight}",
+                          InfluenceWarning, stacklevel=3)
 
     def approx_loocv(self, method="ns", response_method="predict") -> np.ndarray:
         """Approximate leave-one-out predictions of every training row, from one fit.
@@ -361,7 +373,9 @@ class InfluenceQueries:
         ndarray of shape (n_samples, K)
             Rows in no fold are NaN; a row in several keeps its last.
         """
-        return _updates.cv_decision(self._fitted(), test_folds, check_method(method))
+        model = self._fitted()
+        self._warn_frozen_weights("cross-validation")
+        return _updates.cv_decision(model, test_folds, check_method(method))
 
     # --------------------------------------------------------------- removals
     def parameter_change(self, indices, method="ns", steps=1) -> np.ndarray:
@@ -393,11 +407,20 @@ class InfluenceQueries:
         model = self._fitted()
         idx = model.check_indices(self._positions(indices))
         model.check_removal(idx)
-        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
-                                       model.share[idx].sum(), check_method(method))
         sw = self.sample_weight_.copy()
         sw[idx] = 0.0
+        if self.adapter_.data_dependent_weights:
+            return self._changed_step((model.y, sw), method), (model.y, sw)
+        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
+                                       model.share[idx].sum(), check_method(method))
         return delta, (model.y, sw)
+
+    def _changed_step(self, target, method):
+        """The first step when the change moves every row's weight (balanced class weights
+        re-derived on the remaining rows): Newton's step on the changed objective, with its
+        own curvature ("ns") or the fitted one ("ij")."""
+        previous = self._model if check_method(method) == "ij" else None
+        return -self._build(self.adapter_, previous=previous, target=target).newton_step()
 
     def unlearn(self, indices, method="ns", steps=1):
         """The model as if training rows ``indices`` had not been in the training data.
@@ -448,13 +471,17 @@ class InfluenceQueries:
         if y_new.ndim and y_new.shape != idx.shape:
             raise ValueError(f"y_new has {len(y_new)} labels for {len(idx)} indices")
         y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
+        y = model.y.copy()
+        y[idx] = y_new
+        if ad.data_dependent_weights:
+            target = (y, self.sample_weight_)
+            return ad.with_params(ad.theta + self._iterate(self._changed_step(target, method), target,
+                                                           steps, True))
         eta = model.eta[idx]
         g_new = ad.loss.gradient(y_new, eta)
         W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
         delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
                                        0.0, check_method(method))
-        y = model.y.copy()
-        y[idx] = y_new
         return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
 
     def _iterate(self, delta, target, steps, check=False):

@@ -46,6 +46,7 @@ class SubsetAdapter(ModelAdapter):
         self.loss = parent.loss
         self.classes_ = parent.classes_
         self.mean_scaled = parent.mean_scaled
+        self.data_dependent_weights = parent.data_dependent_weights
         self.theta = parent.theta[mask].copy()
         pen = parent.penalty
         self.penalty = ElasticNetPenalty(pen.l1, pen.l2, pen.scale[mask])
