@@ -35,7 +35,10 @@ iterative solvers.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import numbers
+import threading
 import weakref
 
 import numpy as np
@@ -487,6 +490,44 @@ class TorchAdapter(ModelAdapter):
         if self._input_shape is not None:
             _INPUTS[est] = (self._input_shape, self._probe)
         return est
+
+
+#: torch.func's transforms keep global state (forward-AD levels) and ``functional_call``
+#: swaps a module's parameters in place while it runs: two threads inside an adapter at once
+#: (two threads querying one estimator, ``n_jobs`` under joblib's threading backend) corrupt
+#: each other's numbers and can leave the module broken. Every adapter call holds this lock
+#: (re-entrant: calls nest), so that threads take turns; processes are unaffected.
+_TORCH_LOCK = threading.RLock()
+
+
+def _serialised(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _TORCH_LOCK:
+            return method(*args, **kwargs)
+    return locked
+
+
+for _name, _method in list(vars(TorchAdapter).items()):
+    if inspect.isfunction(_method) and _name != "__init__":
+        setattr(TorchAdapter, _name, _serialised(_method))
+TorchAdapter.__init__ = _serialised(TorchAdapter.__init__)
+
+
+def _copy_state(adapter, memo=None):
+    with _TORCH_LOCK:   # never while another thread has the module's parameters swapped
+        return copy.deepcopy(adapter.__dict__, memo)
+
+
+def _deepcopy(adapter, memo):
+    new = object.__new__(type(adapter))
+    memo[id(adapter)] = new
+    new.__dict__.update(_copy_state(adapter, memo))
+    return new
+
+
+TorchAdapter.__deepcopy__ = _deepcopy
+TorchAdapter.__getstate__ = _copy_state      # pickling (joblib's process workers) alike
 
 
 def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="auto", batch_size=4096,
