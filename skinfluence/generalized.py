@@ -180,6 +180,18 @@ class GeneralizedInfluence(BaseInfluence):
         if not adapter.penalty.is_smooth:
             raise ValueError("GeneralizedInfluence supports smooth penalties only (no ℓ1); "
                              "use HessianInfluence for Lasso / elastic net")
+        if getattr(self, "_fit_params", None) is not None:   # after fit: the J that fit selected
+            mask = self.parameter_mask_
+        else:
+            mask = self._select(adapter)
+        return GIFSolver(operator, subset=mask, strategy=self.strategy,
+                         method="exact" if self.solver == "exact" else "lissa",
+                         damping=self.damping_, null_space=adapter.null_space(),
+                         normalizer=self.normalizer, normalizer_step=self.normalizer_step,
+                         max_iter=self.max_iter, tol=self.tol, random_state=self.random_state)
+
+    def _select(self, adapter):
+        """Select ``J`` (``parameter_mask_``, ``selection_table_``) at the fitted parameters."""
         X_sel, y_sel = self._selection_data
         mask, table = select_parameters(adapter, X_sel, y_sel, rule=self.selection,
                                         ratio=self.ratio, random_state=self.random_state)
@@ -188,11 +200,7 @@ class GeneralizedInfluence(BaseInfluence):
         if not mask.any():
             raise ValueError(f"ratio={self.ratio} selects no parameter; increase it")
         self.parameter_mask_, self.selection_table_ = mask, table
-        return GIFSolver(operator, subset=mask, strategy=self.strategy,
-                         method="exact" if self.solver == "exact" else "lissa",
-                         damping=self.damping_, null_space=adapter.null_space(),
-                         normalizer=self.normalizer, normalizer_step=self.normalizer_step,
-                         max_iter=self.max_iter, tol=self.tol, random_state=self.random_state)
+        return mask
 
     # ------------------------------------------------------------- solver report
     def _info(self, key, default):

@@ -290,6 +290,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         self : object
         """
         self._check_options()
+        self._fit_params = None
         y = check_target(y, type(self).__name__)
         check_consistent_length(X, y)
         stages = FitStages(["estimator", "adapter", "curvature and factorisation", "polishing"],
@@ -330,6 +331,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
         stages.close()
         self._set_model(model)
+        self._fit_params = self.get_params(deep=False)   # what later queries rebuild with
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
                   f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "

@@ -15,6 +15,8 @@ is what :meth:`~InfluenceQueries.unlearn` removes.
 
 from __future__ import annotations
 
+import functools
+import threading
 import warnings
 from numbers import Integral
 
@@ -28,6 +30,31 @@ from . import _streaming, _updates
 from ._changes import iterate_change
 
 __all__ = ["InfluenceQueries"]
+
+#: options that may change after fit (how queries run, not what was fitted)
+RUNTIME_OPTIONS = frozenset({"n_jobs", "verbose", "memory_budget", "batch_size"})
+_AS_FITTED = threading.RLock()
+
+
+def as_fitted(method):
+    """Run ``method`` with the parameters :meth:`fit` saw: a query that rebuilds the model
+    (several Newton steps, GIF's selection, a torch Fisher) must not pick up a later
+    ``set_params``. The user's values are put back afterwards (threads take turns)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        fitted = getattr(self, "_fit_params", None)
+        if fitted is None:
+            return method(self, *args, **kwargs)
+        with _AS_FITTED:
+            now = self.get_params(deep=False)
+            changed = {k: v for k, v in fitted.items()
+                       if k not in RUNTIME_OPTIONS and now.get(k, v) is not v}
+            try:
+                vars(self).update(changed)
+                return method(self, *args, **kwargs)
+            finally:
+                vars(self).update({k: now[k] for k in changed})
+    return run
 
 
 class InfluenceQueries:
@@ -378,6 +405,7 @@ class InfluenceQueries:
         return _updates.cv_decision(model, test_folds, check_method(method))
 
     # --------------------------------------------------------------- removals
+    @as_fitted
     def parameter_change(self, indices, method="ns", steps=1) -> np.ndarray:
         """Change of the parameter vector when training rows ``indices`` are removed.
 
@@ -422,6 +450,7 @@ class InfluenceQueries:
         previous = self._model if check_method(method) == "ij" else None
         return -self._build(self.adapter_, previous=previous, target=target).newton_step()
 
+    @as_fitted
     def unlearn(self, indices, method="ns", steps=1):
         """The model as if training rows ``indices`` had not been in the training data.
 
@@ -444,6 +473,7 @@ class InfluenceQueries:
         delta = self._iterate(*self._removal(indices, method), steps, check=True)
         return self.adapter_.with_params(self.adapter_.theta + delta)
 
+    @as_fitted
     def relabel(self, indices, y_new, method="ns", steps=1):
         """The model as if training rows ``indices`` had targets ``y_new``.
 
