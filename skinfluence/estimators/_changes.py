@@ -72,13 +72,20 @@ def iterate_change(inf, delta, target, steps, check=False):
 
 
 def decrement_ratio(inf, delta, target):
-    """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step."""
+    """``√(r₁ᵀM⁻¹r₁ / r₀ᵀM⁻¹r₀)``: the changed objective's gradient after and before the step,
+    each less the fitted objective's own gradient at θ̂ (the fit's optimisation error, which
+    the step does not address and fit already reports). A change that moves nothing (rows of
+    weight 0) has ratio 0, and so does a quadratic objective, where one step is exact."""
     y, sw = target
-    ad, solve = inf.adapter_, inf._model.solver.solve
+    ad, model = inf.adapter_, inf._model
+    fitted = model.data_grad + ad.penalty.gradient(ad.theta)
     gradients = []
     for adapter in (ad, inf.model_adapter(ad.with_params(ad.theta + delta))):
         m = InfluenceModel(adapter, inf._Z, y, sw, inf._curvature_kind)
-        gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta))
-    g0, g1 = gradients
-    before = float(g0 @ solve(g0))
-    return float(np.sqrt(max(g1 @ solve(g1), 0.0) / before)) if before > 0 else 0.0
+        gradients.append(m.data_grad + adapter.penalty.gradient(adapter.theta) - fitted)
+    r0, r1 = gradients
+    before = float(r0 @ model.solver.solve(r0))
+    after = max(float(r1 @ model.solver.solve(r1)), 0.0)
+    # below rounding (a change of nothing, or exact up to round-off) there is nothing to compare
+    tiny = 1e-20 * max(float(fitted @ fitted), float(model.data_grad @ model.data_grad), 1e-300)
+    return float(np.sqrt(after / before)) if before > tiny else 0.0
