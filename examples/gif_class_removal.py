@@ -34,12 +34,14 @@ import gif_digits  # noqa: E402
 
 
 def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
-    """Draw the saved runs, or run ``seeds`` seeds; ``quick``: the MLP, two shares, a short
-    line search (a smoke run of a few minutes, the one CI runs)."""
+    """Draw the saved runs, or run ``seeds`` seeds; ``quick``: the MLP, one share, short
+    solves and line searches (the smoke run CI makes)."""
     torch.set_num_threads(1)
     # the benchmark's own defaults, so that the two never drift apart
-    options = ["--ratios", "0.05", "0.3", "--max-steps", "20"] if quick else []
-    args = gif_digits.parser().parse_args(["--rules", "highest_outputs", "random", *options])
+    options = (["--rules", "highest_outputs", "--ratios", "0.3", "--rule-ratios", "0.3",
+                "--max-iter", "20", "--max-steps", "10"] if quick
+               else ["--rules", "highest_outputs", "random"])
+    args = gif_digits.parser().parse_args(options)
     model = "mlp" if quick else model
     saved = [] if quick else sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
     if saved:
@@ -60,7 +62,8 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
     for method, rule, label in [("gif", "highest_outputs", "GIF (highest outputs)"),
                                 ("gif", "random", "GIF (random rows)"),
                                 ("freezing", None, "Freezing"), ("projecting", None, "Projecting")]:
-        ax.plot(*f1(method, rule), marker="o", label=label)
+        if any(r["method"] == method and rule in (None, r["rule"]) for r in rows):
+            ax.plot(*f1(method, rule), marker="o", label=label)
     for method, style, label in [("full", "--", "full influence function"),
                                  ("second_order", "-.", "second-order (Basu et al.)"),
                                  ("retrain", ":", "retrained without the class")]:
