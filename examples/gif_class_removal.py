@@ -15,6 +15,8 @@ The experiment is the class-removal experiment of ``benchmarks/gif_digits.py``: 
 results it saved in ``benchmarks/.cache_gif/removal_<model>_seed<k>.json`` are drawn when present
 (every seed it ran), otherwise one seed is run here (about 20 minutes on one CPU core).
 The figure is saved as ``gif_class_removal.png`` (or the path given as first argument).
+``--quick`` runs a smoke version instead (the MLP, one share of parameters, short solves;
+3 minutes on a shared CPU), which CI runs (``tests/test_examples.py``).
 """
 
 import argparse
