@@ -38,6 +38,10 @@ class InfluenceEnsemble(BaseEstimator):
     influences_ : list of fitted influence estimators
     n_samples_ : int
         Number of training samples.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Their names, where ``X`` had string column names.
 
     Notes
     -----
@@ -81,7 +85,18 @@ class InfluenceEnsemble(BaseEstimator):
         self.influences_ = [(copy.deepcopy(m) if m.prefit else clone(m)).fit(X, y, sample_weight)
                             for m in members]
         self.n_samples_ = self.influences_[0].n_samples_
+        first = self.influences_[0]
+        if hasattr(first, "n_features_in_"):
+            self.n_features_in_ = first.n_features_in_
+        if hasattr(first, "feature_names_in_"):
+            self.feature_names_in_ = first.feature_names_in_
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.sparse = True      # as its members (linear models take sparse X)
+        return tags
 
     def _mean(self, name, *args, **kwargs):
         check_is_fitted(self, "influences_")

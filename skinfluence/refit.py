@@ -23,7 +23,16 @@ _DATA, _WEIGHT = "_skinfluence_X", "_skinfluence_sample_weight"
 
 
 def supports_sample_weight(estimator) -> bool:
-    """Whether :func:`fit_weighted` can fit ``estimator`` (or a Pipeline's last step) with weights."""
+    """Whether :func:`fit_weighted` can fit ``estimator`` (or a Pipeline's last step) with weights.
+
+    Parameters
+    ----------
+    estimator : estimator
+
+    Returns
+    -------
+    bool
+    """
     last = final_step(estimator)
     return is_skorch(last) or has_fit_parameter(last, "sample_weight")
 

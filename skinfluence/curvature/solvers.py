@@ -117,7 +117,17 @@ class InverseOperator:
 
 
 def register_solver(name: str):
-    """Class decorator: make a :class:`Solver` available as ``solver=name``."""
+    """Class decorator: make a :class:`Solver` available as ``solver=name``.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    callable
+        The decorator, which registers the class in :data:`SOLVERS` and returns it.
+    """
     def add(cls):
         cls.name = name
         SOLVERS[name] = cls
@@ -127,7 +137,26 @@ def register_solver(name: str):
 
 def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **options):
     """Build the registered solver ``name`` for ``operator`` (a ``CurvatureOperator``,
-    or for the dense solver a ``p × p`` matrix)."""
+    or for the dense solver a ``p × p`` matrix).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`SOLVERS`.
+    operator : CurvatureOperator or ndarray of shape (p, p)
+    damping : float, default=0.0
+        Added to the diagonal.
+    null_space : ndarray of shape (p, r), optional
+        Directions the objective ignores.
+    active : ndarray of bool of shape (p,), optional
+        Coordinates that move (ℓ1 support).
+    **options
+        The solver's own options.
+
+    Returns
+    -------
+    Solver
+    """
     if name not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {name!r}")
     return SOLVERS[name](operator, damping=damping, null_space=null_space, active=active, **options)

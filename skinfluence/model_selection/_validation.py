@@ -128,7 +128,8 @@ def _check_xy(X, y):
         raise ValueError("y is required: approximate cross-validation needs the training loss")
     X, y = indexable(X, y)
     if _num_samples(X) < 2:
-        raise ValueError("at least two samples are needed for cross-validation")
+        raise ValueError(f"at least two samples are needed for cross-validation, got "
+                         f"n_samples={_num_samples(X)}")
     return X, y
 
 

@@ -16,7 +16,12 @@ __all__ = ["ModelAdapter", "GLMAdapter", "PipelineAdapter", "SubsetAdapter", "ma
 
 
 def supported_estimators() -> list[str]:
-    """Names of the estimator types an influence estimator accepts."""
+    """Names of the estimator types an influence estimator accepts.
+
+    Returns
+    -------
+    list of str
+    """
     names = [cls.__name__ for cls in SUPPORTED_GLMS]
     return names + ["skorch NeuralNetClassifier/NeuralNetRegressor", "torch.nn.Module",
                     "a Pipeline ending in one of these"]
@@ -26,6 +31,12 @@ class PipelineAdapter:
     """A fitted Pipeline: its preprocessing is held fixed, its last step is the model.
 
     Everything but :meth:`design` and :meth:`with_params` is the last step's adapter.
+
+    Parameters
+    ----------
+    pipeline : fitted Pipeline
+    inner : ModelAdapter
+        The adapter of its last step.
     """
 
     def __init__(self, pipeline, inner):
@@ -57,6 +68,10 @@ def make_adapter(estimator, **options) -> ModelAdapter:
         in one of these.
     **options
         Passed to the torch adapter (device, dtype, loss, ...); ignored for GLMs.
+
+    Returns
+    -------
+    ModelAdapter
     """
     if isinstance(estimator, Pipeline):
         return PipelineAdapter(estimator, make_adapter(estimator[-1], **options))

@@ -142,7 +142,13 @@ def _spec(est, n_classes) -> _Spec:
 
 
 class GLMAdapter(ModelAdapter):
-    """Protocol implementation for a fitted scikit-learn linear model."""
+    """Protocol implementation for a fitted scikit-learn linear model.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        One of ``SUPPORTED_GLMS``.
+    """
 
     def __init__(self, estimator):
         check_is_fitted(estimator)

@@ -536,6 +536,18 @@ def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="aut
 
     ``solver`` and ``curvature`` are chosen by the influence estimator; they are accepted
     here so that every adapter takes the same options.
+
+    Parameters
+    ----------
+    estimator : fitted skorch net or TorchModel
+    device, dtype, batch_size, random_state, fisher
+        As for :class:`TorchAdapter`.
+    solver, curvature, **kw
+        Accepted and ignored.
+
+    Returns
+    -------
+    TorchAdapter
     """
     return TorchAdapter(estimator, device=device, dtype=dtype, batch_size=batch_size,
                         random_state=random_state, fisher=fisher)

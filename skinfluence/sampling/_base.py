@@ -96,6 +96,12 @@ class BaseSampler(BaseEstimator):
         "random_state": ["random_state"],
     }
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True        # X is passed on as the estimator takes it
+        tags.target_tags.required = True
+        return tags
+
     def __init__(self, n_samples=0.1, *, random_state=None):
         self.n_samples = n_samples
         self.random_state = random_state
@@ -103,7 +109,8 @@ class BaseSampler(BaseEstimator):
     def _n_selected(self, n):
         if isinstance(self.n_samples, numbers.Integral):
             if self.n_samples > n:
-                raise ValueError(f"n_samples={self.n_samples} exceeds the number of rows ({n}); "
+                raise ValueError(f"n_samples={self.n_samples} exceeds the number of rows "
+                                 f"(X has n_samples={n}); "
                                  "pass at most that many, or a fraction in (0, 1]")
             return int(self.n_samples)
         return max(1, min(n, int(round(self.n_samples * n))))
@@ -132,6 +139,8 @@ class BaseSampler(BaseEstimator):
         self
         """
         self._validate_params()  # (not sklearn's _fit_context: it takes the name `estimator`)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
@@ -152,6 +161,8 @@ class BaseSampler(BaseEstimator):
             sw = sample_weight = np.asarray(sample_weight, dtype=float)
             if sw.shape != (n,) or not np.all(np.isfinite(sw)) or (sw < 0).any():
                 raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
+            if not sw.any():
+                raise ValueError("sample_weight is zero for every row: no row has weight")
         m = self._n_selected(n)
         rng = check_random_state(self.random_state)
         idx, w = self._select(X, y, m, estimator, logits, sample_weight, rng)
