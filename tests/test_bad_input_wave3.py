@@ -300,7 +300,11 @@ def table(tmp_path_factory):
 ])
 def test_cli_failures_are_one_line_exit_2(table, capsys, argv, message):
     argv = [a.format(p=table) for a in argv]
-    assert main(argv) == 2
+    try:
+        status = main(argv)
+    except SystemExit as exit_:          # a usage error, from argparse (as the command exits)
+        status = exit_.code
+    assert status == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
@@ -317,3 +321,10 @@ def test_cli_unlearn_steps(table, tmp_path, capsys):
     keep = np.setdiff1d(np.arange(60), [1, 2, 3])
     exact = LogisticRegression(**TIGHT).fit(df[list("abc")].iloc[keep], df["y"].iloc[keep])
     np.testing.assert_allclose(got.loc["unlearned"], _coef(exact), atol=1e-6)
+
+
+def test_cli_warnings_are_one_line(table, tmp_path, capsys):
+    assert main(["loocv", str(table / "train.csv"), "--target", "y", "--param", "max_iter=2",
+                 "--no-polish", "--out", str(tmp_path / "o.csv")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("skinfluence loocv: warning: ") and "converged" in err[0]
