@@ -54,7 +54,7 @@ def iterate_change(inf, delta, target, steps, check=False):
                 warnings.warn(
                     f"one Newton step leaves {ratio:.0%} of the changed objective's Newton "
                     "decrement: the one-step answer is far from the refit's (large or confidently "
-                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=4)
+                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=5)
         return delta, info
     start = inf._build(inf.model_adapter(ad.with_params(theta + delta)), target=target)
     here = inf._build(ad, target=target)
