@@ -333,8 +333,9 @@ class InfluenceQueries:
         if self.adapter_.data_dependent_weights:
             warnings.warn(f"class_weight='balanced': the {what} answers keep the full data's class "
                           "weights, while a refit re-derives them from the remaining rows (an error of "
-                          "the order of the change itself for small classes); unlearn() and relabel() "
-                          "re-derive them, or pass explicit class_weight={class: weight}",
+                          "the order of the change itself for small classes); unlearn(), relabel() and "
+                          "cv_decision() (K-fold) re-derive them, or pass explicit "
+                          "class_weight={class: weight}",
                           InfluenceWarning, stacklevel=3)
 
     def approx_loocv(self, method="ns", response_method="predict") -> np.ndarray:
@@ -399,10 +400,28 @@ class InfluenceQueries:
         -------
         ndarray of shape (n_samples, K)
             Rows in no fold are NaN; a row in several keeps its last.
+
+        Notes
+        -----
+        With ``class_weight="balanced"`` each fold's step is Newton's step on that fold's
+        objective, whose class weights are re-derived from the remaining rows (one
+        factorisation per fold), as the refit would.
         """
         model = self._fitted()
-        self._warn_frozen_weights("cross-validation")
-        return _updates.cv_decision(model, test_folds, check_method(method))
+        if not self.adapter_.data_dependent_weights:
+            return _updates.cv_decision(model, test_folds, check_method(method))
+        return self._changed_cv(model, test_folds, method)
+
+    @as_fitted
+    def _changed_cv(self, model, test_folds, method):
+        out, ad = np.full_like(model.eta, np.nan), self.adapter_
+        for fold in test_folds:
+            idx = model.check_indices(fold)
+            model.check_removal(idx)
+            sw = self.sample_weight_.copy()
+            sw[idx] = 0.0
+            out[idx] = ad.eta(model.Z[idx], ad.theta + self._changed_step((model.y, sw), method))
+        return out
 
     # --------------------------------------------------------------- removals
     @as_fitted

@@ -102,6 +102,8 @@ def removal_step(influence, removed, method="ns"):
     objective from the fit, its residual gradient included (exact for a Ridge path)."""
     if not isinstance(influence, BaseInfluence):  # RidgePath: exact
         return influence.parameter_change(removed, method)
+    if influence.adapter_.data_dependent_weights:  # balanced class weights: the fold's own objective
+        return influence.parameter_change(removed, method)
     model = influence._fitted()
     idx = model.check_indices(removed)
     model.check_removal(idx)
