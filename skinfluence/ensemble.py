@@ -17,7 +17,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._utils import MEMORY_ADVICE, check_memory, check_out, parse_bytes, row_blocks
 from .estimators import BaseInfluence
-from .estimators._streaming import TopInfluences, _best
+from .estimators import TopInfluences
 
 __all__ = ["InfluenceEnsemble"]
 
@@ -152,7 +152,7 @@ class InfluenceEnsemble(BaseEstimator):
             if top_k is None:
                 out[sl] = A
             else:
-                top.append((*_best(A, positions, top_k, 1), *_best(A, positions, top_k, -1)))
+                top.append(TopInfluences.best(A, positions, top_k))
         if top_k is None:
             return out
         helpful, helpful_idx, harmful, harmful_idx = (np.concatenate(p, axis=0) for p in zip(*top))

@@ -62,8 +62,8 @@ class InfluenceQueries:
 
     # --------------------------------------------------------------- plumbing
     def _fitted(self):
-        check_is_fitted(self, "curvature_solver_")
-        return self._model
+        check_is_fitted(self, "engine_")
+        return self.engine_
 
     def _design(self, X):
         Z = self.adapter_.design(X)
@@ -165,6 +165,34 @@ class InfluenceQueries:
         check_consistent_length(Z, y_enc)
         g = self.adapter_.loss.gradient(y_enc, self.adapter_.eta(Z))
         return _updates.influence_factors(model, self.adapter_.gradients(Z, g))
+
+    def training_gradients(self, indices=None) -> np.ndarray:
+        """Per-row training gradients ``v_i = c_i ∇ℓ_i + s_i ∇π``: the first-order change of
+        the fitted objective's gradient when row ``i`` is removed (``c_i`` the row's data
+        weight, ``s_i`` its share of a mean-scaled penalty ``π``, zero otherwise).
+
+        Computed over blocks of rows sized from ``memory_budget``.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask, default=None
+            Training rows (all by default).
+
+        Returns
+        -------
+        ndarray of shape (len(indices), n_params)
+
+        Raises
+        ------
+        MemoryError
+            If the ``len(indices) × n_params`` result would not fit in memory.
+        """
+        model = self._fitted()
+        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
+        check_memory((len(rows), self.adapter_.n_params), "the training gradients",
+                     "ask for fewer rows at a time (indices=) or score them against test "
+                     "factors with influences_from_factors, which streams blocks of rows")
+        return _streaming.training_gradients(self, model, rows)
 
     def influences_from_factors(self, factors, indices=None) -> np.ndarray:
         """Scores ``factorsᵀ v_i`` of training rows: the first-order change of each factor's
@@ -326,8 +354,7 @@ class InfluenceQueries:
         """
         model = self._fitted()
         self._warn_frozen_weights("leave-one-out")
-        return _updates.loo_decision(model, check_method(method),
-                                     _streaming.training_rows_per_block(self))
+        return model.loo_decision(check_method(method), _streaming.training_rows_per_block(self))
 
     def _warn_frozen_weights(self, what):
         if self.adapter_.data_dependent_weights:
@@ -409,7 +436,7 @@ class InfluenceQueries:
         """
         model = self._fitted()
         if not self.adapter_.data_dependent_weights:
-            return _updates.cv_decision(model, test_folds, check_method(method))
+            return model.cv_decision(test_folds, check_method(method))
         return self._changed_cv(model, test_folds, method)
 
     @as_fitted
@@ -458,16 +485,16 @@ class InfluenceQueries:
         sw[idx] = 0.0
         if self.adapter_.data_dependent_weights:
             return self._changed_step((model.y, sw), method), (model.y, sw)
-        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
-                                       model.share[idx].sum(), check_method(method))
-        return delta, (model.y, sw)
+        return model.removal_step(idx, check_method(method)), (model.y, sw)
 
     def _changed_step(self, target, method):
         """The first step when the change moves every row's weight (balanced class weights
         re-derived on the remaining rows): Newton's step on the changed objective, with its
         own curvature ("ns") or the fitted one ("ij")."""
-        previous = self._model if check_method(method) == "ij" else None
-        return -self._build(self.adapter_, previous=previous, target=target).newton_step()
+        model = self._fitted()
+        if check_method(method) == "ij" and self.adapter_.penalty.is_smooth:
+            return -model.solver.solve(model.objective_gradient(*target))
+        return -model.with_target(*target).newton_step()
 
     @as_fitted
     def unlearn(self, indices, method="ns", steps=1):
@@ -528,11 +555,11 @@ class InfluenceQueries:
                                                            steps, True))
         eta = model.eta[idx]
         g_new = ad.loss.gradient(y_new, eta)
-        W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
-        delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
-                                       0.0, check_method(method))
+        W_new = ad.output_curvature(y_new, eta, model.kind)
+        delta = model.change_step(idx, model.g[idx] - g_new, model.W[idx] - W_new, 0.0,
+                                  check_method(method))
         return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
 
     def _iterate(self, delta, target, steps, check=False):
-        delta, self.update_info_ = iterate_change(self, delta, target, steps, check)
+        delta, self.update_info_ = iterate_change(self._fitted(), delta, target, steps, check)
         return delta

@@ -150,6 +150,9 @@ class GLMAdapter(ModelAdapter):
         One of ``SUPPORTED_GLMS``.
     """
 
+    has_gram = True
+    supports_sparse_rows = True
+
     def __init__(self, estimator):
         check_is_fitted(estimator)
         self.estimator = estimator
@@ -288,9 +291,9 @@ class GLMAdapter(ModelAdapter):
         eta = self.eta(Z) if eta is None else eta
         return self.output_curvature(y, eta, kind) * c[:, None, None]
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
         K = self.n_outputs
-        W = self.curvature_weights(y, c, kind, eta, Z)
+        W = self.curvature_weights(y, c, kind, eta, Z) if weights is None else weights
         M = np.empty((self.n_params, self.n_params))
         for k, l in self._blocks():
             if sp.issparse(Z):  # sparse times dense column blocks: no sparse fill-in
