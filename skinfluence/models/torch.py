@@ -93,6 +93,9 @@ class TorchAdapter(ModelAdapter):
     random_state : int, RandomState or None
         Seeds the labels drawn for ``fisher="mc"``.
     fisher : {"exact", "mc", "empirical"}
+    _private : bool, default=False
+        Internal (set by :meth:`moved`): the estimator is the adapter's own copy, whose
+        module may be used as it is.
     """
 
     is_network = True
