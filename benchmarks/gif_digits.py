@@ -390,7 +390,8 @@ COLUMNS = {"removal": ["EA", "SA", "F1", "steps", "solve", "total"],
            "backdoor": ["clean", "relabel", "attack", "steps", "solve", "total"]}
 
 
-def main():
+def parser():
+    """The command line's options (their defaults are the experiments' settings)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--experiments", nargs="+", default=["removal"],
                     choices=["removal", "label", "backdoor", "cost"])
@@ -416,7 +417,11 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--from-cache", action="store_true",
                     help="only print the tables of the runs saved in benchmarks/.cache/gif_digits")
-    args = ap.parse_args()
+    return ap
+
+
+def main():
+    args = parser().parse_args()
     if args.from_cache:
         for exp, cols in COLUMNS.items():
             for model in args.models:

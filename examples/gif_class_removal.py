@@ -15,11 +15,13 @@ The experiment is the class-removal experiment of ``benchmarks/gif_digits.py``: 
 results it saved in ``benchmarks/.cache_gif/removal_<model>_seed<k>.json`` are drawn when present
 (every seed it ran), otherwise one seed is run here (about 20 minutes on one CPU core).
 The figure is saved as ``gif_class_removal.png`` (or the path given as first argument).
+``--quick`` runs a smoke version instead (the MLP, one share of parameters, short solves;
+3 minutes on a shared CPU), which CI runs (``tests/test_examples.py``).
 """
 
-import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -33,12 +35,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gif_digits  # noqa: E402
 
 
-def main(out="gif_class_removal.png", seeds=1, model="cnn"):
+def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
+    """Draw the saved runs, or run ``seeds`` seeds; ``quick``: the MLP, one share, short
+    solves and line searches (the smoke run CI makes)."""
     torch.set_num_threads(1)
-    args = argparse.Namespace(ratios=[0.02, 0.05, 0.1, 0.3], rules=["highest_outputs", "random"],
-                              mlp_rules=["highest_outputs", "random"], max_iter=100, gamma=0.1,
-                              max_steps=100, stop_sa=0.0, verbose=False, curvature="hessian", only=None)
-    saved = sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
+    # the benchmark's own defaults, so that the two never drift apart
+    options = (["--rules", "highest_outputs", "--ratios", "0.3", "--rule-ratios", "0.3",
+                "--max-iter", "20", "--max-steps", "10"] if quick
+               else ["--rules", "highest_outputs", "random"])
+    args = gif_digits.parser().parse_args(options)
+    model = "mlp" if quick else model
+    if quick:   # keep the smoke run's nets and results out of the benchmark's cache
+        gif_digits.CACHE = Path(tempfile.mkdtemp())
+    saved = [] if quick else sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
     if saved:
         per_seed = [json.loads(f.read_text()) for f in saved]
     else:
@@ -57,7 +66,8 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn"):
     for method, rule, label in [("gif", "highest_outputs", "GIF (highest outputs)"),
                                 ("gif", "random", "GIF (random rows)"),
                                 ("freezing", None, "Freezing"), ("projecting", None, "Projecting")]:
-        ax.plot(*f1(method, rule), marker="o", label=label)
+        if any(r["method"] == method and rule in (None, r["rule"]) for r in rows):
+            ax.plot(*f1(method, rule), marker="o", label=label)
     for method, style, label in [("full", "--", "full influence function"),
                                  ("second_order", "-.", "second-order (Basu et al.)"),
                                  ("retrain", ":", "retrained without the class")]:
@@ -75,4 +85,5 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn"):
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or []))
+    argv = sys.argv[1:]
+    main(*[a for a in argv if a != "--quick"][:1], quick="--quick" in argv)

@@ -14,7 +14,7 @@ fall monotonically in ``beta`` (large removals leave the first-order regime), so
 line joins the best trade-offs (no other model is both fairer and more accurate),
 not the points in ``beta`` order.
 
-Run: ``python examples/plot_fairness_adult.py [out.png]`` (about a minute); saves
+Run: ``python examples/plot_fairness_adult.py [out.png]`` (about four minutes on one shared CPU core); saves
 ``fairness_adult.png``.
 """
 

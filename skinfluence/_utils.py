@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-__all__ = ["final_step", "is_skorch", "is_torch_module", "is_torch_model", "row_blocks",
+__all__ = ["check_out", "final_step", "is_skorch", "is_torch_module", "is_torch_model", "row_blocks",
            "check_sample_weight", "check_target", "check_memory", "check_method", "MAX_DENSE_BYTES",
            "MEMORY_ADVICE",
            "parse_bytes", "BlockPlan", "plan_blocks"]
@@ -91,6 +91,18 @@ def check_memory(shape, what: str, advice: str | None = None) -> None:
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def check_out(out, shape) -> None:
+    """Refuse an ``out=`` array that cannot hold the scores: another shape, or an integer or
+    boolean dtype (which would keep them truncated)."""
+    if tuple(getattr(out, "shape", ())) != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)} (test rows, training rows), got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+    dtype = np.dtype(getattr(out, "dtype", float))
+    if dtype.kind not in "fc":
+        raise TypeError(f"out must have a floating dtype (float64 or float32), got {dtype}: the "
+                        "scores would be truncated")
 
 
 def parse_bytes(budget) -> int:

@@ -5,13 +5,14 @@
     skinfluence loocv DATA.csv --target COL [--model logistic] [--out FILE]
     skinfluence attribute TRAIN.csv TEST.csv --target COL
     skinfluence self-influence DATA.csv --target COL [--top 20]
-    skinfluence unlearn DATA.csv --target COL --remove 3,17,42
+    skinfluence unlearn DATA.csv --target COL --remove 3,17,42 [--steps converge]
     skinfluence demo
 
 Every verb fits the model on all numeric columns but the target (``--drop`` removes
 more), with :class:`~skinfluence.FisherInfluence` (``--curvature hessian`` for
 :class:`~skinfluence.HessianInfluence`) and Newton polishing, prints a table or
-writes it as CSV (``--out``). Bad input ends in one line on stderr and exit status 2.
+writes it as CSV (``--out``). Every failure ends in one line on stderr and exit status
+2, and warnings print as one line each.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ class CLIError(Exception):
     """Bad input from the command line: reported as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2) like every other failure."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _steps(text):
+    return "converge" if text == "converge" else _positive_int(text)
+
+
 # ------------------------------------------------------------------- input
 def read_table(path: str) -> pd.DataFrame:
     """Read a CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet (``.parquet``, ``.pq``) file."""
@@ -55,6 +77,8 @@ def read_table(path: str) -> pd.DataFrame:
         return pd.read_csv(p, sep="\t" if name.endswith((".tsv", ".tsv.gz")) else ",")
     except ImportError as exc:
         raise CLIError(f"cannot read {path}: {exc}") from None
+    except pd.errors.EmptyDataError:
+        raise CLIError(f"{path} is empty: no rows") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise CLIError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
@@ -64,6 +88,8 @@ def split_features(df: pd.DataFrame, target: str, drop=(), path: str = "the data
     missing = [c for c in [target, *drop] if c not in df.columns]
     if missing:
         raise CLIError(f"column {missing[0]!r} is not in {path} (columns: {', '.join(map(str, df.columns))})")
+    if len(df) == 0:
+        raise CLIError(f"{path} has a header but no rows")
     X = df.drop(columns=[target, *drop])
     if X.shape[1] == 0:
         raise CLIError(f"{path} has no feature columns besides the target {target!r}")
@@ -97,6 +123,10 @@ def make_model(name: str, params=()):
         if key not in est.get_params():
             raise CLIError(f"{cls} has no parameter {key!r}")
         est.set_params(**{key: value})
+    try:
+        est._validate_params()     # scikit-learn's declared constraints: "C=abc" fails here
+    except ValueError as exc:
+        raise CLIError(f"--param: {str(exc).splitlines()[0]}") from None
     return est
 
 
@@ -143,7 +173,10 @@ def attribute(args) -> tuple[pd.DataFrame, str]:
     if list(X_test.columns) != list(X.columns):
         raise CLIError(f"{args.test} must have the same feature columns as {args.data}")
     inf = fit_influence(args, X, y)
-    A = inf.attribute(X_test, y_test)
+    try:
+        A = inf.attribute(X_test, y_test)
+    except ValueError as exc:
+        raise CLIError(f"{args.test}: {str(exc).splitlines()[0]}") from None
     table = pd.DataFrame(A, index=X_test.index.rename("test_row"), columns=X.index)
     return table, ("A[j, i] = loss of test row j after removing training row i, minus its loss now "
                    "(first order); positive: row i helps test row j")
@@ -178,7 +211,7 @@ def unlearn(args) -> tuple[pd.DataFrame, str]:
     rows = _rows(args.remove, len(y))
     inf = fit_influence(args, X, y)
     try:
-        new = inf.unlearn(rows, method=args.method)
+        new = inf.unlearn(rows, method=args.method, steps=args.steps)
     except ValueError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
     est = inf.estimator_
@@ -192,7 +225,10 @@ def unlearn(args) -> tuple[pd.DataFrame, str]:
     labels = (["fitted", "unlearned"] if coefficients(est).shape[0] == 1 else
               [f"{kind}[{c}]" for kind in ("fitted", "unlearned") for c in est.classes_])
     table = pd.DataFrame(np.vstack([coefficients(est), coefficients(new)]), index=labels, columns=cols)
-    return table, f"coefficients without rows {', '.join(map(str, rows))} (one Newton step, method={args.method!r})"
+    info = inf.update_info_
+    how = ("one Newton step" if args.steps == 1 else
+           f"{info['steps']} Newton steps, {'converged' if info['converged'] else 'not converged'}")
+    return table, f"coefficients without rows {', '.join(map(str, rows))} ({how}, method={args.method!r})"
 
 
 # ------------------------------------------------------------------- demo
@@ -277,7 +313,7 @@ def _damping(value):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="skinfluence",
         description="Influence functions for scikit-learn models on a CSV or Parquet table: "
                     "what does each training row do to the model? Every answer comes from one fit.",
@@ -308,11 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-polish", action="store_true",
                        help="use the fit as it is instead of taking Newton steps to the optimum")
         if verb == "self-influence":
-            p.add_argument("--top", type=int, default=0, metavar="K",
+            p.add_argument("--top", type=_positive_int, default=0, metavar="K",
                            help="only the K rows with the largest self-influence, largest first")
         if verb == "unlearn":
             p.add_argument("--remove", required=True, metavar="ROWS",
                            help="0-based row numbers to forget, e.g. 3,17,42")
+            p.add_argument("--steps", type=_steps, default="converge", metavar="N",
+                           help="Newton steps on the objective without the rows: 'converge' (default; "
+                                "the exact refit's coefficients, a few Gram matrices for a linear "
+                                "model) or a number (1: the one-step influence approximation)")
         p.add_argument("--out", metavar="FILE", help="write the table as CSV instead of printing it")
     p = sub.add_parser("demo", help="approximate LOO-CV of a logistic regression on the bundled Adult data",
                        description="Approximate leave-one-out CV of a logistic regression on the bundled "
@@ -325,21 +365,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the ``skinfluence`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "demo":
-            demo(args.n_exact, args.seed)
-            return 0
-        make_model(args.model, args.param)  # a bad model name fails before any data is read
-        from sklearn.exceptions import ConvergenceWarning
+    prog = f"skinfluence {args.command}"
 
+    def one_line(message, category, *_, **__):
+        print(f"{prog}: warning: {str(message).strip().splitlines()[0]}", file=sys.stderr)
+
+    try:
         with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            if args.command == "demo":
+                demo(args.n_exact, args.seed)
+                return 0
+            make_model(args.model, args.param)  # a bad model name fails before any data is read
+            out = Path(args.out) if args.out else None
+            if out is not None and not out.resolve().parent.is_dir():   # before all the work
+                raise CLIError(f"--out {args.out}: the folder {out.resolve().parent} does not exist")
+            from sklearn.exceptions import ConvergenceWarning
+
             warnings.simplefilter("ignore", ConvergenceWarning)  # the solver's tolerance: polishing takes over
             table, note = VERBS[args.command][0](args)
+            if out is not None:
+                table.to_csv(out)
     except CLIError as exc:
-        print(f"skinfluence {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:   # noqa: BLE001 - a command line shows one line, never a traceback
+        text = str(exc).strip().splitlines()
+        print(f"{prog}: error: {type(exc).__name__}: {text[0] if text else ''}", file=sys.stderr)
         return 2
     if args.out:
-        table.to_csv(args.out)
         print(f"wrote {args.out}: {table.shape[0]} rows x {table.shape[1]} columns; {note}")
     else:
         with pd.option_context("display.max_rows", 40, "display.max_columns", 12, "display.width", 120):

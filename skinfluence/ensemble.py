@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from ._utils import MEMORY_ADVICE, check_memory, parse_bytes, row_blocks
+from ._utils import MEMORY_ADVICE, check_memory, check_out, parse_bytes, row_blocks
 from .estimators import BaseInfluence
 from .estimators import TopInfluences
 
@@ -38,6 +38,10 @@ class InfluenceEnsemble(BaseEstimator):
     influences_ : list of fitted influence estimators
     n_samples_ : int
         Number of training samples.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Their names, where ``X`` had string column names.
 
     Notes
     -----
@@ -81,7 +85,18 @@ class InfluenceEnsemble(BaseEstimator):
         self.influences_ = [(copy.deepcopy(m) if m.prefit else clone(m)).fit(X, y, sample_weight)
                             for m in members]
         self.n_samples_ = self.influences_[0].n_samples_
+        first = self.influences_[0]
+        if hasattr(first, "n_features_in_"):
+            self.n_features_in_ = first.n_features_in_
+        if hasattr(first, "feature_names_in_"):
+            self.feature_names_in_ = first.feature_names_in_
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.sparse = True      # as its members (linear models take sparse X)
+        return tags
 
     def _mean(self, name, *args, **kwargs):
         check_is_fitted(self, "influences_")
@@ -122,9 +137,8 @@ class InfluenceEnsemble(BaseEstimator):
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral)
                                   or not 1 <= top_k <= n_train):
             raise ValueError(f"top_k must be an integer from 1 to the {n_train} training rows, got {top_k!r}")
-        if out is not None and tuple(getattr(out, "shape", ())) != (n_test, n_train):
-            raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training rows), "
-                             f"got {getattr(out, 'shape', type(out).__name__)}")
+        if out is not None:
+            check_out(out, (n_test, n_train))
         if top_k is None and out is None:
             check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
             out = np.empty((n_test, n_train))

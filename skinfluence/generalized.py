@@ -72,7 +72,8 @@ class GeneralizedInfluence(BaseInfluence):
         at 1). ``"auto"``: the curvature's largest eigenvalue (power iteration), for
         models whose curvature is far from unit scale (e.g. unscaled linear models).
     normalizer_step : float, default=5.0
-        Added to ``c`` each time the iteration diverges and restarts.
+        Added to ``c`` each time the iteration diverges and restarts (after 10 restarts ``c``
+        doubles instead: an unscaled model far from unit scale still converges).
     solver : {"auto", "gif", "gif_exact"}, default="auto"
         The registered solver: ``"auto"`` is ``"gif"`` (LiSSA) or ``"gif_exact"`` by
         ``method``. ``"lissa"`` and ``"exact"`` (GIF's method, before ``method`` had its own

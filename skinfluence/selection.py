@@ -1,7 +1,8 @@
 """Which parameters generalized influence moves: the GIF selection rules.
 
 For a network, every ``nn.Linear`` and ``nn.Conv2d`` layer (batch norm and other layers
-are never selected) contributes ``int(ratio · its parameter count)`` parameters. Its
+are never selected) contributes ``int(ratio · its parameter count)`` parameters, at least
+one (a linear model's coefficients form one layer: ``ratio=0.05`` of 11 selects one). Its
 output units (Linear rows, Conv2d channels) are ranked by a score computed on the
 *examined* data (the rows to unlearn, as in the authors' code):
 
@@ -68,6 +69,9 @@ def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05,
         if mask.dtype != bool or mask.shape != (adapter.n_params,):
             raise ValueError(f"a selection callable must return a boolean mask of shape "
                              f"({adapter.n_params},), got {mask.dtype} {mask.shape}")
+        if not mask.any():
+            raise ValueError("the selection callable returned an empty mask: it must select at "
+                             "least one parameter (True somewhere)")
         row = {"layer": "custom", "type": "callable", "n_params": mask.size,
                "n_selected": int(mask.sum()), "units": [], "partial_unit": -1}
         return mask.copy(), pd.DataFrame([row])
@@ -110,7 +114,7 @@ class _Layer:
         return self.weights.size + (0 if self.bias is None else self.bias.size)
 
     def take(self, order, ratio, mask, rng):
-        budget = int(self.n_params * ratio)
+        budget = max(1, int(self.n_params * ratio))   # a small layer keeps at least one
         row = self.weights.shape[1] + (self.bias is not None)
         whole, left = divmod(budget, row)
         units = order[:whole]

@@ -24,9 +24,9 @@ __all__ = ["UnlearningPath", "unlearning_path"]
 
 @dataclass
 class UnlearningPath:
-    """Result of :func:`unlearning_path`.
+    """Result of :func:`unlearning_path` (its fields are also its attributes).
 
-    Attributes
+    Parameters
     ----------
     best_step : int
         Steps taken to reach the best checkpoint (0: the starting model).

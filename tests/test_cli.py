@@ -85,7 +85,11 @@ def test_unlearn_equals_library(tables, tmp_path):
     got = run_cli(["unlearn", str(path / "train.csv"), "--target", "visits", "--drop", "label",
                    "--model", "poisson", "--remove", "3,17,42"], tmp_path)
     inf = FisherInfluence(PoissonRegressor(), polish=True).fit(_features(train), train["visits"])
-    new = inf.unlearn([3, 17, 42])
+    new = inf.unlearn([3, 17, 42], steps="converge")      # the CLI's default: the refit's answer
+    one = run_cli(["unlearn", str(path / "train.csv"), "--target", "visits", "--drop", "label",
+                   "--model", "poisson", "--remove", "3,17,42", "--steps", "1"], tmp_path)
+    first = inf.unlearn([3, 17, 42])
+    np.testing.assert_allclose(one.loc["unlearned"], np.r_[first.intercept_, first.coef_], rtol=1e-12)
     assert list(got.index) == ["fitted", "unlearned"]
     assert list(got.columns) == ["intercept", "age", "hours", "score"]
     np.testing.assert_allclose(got.loc["unlearned"], np.r_[new.intercept_, new.coef_], rtol=1e-12)

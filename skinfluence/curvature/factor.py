@@ -92,17 +92,23 @@ class DenseSolver(Solver):
             return None
         if not np.all(np.isfinite(M)):
             raise CurvatureError("the curvature has non-finite entries (NaN or inf)")
+        # Conditioning is judged after Jacobi scaling S M S (S = diag(M)^-1/2): Cholesky's
+        # accuracy does not depend on the columns' units (van der Sluis), so X×1e12, X×1e-8
+        # or one column ×1e6 is as well posed as X itself; only a near-dependence is singular.
+        diag = np.diag(M)
+        s = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
         try:
             chol = linalg.cho_factor(M, lower=True, check_finite=False)
-            d = np.abs(np.diag(chol[0]))
+            d = np.abs(np.diag(chol[0])) * s          # the pivots of S M S's factor
             if d.min() ** 2 > COND_LIMIT * d.max() ** 2:  # well conditioned: cond ≥ (max d / min d)²
                 return chol
         except linalg.LinAlgError:
             pass
+        scaled = linalg.eigvalsh(s[:, None] * M * s[None, :])
+        if scaled[0] > COND_LIMIT * scaled[-1]:  # a pivot was small, the matrix is not: fine
+            return linalg.cho_factor(M, lower=True, check_finite=False)
         eig = linalg.eigvalsh(M)
         lo, hi = eig[0], eig[-1]
-        if lo > COND_LIMIT * hi:  # a pivot was small, the matrix is not: fine
-            return linalg.cho_factor(M, lower=True, check_finite=False)
         kind = "indefinite" if lo < -1e-10 * max(hi, 1.0) else "singular"
         advice = (", or use FisherInfluence, whose curvature is positive semi-definite"
                   if kind == "indefinite" else "")

@@ -84,7 +84,8 @@ def gif_lissa(matvec, b, mask, *, rows=None, normalizer=1.0, normalizer_step=5.0
     normalizer : float, default=1.0
         Initial ``c``.
     normalizer_step : float, default=5.0
-        Added to ``c`` on each restart.
+        Added to ``c`` on each restart; after ``GEOMETRIC_AFTER`` (10) restarts ``c`` doubles
+        instead, so that a curvature far from unit scale is reached.
     max_iter : int, default=200
         Steps per attempt; the iteration stops there without error (truncation).
     tol : float, default=1e-9
@@ -140,11 +141,17 @@ def gif_lissa(matvec, b, mask, *, rows=None, normalizer=1.0, normalizer_step=5.0
         if not diverged:
             return x, {"n_iter": k, "total_iter": total, "n_restarts": restart, "normalizer": c,
                        "residual": diff / vnorm, "step_norm": diff, "converged": bool(diff < stop)}
-        c += normalizer_step
+        # the authors' additive restarts; past GEOMETRIC_AFTER of them the curvature's scale is
+        # far above the normaliser (an unscaled linear model): double it, so any scale is reached
+        c = c + normalizer_step if restart < GEOMETRIC_AFTER else max(c + normalizer_step, 2 * c)
     raise SolverDivergenceError(
         f"modified LiSSA still diverges after {max_restarts} restarts (normaliser {c:.3g}); "
         "pass normalizer='auto' (the curvature's scale), or a larger normalizer_step"
     )
+
+
+#: restarts after which the normaliser doubles instead of growing by ``normalizer_step``
+GEOMETRIC_AFTER = 10
 
 
 def _colmax(V):

@@ -158,7 +158,17 @@ class InverseOperator:
 
 
 def register_solver(name: str):
-    """Class decorator: make a :class:`Solver` available as ``solver=name``."""
+    """Class decorator: make a :class:`Solver` available as ``solver=name``.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    callable
+        The decorator, which registers the class in :data:`SOLVERS` and returns it.
+    """
     def add(cls):
         cls.name = name
         SOLVERS[name] = cls
@@ -197,9 +207,27 @@ def check_solver_options(name, options, internal=()):
 
 def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **options):
     """Build the registered solver ``name`` for ``operator`` (a ``CurvatureOperator``,
-    or for the dense solver a ``p × p`` matrix). ``options``: the solver's declared
-    options (old spellings accepted with a FutureWarning), ``random_state`` and
-    ``batch_size`` where the solver uses them."""
+    or for the dense solver a ``p × p`` matrix).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`SOLVERS`.
+    operator : CurvatureOperator or ndarray of shape (p, p)
+    damping : float, default=0.0
+        Added to the diagonal.
+    null_space : ndarray of shape (p, r), optional
+        Directions the objective ignores.
+    active : ndarray of bool of shape (p,), optional
+        Coordinates that move (ℓ1 support).
+    **options
+        The solver's declared options (old spellings accepted with a FutureWarning),
+        ``random_state`` and ``batch_size`` where the solver uses them.
+
+    Returns
+    -------
+    Solver
+    """
     cls = SOLVERS.get(name)
     if cls is None:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {name!r}")

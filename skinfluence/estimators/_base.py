@@ -320,6 +320,7 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         self : object
         """
         self._check_options()
+        self._fit_params = None
         y = check_target(y, type(self).__name__)
         check_consistent_length(X, y)
         stages = FitStages(["estimator", "adapter", "curvature and factorisation", "polishing"],
@@ -369,6 +370,7 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         self.polish_info_ = getattr(engine, "polish_info", None)
         self._set_engine(engine)
         self._fitted_damping = self.damping
+        self._fit_params = self.get_params(deep=False)   # what later queries rebuild with
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
                   f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "

@@ -56,7 +56,7 @@ def iterate_change(engine, delta, target, steps, check=False):
                 warnings.warn(
                     f"one Newton step leaves {ratio:.0%} of the changed objective's Newton "
                     "decrement: the one-step answer is far from the refit's (large or confidently "
-                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=4)
+                    "fitted changes); pass steps='converge'", InfluenceWarning, stacklevel=5)
         return delta, info
     start = engine.with_target(*target, theta=theta + delta)
     here = engine.with_target(*target)
@@ -74,7 +74,10 @@ def iterate_change(engine, delta, target, steps, check=False):
 
 
 def decrement_ratio(engine, delta, target, with_step=False):
-    """``√(g₁ᵀM⁻¹g₁ / g₀ᵀM⁻¹g₀)``: the changed objective's gradient after and before the step.
+    """``√(r₁ᵀM⁻¹r₁ / r₀ᵀM⁻¹r₀)``: the changed objective's gradient after and before the step,
+    each less the fitted objective's own gradient at θ̂ (the fit's optimisation error, which
+    the step does not address and fit already reports). A change that moves nothing (rows of
+    weight 0) has ratio 0, and so does a quadratic objective, where one step is exact.
 
     ``M`` is the changed objective's curvature at θ̂ (the fitted one minus the changed rows'
     terms). With ``with_step`` also the norm of the next Newton step, which estimates the
@@ -85,8 +88,9 @@ def decrement_ratio(engine, delta, target, with_step=False):
     """
     y, sw = target
     ad = engine.adapter
-    g0 = engine.objective_gradient(y, sw)
     g1 = engine.objective_gradient(y, sw, theta=ad.theta + delta)
+    fitted = engine.data_grad + ad.penalty.gradient(ad.theta)
+    r0, r1 = engine.objective_gradient(y, sw) - fitted, g1 - fitted
     # the changed objective's curvature at θ̂: the fitted one minus the changed rows' terms
     changed = np.flatnonzero((y != engine.y) | (sw != engine.sample_weight))
     c_new = ad.data_weights(y, sw)
@@ -99,10 +103,13 @@ def decrement_ratio(engine, delta, target, with_step=False):
                         diag=lost)
     else:
         solve = engine.solver.solve
-    before, step = float(g0 @ solve(g0)), solve(g1)
-    ratio = float(np.sqrt(max(g1 @ step, 0.0) / before)) if before > 0 else 0.0
+    before, after = float(r0 @ solve(r0)), max(float(r1 @ solve(r1)), 0.0)
+    # below rounding (a change of nothing, or exact up to round-off) there is nothing to compare
+    tiny = 1e-20 * max(float(fitted @ fitted), float(engine.data_grad @ engine.data_grad), 1e-300)
+    ratio = float(np.sqrt(after / before)) if before > tiny else 0.0
     if not with_step:
         return ratio
+    step = solve(g1)
     if not ad.is_network:             # a linear model: the curvature rebuilt at θ̂ + Δθ
         try:
             step = engine.with_target(y, sw, theta=ad.theta + delta).solver.solve(g1)

@@ -5,21 +5,56 @@ product per block of training rows (:meth:`InfluenceQueries.influences_from_fact
 leave-one-out, folds and removals are :mod:`._updates`; several Newton steps are
 :mod:`._changes`. With ``as_frame=True`` results are pandas objects indexed like the
 inputs (training rows as columns, test rows as the index).
+
+**Rows: positions or labels.** Training rows are named by their *positions* (0 to n − 1)
+in arrays, lists and masks, and by their *labels* in pandas objects: a ``pandas.Index``
+(e.g. ``inf.self_influence(as_frame=True).nlargest(5).index``) holds labels of the
+training ``X``'s index, and a boolean Series is aligned on it, so that what a frame shows
+is what :meth:`~InfluenceQueries.unlearn` removes.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import warnings
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .._utils import MEMORY_ADVICE, check_memory, check_method, check_target
+from ..exceptions import InfluenceWarning
+from .._utils import MEMORY_ADVICE, check_memory, check_method, check_out, check_target
 from . import _streaming, _updates
 from ._changes import iterate_change
 
 __all__ = ["InfluenceQueries"]
+
+#: options that may change after fit (how queries run, not what was fitted)
+RUNTIME_OPTIONS = frozenset({"n_jobs", "verbose", "memory_budget", "batch_size"})
+_AS_FITTED = threading.RLock()
+
+
+def as_fitted(method):
+    """Run ``method`` with the parameters :meth:`fit` saw: a query that rebuilds the model
+    (several Newton steps, GIF's selection, a torch Fisher) must not pick up a later
+    ``set_params``. The user's values are put back afterwards (threads take turns)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        fitted = getattr(self, "_fit_params", None)
+        if fitted is None:
+            return method(self, *args, **kwargs)
+        with _AS_FITTED:
+            now = self.get_params(deep=False)
+            changed = {k: v for k, v in fitted.items()
+                       if k not in RUNTIME_OPTIONS and now.get(k, v) is not v}
+            try:
+                vars(self).update(changed)
+                return method(self, *args, **kwargs)
+            finally:
+                vars(self).update({k: now[k] for k in changed})
+    return run
 
 
 class InfluenceQueries:
@@ -41,6 +76,34 @@ class InfluenceQueries:
 
     def _train_labels(self):
         return self._train_index if self._train_index is not None else pd.RangeIndex(self.n_samples_)
+
+    def _positions(self, indices):
+        """Training-row positions of ``indices``: positions or a mask as given (arrays, lists),
+        or the labels of a ``pandas.Index`` / the entries of a boolean ``Series`` looked up in
+        the training index (see the module docstring)."""
+        if isinstance(indices, pd.DataFrame):
+            raise TypeError("indices must be row positions, a boolean mask, or a pandas Index of "
+                            "training labels, not a DataFrame")
+        if not isinstance(indices, (pd.Index, pd.Series)):
+            return indices
+        labels = self._train_labels()
+        if isinstance(indices, pd.Series):
+            if indices.dtype != bool:
+                raise TypeError("a Series is ambiguous as rows: pass its .index (training labels) "
+                                "or a boolean Series (a mask aligned on the training index)")
+            if not indices.index.equals(labels):
+                if not indices.index.sort_values().equals(labels.sort_values()):
+                    raise ValueError("a boolean Series must be indexed like the training X")
+                indices = indices.reindex(labels)
+            return indices.to_numpy()
+        if not labels.is_unique:
+            raise ValueError("the training X's index has duplicate labels, so a pandas Index cannot "
+                             "name rows: pass row positions (a numpy array) instead")
+        pos = labels.get_indexer(indices)
+        if (pos < 0).any():
+            raise KeyError(f"labels {list(indices[pos < 0][:5])} are not in the training X's index "
+                           "(a pandas Index names rows by label; pass a numpy array for positions)")
+        return pos
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of :meth:`transform`'s columns: one per training row.
@@ -151,7 +214,8 @@ class InfluenceQueries:
         ndarray of shape (m, len(indices))
         """
         model = self._fitted()
-        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
+        rows = (np.arange(self.n_samples_) if indices is None
+                else model.check_indices(self._positions(indices)))
         check_memory((np.atleast_2d(factors).shape[0], len(rows)), "the influence matrix",
                      MEMORY_ADVICE)
         return _updates.scores_from_factors(model, np.atleast_2d(factors), rows, self.batch_size)
@@ -250,9 +314,7 @@ class InfluenceQueries:
             index = X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
             return top.to_frame(index, self._train_labels())
         if out is not None:
-            if tuple(getattr(out, "shape", ())) != (n_test, n_train):
-                raise ValueError(f"out must have shape ({n_test}, {n_train}) (test rows, training "
-                                 f"rows), got {getattr(out, 'shape', type(out).__name__)}")
+            check_out(out, (n_test, n_train))
             return _streaming.stream_attribution(self, Z, y_enc, out=out)
         check_memory((n_test, n_train), "the influence matrix", MEMORY_ADVICE)
         A = _streaming.stream_attribution(self, Z, y_enc)
@@ -301,12 +363,22 @@ class InfluenceQueries:
         error : ndarray of shape (n_samples,)
             With ``return_error``: the estimated error ``‖η̂_{-i} − η_{-i}‖`` of each row.
         """
+        self._warn_frozen_weights("leave-one-out")
         eta = self._fitted().loo_decision(check_method(method),
                                           _streaming.training_rows_per_block(self))
         if not (return_error or refine):
             return eta
         eta, error = self._loo_refine(eta, method, refine)
         return (eta, error) if return_error else eta
+
+    def _warn_frozen_weights(self, what):
+        if self.adapter_.data_dependent_weights:
+            warnings.warn(f"class_weight='balanced': the {what} answers keep the full data's class "
+                          "weights, while a refit re-derives them from the remaining rows (an error of "
+                          "the order of the change itself for small classes); unlearn(), relabel() and "
+                          "cv_decision() (K-fold) re-derive them, or pass explicit "
+                          "class_weight={class: weight}",
+                          InfluenceWarning, stacklevel=3)
 
     def approx_loocv(self, method="ns", response_method="predict", *, return_error=False,
                      refine=None):
@@ -392,17 +464,39 @@ class InfluenceQueries:
         -------
         ndarray of shape (n_samples, K)
             Rows in no fold are NaN; a row in several keeps its last.
+
+        Notes
+        -----
+        With ``class_weight="balanced"`` each fold's step is Newton's step on that fold's
+        objective, whose class weights are re-derived from the remaining rows (one
+        factorisation per fold), as the refit would.
         """
-        return self._fitted().cv_decision(test_folds, check_method(method))
+        model = self._fitted()
+        if not self.adapter_.data_dependent_weights:
+            return model.cv_decision(test_folds, check_method(method))
+        return self._changed_cv(model, test_folds, method)
+
+    @as_fitted
+    def _changed_cv(self, model, test_folds, method):
+        out, ad = np.full_like(model.eta, np.nan), self.adapter_
+        for fold in test_folds:
+            idx = model.check_indices(fold)
+            model.check_removal(idx)
+            sw = self.sample_weight_.copy()
+            sw[idx] = 0.0
+            out[idx] = ad.eta(model.Z[idx], ad.theta + self._changed_step((model.y, sw), method))
+        return out
 
     # --------------------------------------------------------------- removals
+    @as_fitted
     def parameter_change(self, indices, method="ns", steps=1) -> np.ndarray:
         """Change of the parameter vector when training rows ``indices`` are removed.
 
         Parameters
         ----------
-        indices : array-like of int or bool mask
-            Training rows to remove.
+        indices : array-like of int or bool mask, or pandas Index
+            Training rows to remove: positions, a mask, or the training ``X``'s index labels
+            (a ``pandas.Index``, as the ``as_frame=True`` outputs show).
         method : {"ns", "ij"}, default="ns"
             First step with the curvature without those rows, or with the full one.
         steps : int or "converge", default=1
@@ -422,20 +516,32 @@ class InfluenceQueries:
     def _removal(self, indices, method):
         """The first step of removing ``indices``, and the changed ``(targets, weights)``."""
         model = self._fitted()
-        idx = model.check_indices(indices)
+        idx = model.check_indices(self._positions(indices))
         model.check_removal(idx)
-        delta = model.removal_step(idx, check_method(method))
         sw = self.sample_weight_.copy()
         sw[idx] = 0.0
-        return delta, (model.y, sw)
+        if self.adapter_.data_dependent_weights:
+            return self._changed_step((model.y, sw), method), (model.y, sw)
+        return model.removal_step(idx, check_method(method)), (model.y, sw)
 
+    def _changed_step(self, target, method):
+        """The first step when the change moves every row's weight (balanced class weights
+        re-derived on the remaining rows): Newton's step on the changed objective, with its
+        own curvature ("ns") or the fitted one ("ij")."""
+        model = self._fitted()
+        if check_method(method) == "ij" and self.adapter_.penalty.is_smooth:
+            return -model.solver.solve(model.objective_gradient(*target))
+        return -model.with_target(*target).newton_step()
+
+    @as_fitted
     def unlearn(self, indices, method="ns", steps=1):
         """The model as if training rows ``indices`` had not been in the training data.
 
         Parameters
         ----------
-        indices : array-like of int or bool mask
-            Training rows to remove.
+        indices : array-like of int or bool mask, or pandas Index
+            Training rows to remove: positions, a mask, or the training ``X``'s index labels
+            (a ``pandas.Index``, as the ``as_frame=True`` outputs show).
         method : {"ns", "ij"}, default="ns"
             See :meth:`parameter_change`.
         steps : int or "converge", default=1
@@ -450,13 +556,14 @@ class InfluenceQueries:
         delta = self._iterate(*self._removal(indices, method), steps, check=True)
         return self.adapter_.with_params(self.adapter_.theta + delta)
 
+    @as_fitted
     def relabel(self, indices, y_new, method="ns", steps=1):
         """The model as if training rows ``indices`` had targets ``y_new``.
 
         Parameters
         ----------
-        indices : array-like of int or bool mask
-            Training rows to relabel.
+        indices : array-like of int or bool mask, or pandas Index
+            Training rows to relabel: positions, a mask, or index labels (see :meth:`unlearn`).
         y_new : array-like of shape (len(indices),) or scalar
             Their new labels (classes the model knows) or targets.
         method : {"ns", "ij"}, default="ns"
@@ -471,19 +578,23 @@ class InfluenceQueries:
             A new fitted estimator of the user's type.
         """
         model = self._fitted()
-        idx = model.check_indices(indices)
+        idx = model.check_indices(self._positions(indices))
         ad = self.adapter_
         y_new = check_target(y_new, "relabel") if np.ndim(y_new) else np.asarray(y_new)
         if y_new.ndim and y_new.shape != idx.shape:
             raise ValueError(f"y_new has {len(y_new)} labels for {len(idx)} indices")
         y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
+        y = model.y.copy()
+        y[idx] = y_new
+        if ad.data_dependent_weights:
+            target = (y, self.sample_weight_)
+            return ad.with_params(ad.theta + self._iterate(self._changed_step(target, method), target,
+                                                           steps, True))
         eta = model.eta[idx]
         g_new = ad.loss.gradient(y_new, eta)
         W_new = ad.output_curvature(y_new, eta, model.kind)
         delta = model.change_step(idx, model.g[idx] - g_new, model.W[idx] - W_new, 0.0,
                                   check_method(method))
-        y = model.y.copy()
-        y[idx] = y_new
         return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
 
     def _iterate(self, delta, target, steps, check=False):

@@ -36,7 +36,10 @@ def encode_groups(sensitive_features, n_samples=None):
         values = sensitive_features.to_numpy()
     else:
         values = np.asarray(sensitive_features)
-        missing = values.dtype.kind in "fcO" and np.asarray(pd.isna(values)).any()
+        # a plain list mixing labels and NaN becomes strings ("nan"): look at its items as given
+        items = values if isinstance(sensitive_features, np.ndarray) else np.asarray(
+            sensitive_features, dtype=object)
+        missing = items.dtype.kind in "fcO" and np.asarray(pd.isna(items)).any()
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim not in (1, 2) or values.shape[0] == 0:

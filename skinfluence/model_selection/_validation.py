@@ -83,7 +83,10 @@ def fitted_influence(estimator, X, y, sample_weight, splits, *, curvature="hessi
 
 def removal_step(influence, removed, method="ns"):
     """Parameter change when the training rows ``removed`` go: the engine's removal step
-    (residual for a fit polished for removals of several rows; exact for a Ridge path)."""
+    (residual for a fit polished for removals of several rows; exact for a Ridge path); with
+    balanced class weights, the Newton step of the fold's own objective."""
+    if getattr(influence.adapter_, "data_dependent_weights", False):
+        return influence.parameter_change(removed, method)
     engine = influence.engine_
     idx = engine.check_indices(removed)
     engine.check_removal(idx)
@@ -109,7 +112,8 @@ def _check_xy(X, y):
         raise ValueError("y is required: approximate cross-validation needs the training loss")
     X, y = indexable(X, y)
     if _num_samples(X) < 2:
-        raise ValueError("at least two samples are needed for cross-validation")
+        raise ValueError(f"at least two samples are needed for cross-validation, got "
+                         f"n_samples={_num_samples(X)}")
     return X, y
 
 
@@ -156,6 +160,9 @@ def _split_outputs(influence, X, method, split):
     if removed.size == 0:  # the split trains on every row: the fitted model itself
         ad = influence.adapter_
         return ad.eta(ad.design(_safe_indexing(X, test)))
+    if getattr(influence.adapter_, "data_dependent_weights", False):   # the fold's own weights
+        ad = influence.adapter_
+        return ad.eta(influence.engine_.Z[test], ad.theta + removal_step(influence, removed, method))
     return influence.engine_.removal_outputs(removed, test, method)
 
 

@@ -15,7 +15,12 @@ __all__ = ["ModelAdapter", "GLMAdapter", "PipelineAdapter", "make_adapter",
 
 
 def supported_estimators() -> list[str]:
-    """Names of the estimator types an influence estimator accepts."""
+    """Names of the estimator types an influence estimator accepts.
+
+    Returns
+    -------
+    list of str
+    """
     names = [cls.__name__ for cls in SUPPORTED_GLMS]
     return names + ["skorch NeuralNetClassifier/NeuralNetRegressor", "torch.nn.Module",
                     "a Pipeline ending in one of these"]
@@ -25,7 +30,7 @@ def supported_estimators() -> list[str]:
 #: :class:`~skinfluence.models.ModelAdapter`, its declared capabilities, and the
 #: layer-level methods of network adapters (parameter selection, feature samplers)
 FORWARDED = (
-    "is_network", "has_gram", "supports_sparse_rows", "loss", "penalty", "theta", "mean_scaled",
+    "is_network", "has_gram", "data_dependent_weights", "supports_sparse_rows", "loss", "penalty", "theta", "mean_scaled",
     "classes_", "n_params", "n_outputs", "is_classifier", "constant_curvature", "encode_target",
     "data_weights", "response", "eta", "jacobians", "jacobian_rows", "gradients",
     "total_gradient", "jvp", "jacobian_quadratic", "output_curvature", "curvature",
@@ -39,6 +44,12 @@ class PipelineAdapter(ModelAdapter):
 
     :meth:`design` and :meth:`with_params` are the pipeline's own; the names in
     :data:`FORWARDED` are the last step's adapter's (``inner``), nothing else.
+
+    Parameters
+    ----------
+    pipeline : fitted Pipeline
+    inner : ModelAdapter
+        The adapter of its last step.
     """
 
     def __init__(self, pipeline, inner):
@@ -82,6 +93,10 @@ def make_adapter(estimator, **options) -> ModelAdapter:
         in one of these.
     **options
         Passed to the torch adapter (device, dtype, loss, ...); ignored for GLMs.
+
+    Returns
+    -------
+    ModelAdapter
     """
     if isinstance(estimator, Pipeline):
         return PipelineAdapter(estimator, make_adapter(estimator[-1], **options))

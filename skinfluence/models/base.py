@@ -66,6 +66,9 @@ class ModelAdapter:
     theta: np.ndarray
     mean_scaled = False
     classes_ = None
+    #: whether a row's weight ``c_i`` depends on the other rows (``class_weight="balanced"``):
+    #: removing or relabelling rows then changes every row's weight
+    data_dependent_weights = False
 
     @property
     def n_params(self) -> int:

@@ -17,8 +17,10 @@ Poisson/Gamma/Tweedie      Σ sw_i ½dev_i / Σsw + α/2‖w‖²               
 SGDClassifier(log_loss)    Σ sw_i cw_i ℓ_i / Σsw + α R(w)              yes
 =========================  =========================================  ==================
 
-(Ridge's ``‖y − Xw‖² + α‖w‖²`` is halved, which changes no minimiser.) Class weights
-(``class_weight="balanced"`` included) are held at their full-data values.
+(Ridge's ``‖y − Xw‖² + α‖w‖²`` is halved, which changes no minimiser.) Balanced class
+weights are computed from the rows' classes and sample weights as the estimator computes
+them (LogisticRegression weighs by ``sample_weight``, SGDClassifier counts rows), so the
+changed objectives of unlearning and relabelling (removed rows: weight 0) re-derive them.
 """
 
 from __future__ import annotations
@@ -140,7 +142,13 @@ def _spec(est, n_classes) -> _Spec:
 
 
 class GLMAdapter(ModelAdapter):
-    """Protocol implementation for a fitted scikit-learn linear model."""
+    """Protocol implementation for a fitted scikit-learn linear model.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        One of ``SUPPORTED_GLMS``.
+    """
 
     has_gram = True
     supports_sparse_rows = True
@@ -183,10 +191,17 @@ class GLMAdapter(ModelAdapter):
             c = c / sample_weight.sum()
         cw = getattr(self.estimator, "class_weight", None)
         if cw is not None and self.is_classifier:
-            y_full = self.classes_[np.asarray(y, dtype=int)]
-            weights = compute_class_weight(cw, classes=self.classes_, y=y_full)
-            c = c * weights[np.asarray(y, dtype=int)]
+            codes = np.asarray(y, dtype=int)
+            kept = sample_weight > 0     # removed rows (weight 0) are not in the data
+            by_weight = isinstance(self.estimator, LogisticRegression)
+            weights = compute_class_weight(cw, classes=self.classes_, y=self.classes_[codes[kept]],
+                                           sample_weight=sample_weight[kept] if by_weight else None)
+            c = c * weights[codes]
         return c
+
+    @property
+    def data_dependent_weights(self) -> bool:
+        return self.is_classifier and getattr(self.estimator, "class_weight", None) == "balanced"
 
     def design(self, X):
         # float32 is kept until the one float64 copy below (a large X is most of the memory)

@@ -36,7 +36,10 @@ iterative solvers.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import numbers
+import threading
 import weakref
 
 import numpy as np
@@ -94,6 +97,9 @@ class TorchAdapter(ModelAdapter):
     random_state : int, RandomState or None
         Seeds the labels drawn for ``fisher="mc"``.
     fisher : {"exact", "mc", "empirical"}
+    _private : bool, default=False
+        Internal (set by :meth:`moved`): the estimator is the adapter's own copy, whose
+        module may be used as it is.
     """
 
     is_network = True
@@ -733,12 +739,62 @@ class TorchAdapter(ModelAdapter):
         return TorchAdapter(self.with_params(theta), _private=True, **options)
 
 
+#: torch.func's transforms keep global state (forward-AD levels) and ``functional_call``
+#: swaps a module's parameters in place while it runs: two threads inside an adapter at once
+#: (two threads querying one estimator, ``n_jobs`` under joblib's threading backend) corrupt
+#: each other's numbers and can leave the module broken. Every adapter call holds this lock
+#: (re-entrant: calls nest), so that threads take turns; processes are unaffected.
+_TORCH_LOCK = threading.RLock()
+
+
+def _serialised(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _TORCH_LOCK:
+            return method(*args, **kwargs)
+    return locked
+
+
+for _name, _method in list(vars(TorchAdapter).items()):
+    if inspect.isfunction(_method) and _name != "__init__":
+        setattr(TorchAdapter, _name, _serialised(_method))
+TorchAdapter.__init__ = _serialised(TorchAdapter.__init__)
+
+
+def _copy_state(adapter, memo=None):
+    with _TORCH_LOCK:   # never while another thread has the module's parameters swapped
+        return copy.deepcopy(adapter.__dict__, memo)
+
+
+def _deepcopy(adapter, memo):
+    new = object.__new__(type(adapter))
+    memo[id(adapter)] = new
+    new.__dict__.update(_copy_state(adapter, memo))
+    return new
+
+
+TorchAdapter.__deepcopy__ = _deepcopy
+TorchAdapter.__getstate__ = _copy_state      # pickling (joblib's process workers) alike
+
+
 def make_torch_adapter(estimator, *, device="auto", dtype="auto", solver="auto", batch_size=4096,
                        random_state=None, curvature="fisher", fisher="exact", **kw):
     """Adapter for a fitted skorch net or :class:`TorchModel` (see the module docstring).
 
     ``solver`` and ``curvature`` are chosen by the influence estimator; they are accepted
     here so that every adapter takes the same options.
+
+    Parameters
+    ----------
+    estimator : fitted skorch net or TorchModel
+    device, dtype, batch_size, random_state, fisher
+        As for :class:`TorchAdapter`.
+    solver, curvature, **kw
+        Accepted and ignored.
+
+    Returns
+    -------
+    TorchAdapter
     """
     return TorchAdapter(estimator, device=device, dtype=dtype, batch_size=batch_size,
                         random_state=random_state, fisher=fisher)

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _num_samples, check_consistent_length
+from sklearn.utils.validation import _num_samples, check_consistent_length, validate_data
 
 __all__ = ["BaseSampler", "allocate"]
 
@@ -84,6 +84,10 @@ class BaseSampler(BaseEstimator):
         ``Σ_{i∈S} w_i c_i J_iᵀ W_i J_i`` stands for the full ``Σ_i c_i J_iᵀ W_i J_i``.
     n_rows_ : int
         Rows seen in :meth:`fit`.
+    n_features_in_ : int
+        Number of features (columns) of ``X`` in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Their names, where ``X`` had string column names.
     """
 
     _parameter_constraints: dict = {
@@ -92,6 +96,12 @@ class BaseSampler(BaseEstimator):
         "random_state": ["random_state"],
     }
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True        # X is passed on as the estimator takes it
+        tags.target_tags.required = True
+        return tags
+
     def __init__(self, n_samples=0.1, *, random_state=None):
         self.n_samples = n_samples
         self.random_state = random_state
@@ -99,7 +109,8 @@ class BaseSampler(BaseEstimator):
     def _n_selected(self, n):
         if isinstance(self.n_samples, numbers.Integral):
             if self.n_samples > n:
-                raise ValueError(f"n_samples={self.n_samples} exceeds the number of rows ({n}); "
+                raise ValueError(f"n_samples={self.n_samples} exceeds the number of rows "
+                                 f"(X has n_samples={n}); "
                                  "pass at most that many, or a fraction in (0, 1]")
             return int(self.n_samples)
         return max(1, min(n, int(round(self.n_samples * n))))
@@ -128,19 +139,30 @@ class BaseSampler(BaseEstimator):
         self
         """
         self._validate_params()  # (not sklearn's _fit_context: it takes the name `estimator`)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
         if y.ndim != 1:
             raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
+        self._check_X(X)
         check_consistent_length(X, y)
         n = _num_samples(X)
         if logits is not None:
-            logits = np.asarray(logits, dtype=float).reshape(n, -1)
+            logits = np.asarray(logits, dtype=float)
+            if logits.ndim not in (1, 2) or len(logits) != n:
+                raise ValueError(f"logits must have shape ({n},) or ({n}, K), one row per row of X; "
+                                 f"got shape {logits.shape}")
+            if not np.all(np.isfinite(logits)):
+                raise ValueError("logits contains NaN or infinity")
+            logits = logits.reshape(n, -1)
         if sample_weight is not None:
             sw = sample_weight = np.asarray(sample_weight, dtype=float)
             if sw.shape != (n,) or not np.all(np.isfinite(sw)) or (sw < 0).any():
                 raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
+            if not sw.any():
+                raise ValueError("sample_weight is zero for every row: no row has weight")
         m = self._n_selected(n)
         rng = check_random_state(self.random_state)
         idx, w = self._select(X, y, m, estimator, logits, sample_weight, rng)
@@ -149,6 +171,22 @@ class BaseSampler(BaseEstimator):
         self.sample_weight_ = np.asarray(w, dtype=float)[order]
         self.n_rows_ = n
         return self
+
+    def _check_X(self, X):
+        """Validate ``X`` as scikit-learn does (at least one row, finite numbers, 2-D or more;
+        sparse accepted) and set ``n_features_in_`` (and ``feature_names_in_``). ``X`` itself
+        is passed on unchanged, since the estimator may take it in another form (a DataFrame
+        for a Pipeline)."""
+        if isinstance(X, dict) or type(X).__module__.startswith(("torch", "skorch")):
+            X = np.asarray(X.detach().cpu()) if hasattr(X, "detach") else None   # a net's input
+            if X is None:
+                return
+        arr = X if hasattr(X, "dtype") else np.asarray(X, dtype=object)
+        numeric = getattr(arr, "dtype", None) is not None and arr.dtype.kind in "biufc"
+        if hasattr(X, "dtypes"):   # a DataFrame: numeric if every column is
+            numeric = all(np.dtype(t).kind in "biufc" for t in X.dtypes if isinstance(t, np.dtype))
+        validate_data(self, X, accept_sparse=True, allow_nd=True, dtype=None,
+                      ensure_all_finite=bool(numeric), ensure_min_features=1)
 
     def fit_resample(self, X, y, **fit_params):
         """Fit, then return the selected rows (imbalanced-learn style).
