@@ -7,7 +7,7 @@ Two networks, trained to their optimum by full-batch L-BFGS (float64, tanh, weig
 * ``mlp``: 64 → 300 → 300 → 10 (112,810 parameters), over-parameterised for 1,078 rows.
 
 Digits are split per seed into train 60% / validation 20% / test 20% (stratified). The
-protocol follows the authors' code (ALGORITHMS.md §2): the curvature is the Hessian of
+protocol follows the authors' code (docs/user_guide/maths.rst §2): the curvature is the Hessian of
 the *retained* objective estimated on one batch of 512 retained training rows; the
 right-hand side is the removed rows' gradient in that objective's scale (their mean
 loss share plus the weight-decay share); parameters are selected on the removed rows;

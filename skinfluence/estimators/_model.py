@@ -1,6 +1,6 @@
 """The fitted state every influence query reads: a model, its per-sample pieces, its curvature.
 
-Notation (ALGORITHMS.md): the fitted model minimises ``Σ_i c_i ℓ_i(θ) + π(θ)``. Per
+Notation (docs/user_guide/maths.rst): the fitted model minimises ``Σ_i c_i ℓ_i(θ) + π(θ)``. Per
 training row it keeps the outputs ``η_i``, the loss gradients ``g_i = ∂ℓ_i/∂η`` and the
 output curvatures ``W_i`` (Hessian or Fisher of ℓ_i in η), the data weights ``c_i``
 and, for estimators that average their data term, ``s_i`` = the row's share of the
