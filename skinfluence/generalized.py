@@ -13,9 +13,8 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import _safe_indexing
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._sklearn_compat import Interval, StrOptions, _safe_indexing
 from .curvature.gif import STRATEGIES, GIFSolver
 from .estimators import BaseInfluence
 from .estimators._base import _DEVICE
