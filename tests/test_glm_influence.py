@@ -27,6 +27,8 @@ from sklearn.svm import SVC
 from skinfluence import CurvatureError, FisherInfluence, HessianInfluence, InfluenceWarning
 from skinfluence.exceptions import NotFittedError
 
+from conftest import exact_loo
+
 RNG = np.random.default_rng(0)
 
 
@@ -71,15 +73,6 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
-def _exact_loo(est, X, y, idx, method, sample_weight=None):
-    out = []
-    for i in idx:
-        keep = np.arange(len(y)) != i
-        kw = {} if sample_weight is None else {"sample_weight": sample_weight[keep]}
-        out.append(getattr(clone(est).fit(X[keep], y[keep], **kw), method)(X[i:i + 1])[0])
-    return np.array(out)
-
-
 @pytest.mark.parametrize("name,est,data,method", CASES, ids=IDS)
 @pytest.mark.parametrize("cls", [HessianInfluence, FisherInfluence])
 def test_ns_loo_matches_exact_refits(name, est, data, method, cls):
@@ -87,7 +80,7 @@ def test_ns_loo_matches_exact_refits(name, est, data, method, cls):
     idx = np.arange(12)
     inf = cls(est).fit(X, y)
     approx = inf.approx_loocv(method="ns", response_method=method)[idx]
-    exact = _exact_loo(est, X, y, idx, method)
+    exact = exact_loo(est, X, y, idx, method)
     full = getattr(inf.estimator_, method)(X[idx])
     change = np.abs(exact - full)
     err = np.abs(approx - exact)
@@ -105,7 +98,7 @@ def test_ns_loo_matches_exact_refits(name, est, data, method, cls):
 def test_quadratic_losses_are_exact(name, est, data):
     X, y = data
     inf = FisherInfluence(est).fit(X, y)
-    exact = _exact_loo(est, X, y, range(10), "predict")
+    exact = exact_loo(est, X, y, range(10), "predict")
     np.testing.assert_allclose(inf.approx_loocv()[:10], exact, rtol=1e-7, atol=1e-7)
 
 
@@ -243,7 +236,7 @@ def test_sparse_pandas_and_sample_weight():
     np.testing.assert_allclose(pdi.approx_loocv(response_method="predict_proba"),
                                dense.approx_loocv(response_method="predict_proba"), atol=1e-10)
     # weighted leave-one-out against exact refits
-    exact = _exact_loo(est, Xs.toarray(), y, range(8), "decision_function", sample_weight=w)
+    exact = exact_loo(est, Xs.toarray(), y, range(8), "decision_function", sample_weight=w)
     approx = dense.approx_loocv(response_method="decision_function")[:8]
     full = dense.estimator_.decision_function(Xs.toarray()[:8])
     assert np.abs(approx - exact).max() <= 0.1 * np.abs(full - exact).max()

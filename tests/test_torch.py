@@ -15,6 +15,8 @@ from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
 
+from conftest import lbfgs, tanh_mlp
+
 skorch = pytest.importorskip("skorch")
 
 WD = 1e-2
@@ -36,11 +38,6 @@ def _data(n=120, kind="cross_entropy", seed=0):
     else:
         y = score
     return X, y
-
-
-def _net(K, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, K)).double()
 
 
 def _objective(net, X, y, loss, wd=WD):
@@ -68,17 +65,8 @@ def _train(net, X, y, loss, wd=WD, keep=None):
     """Full-batch L-BFGS on mean loss + wd/2‖θ‖², to a tight optimum (in place)."""
     keep = np.arange(len(y)) if keep is None else keep
     f = _objective(net, X[keep], y[keep], loss, wd)
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=400, tolerance_grad=1e-13,
-                            tolerance_change=1e-15, history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        value = f(torch.cat([p.reshape(-1) for p in net.parameters()]))
-        value.backward()
-        return value
-
-    for _ in range(4):
-        opt.step(closure)
+    lbfgs(net.parameters(), lambda: f(torch.cat([p.reshape(-1) for p in net.parameters()])), rounds=4,
+          max_iter=400, tolerance_grad=1e-13, tolerance_change=1e-15, history_size=50)
     return net
 
 
@@ -87,7 +75,7 @@ def trained():
     out = {}
     for loss, K in [("cross_entropy", 3), ("bce", 1), ("mse", 1)]:
         X, y = _data(kind=loss)
-        out[loss] = (X, y, _train(_net(K), X, y, loss))
+        out[loss] = (X, y, _train(tanh_mlp(4, 5, K), X, y, loss))
     return out
 
 

@@ -25,6 +25,8 @@ from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_pre
 from skinfluence.model_selection._validation import held_out_outputs, split_scores
 from skinfluence.refit import fit_weighted
 
+from conftest import lbfgs
+
 LAM = 0.02
 torch.set_num_threads(1)
 
@@ -93,16 +95,7 @@ def _newton(obj, theta, w, steps=25):
 def _minimise(obj, theta, w):
     """L-BFGS (a descent method: a minimum, not a saddle), then Newton to machine precision."""
     th = theta.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([th], lr=1, max_iter=1000, tolerance_grad=1e-10, tolerance_change=0,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = obj(th, w)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    lbfgs([th], lambda: obj(th, w), lr=1, max_iter=1000, tolerance_grad=1e-10, tolerance_change=0)
     theta = _newton(obj, th.detach(), w, steps=5)
     assert np.linalg.eigvalsh(torch.autograd.functional.hessian(lambda t: obj(t, w), theta).numpy())[0] > 0
     return theta
