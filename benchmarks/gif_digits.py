@@ -62,9 +62,9 @@ from skinfluence.models.torch import TorchModel
 from skinfluence.selection import RULES, select_parameters
 from skinfluence.unlearning import unlearning_path
 
-from _common import CACHE, WD, digits_three_way, gif_net, gif_nets, pinned_threads
+from _common import WD, cache_folder, digits_three_way, gif_net, gif_nets, pinned_threads
 
-RESULTS = CACHE / "gif_digits"
+RESULTS = cache_folder("gif_digits")   # each run's results (tables: --from-cache)
 BATCH = 512
 
 
@@ -432,7 +432,6 @@ def main():
                     print(f"### {exp} — {model}{tag} ({len(per_seed)} seeds)", summarise(per_seed, cols), "",
                           sep="\n")
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
     with pinned_threads(args.threads):
         out = []
         for exp in args.experiments:

@@ -12,7 +12,7 @@ on the removed images) is drawn against the share of parameters, with retraining
 scratch as the reference.
 
 The experiment is the class-removal experiment of ``benchmarks/gif_digits.py``: the
-results it saved in ``benchmarks/.cache_gif/removal_<model>_seed<k>.json`` are drawn when present
+results it saved in ``benchmarks/.cache/gif_digits/removal_<model>_seed<k>.json`` are drawn when present
 (every seed it ran), otherwise one seed is run here (about 20 minutes on one CPU core).
 The figure is saved as ``gif_class_removal.png`` (or the path given as first argument).
 """
@@ -38,7 +38,7 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn"):
     args = argparse.Namespace(ratios=[0.02, 0.05, 0.1, 0.3], rules=["highest_outputs", "random"],
                               mlp_rules=["highest_outputs", "random"], max_iter=100, gamma=0.1,
                               max_steps=100, stop_sa=0.0, verbose=False, curvature="hessian", only=None)
-    saved = sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
+    saved = sorted(gif_digits.RESULTS.glob(f"removal_{model}_seed*.json"))
     if saved:
         per_seed = [json.loads(f.read_text()) for f in saved]
     else:
