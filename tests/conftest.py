@@ -44,6 +44,26 @@ def tanh_mlp(*sizes, seed=0):
     return torch.nn.Sequential(*layers[:-1]).double()
 
 
+class TanhNet(torch.nn.Module):
+    """``d`` inputs → ``h`` tanh units → ``k`` outputs, for skorch (a module-level class, so that
+    skorch can copy the net by pickling). ``softmax``: probabilities out (for skorch's NLLLoss);
+    ``squeeze``: one output per row (for ``NeuralNetBinaryClassifier``); ``dtype``: of the weights
+    (float32 unless given). The test files fix their own sizes with ``functools.partial``."""
+
+    def __init__(self, d=4, h=5, k=2, softmax=False, squeeze=False, dtype=None):
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(d, h), torch.nn.Linear(h, k)
+        self.softmax, self.squeeze = softmax, squeeze
+        if dtype is not None:
+            self.to(dtype)
+
+    def forward(self, x):
+        z = self.out(torch.tanh(self.hidden(x)))
+        if self.softmax:
+            return torch.softmax(z, dim=-1)
+        return z[:, 0] if self.squeeze else z
+
+
 def penalised_cross_entropy(net, X, y, wd):
     """The objective ``mean CE + wd/2 ‖θ‖²`` of ``net`` on ``(X, y)``, as a function of no arguments."""
     X, y = torch.as_tensor(X), torch.as_tensor(y)

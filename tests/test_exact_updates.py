@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from skinfluence import FisherInfluence, HessianInfluence, InfluenceWarning
 from skinfluence.models.torch import TorchModel
 
-from conftest import coef_vector
+from conftest import coef_vector, refit_without
 
 NEWTON = dict(solver="newton-cholesky", tol=1e-14, max_iter=1000)
 
@@ -48,7 +48,7 @@ def test_a_fixed_number_of_steps_lies_between(cancer):
     X, y = cancer
     inf = FisherInfluence(LogisticRegression(**NEWTON)).fit(X, y)
     idx = np.arange(0, 60, 3)
-    exact = LogisticRegression(**NEWTON).fit(np.delete(X, idx, 0), np.delete(y, idx))
+    exact = refit_without(LogisticRegression(**NEWTON), X, y, idx)
     errors = [np.abs(coef_vector(inf.unlearn(idx, steps=k)) - coef_vector(exact)).max() for k in (1, 2, 3)]
     assert errors[0] > errors[1] > errors[2] and inf.update_info_["steps"] == 3
 
@@ -62,7 +62,7 @@ def test_unlearn_to_convergence_equals_the_refit(est, y_of):
     y = y_of(y)
     inf = HessianInfluence(est, polish=True).fit(X, y)
     idx = np.random.default_rng(1).choice(len(y), len(y) // 10, replace=False)
-    exact = clone(est).fit(np.delete(X, idx, 0), np.delete(y, idx))
+    exact = refit_without(est, X, y, idx)
     conv = inf.unlearn(idx, steps="converge")
     assert inf.update_info_["converged"]
     scale = np.abs(coef_vector(exact) - coef_vector(inf.estimator_)).max()
@@ -80,7 +80,7 @@ def test_elastic_net_loo_equals_unlearn_and_refits_when_the_support_changes():
     support = inf.estimator_.coef_ != 0
     changed = 0
     for i in range(0, len(y), 9):
-        ref = clone(est).fit(np.delete(X, i, 0), np.delete(y, i))
+        ref = refit_without(est, X, y, [i])
         changed += np.any((ref.coef_ != 0) != support)
         assert loo[i] == pytest.approx(ref.predict(X[i:i + 1])[0], abs=1e-6)
     assert changed > 0  # the check above covers rows whose support changes

@@ -1,6 +1,7 @@
 """Torch / skorch engine: curvature against independent autograd, influence against retraining."""
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
 
-from conftest import lbfgs, tanh_mlp
+from conftest import TanhNet, lbfgs, tanh_mlp
 
 skorch = pytest.importorskip("skorch")
 
@@ -251,16 +252,7 @@ def test_approx_loocv_matches_refits(trained):
 
 
 # ---------------------------------------------------------------- skorch nets
-class _MLP(torch.nn.Module):
-    def __init__(self, out=2, softmax=True):
-        super().__init__()
-        self.hidden = torch.nn.Linear(4, 5)
-        self.out = torch.nn.Linear(5, out)
-        self.softmax = softmax
-
-    def forward(self, x):
-        z = self.out(torch.tanh(self.hidden(x)))
-        return torch.softmax(z, dim=-1) if self.softmax else z
+_MLP = partial(TanhNet, softmax=True)   # 4 → 5 → 2, probabilities out
 
 
 def _skorch_nets():
@@ -269,8 +261,8 @@ def _skorch_nets():
         "nll": (skorch.NeuralNetClassifier(_MLP, **kw), "cross_entropy"),
         "ce": (skorch.NeuralNetClassifier(_MLP, module__softmax=False,
                                           criterion=torch.nn.CrossEntropyLoss, **kw), "cross_entropy"),
-        "binary": (skorch.NeuralNetBinaryClassifier(_MLP, module__out=1, module__softmax=False, **kw), "bce"),
-        "regressor": (skorch.NeuralNetRegressor(_MLP, module__out=1, module__softmax=False, **kw), "mse"),
+        "binary": (skorch.NeuralNetBinaryClassifier(_MLP, module__k=1, module__softmax=False, **kw), "bce"),
+        "regressor": (skorch.NeuralNetRegressor(_MLP, module__k=1, module__softmax=False, **kw), "mse"),
     }
 
 
@@ -361,7 +353,7 @@ def test_errors(trained):
 def test_skorch_errors():
     X, y = _data(40)
     X = X.astype(np.float32)
-    reg = skorch.NeuralNetRegressor(_MLP, module__out=1, module__softmax=False, criterion=torch.nn.L1Loss,
+    reg = skorch.NeuralNetRegressor(_MLP, module__k=1, module__softmax=False, criterion=torch.nn.L1Loss,
                                     max_epochs=1, train_split=None, verbose=0)
     with pytest.raises(ValueError, match="L1Loss is not supported"):
         HessianInfluence(reg).fit(X, y.astype(np.float32))
