@@ -151,7 +151,7 @@ def case_adult_check():
     got = np.load(cache_folder("memory") / "adult_top.npz")
     got = [got[f"arr_{i}"] for i in range(4)]
     F = inf.influence_factors(X, y)
-    V = inf._model.removal_gradients(np.arange(inf.n_samples_))
+    V = inf.training_gradients()
     same_idx = [0, 0]
     score_err = 0.0
     for sl in [slice(i, i + 1000) for i in range(0, len(y), 1000)]:
@@ -181,10 +181,10 @@ def case_synthetic(query):
     if query != "top_k":   # a few test rows against their dense rows
         F = inf.influence_factors(X[:3], y[:3])
         rows = np.arange(0, n, 997)
-        dense = F @ inf._model.removal_gradients(rows).T
+        dense = F @ inf.training_gradients(rows).T
         got = result[:3][:, rows] if query == "out" else None
         if query == "sum":
-            full = inf.influence_factors(X, y).sum(axis=0) @ inf._model.removal_gradients(rows).T
+            full = inf.influence_factors(X, y).sum(axis=0) @ inf.training_gradients(rows).T
             check = float(np.abs(result[rows] - full).max() / np.abs(full).max())
         else:
             check = float(np.abs(got - dense).max() / np.abs(dense).max())

@@ -448,12 +448,12 @@ def run_methods(name, est, data, scorer, args):
     # GIF: the influence restricted to a share of the parameters (its default rule and ratio). Its
     # default curvature and solver are the Hessian and LiSSA; --gif-curvature / --gif-solver change them
     # (the CNN's default here: the dense Fisher and the exact least squares)
-    gif = dict(curvature="fisher", solver="exact") if name == "cnn" else dict(curvature="hessian", solver="lissa")
-    gif.update({k: v for k, v in (("curvature", args.gif_curvature), ("solver", args.gif_solver)) if v})
+    gif = dict(curvature="fisher", method="exact") if name == "cnn" else dict(curvature="hessian", method="lissa")
+    gif.update({k: v for k, v in (("curvature", args.gif_curvature), ("method", args.gif_solver)) if v})
     for ratio in (float(r) for r in args.gif_ratios.split(",") if r and "gif" in methods):
         default = " (default)" if ratio == GeneralizedInfluence(None).ratio else ""
         rows.append(scorer.timed(
-            f"GIF ({gif['curvature'].capitalize()}, {'LiSSA' if gif['solver'] == 'lissa' else 'exact'})",
+            f"GIF ({gif['curvature'].capitalize()}, {'LiSSA' if gif['method'] == 'lissa' else 'exact'})",
             f"ratio {ratio:g}{default}, highest_outputs, damping auto",
             lambda r=ratio: GeneralizedInfluence(target, ratio=r, damping="auto", random_state=0, **gif,
                                                  **opts).fit(X, y).attribute(Xt, yt)))

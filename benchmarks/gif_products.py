@@ -1,6 +1,6 @@
 """GIF's LiSSA with the dense curvature's products against matrix-free ones, on attribution.
 
-``GeneralizedInfluence(solver="lissa").attribute`` solves one least-squares problem per test
+``GeneralizedInfluence(method="lissa").attribute`` solves one least-squares problem per test
 point; with many test points LiSSA's ``2 · max_iter`` curvature products per column cost
 more than building the dense curvature once, so the solver multiplies by the dense matrix
 then (``skinfluence.curvature.gif.DENSE_PRODUCTS_BYTES`` bounds its size). Same iterates,

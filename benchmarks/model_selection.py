@@ -43,9 +43,8 @@ from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut, Stratified
 
 from skinfluence import HessianInfluence, InfluenceWarning
 from skinfluence.datasets import adult_design, load_adult
-from skinfluence.curvature.newton import RESIDUAL_TARGET
+from skinfluence.estimators import RESIDUAL_TARGET, NewtonPolisher
 from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_score
-from skinfluence.model_selection._validation import fitted_influence, removal_step
 
 from _common import interleaved_times, pinned_threads
 
@@ -70,27 +69,32 @@ def polishing(X, y, repeats):
     exact = [LogisticRegression(tol=1e-10, max_iter=10**4).fit(X[tr], y[tr]) for tr, _ in folds]
 
     def plain_polished():
-        return HessianInfluence(est, prefit=True, polish=True, removal_size=m).fit(X, y)
-
-    def residual(polish):
+        # the unpolished engine, polished as before to 5% of a fold's change (plain steps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InfluenceWarning)
-            return fitted_influence(est, X, y, None, folds, polish=polish, prefit=True)
+            inf = HessianInfluence(est, prefit=True).fit(X, y)
+        return NewtonPolisher(polish=True, removal_size=m).solve(inf.engine_)
 
-    ways = {"polished to 0.05, plain steps": (plain_polished, False),
-            "unpolished, residual steps": (lambda: residual(False), True),
-            f"polished to {RESIDUAL_TARGET:g}, residual steps": (lambda: residual(True), True)}
-    times, infs = interleaved_times([make for make, _ in ways.values()], repeats)
-    for (name, (_, res)), t, inf in zip(ways.items(), times, infs):
+    def residual(polish):
+        # the estimators' policy for removals of m rows (what approximate CV fits)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InfluenceWarning)
+            inf = HessianInfluence(est, prefit=True, polish=polish, removal_size=m).fit(X, y)
+        return inf.engine_, inf.convergence_ratio_, inf.n_polish_steps_
+
+    ways = {"polished to 0.05, plain steps": plain_polished,
+            "unpolished, residual steps": lambda: residual(False),
+            f"polished to {RESIDUAL_TARGET:g}, residual steps": lambda: residual(True)}
+    times, fits = interleaved_times(list(ways.values()), repeats)
+    for name, t, (engine, ratio, steps) in zip(ways, times, fits):
         d_acc, d_ll = [], []
         for (_, test), ex in zip(folds, exact):
-            delta = removal_step(inf, test) if res else inf.parameter_change(test)
-            eta = inf.adapter_.eta(inf._model.Z[test], inf.adapter_.theta + delta)
+            eta = engine.removal_outputs(test, test)
             p = 1 / (1 + np.exp(-eta[:, 0]))
             d_acc.append(abs(np.mean((p > 0.5) == y[test]) - ex.score(X[test], y[test])))
             d_ll.append(abs(log_loss(y[test], p) - log_loss(y[test], ex.predict_proba(X[test]))))
-        print(f"{name:34s}: fit+polish {t:.3f}s, {inf.n_polish_steps_} Newton steps, distance "
-              f"{inf.convergence_ratio_:.2g} of a fold change; vs exact refits max |Δ accuracy| "
+        print(f"{name:34s}: fit+polish {t:.3f}s, {steps} Newton steps, distance "
+              f"{ratio:.2g} of a fold change; vs exact refits max |Δ accuracy| "
               f"per fold {max(d_acc):.5f}, max |Δ log-loss| per fold {max(d_ll):.2e}")
 
 

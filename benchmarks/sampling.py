@@ -138,7 +138,7 @@ def removal_metrics(model, Xt, yt, Xu, yu, removed):
 def removal_step(inf, idx):
     """Δθ = M⁻¹ v_U, ``v_U = Σ_{i∈U} c_i ∇ℓ_i + s_U ∇π``, for a whole class U (the engine's
     removal gradients and solver; ``parameter_change`` refuses to remove a class)."""
-    return inf.curvature_solver_.solve(inf._model.removal_gradients(idx).sum(axis=0))
+    return inf.curvature_solver_.solve(inf.training_gradients(idx).sum(axis=0))
 
 
 def class_removal(model, retrained, X, y, Xt, yt, removed, fractions, seeds, solvers):

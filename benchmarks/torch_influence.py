@@ -109,7 +109,7 @@ def compare(name, module, net, X, y, Xt, yt, args, Direct):
 def residual_term(net, X, y, args):
     """The Hessian's second-derivative term, now vs before, on the same model."""
     inf = FisherInfluence(net, prefit=True, damping=args.damping).fit(X, y)
-    ad, model = inf.adapter_, inf._model
+    ad, model = inf.adapter_, inf.engine_
     R = model.c[:, None] * model.g
     (t_new, H_new), (t_old, H_old) = (median_time(lambda f=f: f(ad, model.Z, R), args.repeats)
                                       for f in (type(ad)._residual_hessian, previous_residual_hessian))

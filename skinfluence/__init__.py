@@ -9,7 +9,8 @@ from importlib import metadata as _metadata
 from . import datasets, fairness, metrics, model_selection, sampling, selection, unlearning
 from .ensemble import InfluenceEnsemble
 from .exceptions import CurvatureError, InfluenceWarning, SolverDivergenceError
-from .estimators import BaseInfluence, FisherInfluence, HessianInfluence, TopInfluences
+from .estimators import (BaseInfluence, FisherInfluence, HessianInfluence, InfluenceDiagnostics,
+                         TopInfluences)
 from .generalized import GeneralizedInfluence
 
 try:
@@ -22,6 +23,7 @@ __all__ = [
     "HessianInfluence",
     "FisherInfluence",
     "TopInfluences",
+    "InfluenceDiagnostics",
     "GeneralizedInfluence",
     "CurvatureError",
     "InfluenceWarning",

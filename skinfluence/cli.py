@@ -263,6 +263,19 @@ def _version() -> str:
     return __version__
 
 
+def _damping(value):
+    """``--damping``: a non-negative number or ``auto`` (the estimators' ``damping``)."""
+    if value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number or 'auto', got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skinfluence",
@@ -289,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--method", choices=["ns", "ij"], default="ns",
                            help="ns: Newton step with the curvature without the row(s) (default); "
                                 "ij: infinitesimal jackknife (the full curvature)")
-        p.add_argument("--damping", type=float, default=0.0,
-                       help="added to the curvature's diagonal when it is singular (default 0)")
+        p.add_argument("--damping", type=_damping, default=0.0,
+                       help="added to the curvature's diagonal when it is singular (default 0); "
+                            "'auto' as for the estimators")
         p.add_argument("--no-polish", action="store_true",
                        help="use the fit as it is instead of taking Newton steps to the optimum")
         if verb == "self-influence":

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._sklearn_compat import _num_samples, _safe_indexing
 from ._utils import MEMORY_ADVICE, check_memory, parse_bytes, row_blocks
 from .estimators import BaseInfluence
-from .estimators._streaming import TopInfluences, _best
+from .estimators import TopInfluences
 
 __all__ = ["InfluenceEnsemble"]
 
@@ -138,7 +138,7 @@ class InfluenceEnsemble(BaseEstimator):
             if top_k is None:
                 out[sl] = A
             else:
-                top.append((*_best(A, positions, top_k, 1), *_best(A, positions, top_k, -1)))
+                top.append(TopInfluences.best(A, positions, top_k))
         if top_k is None:
             return out
         helpful, helpful_idx, harmful, harmful_idx = (np.concatenate(p, axis=0) for p in zip(*top))

@@ -4,7 +4,10 @@
 subset ``J`` of the parameters, chosen by a selection rule (:mod:`skinfluence.selection`)
 on the rows that the queries will examine. Every query of the shared API (``unlearn``,
 ``relabel``, ``parameter_change``, ``attribute``, ...) goes through that solver, so all of
-them are restricted to ``J``. The maths and the baselines (Freezing, Projecting, the full
+them are restricted to ``J``. It follows the recipe for a new estimator (``docs/architecture.rst``): one hook,
+:meth:`GeneralizedInfluence._choose_solver`, called once per fit, selects ``J`` and returns
+the registered solver (``"gif"`` / ``"gif_exact"``) with its options; the engine builds and
+rebuilds that solver at every θ with the same ``J``. The maths and the baselines (Freezing, Projecting, the full
 influence function, second-order group influence) are in :mod:`skinfluence.curvature.gif`.
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import warnings
+
 import numpy as np
 
 from ._sklearn_compat import Interval, StrOptions, _safe_indexing
-from .curvature.gif import STRATEGIES, GIFSolver
-from .estimators import BaseInfluence
-from .estimators._base import _DEVICE
+from .curvature.gif import STRATEGIES
+from .curvature.solvers import check_solver_options
+from .estimators import BaseInfluence, SolverChoice, influence_init
 from .selection import RULES, select_parameters
 
 __all__ = ["GeneralizedInfluence"]
@@ -47,7 +52,7 @@ class GeneralizedInfluence(BaseInfluence):
     curvature : {"hessian", "fisher"}, default="hessian"
         The Hessian (as in the paper) or the Fisher / Gauss–Newton matrix (AFIF's
         curvature; positive semi-definite).
-    solver : {"lissa", "exact"}, default="lissa"
+    method : {"lissa", "exact"}, default="lissa"
         The authors' modified LiSSA (truncated at ``max_iter``) or the exact least
         squares on the dense curvature (where ``p × p`` fits). LiSSA's curvature products
         are matrix-free, except when a solve has more right-hand sides than
@@ -67,9 +72,16 @@ class GeneralizedInfluence(BaseInfluence):
         models whose curvature is far from unit scale (e.g. unscaled linear models).
     normalizer_step : float, default=5.0
         Added to ``c`` each time the iteration diverges and restarts.
-    damping, prefit, polish, curvature_sampler, device, dtype, batch_size, random_state, verbose
+    solver : {"auto", "gif", "gif_exact"}, default="auto"
+        The registered solver: ``"auto"`` is ``"gif"`` (LiSSA) or ``"gif_exact"`` by
+        ``method``. ``"lissa"`` and ``"exact"`` (GIF's method, before ``method`` had its own
+        name) still work, with a FutureWarning.
+    solver_options : dict, default=None
+        Further options of :class:`~skinfluence.curvature.gif.GIFSolver` (``max_restarts``);
+        those that are parameters here (``max_iter``, ``tol``, ``strategy``, ...) raise.
+    damping, prefit, polish, removal_size, curvature_sampler, device, dtype, batch_size
         As for :class:`~skinfluence.HessianInfluence`.
-    memory_budget, n_jobs
+    memory_budget, n_jobs, random_state, verbose
         As for :class:`~skinfluence.HessianInfluence`.
 
     Attributes
@@ -81,7 +93,7 @@ class GeneralizedInfluence(BaseInfluence):
         filled partly.
     n_iter_, n_restarts_, normalizer_, residual_ :
         The last solve's LiSSA steps, restarts, final normaliser and relative
-        normal-equation residual (``solver="exact"``: 1, 0, 1 and the residual).
+        normal-equation residual (``method="exact"``: 1, 0, 1 and the residual).
     Other attributes as for :class:`~skinfluence.HessianInfluence`.
 
     Notes
@@ -92,7 +104,10 @@ class GeneralizedInfluence(BaseInfluence):
     truncated at its 200 steps keeps little of the signal (logistic regression 0.34 at
     ``ratio=0.05``, 0.42 at 0.3; MLP 0.18 / 0.30), the exact least squares more (0.38 /
     0.81; MLP 0.53 / 0.81), the full influence function most (0.94; MLP 0.86). Use
-    ``solver="exact"`` where ``p × p`` fits, or :class:`~skinfluence.HessianInfluence`.
+    ``method="exact"`` where ``p × p`` fits, or :class:`~skinfluence.HessianInfluence`.
+
+    ``J`` is selected once per :meth:`fit`, on the fitted model (before any polishing:
+    polishing's Newton steps already move only ``J``).
 
     Examples
     --------
@@ -106,7 +121,8 @@ class GeneralizedInfluence(BaseInfluence):
         "selection": [StrOptions(set(RULES)), callable],
         "ratio": [Interval(Real, 0, 1, closed="right")],
         "curvature": [StrOptions({"hessian", "fisher"})],
-        "solver": [StrOptions({"lissa", "exact"})],
+        "method": [StrOptions({"lissa", "exact"})],
+        "solver": [StrOptions({"auto", "gif", "gif_exact", "lissa", "exact"})],
         "strategy": [StrOptions(set(STRATEGIES))],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -114,23 +130,9 @@ class GeneralizedInfluence(BaseInfluence):
         "normalizer_step": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, estimator, *, selection="highest_outputs", ratio=0.05, curvature="hessian",
-                 solver="lissa", strategy="gif", max_iter=200, tol=1e-9, normalizer=1.0,
-                 normalizer_step=5.0, prefit=False, damping=0.0, polish=False,
-                 curvature_sampler=None, device="auto", dtype="float64", batch_size=4096,
-                 memory_budget="512MiB", n_jobs=None, random_state=None, verbose=0):
-        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish, solver=solver,
-                         curvature_sampler=curvature_sampler, device=device, dtype=dtype,
-                         batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose)
-        self.selection = selection
-        self.ratio = ratio
-        self.curvature = curvature
-        self.strategy = strategy
-        self.max_iter = max_iter
-        self.tol = tol
-        self.normalizer = normalizer
-        self.normalizer_step = normalizer_step
+    __init__ = influence_init(selection="highest_outputs", ratio=0.05, curvature="hessian",
+                              method="lissa", strategy="gif", max_iter=200, tol=1e-9,
+                              normalizer=1.0, normalizer_step=5.0)
 
     @property
     def _curvature_kind(self):
@@ -160,25 +162,31 @@ class GeneralizedInfluence(BaseInfluence):
             self._selection_data = (_safe_indexing(X, rows), _safe_indexing(np.asarray(y), rows))
         return super().fit(X, y, sample_weight)
 
-    def _check_options(self):
-        # ``solver`` names GIF's method (validated by _parameter_constraints), not an engine solver
-        if self.damping != "auto" and not np.isfinite(self.damping):
-            raise ValueError(f"damping must be finite, got {self.damping!r}")
-        if not _DEVICE.match(self.device):
-            raise ValueError("device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', "
-                             f"got {self.device!r}")
+    def _method(self):
+        """GIF's method, from ``method`` or the deprecated ``solver="lissa"/"exact"``."""
+        if self.solver in ("lissa", "exact"):
+            warnings.warn(f"GeneralizedInfluence(solver={self.solver!r}) is deprecated: GIF's method "
+                          f"is now method={self.solver!r} (solver names the registered solver, "
+                          "'auto')", FutureWarning, stacklevel=4)
+            return self.solver
+        if self.solver == "gif_exact":
+            return "exact"
+        return "lissa" if self.solver == "gif" else self.method
 
-    def _build(self, adapter, eta=None, previous=None, target=None):
-        # the registered GIF solver for GIF's ``solver`` option (the base resolves the others)
-        self.solver_ = "gif_exact" if self.solver == "exact" else "gif"
-        self.solver_reason_ = (f"GeneralizedInfluence(solver={self.solver!r}, "
-                               f"strategy={self.strategy!r})")
-        return super()._build(adapter, eta, previous, target)
-
-    def _make_solver(self, operator, adapter):
+    def _choose_solver(self, adapter):
+        """The one solver hook: ``J`` selected once (on the fitted model) and the GIF solver
+        restricted to it; ``parameter_mask_`` and ``selection_table_`` come with it."""
         if not adapter.penalty.is_smooth:
             raise ValueError("GeneralizedInfluence supports smooth penalties only (no ℓ1); "
                              "use HessianInfluence for Lasso / elastic net")
+        method = self._method()
+        name = "gif_exact" if method == "exact" else "gif"
+        extra = check_solver_options(name, self.solver_options)
+        clash = sorted(set(extra) & {"subset", "strategy", "method", "normalizer",
+                                     "normalizer_step", "max_iter", "tol"})
+        if clash:
+            raise ValueError(f"solver_options {clash} are parameters of GeneralizedInfluence: "
+                             "set them there")
         X_sel, y_sel = self._selection_data
         mask, table = select_parameters(adapter, X_sel, y_sel, rule=self.selection,
                                         ratio=self.ratio, random_state=self.random_state)
@@ -186,12 +194,11 @@ class GeneralizedInfluence(BaseInfluence):
             mask = np.ones(adapter.n_params, bool)
         if not mask.any():
             raise ValueError(f"ratio={self.ratio} selects no parameter; increase it")
-        self.parameter_mask_, self.selection_table_ = mask, table
-        return GIFSolver(operator, subset=mask, strategy=self.strategy,
-                         method="exact" if self.solver == "exact" else "lissa",
-                         damping=self.damping_, null_space=adapter.null_space(),
-                         normalizer=self.normalizer, normalizer_step=self.normalizer_step,
-                         max_iter=self.max_iter, tol=self.tol, random_state=self.random_state)
+        own = dict(subset=mask, strategy=self.strategy, normalizer=self.normalizer,
+                   normalizer_step=self.normalizer_step, max_iter=self.max_iter, tol=self.tol)
+        return SolverChoice(name, f"GeneralizedInfluence(method={method!r}, strategy={self.strategy!r})",
+                            {**own, **extra},
+                            attributes={"parameter_mask_": mask, "selection_table_": table})
 
     # ------------------------------------------------------------- solver report
     def _info(self, key, default):

@@ -13,7 +13,9 @@ estimators return:
 * :func:`plot_cv_curves` -- approximate against exact cross-validation scores over a
   hyperparameter;
 * :func:`plot_fairness_tradeoff` -- fairness gap against accuracy, with the best
-  trade-offs joined.
+  trade-offs joined;
+* :func:`influence_plot` -- leverage against studentized residual, marker area by Cook's
+  distance, the most influential rows labelled (statsmodels' figure), for any estimator.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "plot_detection_curve",
     "plot_cv_curves",
     "plot_fairness_tradeoff",
+    "influence_plot",
     "flag_outliers",
     "detection_curve",
 ]
@@ -380,4 +383,71 @@ def plot_fairness_tradeoff(gaps, accuracies, *, labels=None, fallback=None, base
     ax.set_xlabel(f"{gap_name} (lower is fairer)")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)
+    return ax
+
+
+def influence_plot(diagnostics, *, external: bool = True, n_labels: int = 5, size: float = 300,
+                   labels=None, ax=None):
+    """Leverage against studentized residual, marker area by Cook's distance.
+
+    The regression-diagnostics figure of statsmodels' ``influence_plot`` for any
+    skinfluence estimator: rows far right have high leverage, rows far from zero are
+    poorly fitted, large markers move the fit most (Cook's distance); the ``n_labels``
+    largest Cook's distances are labelled.
+
+    Parameters
+    ----------
+    diagnostics : fitted influence estimator or InfluenceDiagnostics
+        An estimator (its :meth:`~skinfluence.HessianInfluence.diagnostics` are computed
+        without the parameter changes) or their result.
+    external : bool, default=True
+        Externally studentized residuals (else internally).
+    n_labels : int, default=5
+        Rows labelled, by decreasing Cook's distance.
+    size : float, default=300
+        Marker area of the largest Cook's distance (points²); areas are proportional
+        (at least 8, so that every row shows).
+    labels : array-like of shape (n,), optional
+        Row labels (default: the training rows' index labels).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from skinfluence import HessianInfluence
+    >>> from skinfluence.plotting import influence_plot
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> ax = influence_plot(HessianInfluence(LinearRegression()).fit(X, y))
+    >>> ax.get_xlabel()
+    'leverage (hat diagonal)'
+    """
+    if hasattr(diagnostics, "diagnostics"):
+        diagnostics = diagnostics.diagnostics(params=False)
+    if not hasattr(diagnostics, "hat_matrix_diag"):
+        raise TypeError("influence_plot needs a fitted influence estimator or its diagnostics(), "
+                        f"got {type(diagnostics).__name__}")
+    h = np.asarray(diagnostics.hat_matrix_diag)
+    r = np.asarray(diagnostics.resid_studentized_external if external
+                   else diagnostics.resid_studentized)
+    cooks = np.nan_to_num(np.asarray(diagnostics.cooks_distance[0]), nan=0.0)
+    names = np.asarray(diagnostics.index if labels is None else labels)
+    if len(names) != len(h):
+        raise ValueError(f"labels has {len(names)} entries for {len(h)} rows")
+    ax = _axes(ax)
+    area = size * cooks / max(cooks.max(), 1e-300)
+    ax.scatter(h, r, s=np.maximum(area, 8.0), alpha=0.6, edgecolors="k", linewidths=0.5)
+    for i in np.argsort(-cooks, kind="stable")[:max(int(n_labels), 0)]:
+        ax.annotate(str(names[i]), (h[i], r[i]), xytext=(4, 3), textcoords="offset points",
+                    fontsize=8)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("leverage (hat diagonal)")
+    ax.set_ylabel(("externally" if external else "internally") + " studentized residual")
+    ax.set_title("Influence plot (marker area: Cook's distance)")
     return ax

@@ -75,7 +75,7 @@ def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05,
         raise ValueError(f"selection must be one of {RULES} or a callable, got {rule!r}")
     if rule.endswith("gradients") and y is None:
         raise ValueError(f"selection={rule!r} needs the targets y of the examined rows")
-    layers = _torch_layers(adapter) if hasattr(adapter, "layers") else None
+    layers = _torch_layers(adapter) if adapter.is_network else None
     if layers is None:
         coefs = np.arange(adapter.n_params)[:, None]                # one "unit" per coefficient
         layers = [_Layer("coefficients", "linear model", coefs, None)]

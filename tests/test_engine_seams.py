@@ -28,35 +28,8 @@ def _clf(n=150, d=5, classes=2, seed=0):
                                random_state=seed)
 
 
-# ------------------------------------------------------------------ parameter subsets
-def test_subset_of_a_glm_slices_the_full_pieces():
-    X, y = _clf(classes=3)
-    est = LogisticRegression(**TIGHT).fit(X, y)
-    ad = make_adapter(est)
-    rng = np.random.default_rng(0)
-    mask = rng.random(ad.n_params) < 0.4
-    sub = ad.restrict(mask)
-    Z = ad.design(X)
-    c = ad.data_weights(y, np.ones(len(y)))
-    G = rng.standard_normal((len(y), 3))
-    np.testing.assert_allclose(sub.gradients(Z, G), ad.gradients(Z, G)[:, mask])
-    np.testing.assert_allclose(sub.jacobians(Z[:7]), ad.jacobians(Z[:7])[..., mask])
-    M = ad.curvature(Z, y, c, "fisher")
-    np.testing.assert_allclose(sub.curvature(Z, y, c, "fisher"), M[np.ix_(mask, mask)])
-    V = rng.standard_normal((mask.sum(), 2))
-    np.testing.assert_allclose(sub.curvature_columns(Z, y, c, V, "fisher"), M[:, mask] @ V)
-    # write-back touches J only
-    new = sub.with_params(sub.theta + 1.0)
-    moved = make_adapter(new).theta - ad.theta
-    np.testing.assert_allclose(moved[mask], 1.0)
-    np.testing.assert_allclose(moved[~mask], 0.0)
-    with pytest.raises(ValueError, match="boolean"):
-        ad.restrict(np.ones(3))
-    with pytest.raises(ValueError, match="empty"):
-        ad.restrict(np.zeros(ad.n_params, bool))
-
-
-def test_subset_of_a_net_against_autograd():
+# ------------------------------------------------------------------ parameter slices
+def test_unit_mask_of_a_net_against_autograd():
     X = np.random.default_rng(1).standard_normal((20, 4))
     y = (X[:, 0] > 0).astype(int)
     model = TorchModel(tanh_mlp(4, 3, 2), loss="cross_entropy", weight_decay=0.01)
@@ -68,7 +41,6 @@ def test_subset_of_a_net_against_autograd():
     mask = ad.unit_mask({"0": [1]})
     mask[slices["2.bias"]] = True
     assert mask.sum() == 4 + 1 + 2
-    sub = ad.restrict(mask)
     Z = ad.design(X)
     net = model.module
     names = [n for n, _ in net.named_parameters()]
@@ -79,14 +51,10 @@ def test_subset_of_a_net_against_autograd():
         return functional_call(net, params, (torch.as_tensor(Z),))
 
     J = jacrev(eta)(torch.as_tensor(ad.theta)).numpy()       # (n, K, p)
-    np.testing.assert_allclose(sub.jacobians(Z), J[..., mask], atol=1e-12)
+    np.testing.assert_allclose(ad.jacobians(Z)[..., mask], J[..., mask], atol=1e-12)
+    assert np.abs(J[..., mask]).sum(axis=(0, 1)).all()   # every selected parameter moves η
     G = np.random.default_rng(2).standard_normal((20, 2))
-    np.testing.assert_allclose(sub.gradients(Z, G), np.einsum("nkp,nk->np", J, G)[:, mask], atol=1e-12)
-    c = ad.data_weights(y, np.ones(20))
-    full = ad.curvature(Z, y, c, "hessian")
-    V = np.random.default_rng(3).standard_normal((mask.sum(), 3))
-    np.testing.assert_allclose(sub.curvature_columns(Z, y, c, V, "hessian"), full[:, mask] @ V, atol=1e-10)
-    np.testing.assert_allclose(sub.curvature(Z, y, c, "hessian"), full[np.ix_(mask, mask)], atol=1e-10)
+    np.testing.assert_allclose(ad.gradients(Z, G), np.einsum("nkp,nk->np", J, G), atol=1e-12)
 
 
 def test_layer_statistics_read_planted_units():
@@ -192,7 +160,7 @@ def test_unknown_solver_and_truncated_lissa():
     T = np.eye(len(M)) - M / s
     ref = sum(np.linalg.matrix_power(T, k) for k in range(4)) @ B / s
     np.testing.assert_allclose(x, ref, rtol=1e-10)
-    solver = make_solver("lissa", CurvatureOperator.from_matrix(M), maxiter=3, truncate=True)
+    solver = make_solver("lissa", CurvatureOperator.from_matrix(M), max_iter=3, truncate=True)
     solver.solve(B)
     assert solver.info_["truncated"]
 
@@ -313,3 +281,64 @@ def test_fitted_estimators_pickle_with_every_solver(solver):
                               damping=0.05 if solver == "lissa" else 0.0).fit(X, y)
     again = pickle.loads(pickle.dumps(inf))
     np.testing.assert_array_equal(again.attribute(X[:4], y[:4]), inf.attribute(X[:4], y[:4]))
+
+
+# ---------------------------------------------------------------- the engine boundary
+def test_training_gradients_are_the_removal_gradients():
+    """v_i = c_i ∇ℓ_i + s_i ∇π: for a weighted logistic regression c_i = w_i·C and
+    ∇ℓ_i = (p_i − y_i) [x_i, 1]; Lasso (mean-scaled) adds its share of the ridge part."""
+    X, y = _clf()
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    inf = HessianInfluence(LogisticRegression(C=0.7, **TIGHT)).fit(X, y, sample_weight=w)
+    p = inf.estimator_.predict_proba(X)[:, 1]
+    want = (0.7 * w * (p - y))[:, None] * np.c_[X, np.ones(len(y))]
+    np.testing.assert_allclose(inf.training_gradients(), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(inf.training_gradients([3, 1]), want[[3, 1]], rtol=1e-10, atol=1e-12)
+    with pytest.raises(MemoryError, match="fewer rows"):
+        from skinfluence import _utils
+        old, _utils.MAX_DENSE_BYTES = _utils.MAX_DENSE_BYTES, 8
+        try:
+            inf.training_gradients()
+        finally:
+            _utils.MAX_DENSE_BYTES = old
+
+
+def test_declared_capabilities_and_forwarding():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skinfluence.curvature.factor import DenseSolver
+    from skinfluence.curvature.iterative import CGSolver
+    from skinfluence.models import FORWARDED, PipelineAdapter
+
+    X, y = _clf()
+    ad = make_adapter(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y))
+    assert isinstance(ad, PipelineAdapter) and ad.has_gram and not ad.is_network
+    assert ad.supports_sparse_rows and "curvature_weights" in FORWARDED
+    with pytest.raises(AttributeError):      # only the declared names are forwarded
+        ad.fit_intercept
+    net = make_adapter(TorchModel(tanh_mlp(4, 3, 2), loss="cross_entropy"))
+    assert net.is_network and not net.has_gram and not net.supports_sparse_rows
+    with pytest.raises(NotImplementedError):
+        net.jacobian_rows(np.zeros((2, 4)))
+    assert DenseSolver.can_shift and DenseSolver.has_prox_step and not CGSolver.can_shift
+    assert set(CGSolver.options) == {"tol", "max_iter", "truncate"}
+    for cls in SOLVERS.values():   # every registered solver declares its options
+        assert isinstance(cls.options, dict)
+
+
+def test_the_dense_inverse_is_kept_on_the_solver():
+    X, y = _clf()
+    inf = HessianInfluence(LogisticRegression(**TIGHT)).fit(X, y)
+    first = inf.curvature_solver_.inverse_operator()
+    inf.approx_loocv()
+    assert inf.curvature_solver_.inverse_operator() is first
+    np.testing.assert_allclose(first @ inf.curvature_, np.eye(len(first)), atol=1e-8)
+
+
+def test_reweighing_accepts_auto_damping():
+    X, y = _clf(n=300)
+    sensitive = (X[:, 1] > 0).astype(int)
+    rw = InfluenceReweighing(LogisticRegression(), damping="auto", random_state=0)
+    rw.fit(X, y, sensitive_features=sensitive)
+    assert rw.influence_.damping_ == 0.0     # "auto" is 0 for a linear model

@@ -1,5 +1,7 @@
 """Generalized influence solvers against dense references on a small trained network."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -102,7 +104,7 @@ def test_all_parameters_recover_the_ordinary_influence_step(net_problem):
                            damping=DAMP).fit(P["X"], P["y"])
     ordinary = inf.parameter_change(P["idx"], method="ij")
     op = CurvatureOperator.from_matrix(inf.curvature_)
-    v = inf._model.removal_gradients(P["idx"]).sum(0)
+    v = inf.training_gradients(P["idx"]).sum(0)
     for method in ("exact", "lissa"):
         solver = GIFSolver(op, strategy="gif", method=method, damping=DAMP, max_iter=100_000, tol=1e-13)
         assert rel_err(solver.solve(v), ordinary) < 1e-6
@@ -184,7 +186,7 @@ def _estimators(P, **kw):
 
 def _retained_curvature(ref, idx):
     """Dense M − Σ_U c_i J_iᵀ W_i J_i − share·∇²π (damping included): the Newton step's matrix."""
-    m, ad = ref._model, ref.adapter_
+    m, ad = ref.engine_, ref.adapter_
     J = ad.jacobians(m.Z[idx])
     D = np.einsum("mkp,mkl,mlq->pq", J, m.c[idx, None, None] * m.W[idx], J)
     return ref.curvature_ + DAMP * np.eye(ad.n_params) - D - np.diag(m.share[idx].sum() * ad.penalty.hessian_diagonal())
@@ -192,13 +194,13 @@ def _retained_curvature(ref, idx):
 
 def test_estimator_with_all_parameters_is_the_ordinary_influence(net_problem):
     P = net_problem
-    _, ref, gif = _estimators(P, ratio=1.0, solver="exact")
+    _, ref, gif = _estimators(P, ratio=1.0, method="exact")
     gif.fit(P["X"], P["y"])
     assert gif.parameter_mask_.all() and gif.solver_ == "gif_exact"
     assert rel_err(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10
     # the Newton step: the exact retained curvature (the dense solver's Woodbury path drops
     # the penalty share's diagonal, hence the comparison with the closed form)
-    v = ref._model.removal_gradients(P["idx"]).sum(0)
+    v = ref.training_gradients(P["idx"]).sum(0)
     ns = np.linalg.solve(_retained_curvature(ref, P["idx"]), v)
     assert rel_err(gif.parameter_change(P["idx"]), ns) < 1e-10
 
@@ -208,14 +210,14 @@ def test_estimator_strategies_on_a_given_subset(net_problem, strategy):
     """Every query is restricted: parameter_change is the strategy's closed form on J."""
     P = net_problem
     J = P["mask"]
-    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), solver="exact", strategy=strategy)
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), method="exact", strategy=strategy)
     gif.fit(P["X"], P["y"])
-    v = ref._model.removal_gradients(P["idx"]).sum(0)
+    v = ref.training_gradients(P["idx"]).sum(0)
     H = ref.curvature_ + DAMP * np.eye(len(v))
     assert rel_err(gif.parameter_change(P["idx"], method="ij"), _reference(H, v, J, strategy)) < 1e-10
     A = gif.attribute(P["X"][:3], P["y"][:3])                  # attribution through the same solver
     G = ref.adapter_.gradients(P["Z"][:3], ref.adapter_.loss.gradient(P["y_enc"][:3], ref.adapter_.eta(P["Z"][:3])))
-    V = ref._model.removal_gradients(np.arange(len(P["y"])))
+    V = ref.training_gradients(np.arange(len(P["y"])))
     X_J = np.column_stack([_reference(H, g, J, strategy) for g in G])
     assert np.allclose(A, X_J.T @ V.T, rtol=1e-8, atol=1e-12)
 
@@ -225,10 +227,10 @@ def test_freezing_equals_the_dense_solver_with_active_subset(net_problem):
 
     P = net_problem
     J = P["mask"]
-    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), solver="exact", strategy="freezing")
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), method="exact", strategy="freezing")
     gif.fit(P["X"], P["y"])
     dense = make_solver("dense", ref.curvature_, damping=DAMP, active=J)
-    v = ref._model.removal_gradients(P["idx"]).sum(0)
+    v = ref.training_gradients(P["idx"]).sum(0)
     assert rel_err(gif.parameter_change(P["idx"], method="ij"), dense.solve(v)) < 1e-10
 
 
@@ -256,10 +258,10 @@ def test_estimator_on_a_linear_model_and_validation():
     X, y = load_iris(return_X_y=True)
     lr = LogisticRegression(C=1.0, max_iter=5000, tol=1e-12)
     ref = HessianInfluence(lr).fit(X, y)
-    gif = GeneralizedInfluence(lr, ratio=1.0, solver="exact").fit(X, y)
+    gif = GeneralizedInfluence(lr, ratio=1.0, method="exact").fit(X, y)
     idx = np.arange(0, 150, 10)
     assert rel_err(gif.parameter_change(idx, method="ij"), ref.parameter_change(idx, method="ij")) < 1e-8
-    half = GeneralizedInfluence(lr, ratio=0.5, selection="highest_outputs", solver="exact").fit(X, y)
+    half = GeneralizedInfluence(lr, ratio=0.5, selection="highest_outputs", method="exact").fit(X, y)
     theta = half.adapter_.theta
     assert np.abs(theta[half.parameter_mask_]).min() >= np.abs(theta[~half.parameter_mask_]).max()
     assert clone(half).get_params()["ratio"] == 0.5
@@ -267,6 +269,44 @@ def test_estimator_on_a_linear_model_and_validation():
         GeneralizedInfluence(lr, ratio=1.5).fit(X, y)
     with pytest.raises(ValueError, match="solver"):
         GeneralizedInfluence(lr, solver="cg").fit(X, y)
+    # GIF's method had the name solver before: still accepted, with a FutureWarning
+    with pytest.warns(FutureWarning, match="method='exact'"):
+        old = GeneralizedInfluence(lr, ratio=0.5, solver="exact").fit(X, y)
+    assert old.solver_ == "gif_exact"
+    np.testing.assert_array_equal(old.parameter_change(idx), half.parameter_change(idx))
+    # solver_options and removal_size as for the other estimators; GIF's own parameters
+    # are set as parameters
+    capped = GeneralizedInfluence(lr, ratio=0.5, max_iter=5, normalizer="auto",
+                                  solver_options={"max_restarts": 0}, removal_size=10).fit(X, y)
+    assert capped.curvature_solver_.lissa_options["max_restarts"] == 0
+    with pytest.raises(ValueError, match="parameters of GeneralizedInfluence"):
+        GeneralizedInfluence(lr, solver_options={"max_iter": 5}).fit(X, y)
+    with pytest.raises(ValueError, match="not options of solver='gif'"):
+        GeneralizedInfluence(lr, solver_options={"rank": 5}).fit(X, y)
+
+
+def test_the_subset_is_selected_once_per_fit():
+    """Polishing and Newton iterations rebuild the solver at new θ with the J of the fit."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from skinfluence import GeneralizedInfluence
+
+    X, y = load_iris(return_X_y=True)
+    calls = []
+
+    def rule(adapter, X_sel, y_sel):
+        calls.append(adapter.theta.copy())
+        return np.arange(adapter.n_params) % 2 == 0
+
+    gif = GeneralizedInfluence(LogisticRegression(max_iter=3), selection=rule, method="exact",
+                               polish=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # lbfgs's ConvergenceWarning
+        gif.fit(X, y)
+        gif.unlearn([0, 1], steps=3)      # two more engines at new θ, each with its solver
+    assert gif.update_info_["steps"] >= 2 and len(calls) == 1
+    np.testing.assert_array_equal(gif.curvature_solver_.active, gif.parameter_mask_)
 
 
 def test_auto_normalizer_converges_without_restarts_on_a_badly_scaled_curvature():
@@ -287,5 +327,5 @@ def test_fisher_curvature_with_all_parameters_is_fisher_influence(net_problem):
     P = net_problem
     est = TorchModel(P["net"], weight_decay=WD)
     ref = FisherInfluence(est, prefit=True, solver="dense").fit(P["X"], P["y"])
-    gif = GeneralizedInfluence(est, prefit=True, curvature="fisher", ratio=1.0, solver="exact").fit(P["X"], P["y"])
+    gif = GeneralizedInfluence(est, prefit=True, curvature="fisher", ratio=1.0, method="exact").fit(P["X"], P["y"])
     assert rel_err(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10

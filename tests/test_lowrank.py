@@ -177,7 +177,7 @@ def test_bad_options_raise(name):
         make_solver(name, op, damping=0.0, rank=5)
     with pytest.raises(ValueError, match="rank must be a positive integer"):
         make_solver(name, op, damping=DAMPING, rank=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"\['rnak'\] are not options"):   # declared options
         make_solver(name, op, damping=DAMPING, rnak=5)
     # a Hessian with negative curvature beyond the damping
     indefinite = CurvatureOperator.from_matrix(M - 0.5 * np.eye(P))
@@ -250,7 +250,7 @@ def test_solver_options_are_validated(net_problem):
         _fit(model, X, y, "nystrom", solver_options={"rnak": 5})
     with pytest.raises(ValueError, match="valid: none"):
         _fit(model, X, y, "dense", solver_options={"rank": 5})
-    with pytest.raises(ValueError, match="'maxiter'"):                  # cg's own options are listed
+    with pytest.raises(ValueError, match="'max_iter'"):                  # cg's own options are listed
         _fit(model, X, y, "cg", solver_options={"rank": 5})
     with pytest.raises(InvalidParameterError, match="solver_options"):
         _fit(model, X, y, "nystrom", solver_options=[("rank", 5)])
@@ -261,3 +261,17 @@ def test_solver_options_are_validated(net_problem):
     auto = FisherInfluence(model, prefit=True, solver="nystrom", damping="auto", random_state=0,
                            solver_options={"rank": 20}).fit(X, y)
     assert auto.damping_ > 0 and auto.curvature_solver_.info_["rank"] == 20
+
+
+def test_old_option_spelling_warns():
+    """``maxiter`` (cg, lissa) is scikit-learn's ``max_iter`` now; the old spelling still
+    works, with a FutureWarning, and both at once is an error."""
+    op = CurvatureOperator.from_matrix(M)
+    b = np.ones(P)
+    with pytest.warns(FutureWarning, match="renamed 'max_iter'"):
+        old = make_solver("cg", op, damping=DAMPING, maxiter=3)
+    new = make_solver("cg", op, damping=DAMPING, max_iter=3)
+    np.testing.assert_array_equal(old.solve(b), new.solve(b))
+    with pytest.raises(ValueError, match="both 'maxiter' and 'max_iter'"), \
+            pytest.warns(FutureWarning):
+        make_solver("cg", op, damping=DAMPING, maxiter=3, max_iter=3)

@@ -431,3 +431,25 @@ def test_n_jobs_validated(binary):
         approx_cross_val_score(LogisticRegression(), X, y, n_jobs="two")
     with pytest.raises(ValueError, match="n_jobs"):
         ApproxGridSearchCV(LogisticRegression(), {"C": [1.0]}, n_jobs=1.5).fit(X, y)
+
+
+@pytest.mark.parametrize("est, data", [
+    (LogisticRegression(tol=1e-2), "binary"),           # stopped short: residual steps matter
+    (LogisticRegression(C=0.5), "multiclass"),
+    (Lasso(alpha=0.5), "regression"),
+])
+def test_cv_decision_is_approx_cross_val_predict(est, data, request):
+    """The estimator's cv_decision and approximate CV take the one removal step: on the same
+    folds, with the same removal size (so the same polishing policy), they agree to rounding,
+    and both follow exact refits."""
+    X, y = request.getfixturevalue(data)
+    folds = list(CV5.split(X, y))
+    tests = [test for _, test in folds]
+    m = min(len(t) for t in tests)
+    inf = HessianInfluence(est, polish=True, removal_size=m).fit(X, y)
+    method = "decision_function" if data != "regression" else "predict"
+    ours = inf.adapter_.response(inf.cv_decision(tests), method)
+    approx = approx_cross_val_predict(est, X, y, cv=folds, response_method=method)
+    np.testing.assert_allclose(ours, approx, rtol=1e-12, atol=1e-12)
+    exact = cross_val_predict(clone(est).set_params(tol=1e-10), X, y, cv=folds, method=method)
+    assert np.max(np.abs(ours - exact)) < 0.05 * np.ptp(exact)

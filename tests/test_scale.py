@@ -21,7 +21,7 @@ TINY = 40_000   # bytes: forces blocks of a few rows on both sides
 def _dense(inf, X, y):
     """The reference: all factors at once against all training rows at once."""
     F = inf.influence_factors(X, y)
-    return F @ inf._model.removal_gradients(np.arange(inf.n_samples_)).T
+    return F @ inf.training_gradients().T
 
 
 def _data(kind, n=260, m=70, seed=0):

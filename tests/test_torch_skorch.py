@@ -311,7 +311,7 @@ def test_polishing_never_moves_away_from_the_optimum():
         pol = FisherInfluence(net, prefit=True, polish=True).fit(X, y)
     assert pol.n_polish_steps_ > 0
     assert pol.convergence_ratio_ <= raw.convergence_ratio_
-    assert pol._model.objective(pol.adapter_.theta, pol._model.eta) < raw._model.objective(raw.adapter_.theta, raw._model.eta)
+    assert pol.engine_.objective(pol.adapter_.theta, pol.engine_.eta) < raw.engine_.objective(raw.adapter_.theta, raw.engine_.eta)
     if pol.convergence_ratio_ > 0.05:
         with pytest.warns(InfluenceWarning, match="polishing stopped"):
             FisherInfluence(net, prefit=True, polish=True).fit(X, y)

@@ -120,6 +120,8 @@ class DualSolver(Solver):
 
     sparse_rows = True
     uses_batch_size = True
+    uses_random_state = True
+    can_shift = True
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, batch_size=4096,
                  random_state=None):

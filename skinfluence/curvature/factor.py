@@ -13,7 +13,7 @@ singular) reads::
     (M − Uᵀ C U)⁻¹ = A + A Uᵀ C (I − G C)⁻¹ U A
 
 so ``U (M − UᵀCU)⁻¹ v = (I − G C)⁻¹ U A v``. When ``m ≥ p`` forming and factorising
-``M − Uᵀ C U`` directly is cheaper, and is what :meth:`Factorization.downdated_solve`
+``M − Uᵀ C U`` directly is cheaper, and is what :meth:`DenseSolver.downdated_solve`
 does then.
 
 Registered as ``solver="dense"`` (:mod:`.solvers`). It also takes the proximal Newton
@@ -27,6 +27,7 @@ from scipy import linalg
 
 from .._linalg import block_gram
 from ..exceptions import CurvatureError
+from .operators import CurvatureOperator
 from .proximal import prox_newton_step
 from .solvers import Solver, register_solver
 
@@ -60,9 +61,12 @@ class DenseSolver(Solver):
     """
 
     dense = True
+    can_shift = True
+    has_prox_step = True
 
     def __init__(self, matrix, damping=0.0, null_space=None, active=None):
-        matrix = matrix.dense() if hasattr(matrix, "dense") else np.asarray(matrix, dtype=float)
+        matrix = (matrix.dense() if isinstance(matrix, CurvatureOperator)
+                  else np.asarray(matrix, dtype=float))
         p = matrix.shape[0]
         self.n_params = p
         self.curvature = matrix

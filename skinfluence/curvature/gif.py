@@ -193,6 +193,10 @@ class GIFSolver(Solver):
         one direct solve).
     """
 
+    uses_random_state = True
+    options = {"subset": None, "strategy": "gif", "method": "lissa", "normalizer": 1.0,
+               "normalizer_step": 5.0, "max_iter": 10_000, "tol": 1e-12, "max_restarts": 100}
+
     def __init__(self, operator, *, subset=None, active=None, strategy="gif", method="lissa",
                  damping=0.0, null_space=None, normalizer=1.0, normalizer_step=5.0,
                  max_iter=10_000, tol=1e-12, max_restarts=100, random_state=None):
@@ -347,6 +351,7 @@ class GIFExactSolver(GIFSolver):
     """:class:`GIFSolver` with ``method="exact"`` (dense least squares): ``solver="gif_exact"``."""
 
     dense = True
+    options = {k: v for k, v in GIFSolver.options.items() if k != "method"}
 
     def __init__(self, operator, **options):
         super().__init__(operator, **{**options, "method": "exact"})

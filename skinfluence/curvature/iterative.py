@@ -25,6 +25,8 @@ restarts and the final scale.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._parallel import progress
@@ -173,7 +175,8 @@ class IterativeSolver(Solver):
     active : ndarray of bool, shape (p,), optional
         Coordinates that move; the system is solved on them alone (``M_AA x_A = b_A``)
         and the others are 0.
-    tol, maxiter : stopping rule of the iteration.
+    tol, max_iter : stopping rule of the iteration (``maxiter``: the old spelling of
+        ``max_iter``, deprecated).
     truncate : bool, default=False
         LiSSA only: return the iterate reached after ``maxiter`` steps instead of raising.
         A truncated Neumann series is a spectral filter that shrinks the directions of
@@ -184,15 +187,23 @@ class IterativeSolver(Solver):
         From 1, a progress bar over the iterations of each solve.
     """
 
-    def __init__(self, operator, method="cg", damping=0.0, tol=1e-10, maxiter=None,
-                 null_space=None, random_state=None, active=None, truncate=False, verbose=0):
+    uses_random_state = True
+    options = {"tol": 1e-10, "max_iter": None, "truncate": False}
+
+    def __init__(self, operator, method="cg", damping=0.0, tol=1e-10, max_iter=None,
+                 null_space=None, random_state=None, active=None, truncate=False, verbose=0,
+                 maxiter=None):
+        if maxiter is not None:
+            warnings.warn("maxiter is renamed max_iter (scikit-learn's spelling); maxiter will "
+                          "stop working in a future release", FutureWarning, stacklevel=3)
+            max_iter = maxiter if max_iter is None else max_iter
         if method not in ("cg", "lissa"):
             raise ValueError(f"method must be 'cg' or 'lissa', got {method!r}")
         self.operator = operator.add_diagonal(float(damping))
         self.method = method
         self.damping = float(damping)
         self.tol = tol
-        self.maxiter = maxiter
+        self.max_iter = max_iter
         self.truncate = bool(truncate)
         self.n_params = operator.n_params
         self.active = np.ones(self.n_params, bool) if active is None else np.asarray(active, bool)
@@ -228,14 +239,14 @@ class IterativeSolver(Solver):
 
     def _iterate(self, matvec, b):
         if self.method == "cg":
-            x, info = conjugate_gradient(matvec, b, tol=self.tol, maxiter=self.maxiter,
+            x, info = conjugate_gradient(matvec, b, tol=self.tol, maxiter=self.max_iter,
                                          verbose=self.verbose)
         else:
             if self._scale is None:
                 lam = self.operator.max_eigenvalue(random_state=self._random_state)
                 self._scale = 1.1 * lam if lam > 0 else 1.0
             x, info = lissa(matvec, b, self._scale, tol=self.tol,
-                            maxiter=self.maxiter or 10_000, truncate=self.truncate,
+                            maxiter=self.max_iter or 10_000, truncate=self.truncate,
                             verbose=self.verbose)
             self._scale = info["scale"]
         self.info_ = info
@@ -280,7 +291,7 @@ class CGSolver(IterativeSolver):
 
 @register_solver("lissa")
 class LissaSolver(IterativeSolver):
-    """LiSSA, converged or truncated at ``maxiter`` (see :class:`IterativeSolver`)."""
+    """LiSSA, converged or truncated at ``max_iter`` (see :class:`IterativeSolver`)."""
 
     def __init__(self, operator, **options):
         super().__init__(operator, "lissa", **options)

@@ -156,6 +156,8 @@ class LowRankSolver(Solver):
         ``seconds``, ``exact`` and solver specifics.
     """
 
+    uses_random_state = True
+
     def _setup(self, operator, damping, null_space, active, rank, trace_probes, random_state):
         damping = float(damping)
         if not damping > 0:
@@ -316,6 +318,8 @@ class NystromSolver(LowRankSolver):
         Hutchinson probes of the uncaptured trace (``info_["trace_fraction"]``; 0: none).
     """
 
+    options = {"rank": 100, "oversampling": 10, "trace_probes": 8}
+
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
                  oversampling=10, trace_probes=8, random_state=None):
         if not isinstance(oversampling, Integral) or isinstance(oversampling, bool) or oversampling < 0:
@@ -346,6 +350,8 @@ class ArnoldiSolver(LowRankSolver):
     trace_probes : int, default=8
         Hutchinson probes of the uncaptured trace.
     """
+
+    options = {"rank": 100, "tol": 1e-10, "max_iter": None, "ncv": None, "trace_probes": 8}
 
     def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=100,
                  tol=1e-10, max_iter=None, ncv=None, trace_probes=8, random_state=None):

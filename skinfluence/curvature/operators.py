@@ -137,32 +137,34 @@ class GramOperator(CurvatureOperator):
         return np.asarray(Z.T @ E.reshape(Z.shape[0], -1)).reshape(V.shape)
 
 
-def model_curvature(adapter, Z, y, c, kind, eta=None):
+def model_curvature(adapter, Z, y, c, kind, eta=None, weights=None):
     """The curvature ``Σ_i c_i ∇²ℓ_i`` (``kind="hessian"``) or its Fisher, as an operator.
 
-    The adapter provides ``curvature(Z, y, c, kind, eta=)`` and, where the model has
-    them, products ``curvature_matvec(Z, y, c, V, kind, eta=)`` (else they are taken
-    from the dense matrix); ``eta`` are the outputs at θ if known. A linear model
-    (``curvature_weights(y, c, kind, eta=, Z=)``: its ``c_i W_i``) gives a
-    :class:`GramOperator`. The penalty is not included.
+    The adapter provides ``curvature(Z, y, c, kind, eta=, weights=)`` and, for networks
+    (``is_network``), products ``curvature_matvec(Z, y, c, V, kind, eta=, weights=)`` (else
+    they are taken from the dense matrix); ``eta`` are the outputs at θ and ``weights`` the
+    ``c_i W_i`` if known. A linear model (``has_gram``) gives a :class:`GramOperator`. The
+    penalty is not included.
     """
-    dense = partial(_model_dense, adapter, Z, y, c, kind, eta)
-    if hasattr(adapter, "curvature_weights"):  # a linear model: J_i = z_iᵀ ⊗ I_K
-        return GramOperator(Z, adapter.curvature_weights(y, c, kind, eta=eta, Z=Z), dense)
-    if hasattr(adapter, "curvature_matvec"):
-        matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta)
+    if weights is None and adapter.has_gram:
+        weights = adapter.curvature_weights(y, c, kind, eta=eta, Z=Z)
+    dense = partial(_model_dense, adapter, Z, y, c, kind, eta, weights)
+    if adapter.has_gram:  # a linear model: J_i = z_iᵀ ⊗ I_K
+        return GramOperator(Z, weights, dense)
+    if adapter.is_network:
+        matvec = partial(_model_matvec, adapter, Z, y, c, kind, eta, weights)
     else:  # products from the matrix, built once on first use
         matvec = _DenseProducts(dense)
     return CurvatureOperator(adapter.n_params, matvec, dense)
 
 
 # module-level pieces (not closures), so that operators and the estimators holding them pickle
-def _model_dense(adapter, Z, y, c, kind, eta):
-    return adapter.curvature(Z, y, c, kind, eta=eta)
+def _model_dense(adapter, Z, y, c, kind, eta, weights):
+    return adapter.curvature(Z, y, c, kind, eta=eta, weights=weights)
 
 
-def _model_matvec(adapter, Z, y, c, kind, eta, V):
-    return adapter.curvature_matvec(Z, y, c, V, kind, eta=eta)
+def _model_matvec(adapter, Z, y, c, kind, eta, weights, V):
+    return adapter.curvature_matvec(Z, y, c, V, kind, eta=eta, weights=weights)
 
 
 class _DenseProducts:

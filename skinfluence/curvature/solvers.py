@@ -11,6 +11,15 @@ included) and owns what every solve needs:
 * ``active``: the coordinates that move (an ℓ1 model's support; a parameter subset
   ``J``); the others are held fixed and solves return 0 there.
 
+Capabilities are declared on the class (never probed): ``dense`` (needs the curvature as
+a matrix), ``sparse_rows`` (takes sparse right-hand sides and Jacobian rows),
+``can_shift`` (``shifted(d)``: the solver of ``M − diag(d)``, for exact leave-one-out of
+mean-scaled penalties), ``has_prox_step`` (``prox_step``: the proximal Newton steps of ℓ1
+penalties), ``uses_batch_size`` and ``uses_random_state`` (what the estimator passes), and
+``options``: the keyword options a user may pass through ``solver_options``, with their
+defaults (validated by :func:`check_solver_options`; scikit-learn's spellings
+``max_iter`` and ``tol``).
+
 Every solver implements ``solve(b)`` for ``b`` of shape (p,) or (p, m), ``inverse()``,
 ``downdated_solve(b, U, C, diag)`` (the curvature without some samples: ``M − Σ U_iᵀ C_i
 U_i − diag(d)``) and reports ``info_``. Leave-one-out needs the quadratics ``J_i M⁻¹
@@ -28,11 +37,13 @@ and is then available to every estimator through ``solver=`` (its keyword option
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["SOLVERS", "Solver", "InverseOperator", "register_solver", "make_solver",
-           "choose_solver", "DENSE_MAX_PARAMS", "DENSE_CHEAP_PARAMS", "DUAL_MAX_SAMPLES"]
+           "check_solver_options", "choose_solver", "DENSE_MAX_PARAMS", "DENSE_CHEAP_PARAMS", "DUAL_MAX_SAMPLES"]
 
 DENSE_MAX_PARAMS = 12_000  # solver="auto": dense curvature up to this many parameters
 DENSE_CHEAP_PARAMS = 2_000  # ... and, whatever n, while p × p is this cheap (32 MiB)
@@ -51,6 +62,14 @@ class Solver:
     sparse_rows = False
     #: whether the solver takes the estimator's ``batch_size`` (rows per block)
     uses_batch_size = False
+    #: whether the solver takes the estimator's ``random_state``
+    uses_random_state = False
+    #: whether :meth:`shifted` gives the solver of ``M − diag(d)``
+    can_shift = False
+    #: whether :meth:`prox_step` takes proximal Newton steps (ℓ1 penalties)
+    has_prox_step = False
+    #: the options a user may set through ``solver_options``: name -> default
+    options: dict = {}
 
     def solve(self, b):
         raise NotImplementedError
@@ -60,8 +79,20 @@ class Solver:
 
     def inverse_operator(self):
         """``M⁻¹`` as the model adapter's ``jacobian_quadratic`` reads it: the dense inverse
-        here; solvers that never form ``p × p`` return an :class:`InverseOperator`."""
-        return self.inverse()
+        here, computed once and kept; solvers that never form ``p × p`` return an
+        :class:`InverseOperator`."""
+        if self.__dict__.get("_inverse") is None:
+            self._inverse = self.inverse()
+        return self._inverse
+
+    def shifted(self, diag):
+        """The solver of ``M − diag(d)`` (only where ``can_shift``)."""
+        raise NotImplementedError(f"solver={self.name!r} cannot shift its curvature")
+
+    def prox_step(self, grad, theta, penalty, l1_factor=1.0, downdate=None):
+        """A proximal Newton iterate (only where ``has_prox_step``)."""
+        raise ValueError(f"solver={self.name!r} cannot take the proximal Newton steps of an ℓ1 "
+                         "penalty (they need the dense curvature): use solver='dense'")
 
     def quadratic(self, U, diagonal=False):
         """``U M⁻¹ Uᵀ`` for rows ``U`` (m, p), dense or sparse, or only its diagonal (by
@@ -125,12 +156,47 @@ def register_solver(name: str):
     return add
 
 
-def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **options):
-    """Build the registered solver ``name`` for ``operator`` (a ``CurvatureOperator``,
-    or for the dense solver a ``p × p`` matrix)."""
+#: old spellings of solver options, accepted with a FutureWarning
+RENAMED_OPTIONS = {"maxiter": "max_iter"}
+
+
+def check_solver_options(name, options, internal=()):
+    """``options`` for solver ``name``, checked against the options it declares
+    (``Solver.options``); ``internal`` names options the estimator itself may set.
+    Old spellings (``maxiter``) are renamed with a FutureWarning."""
     if name not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {name!r}")
-    return SOLVERS[name](operator, damping=damping, null_space=null_space, active=active, **options)
+    declared = SOLVERS[name].options
+    out = {}
+    for key, value in dict(options or {}).items():
+        new = RENAMED_OPTIONS.get(key)
+        if new is not None and new in declared:
+            warnings.warn(f"solver option {key!r} is renamed {new!r} (scikit-learn's spelling); "
+                          f"{key!r} will stop working in a future release", FutureWarning,
+                          stacklevel=3)
+            if new in options:
+                raise ValueError(f"solver_options has both {key!r} and {new!r}")
+            key = new
+        out[key] = value
+    unknown = sorted(set(out) - set(declared) - set(internal))
+    if unknown:
+        raise ValueError(f"solver_options {unknown} are not options of solver={name!r}; valid: "
+                         f"{sorted(declared) or 'none'}")
+    return out
+
+
+def make_solver(name, operator, *, damping=0.0, null_space=None, active=None, **options):
+    """Build the registered solver ``name`` for ``operator`` (a ``CurvatureOperator``,
+    or for the dense solver a ``p × p`` matrix). ``options``: the solver's declared
+    options (old spellings accepted with a FutureWarning), ``random_state`` and
+    ``batch_size`` where the solver uses them."""
+    cls = SOLVERS.get(name)
+    if cls is None:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {name!r}")
+    internal = ({"random_state"} if cls.uses_random_state else set()) | (
+        {"batch_size"} if cls.uses_batch_size else set())
+    options = check_solver_options(name, options, internal)
+    return cls(operator, damping=damping, null_space=null_space, active=active, **options)
 
 
 def choose_solver(requested, n_params, iterative_ok, *, n_samples=None, n_outputs=1,

@@ -1,9 +1,10 @@
 """The influence estimators: a thin scikit-learn shell over the engine.
 
-Each estimator chooses a curvature (``_curvature_kind``), a solver (:mod:`..curvature.solvers`,
-through :meth:`BaseInfluence._make_solver`) and the rows that build the curvature
-(``curvature_sampler``); the state lives in an :class:`~._model.InfluenceModel` and every
-query is written once in :mod:`._updates`.
+Each estimator chooses a curvature (``_curvature_kind``), a solver (its one hook,
+:meth:`BaseInfluence._choose_solver`, called once per fit) and the rows that build the
+curvature (``curvature_sampler``); the state lives in the fitted engine
+(:class:`~._model.InfluenceEngine`, ``engine_``) and every query is written once in
+:mod:`._updates`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,16 @@ from .._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from .._parallel import FitStages
 from .._utils import (check_sample_weight, check_target, final_step, is_torch_model,
                       is_torch_module, parse_bytes)
-from ..curvature.newton import NewtonPolisher, lbfgs_finish
-from ..curvature.operators import CurvatureOperator
 from ..curvature.dual import DUAL_MAX_FREE  # (importing it registers solver="dual")
-from ..curvature.solvers import SOLVERS, choose_solver, make_solver
+from ..curvature.solvers import SOLVERS, check_solver_options, choose_solver
 from ..models import make_adapter
 from ..refit import fit_weighted
-from ._model import InfluenceModel
+from ._diagnostics import DiagnosticsMixin
+from ._model import AUTO_DAMPING, EngineSpec, InfluenceEngine, SolverChoice
+from ._polish import polish_engine
 from ._queries import InfluenceQueries
 
-__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence"]
-
-#: ``damping="auto"`` for networks: this fraction of the curvature's mean eigenvalue
-AUTO_DAMPING = 0.1
+__all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence", "AUTO_DAMPING"]
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -63,16 +61,23 @@ _PARAMETERS = """    estimator : estimator object
         first minimises the model's own objective by full-batch L-BFGS in float64, the
         finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
         stall far from the optimum), then checks with Newton steps. If False, an
-        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead.
+        :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead. One policy
+        (see ``removal_size``) serves every entry point; model selection
+        (``approx_cross_val_*``, the searches) and the command line polish by default
+        (``polish=True``) because their answers are compared with refits to the optimum.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
-        and single-row queries, about n/K for K-fold cross-validation. Polishing stops
-        (and the convergence warning is raised) when the distance to the optimum is 5%
-        of such a change: the median leave-one-out step for 1, and for m rows
-        ``√(m(1 − m/n))`` times the root-mean-square leave-one-out step (the expected
-        size of m random leave-one-out steps added up). A larger removal tolerates a
-        larger optimisation error, so it needs fewer Newton steps; answers for smaller
-        removals are then less accurate.
+        and single-row queries, about n/K for K-fold cross-validation. For 1, polishing
+        stops (and the convergence warning is raised) when the distance to the optimum
+        is 5% of the median leave-one-out step, and removal steps assume the fit is at
+        the optimum. For m > 1 rows, removal steps are Newton steps on the changed
+        objective's own gradient (the fit's residual gradient kept), whose error from
+        the optimisation error is second order, so polishing stops when the distance is
+        ``RESIDUAL_TARGET`` (1) times a typical change of m rows (``√(m(1 − m/n))``
+        times the root-mean-square leave-one-out step), both in the curvature's norm:
+        fewer Newton steps. Approximate cross-validation fits with the smallest
+        split's removal size, so ``cv_decision`` of such an estimator equals
+        ``approx_cross_val_predict`` on the same folds.
     solver : str, default="auto"
         A registered solver (:data:`skinfluence.curvature.SOLVERS`: ``"dense"``, ``"dual"``,
         ``"cg"``, ``"lissa"``, ``"nystrom"``, ``"arnoldi"``, ...). ``"auto"`` chooses by shape
@@ -85,8 +90,9 @@ _PARAMETERS = """    estimator : estimator object
     solver_options : dict, default=None
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
         for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
-        ``{"tol": 1e-8, "maxiter": 500}`` for ``"cg"``. Unknown keys raise, naming the
-        valid ones.
+        ``{"tol": 1e-8, "max_iter": 500}`` for ``"cg"`` (``maxiter``, the old spelling, is
+        accepted with a FutureWarning). Each solver declares its options
+        (``Solver.options``); unknown keys raise, naming the valid ones.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
         leave-one-out and attribution still use every row. None: all rows.
@@ -137,7 +143,14 @@ _ATTRIBUTES = """    estimator_ : estimator
         Newton steps polishing took.
     update_info_ : dict
         Set by :meth:`unlearn`, :meth:`relabel` and :meth:`parameter_change`: the Newton
-        steps taken, whether they converged, how far the first step was from the last.
+        steps taken, whether they converged, how far the first step was from the last
+        (``one_step_error``), and ``error_estimate``: the estimated error ``‖Δθ − Δθ_refit‖``
+        of the answer (one step, from :meth:`unlearn` and :meth:`relabel`: the next Newton
+        step on the changed objective; converged: the last step).
+    loo_info_ : dict
+        Set by :meth:`approx_loocv` and :meth:`loo_decision` with ``return_error`` or
+        ``refine``: ``"error"`` (estimated error of each leave-one-out output),
+        ``"param_error"`` (of its parameters) and ``"refined"`` (the rows converged exactly).
     sample_weight_ : ndarray of shape (n_samples,)
         The training weights.
     y_encoded_ : ndarray of shape (n_samples,)
@@ -151,29 +164,49 @@ _ATTRIBUTES = """    estimator_ : estimator
 """
 
 
-def _solver_options(name, options):
-    """``options`` for solver ``name``, checked against its constructor's keywords (those the
-    estimator sets itself, damping, null space, active set, seed and batch size, are not
-    options)."""
-    options = dict(options or {})
-    valid, cls = set(), SOLVERS[name]
-    for klass in cls.__mro__:                      # keywords up the chain of ``**options``
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        valid |= {q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)}
-        if not any(q.kind == q.VAR_KEYWORD for q in params):
-            break
-    valid -= {"self", "operator", "matrix", "method", "damping", "null_space", "active",
-              "random_state", "batch_size"}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"solver_options {unknown} are not options of solver={name!r}; valid: "
-                         f"{sorted(valid) or 'none'}")
-    return options
+#: the parameters every influence estimator shares, with their defaults, written once (the
+#: constructors are :func:`influence_init`'s); model selection and fairness validate the
+#: ones they share through ``BaseInfluence._parameter_constraints``
+PARAMETERS = {"prefit": False, "damping": 0.0, "polish": False, "removal_size": 1,
+              "solver": "auto", "solver_options": None, "curvature_sampler": None,
+              "device": "auto", "dtype": "float64", "batch_size": 4096,
+              "memory_budget": "512MiB", "n_jobs": None, "random_state": None, "verbose": 0}
 
 
-class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
+def influence_init(**own):
+    """The constructor of an influence estimator, written once.
+
+    Parameters
+    ----------
+    **own
+        The estimator's own parameters and their defaults, before the shared ones
+        (``PARAMETERS``: ``prefit``, ``damping``, ``polish``, ``removal_size``, ``solver``,
+        ``solver_options``, ...).
+
+    Returns
+    -------
+    callable
+        ``__init__(self, estimator, *, <own>, <PARAMETERS>)``, which stores every argument
+        as an attribute (scikit-learn's convention), with a real signature for
+        ``get_params``.
+    """
+    P = inspect.Parameter
+    params = ([P("self", P.POSITIONAL_OR_KEYWORD), P("estimator", P.POSITIONAL_OR_KEYWORD)]
+              + [P(name, P.KEYWORD_ONLY, default=value) for name, value in {**own, **PARAMETERS}.items()])
+    signature = inspect.Signature(params)
+
+    def __init__(self, estimator, **kwargs):
+        bound = signature.bind(self, estimator, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = "Store the parameters (see the class docstring)."
+    return __init__
+
+
+class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEstimator):
     __doc__ = f"""Shared machinery of the influence estimators (use a subclass).
 
     Parameters
@@ -211,25 +244,7 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def __init__(self, estimator, *, prefit=False, damping=0.0, polish=False, removal_size=1,
-                 solver="auto", solver_options=None, curvature_sampler=None, device="auto",
-                 dtype="float64", batch_size=4096, memory_budget="512MiB", n_jobs=None,
-                 random_state=None, verbose=0):
-        self.estimator = estimator
-        self.prefit = prefit
-        self.damping = damping
-        self.polish = polish
-        self.removal_size = removal_size
-        self.solver = solver
-        self.solver_options = solver_options
-        self.curvature_sampler = curvature_sampler
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
-        self.memory_budget = memory_budget
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+    __init__ = influence_init()
 
     # ------------------------------------------------------------------ fitting
     def _adapter_options(self):
@@ -272,8 +287,6 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
         parse_bytes(self.memory_budget)  # a clear error for a malformed size
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
-        if self.solver != "auto" and self.solver not in SOLVERS:
-            raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {self.solver!r}")
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -315,98 +328,56 @@ class BaseInfluence(InfluenceQueries, TransformerMixin, BaseEstimator):
                                                         sample_weight=sample_weight)
             self.curvature_rows_ = np.asarray(sampler.sample_indices_)
             self.curvature_weights_ = np.asarray(sampler.sample_weight_, dtype=float)
-        self.solver_, self.solver_reason_ = self._choose_solver(adapter)
-        self.damping_ = None
+        choice = self._choose_solver(adapter)
+        self.solver_, self.solver_reason_ = choice.name, choice.reason
+        for name, value in choice.attributes.items():
+            setattr(self, name, value)
+        spec = EngineSpec(self._curvature_kind, choice, self.damping, self._adapter_options(),
+                          self.curvature_rows_, self.curvature_weights_, self.random_state,
+                          self.batch_size, self.verbose)
         stages.start("curvature and factorisation")
-        model = self._build(adapter)
+        engine = InfluenceEngine.build(spec, adapter, self._Z, y_enc, self.sample_weight_)
+        self.damping_ = spec.damping_
         stages.start("polishing")
-        if self.polish == "lbfgs":
-            model = self._rebuild(model, lbfgs_finish(model), None, False)
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
                   "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
-        polisher = NewtonPolisher(self._rebuild, polish=bool(self.polish), what=what, advice=advice,
-                                  removal_size=self.removal_size)
-        model, self.convergence_ratio_, self.n_polish_steps_ = polisher.solve(model)
+        engine, self.convergence_ratio_, self.n_polish_steps_ = polish_engine(
+            engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice)
         stages.close()
-        self._set_model(model)
+        self._set_engine(engine)
         if self.verbose:
             print(f"[{type(self).__name__}] solver={self.solver_!r} ({self.solver_reason_}); "
                   f"distance to the optimum {self.convergence_ratio_:.2g} of a typical change after "
                   f"{self.n_polish_steps_} Newton step(s)")
         return self
 
-    def _build(self, adapter, eta=None, previous=None, target=None):
-        """The model at ``adapter.theta``, with a new factorisation unless ``previous`` is given.
-
-        ``target = (y, sample_weight)`` replaces the training targets and weights (a
-        changed objective: rows removed by zero weights, or relabelled).
-        """
-        y, sw = target or (self.y_encoded_, self.sample_weight_)
-        model = InfluenceModel(adapter, self._Z, y, sw, self._curvature_kind,
-                               self.curvature_rows_, self.curvature_weights_, eta)
-        if previous is not None:
-            model.share_solver(previous)
-            return model
-        dense = SOLVERS[self.solver_].dense
-        operator = model.curvature_operator(dense)
-        if dense:  # built once, for the damping and the solver alike
-            operator = CurvatureOperator.from_matrix(operator.dense())
-        if self.damping_ is None:
-            self.damping_ = self._resolve_damping(operator, adapter, dense)
-        solver = self._make_solver(operator, adapter)
-        solver.verbose = self.verbose   # progress bars of iterative solvers
-        model.set_solver(solver, solver.curvature if dense else operator)
-        return model
-
-    def _rebuild(self, model, theta, eta, reuse_curvature, target=None):
-        """``model`` moved to ``theta`` (polishing), refactorised unless ``reuse_curvature``."""
-        adapter = self.model_adapter(model.adapter.with_params(theta))
-        # the line search's outputs, unless the model stores θ rounded (float32)
-        eta = eta if np.array_equal(adapter.theta, theta) else None
-        return self._build(adapter, eta, model if reuse_curvature else None, target)
-
     def _choose_solver(self, adapter):
-        """``(solver_, solver_reason_)``: ``solver="auto"`` by the shape of the problem."""
+        """The one solver hook, called once per fit: a :class:`~._model.SolverChoice`
+        (registered solver, why, its options, fitted attributes to expose). ``solver="auto"``
+        chooses by the shape of the problem. A subclass (GIF) returns its own choice; the
+        hook has no side effects."""
+        if self.solver != "auto" and self.solver not in SOLVERS:
+            raise ValueError(f"solver must be 'auto' or one of {sorted(SOLVERS)}, got {self.solver!r}")
         pen = adapter.penalty
-        gram = hasattr(adapter, "curvature_weights")   # a linear model: M = ZᵀCZ + D
+        gram = adapter.has_gram   # a linear model: M = ZᵀCZ + D
         damped = self.damping != "auto" and self.damping > 0
         dual_ok = gram and (damped or (pen.l2 > 0 and (pen.scale == 0).sum() <= DUAL_MAX_FREE))
         rows = self.n_samples_ if self.curvature_rows_ is None else len(self.curvature_rows_)
-        return choose_solver(self.solver, adapter.n_params,
-                             hasattr(adapter, "curvature_matvec") or gram, n_samples=rows,
-                             n_outputs=adapter.n_outputs, dual_ok=dual_ok, smooth=pen.is_smooth)
+        name, reason = choose_solver(self.solver, adapter.n_params, adapter.is_network or gram,
+                                     n_samples=rows, n_outputs=adapter.n_outputs,
+                                     dual_ok=dual_ok, smooth=pen.is_smooth)
+        return SolverChoice(name, reason, check_solver_options(name, self.solver_options))
 
-    def _make_solver(self, operator, adapter):
-        """The solver of ``M = operator`` (a subclass may choose another, e.g. GIF's)."""
-        cls = SOLVERS[self.solver_]
-        active = adapter.penalty.active_set(adapter.theta) if cls.dense else None
-        options = {} if cls.dense else {"random_state": self.random_state}
-        if getattr(cls, "uses_batch_size", False):
-            options["batch_size"] = self.batch_size
-        options.update(_solver_options(self.solver_, self.solver_options))
-        return make_solver(self.solver_, operator, damping=self.damping_,
-                           null_space=adapter.null_space(), active=active, **options)
+    def _set_engine(self, engine):
+        self.engine_ = engine
+        self.adapter_, self.estimator_ = engine.adapter, engine.adapter.estimator
+        self.curvature_, self.curvature_solver_ = engine.curvature, engine.solver
 
-    def _resolve_damping(self, operator, adapter, dense):
-        """The damping used: as given, or ``"auto"``'s fraction of the mean eigenvalue."""
-        if self.damping != "auto":
-            return float(self.damping)
-        if not hasattr(adapter, "curvature_matvec"):  # a linear model
-            return 0.0
-        p = adapter.n_params
-        if dense:
-            trace = float(np.trace(operator.dense()))
-        else:  # Hutchinson: E[vᵀMv] = trace(M) for Rademacher v
-            V = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0
-                                      ).choice([-1.0, 1.0], size=(p, 16))
-            trace = float(np.mean(np.einsum("pm,pm->m", V, operator.matvec(V))))
-        return AUTO_DAMPING * max(trace, 0.0) / p
-
-    def _set_model(self, model):
-        self._model = model
-        self.adapter_, self.estimator_ = model.adapter, model.adapter.estimator
-        self.curvature_, self.curvature_solver_ = model.curvature, model.solver
+    @property
+    def _model(self):
+        """The engine (its name before ``engine_``)."""
+        return self.engine_
 
 
 class HessianInfluence(BaseInfluence):
@@ -482,16 +453,7 @@ class FisherInfluence(BaseInfluence):
     _parameter_constraints = {**BaseInfluence._parameter_constraints,
                               "fisher": [StrOptions({"exact", "mc", "empirical"})]}
 
-    def __init__(self, estimator, *, fisher="exact", prefit=False, damping=0.0, polish=False,
-                 removal_size=1, solver="auto", solver_options=None, curvature_sampler=None,
-                 device="auto", dtype="float64", batch_size=4096, memory_budget="512MiB",
-                 n_jobs=None, random_state=None, verbose=0):
-        super().__init__(estimator, prefit=prefit, damping=damping, polish=polish,
-                         removal_size=removal_size, solver=solver, solver_options=solver_options,
-                         curvature_sampler=curvature_sampler, device=device, dtype=dtype,
-                         batch_size=batch_size, memory_budget=memory_budget, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose)
-        self.fisher = fisher
+    __init__ = influence_init(fisher="exact")
 
     def _adapter_options(self):
         return {**super()._adapter_options(), "fisher": self.fisher}

@@ -27,8 +27,8 @@ class InfluenceQueries:
 
     # --------------------------------------------------------------- plumbing
     def _fitted(self):
-        check_is_fitted(self, "curvature_solver_")
-        return self._model
+        check_is_fitted(self, "engine_")
+        return self.engine_
 
     def _design(self, X):
         Z = self.adapter_.design(X)
@@ -102,6 +102,34 @@ class InfluenceQueries:
         check_consistent_length(Z, y_enc)
         g = self.adapter_.loss.gradient(y_enc, self.adapter_.eta(Z))
         return _updates.influence_factors(model, self.adapter_.gradients(Z, g))
+
+    def training_gradients(self, indices=None) -> np.ndarray:
+        """Per-row training gradients ``v_i = c_i ∇ℓ_i + s_i ∇π``: the first-order change of
+        the fitted objective's gradient when row ``i`` is removed (``c_i`` the row's data
+        weight, ``s_i`` its share of a mean-scaled penalty ``π``, zero otherwise).
+
+        Computed over blocks of rows sized from ``memory_budget``.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool mask, default=None
+            Training rows (all by default).
+
+        Returns
+        -------
+        ndarray of shape (len(indices), n_params)
+
+        Raises
+        ------
+        MemoryError
+            If the ``len(indices) × n_params`` result would not fit in memory.
+        """
+        model = self._fitted()
+        rows = np.arange(self.n_samples_) if indices is None else model.check_indices(indices)
+        check_memory((len(rows), self.adapter_.n_params), "the training gradients",
+                     "ask for fewer rows at a time (indices=) or score them against test "
+                     "factors with influences_from_factors, which streams blocks of rows")
+        return _streaming.training_gradients(self, model, rows)
 
     def influences_from_factors(self, factors, indices=None) -> np.ndarray:
         """Scores ``factorsᵀ v_i`` of training rows: the first-order change of each factor's
@@ -248,24 +276,36 @@ class InfluenceQueries:
         return self.removal_effect(J)
 
     # ---------------------------------------------------------- leave-one-out
-    def loo_decision(self, method="ns") -> np.ndarray:
+    def loo_decision(self, method="ns", *, return_error=False, refine=None):
         """Approximate leave-one-out natural-scale outputs ``η_{-i}(x_i)``.
 
         Parameters
         ----------
         method : {"ns", "ij"}, default="ns"
             Newton step with the leave-one-out curvature, or infinitesimal jackknife.
+        return_error : bool, default=False
+            Also return each row's estimated error (see :meth:`approx_loocv`).
+        refine : int or float, default=None
+            Converge this many rows (a fraction of the rows if a float in (0, 1)) exactly:
+            those with the largest estimated error (see :meth:`approx_loocv`).
 
         Returns
         -------
         ndarray of shape (n_samples, K)
             NaN (with a warning) where no leave-one-out model exists: leverage-1 rows, the
             only row of a class.
+        error : ndarray of shape (n_samples,)
+            With ``return_error``: the estimated error ``‖η̂_{-i} − η_{-i}‖`` of each row.
         """
-        return _updates.loo_decision(self._fitted(), check_method(method),
-                                     _streaming.training_rows_per_block(self))
+        eta = self._fitted().loo_decision(check_method(method),
+                                          _streaming.training_rows_per_block(self))
+        if not (return_error or refine):
+            return eta
+        eta, error = self._loo_refine(eta, method, refine)
+        return (eta, error) if return_error else eta
 
-    def approx_loocv(self, method="ns", response_method="predict") -> np.ndarray:
+    def approx_loocv(self, method="ns", response_method="predict", *, return_error=False,
+                     refine=None):
         """Approximate leave-one-out predictions of every training row, from one fit.
 
         Parameters
@@ -274,15 +314,36 @@ class InfluenceQueries:
             Newton step with the leave-one-out curvature, or infinitesimal jackknife.
         response_method : {"predict", "predict_proba", "predict_log_proba", "decision_function"}
             The estimator method whose leave-one-out output is returned.
+        return_error : bool, default=False
+            Also return the estimated error of each row's leave-one-out natural-scale
+            output ``η_{-i}(x_i)`` (the linear predictor or logits; Euclidean norm over
+            classes): the next Newton step on each leave-one-out objective after the
+            one-step answer, from that objective's gradient there (summed over all rows,
+            or a uniform sample of ``ERROR_MAX_ROWS`` = 4,096 beyond): for a linear model
+            in blocks of rows at the cost of two products with the design per block, for
+            a network one forward and one backward pass per row. With ``"ij"`` the gap
+            between the ``"ij"`` and ``"ns"`` answers is added.
+            Refined rows have error 0. Calibration against exact refits: user guide,
+            *Diagnostics and error estimates*.
+        refine : int or float, default=None
+            Converge the rows with the largest estimated error exactly (Newton to
+            convergence on the leave-one-out objective, as ``unlearn(steps="converge")``):
+            this many rows, or this fraction of them for a float in (0, 1). The rows a
+            user inspects (the most influential, the worst fitted) are the ones whose
+            one-step answer errs most, so they become exact and the rest stay cheap.
 
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_classes)
             What ``cross_val_predict(estimator, X, y, cv=LeaveOneOut(),
             method=response_method)`` returns.
+        error : ndarray of shape (n_samples,)
+            With ``return_error``. Also in ``loo_info_`` (with the refined rows).
         """
-        eta = self.loo_decision(method)
-        return self.adapter_.response(eta, response_method)
+        out = self.loo_decision(method, return_error=return_error, refine=refine)
+        if return_error:
+            return self.adapter_.response(out[0], response_method), out[1]
+        return self.adapter_.response(out, response_method)
 
     def self_influence(self, method="ns", *, as_frame=False):
         """Each training row's own leave-one-out loss increase.
@@ -328,7 +389,7 @@ class InfluenceQueries:
         ndarray of shape (n_samples, K)
             Rows in no fold are NaN; a row in several keeps its last.
         """
-        return _updates.cv_decision(self._fitted(), test_folds, check_method(method))
+        return self._fitted().cv_decision(test_folds, check_method(method))
 
     # --------------------------------------------------------------- removals
     def parameter_change(self, indices, method="ns", steps=1) -> np.ndarray:
@@ -359,8 +420,7 @@ class InfluenceQueries:
         model = self._fitted()
         idx = model.check_indices(indices)
         model.check_removal(idx)
-        delta = _updates.newton_update(model, idx, model.g[idx], model.W[idx],
-                                       model.share[idx].sum(), check_method(method))
+        delta = model.removal_step(idx, check_method(method))
         sw = self.sample_weight_.copy()
         sw[idx] = 0.0
         return delta, (model.y, sw)
@@ -415,13 +475,13 @@ class InfluenceQueries:
         y_new = ad.encode_target(np.broadcast_to(y_new, idx.shape))
         eta = model.eta[idx]
         g_new = ad.loss.gradient(y_new, eta)
-        W_new = ad.loss.curvature(y_new, eta, self._curvature_kind)
-        delta = _updates.newton_update(model, idx, model.g[idx] - g_new, model.W[idx] - W_new,
-                                       0.0, check_method(method))
+        W_new = ad.output_curvature(y_new, eta, model.kind)
+        delta = model.change_step(idx, model.g[idx] - g_new, model.W[idx] - W_new, 0.0,
+                                  check_method(method))
         y = model.y.copy()
         y[idx] = y_new
         return ad.with_params(ad.theta + self._iterate(delta, (y, self.sample_weight_), steps, True))
 
     def _iterate(self, delta, target, steps, check=False):
-        delta, self.update_info_ = iterate_change(self, delta, target, steps, check)
+        delta, self.update_info_ = iterate_change(self._fitted(), delta, target, steps, check)
         return delta

@@ -16,8 +16,10 @@ gradient ``M⁻¹ Σⱼ ∇ℓⱼ`` is one solve, and its scores one vector.
 Blocks of test rows are independent: they run through
 :func:`skinfluence._parallel.parallel_imap` (joblib, or Dask's joblib backend). The
 factors are computed here, once, and sent with their block; the training side is a copy
-of the model without its solver (only ``removal_gradients`` is needed), passed as one
-shared argument so that Dask scatters it to the workers once. Block sizes come from
+of the engine without its solver (only ``removal_gradients`` is needed), passed as one
+shared argument so that Dask scatters it to the workers once. Where all the training rows'
+gradients (``n × p``) fit in a quarter of ``memory_budget`` they are computed once and kept
+with it, instead of once per block of test rows. Block sizes come from
 :func:`skinfluence._utils.plan_blocks` and the estimator's ``memory_budget``.
 """
 
@@ -29,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from .._parallel import parallel_imap
-from .._utils import plan_blocks, row_blocks
+from .._utils import parse_bytes, plan_blocks, row_blocks
 from ._updates import influence_factors, scores_from_factors
 
 __all__ = ["TopInfluences", "stream_attribution", "group_scores", "stream_self_influence",
-           "training_rows_per_block"]
+           "training_rows_per_block", "training_gradients"]
 
 
 class TopInfluences:
@@ -68,6 +70,27 @@ class TopInfluences:
     def __iter__(self):  # helpful_indices, helpful_scores, harmful_indices, harmful_scores = top
         return iter((self.helpful_indices, self.helpful_scores,
                      self.harmful_indices, self.harmful_scores))
+
+    @staticmethod
+    def best(scores, positions, k):
+        """Each row's ``k`` largest and ``k`` smallest scores, best first (equal scores in
+        increasing position).
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_test, s)
+            Scores of ``s`` training rows.
+        positions : ndarray of int, shape (s,) or (n_test, s)
+            The training rows' positions, increasing along each row.
+        k : int
+            How many of each kind to keep.
+
+        Returns
+        -------
+        tuple of ndarray, each of shape (n_test, min(k, s))
+            ``(helpful_scores, helpful_positions, harmful_scores, harmful_positions)``.
+        """
+        return (*_best(scores, positions, k, 1), *_best(scores, positions, k, -1))
 
     def __repr__(self):
         n, k = self.helpful_indices.shape
@@ -157,10 +180,11 @@ def _merge(best, block, rows, k, sign=1):
 
 
 class _Scorer:
-    """What a worker needs to score blocks of test factors: the model without its solver
-    (training rows' removal gradients), the training blocks, and what to keep."""
+    """What a worker needs to score blocks of test factors: the engine without its solver
+    (training rows' removal gradients, or all of them once computed: ``gradients``), the
+    training blocks, and what to keep."""
 
-    def __init__(self, model, train_rows, keep, k):
+    def __init__(self, model, train_rows, keep, k, gradients=None):
         self.model = copy.copy(model)
         self.model.solver = self.model.curvature = None   # only removal_gradients is used
         # its own adapter: while joblib pickles this for the workers (in a thread), the parent
@@ -168,12 +192,14 @@ class _Scorer:
         self.model.adapter = copy.deepcopy(model.adapter)
         self.train_blocks = row_blocks(model.n, train_rows)
         self.keep, self.k = keep, k
+        self.gradients = gradients
 
     def scores(self, factors):
         """``(block of training rows, factorsᵀ V)`` over the training blocks."""
         for sl in self.train_blocks:
             rows = np.arange(sl.start, sl.stop)
-            yield rows, factors @ self.model.removal_gradients(rows).T
+            V = self.model.removal_gradients(rows) if self.gradients is None else self.gradients[sl]
+            yield rows, factors @ V.T
 
 
 def _score_block(scorer, factors):
@@ -209,18 +235,35 @@ def training_rows_per_block(estimator):
     return _plan(estimator, 1, 0, None).train_rows
 
 
+def training_gradients(estimator, model, rows):
+    """The removal gradients of training rows ``rows`` (len(rows), p), over blocks of rows."""
+    out = np.empty((len(rows), estimator.adapter_.n_params))
+    for sl in row_blocks(len(rows), training_rows_per_block(estimator)):
+        out[sl] = model.removal_gradients(rows[sl])
+    return out
+
+
+def _kept_gradients(estimator, model, n_blocks):
+    """All training rows' removal gradients, when more than one block of test rows would
+    otherwise recompute them and ``n × p`` fits in a quarter of the memory budget."""
+    if n_blocks < 2 or 32 * model.n * estimator.adapter_.n_params > parse_bytes(estimator.memory_budget):
+        return None
+    return training_gradients(estimator, model, np.arange(model.n))
+
+
 def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
     """The influence matrix of test rows ``(Z, y_enc)`` (``out`` filled, or a new array), or
     with ``top_k`` a :class:`TopInfluences`; blocks of test rows over ``estimator.n_jobs``
     workers."""
-    model, n_test, n_train = estimator._model, len(y_enc), estimator.n_samples_
+    model, n_test, n_train = estimator.engine_, len(y_enc), estimator.n_samples_
     keep = "full" if top_k is None else "top"
     plan = _plan(estimator, n_test, n_train if keep == "full" else 4 * top_k, estimator.n_jobs)
     blocks = plan.test_blocks(n_test)
     factors = (influence_factors(model, _test_gradients(estimator, Z, y_enc, sl)) for sl in blocks)
     results = parallel_imap(_score_block, factors, estimator.n_jobs, estimator.verbose,
                             "attribution blocks", total=len(blocks),
-                            shared=_Scorer(model, plan.train_rows, keep, top_k))
+                            shared=_Scorer(model, plan.train_rows, keep, top_k,
+                                           _kept_gradients(estimator, model, len(blocks))))
     if keep == "full":
         out = np.empty((n_test, n_train)) if out is None else out
         for sl in blocks:   # (zip would hold the written block while the next is computed)
@@ -233,7 +276,7 @@ def stream_attribution(estimator, Z, y_enc, *, top_k=None, out=None):
 def group_scores(estimator, Z, y_enc):
     """``(Σⱼ M⁻¹ ∇ℓⱼ)ᵀ vᵢ`` for every training row: the summed gradient over blocks of test
     rows (O(p) memory), one solve, one pass over the training rows."""
-    model = estimator._model
+    model = estimator.engine_
     plan = _plan(estimator, len(y_enc), 0, None)
     total = sum(_test_gradients(estimator, Z, y_enc, sl).sum(axis=0)
                 for sl in plan.test_blocks(len(y_enc)))
@@ -251,7 +294,7 @@ def _own_block(model, sl):
 def stream_self_influence(estimator):
     """Each training row's first-order self-influence, over blocks of training rows
     (``estimator.n_jobs`` workers; each holds the model with its solver)."""
-    model, n = estimator._model, estimator.n_samples_
+    model, n = estimator.engine_, estimator.n_samples_
     # a block of b rows holds their gradients, factors and removal gradients: 3 b × p
     plan = _plan(estimator, n, 0, estimator.n_jobs)
     blocks = row_blocks(n, min(plan.test_rows, plan.train_rows))

@@ -1,4 +1,4 @@
-"""The algebra of removals, written once over an :class:`~._model.InfluenceModel`.
+"""The algebra of removals, written once over an :class:`~._model.InfluenceEngine`.
 
 Removing a set ``U`` of training rows moves the optimum by one Newton step::
 
@@ -27,8 +27,7 @@ from .._utils import row_blocks
 from ..curvature.solvers import InverseOperator
 from ..exceptions import InfluenceWarning
 
-__all__ = ["newton_update", "loo_decision", "influence_factors", "scores_from_factors",
-           "cv_decision"]
+__all__ = ["newton_update", "loo_decision", "influence_factors", "scores_from_factors"]
 
 
 def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
@@ -42,7 +41,7 @@ def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
     """
     ad, solver = model.adapter, model.solver
     c = model.c[idx]
-    if getattr(solver, "sparse_rows", False):          # a linear model's rows, kept sparse
+    if solver.sparse_rows:                              # a linear model's rows, kept sparse
         J = ad.jacobian_rows(model.Z[idx])               # (m·K, p)
         v = np.asarray(J.T @ (c[:, None] * g_delta).ravel()).ravel() + share * model.pen_grad
     else:
@@ -80,7 +79,7 @@ def _inverses(model, method):
     solver, rows = model.solver, np.arange(model.n)
     D = model.adapter.penalty.hessian_diagonal()
     values, which = np.unique(model.share, return_inverse=True)
-    if (method == "ij" or not hasattr(solver, "shifted") or not D.any() or not values.any()
+    if (method == "ij" or not solver.can_shift or not D.any() or not values.any()
             or len(values) > MAX_SHARE_GROUPS):
         return [(rows, _inverse(model, solver))]
     return [(rows[which.ravel() == k], _inverse(model, solver.shifted(s * D)))
@@ -89,13 +88,13 @@ def _inverses(model, method):
 
 def _inverse(model, solver):
     """``M⁻¹`` as the adapter's ``jacobian_quadratic`` reads it: the solver's
-    ``inverse_operator()`` (dense ``M⁻¹``, or solves for the dual form), or, for a
-    single-output linear model with fewer rows than parameters, solves in any case (``n``
-    right-hand sides cost less than the ``p × p`` inverse)."""
+    ``inverse_operator()`` (dense ``M⁻¹``, kept on the solver, or solves for the dual form),
+    or, for a single-output linear model with fewer rows than parameters, solves in any case
+    (``n`` right-hand sides cost less than the ``p × p`` inverse)."""
     ad = model.adapter
-    if hasattr(ad, "jacobian_rows") and ad.n_outputs == 1 and model.n < ad.n_params:
+    if ad.supports_sparse_rows and ad.n_outputs == 1 and model.n < ad.n_params:
         return InverseOperator(solver)
-    return solver.inverse_operator() if hasattr(solver, "inverse_operator") else solver.inverse()
+    return solver.inverse_operator()
 
 
 def _loo_quadratics(model, rows, A, batch_size):
@@ -210,16 +209,4 @@ def scores_from_factors(model, factors, rows, batch_size):
     for sl in row_blocks(len(rows), batch_size):
         V = model.removal_gradients(rows[sl], sparse=True)   # csr for a sparse linear model
         out[:, sl] = np.asarray(V @ factors.T).T
-    return out
-
-
-def cv_decision(model, folds, method):
-    """Approximate held-out outputs of each fold's model on its own rows, shape (n, K)."""
-    out = np.full_like(model.eta, np.nan)
-    ad = model.adapter
-    for fold in folds:
-        idx = model.check_indices(fold)
-        model.check_removal(idx)
-        delta = newton_update(model, idx, model.g[idx], model.W[idx], model.share[idx].sum(), method)
-        out[idx] = ad.eta(model.Z[idx], ad.theta + delta)
     return out

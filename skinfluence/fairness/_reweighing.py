@@ -39,7 +39,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .._sklearn_compat import Interval, StrOptions, _safe_indexing
-from ..estimators import FisherInfluence, HessianInfluence
+from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
 from .._utils import check_sample_weight, final_step, is_skorch
 from ..refit import fit_weighted, supports_sample_weight
 from .metrics import demographic_parity_difference, encode_groups, equal_opportunity_difference
@@ -180,9 +180,11 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Share of the data (stratified by group and label) held out to measure the gap
         and the utility; the final model is fitted on the rest. None uses the whole
         data for both (in-sample gap; every row is reweighed).
-    damping : float, default=0.0
+    damping : float or "auto", default=0.0
         Added to the curvature's diagonal (needed for a singular or indefinite
-        curvature, e.g. a network's Hessian).
+        curvature, e.g. a network's Hessian); ``"auto"`` as for
+        :class:`~skinfluence.HessianInfluence` (a tenth of the mean eigenvalue for
+        networks, 0 for linear models).
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split.
 
@@ -246,7 +248,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "gamma": [Interval(numbers.Real, None, 1, closed="right")],
         "alpha": [Interval(numbers.Real, 0, 1, closed="both")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
-        "damping": [Interval(numbers.Real, 0, None, closed="left")],
+        "damping": BaseInfluence._parameter_constraints["damping"],
         "random_state": ["random_state"],
     }
 

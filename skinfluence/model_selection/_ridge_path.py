@@ -111,7 +111,10 @@ class RidgePath:
 
 
 class _RidgeAt:
-    """The exact split answers of ``Ridge(alpha)``, in the influence estimator's vocabulary."""
+    """The exact split answers of ``Ridge(alpha)``: a fitted influence estimator's public
+    attributes (``adapter_``, ``y_encoded_``, ``n_samples_``, ``loo_decision``) whose engine
+    (``engine_``, itself) answers removals exactly, with the engine's methods
+    (``removal_step``, ``removal_outputs``, ``cv_decision``)."""
 
     def __init__(self, path, alpha):
         self.path, self.alpha = path, alpha
@@ -119,6 +122,14 @@ class _RidgeAt:
         self.adapter_ = make_adapter(path._adapter.with_params(path._to_adapter(self.theta_c)))
         self.y_encoded_ = path.y
         self.n_samples_ = len(path.y)
+        self.engine_ = self
+
+    def check_indices(self, indices):
+        return np.asarray(indices)
+
+    def check_removal(self, idx):
+        if len(idx) >= self.n_samples_:
+            raise ValueError("cannot remove every training sample")
 
     def loo_decision(self, method="ns"):
         """``η_{-i}(x_i)`` for every row, from the eigendecomposition, shape (n, 1)."""
@@ -133,18 +144,23 @@ class _RidgeAt:
         r = p.y - fitted
         return (p.y - r / (1.0 - p.s * h))[:, None]
 
-    def parameter_change(self, indices, method="ns"):
-        """Exact change of the parameters (adapter layout) when rows ``indices`` are removed."""
+    def removal_step(self, idx, method="ns"):
+        """Exact change of the parameters (adapter layout) when rows ``idx`` are removed."""
         p = self.path
-        theta = p._theta(*p.removed(np.asarray(indices)), self.alpha)
+        theta = p._theta(*p.removed(np.asarray(idx)), self.alpha)
         return p._to_adapter(theta) - p._to_adapter(self.theta_c)
+
+    def removal_outputs(self, removed, rows, method="ns"):
+        """Outputs on training rows ``rows`` of the exact model without rows ``removed``,
+        shape (len(rows), 1)."""
+        p = self.path
+        theta = p._theta(*p.removed(np.asarray(removed)), self.alpha)
+        return (p.Z[np.asarray(rows)] @ theta)[:, None]
 
     def cv_decision(self, test_folds, method="ns"):
         """Held-out outputs of each fold's exact model, shape (n, 1)."""
-        p = self.path
-        out = np.full((len(p.y), 1), np.nan)
+        out = np.full((len(self.path.y), 1), np.nan)
         for test in test_folds:
             test = np.asarray(test)
-            theta = p._theta(*p.removed(test), self.alpha)
-            out[test, 0] = p.Z[test] @ theta
+            out[test] = self.removal_outputs(test, test, method)
         return out

@@ -264,10 +264,10 @@ class ApproxGridSearchCV(_ApproxSearchCV):
     method : {"ns", "ij"}, default="ns"
         Newton step with the down-dated curvature, or infinitesimal jackknife.
     curvature : {"hessian", "fisher"}, default="hessian"
-    polish : bool, default=True
+    polish : bool or "lbfgs", default=True
         Newton-polish fits that stopped short of the optimum (see
         :func:`~skinfluence.model_selection.approx_cross_val_score`).
-    damping : float, default=0.0
+    damping : float or "auto", default=0.0
     warm_start : bool, default=True
         Start each candidate's fit from the previous one's solution where possible.
     n_jobs : int, default=None

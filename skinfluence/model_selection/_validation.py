@@ -16,7 +16,6 @@ convex objective; IJ has error O(m/n).
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from numbers import Integral, Real
 
@@ -29,10 +28,7 @@ from sklearn.utils.validation import indexable
 
 from .._sklearn_compat import HasMethods, Interval, StrOptions, validate_params, _num_samples, _safe_indexing
 from .._parallel import parallel_map
-from ..curvature.newton import RESIDUAL_TARGET, NewtonPolisher
 from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
-from ..estimators._updates import newton_update
-from ..exceptions import InfluenceWarning
 from ._scoring import score_split
 
 __all__ = ["approx_cross_val_predict", "approx_cross_val_score"]
@@ -45,8 +41,8 @@ _RESPONSE_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_
 APPROX_CV_CONSTRAINTS = {
     "method": [StrOptions({"ns", "ij"})],
     "curvature": [StrOptions({"hessian", "fisher"})],
-    "polish": ["boolean"],
-    "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+    "polish": BaseInfluence._parameter_constraints["polish"],
+    "damping": BaseInfluence._parameter_constraints["damping"],
 }
 PARALLEL_CONSTRAINTS = {"n_jobs": [Integral, None], "verbose": ["verbose"]}
 
@@ -71,41 +67,26 @@ def fitted_influence(estimator, X, y, sample_weight, splits, *, curvature="hessi
                      damping=0.0, prefit=False):
     """The influence estimator the splits' answers come from, fitted and polished for them.
 
-    Leave-one-out (``splits == []``) polishes to 5% of a leave-one-out step. Splits that
-    remove m > 1 rows take residual Newton steps (:func:`removal_step`), whose error from
-    the fit's distance to the optimum is second order, so the fit is polished only until
-    that distance is at most one typical change of m rows (``RESIDUAL_TARGET``), both in
-    the curvature's norm (``benchmarks/RESULTS_selection.md``: exact refits on both Adult
-    designs).
+    It is the estimator with ``removal_size`` = the rows the smallest split removes, so
+    the one polishing policy of :meth:`~skinfluence.HessianInfluence.fit` applies:
+    leave-one-out (``splits == []``) polishes to 5% of a leave-one-out step; splits that
+    remove m > 1 rows take residual Newton steps, whose error from the fit's distance to the
+    optimum is second order, so the fit is polished only until that distance is at most
+    one typical change of m rows, both in the curvature's norm
+    (``benchmarks/RESULTS_selection.md``: exact refits on both Adult designs).
     """
-    m = removal_size(splits, _num_samples(X))
-    if m == 1:
-        inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping,
-                         prefit=prefit)
-        return inf.fit(X, y, sample_weight=sample_weight)
-    inf = _influence(estimator, curvature=curvature, polish=False, damping=damping, prefit=prefit,
-                     removal_size=m)
-    with warnings.catch_warnings():  # the polisher below decides, against its own target
-        warnings.filterwarnings("ignore", ".*not converged enough", InfluenceWarning)
-        inf.fit(X, y, sample_weight=sample_weight)
-    polisher = NewtonPolisher(inf._rebuild, polish=polish, target=RESIDUAL_TARGET,
-                              threshold=RESIDUAL_TARGET, removal_size=m, norm="curvature",
-                              what=f"{curvature} curvature" if polish else type(inf.estimator_).__name__)
-    model, inf.convergence_ratio_, inf.n_polish_steps_ = polisher.solve(inf._model)
-    inf._set_model(model)
-    return inf
+    inf = _influence(estimator, curvature=curvature, polish=polish, damping=damping,
+                     prefit=prefit, removal_size=removal_size(splits, _num_samples(X)))
+    return inf.fit(X, y, sample_weight=sample_weight)
 
 
 def removal_step(influence, removed, method="ns"):
-    """Parameter change when the training rows ``removed`` go: a Newton step on the changed
-    objective from the fit, its residual gradient included (exact for a Ridge path)."""
-    if not isinstance(influence, BaseInfluence):  # RidgePath: exact
-        return influence.parameter_change(removed, method)
-    model = influence._fitted()
-    idx = model.check_indices(removed)
-    model.check_removal(idx)
-    return newton_update(model, idx, model.g[idx], model.W[idx], model.share[idx].sum(), method,
-                         residual=True)
+    """Parameter change when the training rows ``removed`` go: the engine's removal step
+    (residual for a fit polished for removals of several rows; exact for a Ridge path)."""
+    engine = influence.engine_
+    idx = engine.check_indices(removed)
+    engine.check_removal(idx)
+    return engine.removal_step(idx, method)
 
 
 def _sample_weight(estimator, params):
@@ -171,14 +152,10 @@ def _split_outputs(influence, X, method, split):
     kept = np.zeros(influence.n_samples_, bool)
     kept[train] = True
     removed = np.flatnonzero(~kept)
-    ad = influence.adapter_
     if removed.size == 0:  # the split trains on every row: the fitted model itself
+        ad = influence.adapter_
         return ad.eta(ad.design(_safe_indexing(X, test)))
-    if not isinstance(influence, BaseInfluence):  # a Ridge path: exact, in its own layout
-        if np.array_equal(np.sort(test), removed):
-            return influence.cv_decision([test], method)[test]
-        return ad.eta(ad.design(_safe_indexing(X, test)), ad.theta + removal_step(influence, removed, method))
-    return ad.eta(influence._model.Z[test], ad.theta + removal_step(influence, removed, method))
+    return influence.engine_.removal_outputs(removed, test, method)
 
 
 # ---------------------------------------------------------------------------- public
@@ -234,15 +211,17 @@ def approx_cross_val_predict(
     curvature : {"hessian", "fisher"}, default="hessian"
         Curvature of the Newton steps (:class:`~skinfluence.HessianInfluence` or
         :class:`~skinfluence.FisherInfluence`); they agree for canonical links.
-    polish : bool, default=True
+    polish : bool or "lbfgs", default=True
         Take Newton steps with the factorised curvature when the full-data fit stopped
         short of the optimum (e.g. ``LogisticRegression(tol=1e-4)``), so that the
         approximation refers to the optimum, as exact refits to the same tolerance
-        approximately do. The polishing stops at 5% of the change a split makes
-        (``removal_size`` of :class:`~skinfluence.HessianInfluence`: the rows the
-        smallest split removes), so K-fold needs fewer Newton steps than leave-one-out.
-        If False an :class:`~skinfluence.InfluenceWarning` is raised instead.
-    damping : float, default=0.0
+        approximately do. The estimators' one polishing policy, with ``removal_size`` of
+        :class:`~skinfluence.HessianInfluence` the rows the smallest split removes:
+        leave-one-out polishes to 5% of a leave-one-out step, K-fold (residual steps) to
+        one typical change of a fold, so it needs fewer Newton steps. ``"lbfgs"`` first
+        finishes the fit by full-batch L-BFGS. If False an
+        :class:`~skinfluence.InfluenceWarning` is raised instead.
+    damping : float or "auto", default=0.0
         Added to the curvature's diagonal (needed for singular curvatures).
     n_jobs : int, default=None
         Number of joblib workers over the folds (None: 1 unless in a

@@ -9,9 +9,8 @@ from sklearn.pipeline import Pipeline
 from .._utils import is_torch_model
 from .base import ModelAdapter
 from .glm import SUPPORTED_GLMS, GLMAdapter, is_supported_glm
-from .subset import SubsetAdapter
 
-__all__ = ["ModelAdapter", "GLMAdapter", "PipelineAdapter", "SubsetAdapter", "make_adapter",
+__all__ = ["ModelAdapter", "GLMAdapter", "PipelineAdapter", "make_adapter",
            "supported_estimators"]
 
 
@@ -22,21 +21,30 @@ def supported_estimators() -> list[str]:
                     "a Pipeline ending in one of these"]
 
 
-class PipelineAdapter:
+#: what a pipeline's adapter takes from its last step's: the protocol of
+#: :class:`~skinfluence.models.ModelAdapter`, its declared capabilities, and the
+#: layer-level methods of network adapters (parameter selection, feature samplers)
+FORWARDED = (
+    "is_network", "has_gram", "supports_sparse_rows", "loss", "penalty", "theta", "mean_scaled",
+    "classes_", "n_params", "n_outputs", "is_classifier", "constant_curvature", "encode_target",
+    "data_weights", "response", "eta", "jacobians", "jacobian_rows", "gradients",
+    "total_gradient", "jvp", "jacobian_quadratic", "output_curvature", "curvature",
+    "curvature_matvec", "curvature_weights", "null_space", "copy_estimator",
+    "param_slices", "layers", "unit_mask", "layer_statistics", "module", "fisher",
+)
+
+
+class PipelineAdapter(ModelAdapter):
     """A fitted Pipeline: its preprocessing is held fixed, its last step is the model.
 
-    Everything but :meth:`design` and :meth:`with_params` is the last step's adapter.
+    :meth:`design` and :meth:`with_params` are the pipeline's own; the names in
+    :data:`FORWARDED` are the last step's adapter's (``inner``), nothing else.
     """
 
     def __init__(self, pipeline, inner):
         self.pipeline = pipeline
         self.inner = inner
         self.estimator = pipeline
-
-    def __getattr__(self, name):  # the rest of the protocol is the model's
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def design(self, X):
         return self.inner.design(self.pipeline[:-1].transform(X))
@@ -45,6 +53,23 @@ class PipelineAdapter:
         pipe = copy.deepcopy(self.pipeline)
         pipe.steps[-1] = (pipe.steps[-1][0], self.inner.with_params(theta))
         return pipe
+
+    def moved(self, theta, **options):
+        """The pipeline at ``theta``: its preprocessing copied, its model copied once."""
+        inner = self.inner.moved(theta, **options)
+        pipe = copy.copy(self.pipeline)
+        pipe.steps = ([(name, copy.deepcopy(step)) for name, step in self.pipeline.steps[:-1]]
+                      + [(self.pipeline.steps[-1][0], inner.estimator)])
+        return PipelineAdapter(pipe, inner)
+
+
+def _forward(name):
+    return property(lambda self: getattr(self.inner, name),
+                    doc=f"The last step's ``{name}``.")
+
+
+for _name in FORWARDED:
+    setattr(PipelineAdapter, _name, _forward(_name))
 
 
 def make_adapter(estimator, **options) -> ModelAdapter:

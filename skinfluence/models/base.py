@@ -16,8 +16,12 @@ Influence computations touch a model only through ``J_i = ∂η_i/∂θ`` (``K �
 * ``curvature(Z, y, c, kind, eta=None)``: ``Σ_i c_i J_iᵀ W_i J_i`` (and for a non-linear
   model's Hessian the second-derivative term), reusing the outputs ``eta`` when given.
 
-``restrict(mask)`` gives the same protocol on a subset of the parameters
-(:mod:`.subset`). Everything else (leave-one-out, folds, unlearning, attribution) is
+Capabilities are declared, never probed: ``is_network`` (curvature products
+``curvature_matvec``, parameter-dependent Jacobians, layers), ``has_gram`` (a linear
+model: ``J_i = z_iᵀ ⊗ I_K``, ``curvature_weights`` gives ``c_i W_i``) and
+``supports_sparse_rows`` (``jacobian_rows`` and ``gradients(..., sparse=True)`` keep a
+sparse design sparse). A method an adapter does not declare raises
+``NotImplementedError``. Everything else (leave-one-out, folds, unlearning, attribution) is
 written once, in :mod:`skinfluence.estimators`.
 """
 
@@ -44,6 +48,15 @@ class ModelAdapter:
         the GLM regressors); removing data then also shifts the penalty's weight.
     classes_ : ndarray or None
     """
+
+    #: a network: curvature-vector products (``curvature_matvec``), Jacobians that depend on
+    #: θ, layers (``layers()``, ``unit_mask``, ``layer_statistics``, ``module``)
+    is_network = False
+    #: a linear model: ``J_i = z_iᵀ ⊗ I_K``, the curvature is ``Σ z_i z_iᵀ ⊗ c_i W_i``
+    #: (``curvature_weights``)
+    has_gram = False
+    #: ``jacobian_rows(Z)`` and ``gradients(Z, G, sparse=True)`` keep a sparse design sparse
+    supports_sparse_rows = False
 
     estimator = None
     loss = None
@@ -148,16 +161,22 @@ class ModelAdapter:
         """Per-sample ``W_i`` (n, K, K) of the curvature of kind ``"hessian"`` or ``"fisher"``."""
         return self.loss.curvature(y, eta, kind)
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
-        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (p × p); ``eta`` are the outputs at θ if known."""
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (p × p); ``eta`` are the outputs at θ if known,
+        ``weights`` the ``c_i W_i`` (n, K, K) if already computed."""
         raise NotImplementedError
 
-    def restrict(self, mask):
-        """This model seen through the parameters where ``mask`` is True (a
-        :class:`~skinfluence.models.subset.SubsetAdapter`)."""
-        from .subset import SubsetAdapter
+    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
+        """``M V`` for the data part of the curvature (``is_network`` adapters)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no curvature products")
 
-        return SubsetAdapter(self, mask)
+    def curvature_weights(self, y, c, kind="fisher", eta=None, Z=None):
+        """``c_i W_i`` (n, K, K) of a linear model's Gram curvature (``has_gram`` adapters)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Gram curvature")
+
+    def jacobian_rows(self, Z):
+        """The Jacobians stacked as rows, in the design's format (``supports_sparse_rows``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no sparse Jacobian rows")
 
     def null_space(self):
         """Orthonormal directions (p × r) the objective is invariant to, or None."""
@@ -166,6 +185,13 @@ class ModelAdapter:
     def with_params(self, theta):
         """A deep copy of the estimator carrying the parameters ``theta``."""
         raise NotImplementedError
+
+    def moved(self, theta, **options):
+        """The adapter of ``with_params(theta)`` (``options`` as for
+        :func:`~skinfluence.models.make_adapter`); networks copy their module once."""
+        from . import make_adapter
+
+        return make_adapter(self.with_params(theta), **options)
 
     def copy_estimator(self):
         return copy.deepcopy(self.estimator)

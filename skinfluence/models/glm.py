@@ -142,6 +142,9 @@ def _spec(est, n_classes) -> _Spec:
 class GLMAdapter(ModelAdapter):
     """Protocol implementation for a fitted scikit-learn linear model."""
 
+    has_gram = True
+    supports_sparse_rows = True
+
     def __init__(self, estimator):
         check_is_fitted(estimator)
         self.estimator = estimator
@@ -273,9 +276,9 @@ class GLMAdapter(ModelAdapter):
         eta = self.eta(Z) if eta is None else eta
         return self.output_curvature(y, eta, kind) * c[:, None, None]
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
         K = self.n_outputs
-        W = self.curvature_weights(y, c, kind, eta, Z)
+        W = self.curvature_weights(y, c, kind, eta, Z) if weights is None else weights
         M = np.empty((self.n_params, self.n_params))
         for k, l in self._blocks():
             if sp.issparse(Z):  # sparse times dense column blocks: no sparse fill-in

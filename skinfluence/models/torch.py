@@ -92,8 +92,10 @@ class TorchAdapter(ModelAdapter):
     fisher : {"exact", "mc", "empirical"}
     """
 
+    is_network = True
+
     def __init__(self, estimator, *, device="auto", dtype="float64", batch_size=4096,
-                 random_state=None, fisher="exact"):
+                 random_state=None, fisher="exact", _private=False):
         if fisher not in ("exact", "mc", "empirical"):
             raise ValueError(f"fisher must be 'exact', 'mc' or 'empirical', got {fisher!r}")
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -113,7 +115,12 @@ class TorchAdapter(ModelAdapter):
         self._factor = spec.factor
         self._input_shape, self._probe = _INPUTS.get(estimator, (None, None))
 
-        self.module = copy.deepcopy(spec.module).to(device=self.device, dtype=self.dtype).eval()
+        # a private copy of the estimator (``moved``) lends its module where no conversion
+        # would change it in place: one copy of the net per new θ, not two
+        first = next(spec.module.parameters())
+        lend = _private and first.dtype == self.dtype and first.device == self.device
+        self.module = (spec.module if lend else copy.deepcopy(spec.module)).to(
+            device=self.device, dtype=self.dtype).eval()
         named = [(n, p) for n, p in spec.module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
@@ -366,11 +373,13 @@ class TorchAdapter(ModelAdapter):
             return rs.randint(2**31)
         return rs
 
-    def curvature(self, Z, y, c, kind="fisher", eta=None):
-        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian)."""
+    def curvature(self, Z, y, c, kind="fisher", eta=None, weights=None):
+        """Dense ``Σ_i c_i J_iᵀ W_i J_i`` (+ the second-derivative term for the Hessian);
+        ``weights``: the ``c_i W_i`` if already computed."""
         p = self.n_params
         eta = self.eta(Z) if eta is None else eta
-        W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+        W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+             if weights is None else weights)
         lam, vec = np.linalg.eigh(W)                       # W_i = V diag(λ) Vᵀ
         scale = np.abs(lam).max(axis=0)
         keep = scale > 1e-12 * max(scale.max(), 1e-300)   # e.g. the softmax's null direction
@@ -414,17 +423,20 @@ class TorchAdapter(ModelAdapter):
                 H[j:j + width] += rows_of(eye[j:j + width])
         return H
 
-    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None):
+    def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
 
         ``V`` has shape (p,) or (p, m). Per-sample curvatures ``W_i`` are recomputed on
         each call, except for ``fisher="mc"``, whose sampled labels are drawn once per
         ``(Z, y)`` and cached so that the operator is a fixed matrix.
         """
-        key = (id(Z), len(Z), kind)
+        # per operator (its design, targets, weights): a changed objective on the same rows
+        # (unlearning's Newton iterations) must not reuse another's W_i
+        key = (id(Z), len(Z), kind, id(y), id(c), id(weights))
         if getattr(self, "_mv_key", None) != key:
             eta = self.eta(Z) if eta is None else eta
-            W = self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+            W = (self.output_curvature(y, eta, kind) * np.asarray(c)[:, None, None]
+                 if weights is None else weights)
             R = np.asarray(c)[:, None] * self.loss.gradient(y, eta) if kind == "hessian" else None
             self._mv_key, self._mv_cache = key, (W, R)
         W, R = self._mv_cache
@@ -487,6 +499,12 @@ class TorchAdapter(ModelAdapter):
         if self._input_shape is not None:
             _INPUTS[est] = (self._input_shape, self._probe)
         return est
+
+    def moved(self, theta, **options):
+        """The adapter of :meth:`with_params` (its own private copy of the net, shared
+        with the adapter where device and dtype match)."""
+        options = {k: v for k, v in options.items() if k not in ("solver", "curvature")}
+        return TorchAdapter(self.with_params(theta), _private=True, **options)
 
 
 def make_torch_adapter(estimator, *, device="auto", dtype="float64", solver="auto", batch_size=4096,

@@ -170,7 +170,7 @@ class FeatureSampler(BaseSampler):
         self.max_iter = max_iter
 
     def _features(self, X, estimator, adapter):
-        network = adapter is not None and hasattr(adapter, "module")
+        network = adapter is not None and adapter.is_network
         if self.features == "penultimate" and not network:
             what = "no estimator was given" if estimator is None else \
                 f"{type(estimator).__name__} is a linear model without hidden layers"

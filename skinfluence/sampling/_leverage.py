@@ -83,8 +83,9 @@ class LeverageSampler(BaseSampler):
         Columns ``r`` of the Gaussian sketch of the parameters.
     ridge : float, default=0.0
         Added to the sketched curvature besides the penalty's curvature (pass the
-        influence estimator's ``damping``). Directions whose sketched curvature is
-        below 1e-10 of the largest are left out (a pseudo-inverse).
+        influence estimator's ``damping``). After scaling the sketched curvature to a
+        unit diagonal (so that the units of the features do not matter), directions
+        whose curvature is below 1e-10 of the largest are left out (a pseudo-inverse).
     uniform_mix : float in [0, 1], default=0.1
         Share of the uniform distribution mixed into the leverage distribution.
     random_state : int, RandomState instance or None, default=None
@@ -183,7 +184,11 @@ def leverage_scores(adapter, X, y, logits=None, sample_weight=None, sketch_size=
     WP = np.einsum("nkl,nlr->nkr", cW, P)
     B = P.reshape(-1, P.shape[2]).T @ WP.reshape(-1, P.shape[2])      # Gᵀ Σ c_i J_iᵀW_iJ_i G
     B += (G * adapter.penalty.hessian_diagonal()[:, None]).T @ G + ridge * (G.T @ G)
-    lam, V = np.linalg.eigh((B + B.T) / 2)
+    # Jacobi scaling first, so that the cutoff is scale-invariant: a column ×1e6 (or a
+    # condition number beyond ~1e10 from the units alone) must not lose a real direction
+    d = np.sqrt(np.clip(np.diag(B), 0.0, None))
+    d[d == 0] = 1.0
+    lam, V = np.linalg.eigh((B + B.T) / 2 / np.outer(d, d))
     keep = lam > 1e-10 * max(lam.max(), 1e-300)   # a pseudo-inverse: null directions carry nothing
-    PV = P @ V[:, keep]                                   # J_i G in B's eigenbasis
+    PV = (P / d) @ V[:, keep]                             # J_i G in scaled B's eigenbasis
     return np.einsum("nkl,nlr,nkr->n", cW, PV / lam[keep], PV)

@@ -1,4 +1,4 @@
-"""Newton polishing of a fitted model, as a solver object.
+"""Newton polishing of a fitted engine, and the one polishing policy.
 
 Influence approximations are expansions around the optimum; a model stopped short of it
 (scikit-learn's default ``tol``, an Adam-trained net) carries an optimisation error that
@@ -19,10 +19,16 @@ solve, line search, convergence check, finalize): it takes Newton steps (proxima
 steps for ℓ1 penalties) with the model's own curvature, halving each until the objective
 does not rise, and keeps the iterate closest to the optimum.
 
-It sees the model only through a small protocol: ``newton_step()``, ``objective(θ, η)``,
-``typical_loo_step()``, ``needs_new_curvature(θ, ratio)``, ``adapter`` (``theta``,
-``eta``), and a ``rebuild(model, theta, eta, reuse_curvature)`` callback that returns the
-model at a new θ (sharing the old model's factorised curvature if ``reuse_curvature``).
+It works on the engine (:class:`~._model.InfluenceEngine`): ``newton_step()``,
+``objective(θ, η)``, ``typical_loo_step()``, ``needs_new_curvature(θ, ratio)``,
+``adapter`` (``theta``, ``eta``), and ``at(theta, eta, reuse_curvature)``, the engine at a
+new θ (sharing the old one's factorised curvature if ``reuse_curvature``).
+
+:func:`polish_engine` is the one polishing policy, used by every estimator's ``fit`` and so
+by model selection: a job that removes one row at a time (``removal_size=1``: leave-one-out,
+single-row unlearning, attribution) polishes to 5% of a leave-one-out step and takes plain
+removal steps; a job that removes ``m > 1`` rows at once (K-fold) takes residual removal
+steps and polishes to ``RESIDUAL_TARGET`` of its change in the curvature's norm.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ import warnings
 import numpy as np
 from scipy.optimize import minimize
 
+from ..curvature.operators import CurvatureOperator
 from ..exceptions import InfluenceWarning
 
-__all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "lbfgs_finish"]
+__all__ = ["NewtonPolisher", "RESIDUAL_TARGET", "lbfgs_finish", "polish_engine"]
 
 #: distance to the optimum, in typical changes of the job and in the curvature's norm, at
 #: which polishing stops for removal steps that keep the residual gradient: a Newton step
@@ -73,9 +80,6 @@ class NewtonPolisher:
 
     Parameters
     ----------
-    rebuild : callable
-        ``rebuild(model, theta, eta, reuse_curvature) -> model`` at the parameters
-        ``theta`` (outputs ``eta``).
     polish : bool
         If False only check (and warn); if True take Newton steps.
     threshold : float, default=0.05
@@ -102,9 +106,8 @@ class NewtonPolisher:
         such as rare one-hot levels). Residual removal steps use the latter.
     """
 
-    def __init__(self, rebuild, *, polish, threshold=0.05, target=0.05, max_steps=20, what="model",
+    def __init__(self, *, polish, threshold=0.05, target=0.05, max_steps=20, what="model",
                  yardstick="loo", advice=None, removal_size=1, norm="euclidean"):
-        self.rebuild = rebuild
         self.polish = polish
         self.threshold, self.target, self.max_steps = threshold, target, max_steps
         self.what = what
@@ -156,7 +159,7 @@ class NewtonPolisher:
         if self.norm == "euclidean":
             return np.linalg.norm(V, axis=0)
         M = self.model.curvature
-        MV = M.matvec(V) if hasattr(M, "matvec") else M @ V
+        MV = M.matvec(V) if isinstance(M, CurvatureOperator) else M @ V
         return np.sqrt(np.maximum(np.einsum("pr,pr->r", V, MV), 0.0))
 
     def inner_solve(self):
@@ -198,7 +201,7 @@ class NewtonPolisher:
                        f"from the optimum after {self.n_steps} Newton step(s) with the {self.what}, "
                        "too far for influence to be reliable: train the model closer to convergence "
                        "first")
-            warnings.warn(msg, InfluenceWarning, stacklevel=5)
+            warnings.warn(msg, InfluenceWarning, stacklevel=6)
         return self.model, self.ratio
 
     def job(self):
@@ -220,10 +223,54 @@ class NewtonPolisher:
             # job: fold down-dates subtract the rows' curvature at the new θ from the kept M,
             # and a larger mismatch can leave M − M_fold indefinite (rare one-hot levels)
             reuse = self.yardstick == "loo" and not self.model.needs_new_curvature(theta, self.loo_ratio)
-            self.model = self.rebuild(self.model, theta, eta, reuse)
+            self.model = self.model.at(theta, eta, reuse)
             self.n_steps += 1
             self.check_convergence()
             if self.ratio < self.best[0]:
                 self.best = (self.ratio, self.model, self.n_steps)
         model, ratio = self.finalize()
         return model, ratio, self.n_steps
+
+
+def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None):
+    """The one polishing policy, for a job that removes ``removal_size`` rows at a time.
+
+    One row: polish to 5% of a typical leave-one-out step, plain removal steps. ``m > 1``
+    rows: residual removal steps (``engine.residual``), whose error in the fit's distance
+    to the optimum is second order, so polishing stops at ``RESIDUAL_TARGET`` of a typical
+    change of m rows, both in the curvature's norm (``benchmarks/RESULTS_selection.md``).
+
+    Parameters
+    ----------
+    engine : InfluenceEngine
+        The fitted engine.
+    polish : bool or "lbfgs"
+        False: check and warn; True: Newton steps with the curvature; ``"lbfgs"``:
+        full-batch L-BFGS on the objective first, then the Newton check.
+    removal_size : int, default=1
+        Rows the job removes at once.
+    what : str, default="model"
+        The model and curvature named in warnings.
+    advice : str, default=None
+        What to tell a user whose model is too far from the optimum.
+
+    Returns
+    -------
+    engine : InfluenceEngine
+        The polished engine (the iterate closest to the optimum).
+    ratio : float
+        Its distance to the optimum in typical changes of the job.
+    n_steps : int
+        Newton steps taken.
+    """
+    if polish == "lbfgs":
+        engine = engine.at(lbfgs_finish(engine))
+    if removal_size > 1:
+        polisher = NewtonPolisher(polish=bool(polish), target=RESIDUAL_TARGET,
+                                  threshold=RESIDUAL_TARGET, removal_size=removal_size,
+                                  norm="curvature", what=what, advice=advice)
+    else:
+        polisher = NewtonPolisher(polish=bool(polish), what=what, advice=advice)
+    engine, ratio, steps = polisher.solve(engine)
+    engine.residual = removal_size > 1
+    return engine, ratio, steps
