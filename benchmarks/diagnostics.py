@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from _timing import interleaved_times
+from _common import interleaved_times
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.datasets import adult_design, load_adult
 

@@ -7,7 +7,7 @@ Two networks, trained to their optimum by full-batch L-BFGS (float64, tanh, weig
 * ``mlp``: 64 → 300 → 300 → 10 (112,810 parameters), over-parameterised for 1,078 rows.
 
 Digits are split per seed into train 60% / validation 20% / test 20% (stratified). The
-protocol follows the authors' code (ALGORITHMS.md §2): the curvature is the Hessian of
+protocol follows the authors' code (docs/user_guide/maths.rst §2): the curvature is the Hessian of
 the *retained* objective estimated on one batch of 512 retained training rows; the
 right-hand side is the removed rows' gradient in that objective's scale (their mean
 loss share plus the weight-decay share); parameters are selected on the removed rows;
@@ -62,9 +62,9 @@ from skinfluence.models.torch import TorchModel
 from skinfluence.selection import RULES, select_parameters
 from skinfluence.unlearning import unlearning_path
 
-from _common import CACHE, WD, digits_three_way, gif_net, gif_nets, pinned_threads
+from _common import WD, cache_folder, digits_three_way, gif_net, gif_nets, pinned_threads
 
-RESULTS = CACHE / "gif_digits"
+RESULTS = cache_folder("gif_digits")   # each run's results (tables: --from-cache)
 BATCH = 512
 
 
@@ -437,7 +437,6 @@ def main():
                     print(f"### {exp} — {model}{tag} ({len(per_seed)} seeds)", summarise(per_seed, cols), "",
                           sep="\n")
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
     with pinned_threads(args.threads):
         out = []
         for exp in args.experiments:

@@ -1,4 +1,4 @@
-"""Curvature samplers (ALGORITHMS.md §3): what a sampled curvature keeps and what it costs.
+"""Curvature samplers (docs/user_guide/maths.rst §3): what a sampled curvature keeps and what it costs.
 
 Every influence estimate here is ``FisherInfluence`` / ``HessianInfluence`` with
 ``curvature_sampler=`` (the curvature from the sampled rows, importance-weighted; the
@@ -14,7 +14,7 @@ gradients from every row), compared with the same estimator on the full curvatur
    standard deviation, relative to the RMS of the full-curvature matrix.
 2. **Class removal on digits** (``--exp 2``): remove every training image of class
    ``--remove`` by one influence (Newton) step ``Δθ = M⁻¹ Σ_{i∈U} ∇(c_i ℓ_i)`` (+ the
-   penalty's share) with the sampled curvature M. Metrics (ALGORITHMS.md §2): EA =
+   penalty's share) with the sampled curvature M. Metrics (docs/user_guide/maths.rst §2): EA =
    test accuracy on the retained classes, SA = accuracy on the removed training images,
    F1 = 2(1 − SA)·EA / ((1 − SA) + EA), exclusive loss = test loss on the retained
    classes, self loss = loss on the removed images; "one step" is the update itself,

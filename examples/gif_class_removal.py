@@ -12,7 +12,7 @@ on the removed images) is drawn against the share of parameters, with retraining
 scratch as the reference.
 
 The experiment is the class-removal experiment of ``benchmarks/gif_digits.py``: the
-results it saved in ``benchmarks/.cache_gif/removal_<model>_seed<k>.json`` are drawn when present
+results it saved in ``benchmarks/.cache/gif_digits/removal_<model>_seed<k>.json`` are drawn when present
 (every seed it ran), otherwise one seed is run here (about 20 minutes on one CPU core).
 The figure is saved as ``gif_class_removal.png`` (or the path given as first argument).
 ``--quick`` runs a smoke version instead (the MLP, one share of parameters, short solves;
@@ -46,8 +46,8 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
     args = gif_digits.parser().parse_args(options)
     model = "mlp" if quick else model
     if quick:   # keep the smoke run's nets and results out of the benchmark's cache
-        gif_digits.CACHE = Path(tempfile.mkdtemp())
-    saved = [] if quick else sorted(gif_digits.CACHE.glob(f"removal_{model}_seed*.json"))
+        gif_digits.RESULTS = Path(tempfile.mkdtemp())
+    saved = [] if quick else sorted(gif_digits.RESULTS.glob(f"removal_{model}_seed*.json"))
     if saved:
         per_seed = [json.loads(f.read_text()) for f in saved]
     else:

@@ -12,9 +12,9 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils import _safe_indexing
-from sklearn.utils.validation import _num_samples, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
+from ._sklearn_compat import _num_samples, _safe_indexing
 from ._utils import MEMORY_ADVICE, check_memory, check_out, parse_bytes, row_blocks
 from .estimators import BaseInfluence
 from .estimators import TopInfluences

@@ -18,9 +18,8 @@ from numbers import Integral, Real
 import warnings
 
 import numpy as np
-from sklearn.utils import _safe_indexing
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._sklearn_compat import Interval, StrOptions, _safe_indexing
 from .curvature.gif import STRATEGIES
 from .curvature.solvers import check_solver_options
 from .estimators import BaseInfluence, SolverChoice, influence_init

@@ -18,6 +18,8 @@ from skinfluence.model_selection import ApproxGridSearchCV, ApproxRandomizedSear
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
 
+from conftest import tanh_mlp
+
 TIGHT = dict(tol=1e-12, max_iter=10_000)
 
 
@@ -26,16 +28,11 @@ def _clf(n=150, d=5, classes=2, seed=0):
                                random_state=seed)
 
 
-def _net(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)).double()
-
-
 # ------------------------------------------------------------------ parameter slices
 def test_unit_mask_of_a_net_against_autograd():
     X = np.random.default_rng(1).standard_normal((20, 4))
     y = (X[:, 0] > 0).astype(int)
-    model = TorchModel(_net(), loss="cross_entropy", weight_decay=0.01)
+    model = TorchModel(tanh_mlp(4, 3, 2), loss="cross_entropy", weight_decay=0.01)
     ad = make_adapter(model)
     slices = ad.param_slices
     assert list(slices) == ["0.weight", "0.bias", "2.weight", "2.bias"]
@@ -61,7 +58,7 @@ def test_unit_mask_of_a_net_against_autograd():
 
 
 def test_layer_statistics_read_planted_units():
-    net = _net()
+    net = tanh_mlp(4, 3, 2)
     with torch.no_grad():  # hidden unit 2 has a large constant output, unit 0 a zero one
         net[0].weight[2] = 0.0
         net[0].bias[2] = 3.0
@@ -257,7 +254,7 @@ def test_auto_damping_is_a_fraction_of_the_mean_eigenvalue(monkeypatch):
 
     X = np.random.default_rng(5).standard_normal((60, 4))
     y = (X[:, 0] > 0).astype(int)
-    model = TorchModel(_net(), loss="cross_entropy", weight_decay=0.01)
+    model = TorchModel(tanh_mlp(4, 3, 2), loss="cross_entropy", weight_decay=0.01)
     dense = FisherInfluence(model, prefit=True, damping="auto").fit(X, y)
     p = dense.adapter_.n_params
     assert dense.damping_ == pytest.approx(0.1 * np.trace(dense.curvature_) / p, rel=1e-12)
@@ -320,7 +317,7 @@ def test_declared_capabilities_and_forwarding():
     assert ad.supports_sparse_rows and "curvature_weights" in FORWARDED
     with pytest.raises(AttributeError):      # only the declared names are forwarded
         ad.fit_intercept
-    net = make_adapter(TorchModel(_net(), loss="cross_entropy"))
+    net = make_adapter(TorchModel(tanh_mlp(4, 3, 2), loss="cross_entropy"))
     assert net.is_network and not net.has_gram and not net.supports_sparse_rows
     with pytest.raises(NotImplementedError):
         net.jacobian_rows(np.zeros((2, 4)))

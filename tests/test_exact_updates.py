@@ -14,11 +14,9 @@ from sklearn.preprocessing import StandardScaler
 from skinfluence import FisherInfluence, HessianInfluence, InfluenceWarning
 from skinfluence.models.torch import TorchModel
 
+from conftest import coef_vector, refit_without
+
 NEWTON = dict(solver="newton-cholesky", tol=1e-14, max_iter=1000)
-
-
-def _theta(est):
-    return np.r_[np.ravel(est.coef_), np.ravel(est.intercept_)]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,7 @@ def test_relabel_to_convergence_equals_the_refit_where_one_step_fails(cancer):
     conv = inf.relabel(idx, 1 - y[idx], steps="converge")
     info = inf.update_info_
     assert info["converged"] and info["steps"] > 2 and info["one_step_error"] > 0.5
-    np.testing.assert_allclose(_theta(conv), _theta(exact), atol=1e-6)
+    np.testing.assert_allclose(coef_vector(conv), coef_vector(exact), atol=1e-6)
     assert conv.score(X, y) == exact.score(X, y) and abs(one.score(X, y) - exact.score(X, y)) > 0.3
     np.testing.assert_array_equal(inf.estimator_.coef_, inf.adapter_.with_params(inf.adapter_.theta).coef_)
 
@@ -50,8 +48,8 @@ def test_a_fixed_number_of_steps_lies_between(cancer):
     X, y = cancer
     inf = FisherInfluence(LogisticRegression(**NEWTON)).fit(X, y)
     idx = np.arange(0, 60, 3)
-    exact = LogisticRegression(**NEWTON).fit(np.delete(X, idx, 0), np.delete(y, idx))
-    errors = [np.abs(_theta(inf.unlearn(idx, steps=k)) - _theta(exact)).max() for k in (1, 2, 3)]
+    exact = refit_without(LogisticRegression(**NEWTON), X, y, idx)
+    errors = [np.abs(coef_vector(inf.unlearn(idx, steps=k)) - coef_vector(exact)).max() for k in (1, 2, 3)]
     assert errors[0] > errors[1] > errors[2] and inf.update_info_["steps"] == 3
 
 
@@ -64,11 +62,11 @@ def test_unlearn_to_convergence_equals_the_refit(est, y_of):
     y = y_of(y)
     inf = HessianInfluence(est, polish=True).fit(X, y)
     idx = np.random.default_rng(1).choice(len(y), len(y) // 10, replace=False)
-    exact = clone(est).fit(np.delete(X, idx, 0), np.delete(y, idx))
+    exact = refit_without(est, X, y, idx)
     conv = inf.unlearn(idx, steps="converge")
     assert inf.update_info_["converged"]
-    scale = np.abs(_theta(exact) - _theta(inf.estimator_)).max()
-    assert np.abs(_theta(conv) - _theta(exact)).max() < 1e-6 * max(scale, 1.0)
+    scale = np.abs(coef_vector(exact) - coef_vector(inf.estimator_)).max()
+    assert np.abs(coef_vector(conv) - coef_vector(exact)).max() < 1e-6 * max(scale, 1.0)
 
 
 def test_elastic_net_loo_equals_unlearn_and_refits_when_the_support_changes():
@@ -82,7 +80,7 @@ def test_elastic_net_loo_equals_unlearn_and_refits_when_the_support_changes():
     support = inf.estimator_.coef_ != 0
     changed = 0
     for i in range(0, len(y), 9):
-        ref = clone(est).fit(np.delete(X, i, 0), np.delete(y, i))
+        ref = refit_without(est, X, y, [i])
         changed += np.any((ref.coef_ != 0) != support)
         assert loo[i] == pytest.approx(ref.predict(X[i:i + 1])[0], abs=1e-6)
     assert changed > 0  # the check above covers rows whose support changes

@@ -3,6 +3,7 @@ synthetic data with injected label bias, the linear programme's constraints, bad
 
 import copy
 import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,8 @@ from skinfluence.fairness import (
     solve_reweighing_lp,
 )
 
+from conftest import TanhNet
+
 
 def biased_data(n=1200, flip=0.5, seed=0):
     """Labels from one logistic model for both groups, then a share ``flip`` of the
@@ -40,15 +43,7 @@ def biased_data(n=1200, flip=0.5, seed=0):
     return np.column_stack([X, a]), y, a, flipped
 
 
-class TwoLayer(torch.nn.Module):
-    """The two-layer classifier of the skorch test (module level: skorch nets are copied by pickling)."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
-
-    def forward(self, x):
-        return self.net(x)
+TwoLayer = partial(TanhNet, h=8)   # 4 → 8 → 2
 
 
 def lr():

@@ -12,6 +12,8 @@ from skinfluence.exceptions import SolverDivergenceError
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
 
+from conftest import lbfgs, penalised_cross_entropy, rel_err, tanh_mlp
+
 WD = 1e-2
 DAMP = 0.05          # keeps H_JᵀH_J's condition small enough for LiSSA to converge in a test
 
@@ -19,23 +21,12 @@ DAMP = 0.05          # keeps H_JᵀH_J's condition small enough for LiSSA to con
 @pytest.fixture(scope="module")
 def net_problem():
     """A 4-5-3 tanh network trained to its optimum; its dense Hessian and a removal gradient."""
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((120, 4))
     y = (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int) + (X[:, 2] > 0.8)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=2000, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-12, tolerance_change=1e-15)
-    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(Xt), yt) + WD / 2 * sum((p**2).sum() for p in net.parameters())
-        loss.backward()
-        return loss
-
-    for _ in range(3):
-        opt.step(closure)
+    net = tanh_mlp(4, 5, 3)
+    lbfgs(net.parameters(), penalised_cross_entropy(net, X, y, WD), rounds=3, max_iter=2000,
+          tolerance_grad=1e-12, tolerance_change=1e-15)
     ad = make_adapter(TorchModel(net, weight_decay=WD))
     Z, ye = ad.design(X), ad.encode_target(y)
     c = np.full(len(y), 1 / len(y))
@@ -46,10 +37,6 @@ def net_problem():
     mask = np.zeros(ad.n_params, bool)
     mask[np.random.default_rng(1).choice(ad.n_params, 15, replace=False)] = True
     return dict(X=X, y=y, net=net, adapter=ad, Z=Z, y_enc=ye, c=c, op=op, H=H, g=g, mask=mask, idx=idx)
-
-
-def _rel(a, b):
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 def _reference(H, g, J, strategy):
@@ -71,7 +58,7 @@ def test_exact_matches_closed_form(net_problem, strategy):
     P = net_problem
     H = P["H"] + DAMP * np.eye(len(P["g"]))
     x = GIFSolver(P["op"], subset=P["mask"], strategy=strategy, method="exact", damping=DAMP).solve(P["g"])
-    assert _rel(x, _reference(H, P["g"], P["mask"], strategy)) < 1e-10
+    assert rel_err(x, _reference(H, P["g"], P["mask"], strategy)) < 1e-10
     if strategy != "full":
         assert not x[~P["mask"]].any()
 
@@ -85,7 +72,7 @@ def test_lissa_to_convergence_equals_exact_least_squares(net_problem, strategy):
                        max_iter=200_000, tol=1e-13)
     x = solver.solve(P["g"])
     assert solver.info_["converged"]
-    assert _rel(x, exact) <= 1e-4
+    assert rel_err(x, exact) <= 1e-4
 
 
 def test_lissa_on_model_products_follows_the_dense_iteration(net_problem):
@@ -97,7 +84,7 @@ def test_lissa_on_model_products_follows_the_dense_iteration(net_problem):
     solver = GIFSolver(P["op"], **kw)
     a = solver.solve(P["g"])
     b = GIFSolver(CurvatureOperator.from_matrix(P["H"]), **kw).solve(P["g"])
-    assert _rel(a, b) < 1e-9
+    assert rel_err(a, b) < 1e-9
     assert solver.operator.n_matvecs > 0                          # matrix-free
     B = P["g"][:, None] * np.array([1.0, -2.0, 0.5])
     solver = GIFSolver(P["op"], **kw)
@@ -120,7 +107,7 @@ def test_all_parameters_recover_the_ordinary_influence_step(net_problem):
     v = inf.training_gradients(P["idx"]).sum(0)
     for method in ("exact", "lissa"):
         solver = GIFSolver(op, strategy="gif", method=method, damping=DAMP, max_iter=100_000, tol=1e-13)
-        assert _rel(solver.solve(v), ordinary) < 1e-6
+        assert rel_err(solver.solve(v), ordinary) < 1e-6
 
 
 def test_downdated_solve_uses_the_retained_curvature(net_problem):
@@ -132,11 +119,11 @@ def test_downdated_solve_uses_the_retained_curvature(net_problem):
     H = P["H"] + DAMP * np.eye(len(P["g"]))
     J, g = P["mask"], P["g"]
     x = GIFSolver(P["op"], subset=J, method="exact", damping=DAMP).downdated_solve(g, U, C)
-    assert _rel(x, _reference(H - D, g, J, "gif")) < 1e-10
+    assert rel_err(x, _reference(H - D, g, J, "gif")) < 1e-10
     # second order (Basu et al.): x1 + H_JJ⁻¹ (D x1)_J, with x1 the first-order step
     x2 = GIFSolver(P["op"], subset=J, strategy="second_order", method="exact", damping=DAMP).downdated_solve(g, U, C)
     x1 = _reference(H, g, J, "freezing")
-    assert _rel(x2, x1 + _reference(H, D @ x1, J, "freezing")) < 1e-10
+    assert rel_err(x2, x1 + _reference(H, D @ x1, J, "freezing")) < 1e-10
 
 
 def test_diverging_run_restarts_and_converges():
@@ -152,7 +139,7 @@ def test_diverging_run_restarts_and_converges():
     assert info["normalizer"] == 1.0 + 3.0 * info["n_restarts"]
     assert info["normalizer"] > sigma / np.sqrt(2) >= info["normalizer"] - 3.0
     ref = np.linalg.lstsq(H[:, mask], g, rcond=None)[0]
-    assert _rel(x[mask], ref) < 1e-8 and not x[~mask].any()
+    assert rel_err(x[mask], ref) < 1e-8 and not x[~mask].any()
 
 
 def test_divergence_beyond_max_restarts_raises_and_truncation_does_not():
@@ -210,12 +197,12 @@ def test_estimator_with_all_parameters_is_the_ordinary_influence(net_problem):
     _, ref, gif = _estimators(P, ratio=1.0, method="exact")
     gif.fit(P["X"], P["y"])
     assert gif.parameter_mask_.all() and gif.solver_ == "gif_exact"
-    assert _rel(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10
+    assert rel_err(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10
     # the Newton step: the exact retained curvature (the dense solver's Woodbury path drops
     # the penalty share's diagonal, hence the comparison with the closed form)
     v = ref.training_gradients(P["idx"]).sum(0)
     ns = np.linalg.solve(_retained_curvature(ref, P["idx"]), v)
-    assert _rel(gif.parameter_change(P["idx"]), ns) < 1e-10
+    assert rel_err(gif.parameter_change(P["idx"]), ns) < 1e-10
 
 
 @pytest.mark.parametrize("strategy", ["gif", "freezing", "projecting"])
@@ -227,7 +214,7 @@ def test_estimator_strategies_on_a_given_subset(net_problem, strategy):
     gif.fit(P["X"], P["y"])
     v = ref.training_gradients(P["idx"]).sum(0)
     H = ref.curvature_ + DAMP * np.eye(len(v))
-    assert _rel(gif.parameter_change(P["idx"], method="ij"), _reference(H, v, J, strategy)) < 1e-10
+    assert rel_err(gif.parameter_change(P["idx"], method="ij"), _reference(H, v, J, strategy)) < 1e-10
     A = gif.attribute(P["X"][:3], P["y"][:3])                  # attribution through the same solver
     G = ref.adapter_.gradients(P["Z"][:3], ref.adapter_.loss.gradient(P["y_enc"][:3], ref.adapter_.eta(P["Z"][:3])))
     V = ref.training_gradients(np.arange(len(P["y"])))
@@ -244,7 +231,7 @@ def test_freezing_equals_the_dense_solver_with_active_subset(net_problem):
     gif.fit(P["X"], P["y"])
     dense = make_solver("dense", ref.curvature_, damping=DAMP, active=J)
     v = ref.training_gradients(P["idx"]).sum(0)
-    assert _rel(gif.parameter_change(P["idx"], method="ij"), dense.solve(v)) < 1e-10
+    assert rel_err(gif.parameter_change(P["idx"], method="ij"), dense.solve(v)) < 1e-10
 
 
 def test_estimator_lissa_reports_and_never_modifies_the_users_net(net_problem):
@@ -273,7 +260,7 @@ def test_estimator_on_a_linear_model_and_validation():
     ref = HessianInfluence(lr).fit(X, y)
     gif = GeneralizedInfluence(lr, ratio=1.0, method="exact").fit(X, y)
     idx = np.arange(0, 150, 10)
-    assert _rel(gif.parameter_change(idx, method="ij"), ref.parameter_change(idx, method="ij")) < 1e-8
+    assert rel_err(gif.parameter_change(idx, method="ij"), ref.parameter_change(idx, method="ij")) < 1e-8
     half = GeneralizedInfluence(lr, ratio=0.5, selection="highest_outputs", method="exact").fit(X, y)
     theta = half.adapter_.theta
     assert np.abs(theta[half.parameter_mask_]).min() >= np.abs(theta[~half.parameter_mask_]).max()
@@ -331,7 +318,7 @@ def test_auto_normalizer_converges_without_restarts_on_a_badly_scaled_curvature(
                        random_state=0)
     x = solver.solve(g)
     assert solver.info_["n_restarts"] == 0 and solver.info_["converged"]
-    assert _rel(x, np.linalg.solve(H, g)) < 1e-8
+    assert rel_err(x, np.linalg.solve(H, g)) < 1e-8
 
 
 def test_fisher_curvature_with_all_parameters_is_fisher_influence(net_problem):
@@ -341,4 +328,4 @@ def test_fisher_curvature_with_all_parameters_is_fisher_influence(net_problem):
     est = TorchModel(P["net"], weight_decay=WD)
     ref = FisherInfluence(est, prefit=True, solver="dense").fit(P["X"], P["y"])
     gif = GeneralizedInfluence(est, prefit=True, curvature="fisher", ratio=1.0, method="exact").fit(P["X"], P["y"])
-    assert _rel(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10
+    assert rel_err(gif.parameter_change(P["idx"], method="ij"), ref.parameter_change(P["idx"], method="ij")) < 1e-10

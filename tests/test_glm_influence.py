@@ -27,6 +27,8 @@ from sklearn.svm import SVC
 from skinfluence import CurvatureError, FisherInfluence, HessianInfluence, InfluenceWarning
 from skinfluence.exceptions import NotFittedError
 
+from conftest import coef_vector, exact_loo, refit_without
+
 RNG = np.random.default_rng(0)
 
 
@@ -71,15 +73,6 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
-def _exact_loo(est, X, y, idx, method, sample_weight=None):
-    out = []
-    for i in idx:
-        keep = np.arange(len(y)) != i
-        kw = {} if sample_weight is None else {"sample_weight": sample_weight[keep]}
-        out.append(getattr(clone(est).fit(X[keep], y[keep], **kw), method)(X[i:i + 1])[0])
-    return np.array(out)
-
-
 @pytest.mark.parametrize("name,est,data,method", CASES, ids=IDS)
 @pytest.mark.parametrize("cls", [HessianInfluence, FisherInfluence])
 def test_ns_loo_matches_exact_refits(name, est, data, method, cls):
@@ -87,7 +80,7 @@ def test_ns_loo_matches_exact_refits(name, est, data, method, cls):
     idx = np.arange(12)
     inf = cls(est).fit(X, y)
     approx = inf.approx_loocv(method="ns", response_method=method)[idx]
-    exact = _exact_loo(est, X, y, idx, method)
+    exact = exact_loo(est, X, y, idx, method)
     full = getattr(inf.estimator_, method)(X[idx])
     change = np.abs(exact - full)
     err = np.abs(approx - exact)
@@ -105,7 +98,7 @@ def test_ns_loo_matches_exact_refits(name, est, data, method, cls):
 def test_quadratic_losses_are_exact(name, est, data):
     X, y = data
     inf = FisherInfluence(est).fit(X, y)
-    exact = _exact_loo(est, X, y, range(10), "predict")
+    exact = exact_loo(est, X, y, range(10), "predict")
     np.testing.assert_allclose(inf.approx_loocv()[:10], exact, rtol=1e-7, atol=1e-7)
 
 
@@ -115,11 +108,9 @@ def test_unlearn_matches_retraining(name, est, data, method):
     U = [1, 4, 7, 30]
     inf = HessianInfluence(est).fit(X, y)
     approx = inf.unlearn(U)
-    keep = np.setdiff1d(np.arange(len(y)), U)
-    exact = clone(est).fit(X[keep], y[keep])
-    coef = lambda e: np.r_[np.ravel(e.coef_), np.ravel(e.intercept_)]  # noqa: E731
-    change = np.abs(coef(exact) - coef(inf.estimator_)).max()
-    assert np.abs(coef(approx) - coef(exact)).max() <= 0.15 * change + 1e-8
+    exact = refit_without(est, X, y, U)
+    change = np.abs(coef_vector(exact) - coef_vector(inf.estimator_)).max()
+    assert np.abs(coef_vector(approx) - coef_vector(exact)).max() <= 0.15 * change + 1e-8
     assert type(approx) is type(est)
     assert approx is not inf.estimator_
 
@@ -173,8 +164,7 @@ def test_attribution_correlates_with_actual_loss_changes():
     idx = np.arange(0, 150, 5)
     actual = np.empty((30, len(idx)))
     for k, i in enumerate(idx):
-        keep = np.arange(150) != i
-        e = clone(est).fit(X[keep], y[keep])
+        e = refit_without(est, X, y, [i])
         actual[:, k] = inf.adapter_.loss.loss(yt.astype(float), e.decision_function(Xt)[:, None]) - base
     r = np.corrcoef(A[:, idx].ravel(), actual.ravel())[0, 1]
     assert r > 0.98
@@ -185,8 +175,7 @@ def test_attribution_correlates_with_actual_loss_changes():
     s = inf.self_influence()
     own = []
     for i in idx[:10]:
-        keep = np.arange(150) != i
-        e = clone(est).fit(X[keep], y[keep])
+        e = refit_without(est, X, y, [i])
         own.append(inf.adapter_.loss.loss(y[i:i + 1].astype(float), e.decision_function(X[i:i + 1])[:, None])[0]
                    - inf.adapter_.loss.loss(y[i:i + 1].astype(float), inf.estimator_.decision_function(X[i:i + 1])[:, None])[0])
     np.testing.assert_allclose(s[idx[:10]], own, rtol=0.05, atol=1e-6)
@@ -199,8 +188,7 @@ def test_transform_predicts_decision_changes():
     inf = FisherInfluence(Ridge(alpha=1.0)).fit(X, y)
     T = inf.transform(X[:5])
     for i in (0, 3, 10):
-        keep = np.arange(60) != i
-        e = Ridge(alpha=1.0).fit(X[keep], y[keep])
+        e = refit_without(Ridge(alpha=1.0), X, y, [i])
         # Ridge: IJ is first order in the removed weight; the direction must match
         change = e.predict(X[:5]) - inf.estimator_.predict(X[:5])
         assert np.corrcoef(T[:, i], change)[0, 1] > 0.99
@@ -243,7 +231,7 @@ def test_sparse_pandas_and_sample_weight():
     np.testing.assert_allclose(pdi.approx_loocv(response_method="predict_proba"),
                                dense.approx_loocv(response_method="predict_proba"), atol=1e-10)
     # weighted leave-one-out against exact refits
-    exact = _exact_loo(est, Xs.toarray(), y, range(8), "decision_function", sample_weight=w)
+    exact = exact_loo(est, Xs.toarray(), y, range(8), "decision_function", sample_weight=w)
     approx = dense.approx_loocv(response_method="decision_function")[:8]
     full = dense.estimator_.decision_function(Xs.toarray()[:8])
     assert np.abs(approx - exact).max() <= 0.1 * np.abs(full - exact).max()
@@ -257,8 +245,7 @@ def test_mean_scaled_weights_lasso():
     loo = inf.approx_loocv()
     n_same_support = 0
     for i in range(10):
-        keep = np.arange(len(y)) != i
-        exact = clone(est).fit(X[keep], y[keep], sample_weight=w[keep])
+        exact = refit_without(est, X, y, [i], sample_weight=w)
         # the proximal Newton step is exact for a quadratic loss with an l1 penalty
         np.testing.assert_allclose(inf.unlearn([i]).coef_, exact.coef_, rtol=1e-6, atol=1e-6)
         # the support-restricted shortcut is exact when the support does not change
@@ -402,7 +389,7 @@ def test_l1_multinomial_unlearn_keeps_the_intercept_shift():
     inf = HessianInfluence(est).fit(X, y)
     drop = np.arange(60)
     un = inf.unlearn(drop)
-    ref = clone(est).fit(np.delete(X, drop, 0), np.delete(y, drop))
+    ref = refit_without(est, X, y, drop)
     assert un.intercept_.sum() == pytest.approx(inf.estimator_.intercept_.sum(), abs=1e-10)
     change = np.abs(ref.intercept_ - inf.estimator_.intercept_).max()
     assert np.abs(un.intercept_ - ref.intercept_).max() < 0.2 * change

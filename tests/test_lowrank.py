@@ -7,8 +7,7 @@ dense solver on the same (exact) curvature.
 
 import numpy as np
 import pytest
-import torch
-from sklearn.utils._param_validation import InvalidParameterError
+from skinfluence._sklearn_compat import InvalidParameterError
 
 from skinfluence import FisherInfluence
 from skinfluence.curvature import make_solver
@@ -16,6 +15,8 @@ from skinfluence.curvature.factor import DenseSolver
 from skinfluence.curvature.operators import CurvatureOperator
 from skinfluence.exceptions import CurvatureError
 from skinfluence.models.torch import TorchModel
+
+from conftest import lbfgs, penalised_cross_entropy, tanh_mlp
 
 P = 200
 DAMPING = 1e-2
@@ -199,20 +200,9 @@ def net_problem():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((90, 8))
     y = (np.argmax(X[:, :4] + 0.5 * rng.standard_normal((90, 4)), axis=1)).astype(np.int64)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(8, 14), torch.nn.Tanh(), torch.nn.Linear(14, 4)).double()
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=500, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-12, tolerance_change=1e-15)
-    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(Xt), yt)
-        loss = loss + 1e-2 / 2 * sum((q ** 2).sum() for q in net.parameters())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    net = tanh_mlp(8, 14, 4)
+    lbfgs(net.parameters(), penalised_cross_entropy(net, X, y, 1e-2), max_iter=500, tolerance_grad=1e-12,
+          tolerance_change=1e-15)
     return TorchModel(net, weight_decay=1e-2), X, y
 
 

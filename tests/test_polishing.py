@@ -11,16 +11,14 @@ from skinfluence.estimators import RESIDUAL_TARGET
 from skinfluence.estimators import NewtonPolisher
 from skinfluence.model_selection._validation import removal_size
 
+from conftest import coef_vector
+
 
 @pytest.fixture(scope="module")
 def data():
     X, y = make_classification(800, 10, n_informative=6, random_state=0)
     X[:, 0] *= 30  # badly scaled: lbfgs stops far from the optimum
     return X, y
-
-
-def _theta(est):
-    return np.r_[est.coef_.ravel(), est.intercept_]
 
 
 def test_typical_change_is_the_size_of_a_random_removal(data):
@@ -56,8 +54,8 @@ def test_kfold_polishing_is_cheaper_and_as_accurate(data):
     assert kf.n_polish_steps_ <= loo.n_polish_steps_
     assert kf.convergence_ratio_ <= RESIDUAL_TARGET and kf.engine_.residual
     for train, test in folds:
-        exact = _theta(LogisticRegression(tol=1e-12, max_iter=10**4).fit(X[train], y[train]))
-        change = np.linalg.norm(exact - _theta(loo.estimator_))
+        exact = coef_vector(LogisticRegression(tol=1e-12, max_iter=10**4).fit(X[train], y[train]))
+        change = np.linalg.norm(exact - coef_vector(loo.estimator_))
         errors = [np.linalg.norm(inf.adapter_.theta + inf.parameter_change(test) - exact)
                   for inf in (loo, kf)]
         # residual steps from a fit e = convergence_ratio_ fold changes away err by at most
@@ -102,14 +100,14 @@ def test_residual_steps_make_the_optimisation_error_second_order(data):
     loose = LogisticRegression(tol=1e-2, max_iter=1000).fit(X, y)
     near = HessianInfluence(tight, prefit=True).fit(X, y)
     train, test = next(KFold(5, shuffle=True, random_state=0).split(X))
-    exact = _theta(LogisticRegression(tol=1e-12, max_iter=10**4).fit(X[train], y[train]))
-    change = np.linalg.norm(exact - _theta(tight))
-    from_optimum = np.linalg.norm(_theta(tight) + near.parameter_change(test) - exact)
+    exact = coef_vector(LogisticRegression(tol=1e-12, max_iter=10**4).fit(X[train], y[train]))
+    change = np.linalg.norm(exact - coef_vector(tight))
+    from_optimum = np.linalg.norm(coef_vector(tight) + near.parameter_change(test) - exact)
     excess = []
     for t in (1.0, 0.5, 0.25):  # fits at t times the loose fit's distance from the optimum
-        theta = _theta(tight) + t * (_theta(loose) - _theta(tight))
+        theta = coef_vector(tight) + t * (coef_vector(loose) - coef_vector(tight))
         model = HessianInfluence(near.adapter_.with_params(theta), prefit=True).fit(X, y).engine_
-        e = np.linalg.norm(theta - _theta(tight)) / change
+        e = np.linalg.norm(theta - coef_vector(tight)) / change
         residual = np.linalg.norm(theta + model.removal_step(test, "ns", residual=True) - exact)
         plain = np.linalg.norm(theta + model.removal_step(test, "ns", residual=False) - exact)
         assert plain > 0.5 * e * change                     # first order in the fit's error

@@ -6,13 +6,15 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.utils._param_validation import InvalidParameterError
+from skinfluence._sklearn_compat import InvalidParameterError
 
 from skinfluence import FisherInfluence
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
 from skinfluence.sampling import (FeatureSampler, LeverageSampler, LogitSampler, RandomSampler, allocate,
                                   logit_margin, penultimate_features)
+
+from conftest import lbfgs, penalised_cross_entropy, tanh_mlp
 
 SAMPLERS = [RandomSampler, FeatureSampler, LogitSampler, LeverageSampler]
 
@@ -34,19 +36,8 @@ def glm():
 def net():
     """A small tanh MLP (4 → 6 → 3, 51 parameters) trained by L-BFGS."""
     X, y = _classification(seed=1)
-    torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
-    opt = torch.optim.LBFGS(module.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
-
-    def closure():
-        opt.zero_grad()
-        penalty = 5e-3 * sum((p ** 2).sum() for p in module.parameters())      # weight decay 1e-2
-        loss = torch.nn.functional.cross_entropy(module(Xt), yt) + penalty
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    module = tanh_mlp(4, 6, 3)
+    lbfgs(module.parameters(), penalised_cross_entropy(module, X, y, 1e-2), max_iter=200)
     return X, y, TorchModel(module, weight_decay=1e-2)
 
 

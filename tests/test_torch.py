@@ -1,6 +1,7 @@
 """Torch / skorch engine: curvature against independent autograd, influence against retraining."""
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from skinfluence.exceptions import CurvatureError, InfluenceWarning
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.models import make_adapter
 from skinfluence.models.torch import TorchModel
+
+from conftest import TanhNet, lbfgs, tanh_mlp
 
 skorch = pytest.importorskip("skorch")
 
@@ -36,11 +39,6 @@ def _data(n=120, kind="cross_entropy", seed=0):
     else:
         y = score
     return X, y
-
-
-def _net(K, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, K)).double()
 
 
 def _objective(net, X, y, loss, wd=WD):
@@ -68,17 +66,8 @@ def _train(net, X, y, loss, wd=WD, keep=None):
     """Full-batch L-BFGS on mean loss + wd/2‖θ‖², to a tight optimum (in place)."""
     keep = np.arange(len(y)) if keep is None else keep
     f = _objective(net, X[keep], y[keep], loss, wd)
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=400, tolerance_grad=1e-13,
-                            tolerance_change=1e-15, history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        value = f(torch.cat([p.reshape(-1) for p in net.parameters()]))
-        value.backward()
-        return value
-
-    for _ in range(4):
-        opt.step(closure)
+    lbfgs(net.parameters(), lambda: f(torch.cat([p.reshape(-1) for p in net.parameters()])), rounds=4,
+          max_iter=400, tolerance_grad=1e-13, tolerance_change=1e-15, history_size=50)
     return net
 
 
@@ -87,7 +76,7 @@ def trained():
     out = {}
     for loss, K in [("cross_entropy", 3), ("bce", 1), ("mse", 1)]:
         X, y = _data(kind=loss)
-        out[loss] = (X, y, _train(_net(K), X, y, loss))
+        out[loss] = (X, y, _train(tanh_mlp(4, 5, K), X, y, loss))
     return out
 
 
@@ -377,16 +366,7 @@ def test_approx_loocv_matches_refits(trained):
 
 
 # ---------------------------------------------------------------- skorch nets
-class _MLP(torch.nn.Module):
-    def __init__(self, out=2, softmax=True):
-        super().__init__()
-        self.hidden = torch.nn.Linear(4, 5)
-        self.out = torch.nn.Linear(5, out)
-        self.softmax = softmax
-
-    def forward(self, x):
-        z = self.out(torch.tanh(self.hidden(x)))
-        return torch.softmax(z, dim=-1) if self.softmax else z
+_MLP = partial(TanhNet, softmax=True)   # 4 → 5 → 2, probabilities out
 
 
 def _skorch_nets():
@@ -395,8 +375,8 @@ def _skorch_nets():
         "nll": (skorch.NeuralNetClassifier(_MLP, **kw), "cross_entropy"),
         "ce": (skorch.NeuralNetClassifier(_MLP, module__softmax=False,
                                           criterion=torch.nn.CrossEntropyLoss, **kw), "cross_entropy"),
-        "binary": (skorch.NeuralNetBinaryClassifier(_MLP, module__out=1, module__softmax=False, **kw), "bce"),
-        "regressor": (skorch.NeuralNetRegressor(_MLP, module__out=1, module__softmax=False, **kw), "mse"),
+        "binary": (skorch.NeuralNetBinaryClassifier(_MLP, module__k=1, module__softmax=False, **kw), "bce"),
+        "regressor": (skorch.NeuralNetRegressor(_MLP, module__k=1, module__softmax=False, **kw), "mse"),
     }
 
 
@@ -487,7 +467,7 @@ def test_errors(trained):
 def test_skorch_errors():
     X, y = _data(40)
     X = X.astype(np.float32)
-    reg = skorch.NeuralNetRegressor(_MLP, module__out=1, module__softmax=False, criterion=torch.nn.L1Loss,
+    reg = skorch.NeuralNetRegressor(_MLP, module__k=1, module__softmax=False, criterion=torch.nn.L1Loss,
                                     max_epochs=1, train_split=None, verbose=0)
     with pytest.raises(ValueError, match="L1Loss is not supported"):
         HessianInfluence(reg).fit(X, y.astype(np.float32))

@@ -8,6 +8,7 @@ precision, so that "retraining without some points" is an exact warm-started sol
 
 import copy
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -25,30 +26,14 @@ from skinfluence.model_selection import ApproxGridSearchCV, approx_cross_val_pre
 from skinfluence.model_selection._validation import held_out_outputs, split_scores
 from skinfluence.refit import fit_weighted
 
+from conftest import TanhNet, lbfgs
+
 LAM = 0.02
 torch.set_num_threads(1)
 
 
-class MLP(nn.Module):
-    squeeze = False
-
-    def __init__(self, d=5, h=6, k=2, softmax=False):
-        super().__init__()
-        self.l1, self.l2, self.softmax = nn.Linear(d, h), nn.Linear(h, k), softmax
-        self.double()
-
-    def forward(self, x):
-        out = self.l2(torch.tanh(self.l1(x)))
-        if self.softmax:
-            return torch.softmax(out, dim=-1)
-        return out[:, 0] if self.squeeze else out
-
-
-class MLP1(MLP):  # one squeezed logit, what NeuralNetBinaryClassifier expects
-    squeeze = True
-
-    def __init__(self):
-        super().__init__(k=1)
+MLP = partial(TanhNet, d=5, h=6, dtype=torch.float64)
+MLP1 = partial(MLP, k=1, squeeze=True)   # one squeezed logit, what NeuralNetBinaryClassifier expects
 
 
 def _flat(module):
@@ -93,16 +78,7 @@ def _newton(obj, theta, w, steps=25):
 def _minimise(obj, theta, w):
     """L-BFGS (a descent method: a minimum, not a saddle), then Newton to machine precision."""
     th = theta.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([th], lr=1, max_iter=1000, tolerance_grad=1e-10, tolerance_change=0,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = obj(th, w)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    lbfgs([th], lambda: obj(th, w), lr=1, max_iter=1000, tolerance_grad=1e-10, tolerance_change=0)
     theta = _newton(obj, th.detach(), w, steps=5)
     assert np.linalg.eigvalsh(torch.autograd.functional.hessian(lambda t: obj(t, w), theta).numpy())[0] > 0
     return theta

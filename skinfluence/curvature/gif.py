@@ -40,7 +40,7 @@ Two ways to solve:
   damps the directions of small singular value (like ridge with penalty
   ``≈ c² / max_iter``), which in the authors' experiments often unlearns better than
   the exact solution (the project's own measurement on a small digits CNN agreed:
-  ALGORITHMS.md §2). ``info_`` says whether it converged. Its products are the operator's
+  docs/user_guide/maths.rst §2). ``info_`` says whether it converged. Its products are the operator's
   (matrix-free), or the dense ``H``'s once that is cheaper: when a solve may take more
   products (``2 · max_iter ·`` right-hand sides) than ``H`` has columns and ``H`` fits in
   :data:`DENSE_PRODUCTS_BYTES` (an attribution's many test points; the iteration is the

@@ -15,10 +15,10 @@ import re
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
+from .._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from .._parallel import FitStages
 from .._utils import (check_sample_weight, check_target, final_step, is_torch_model,
                       is_torch_module, parse_bytes)

@@ -7,7 +7,7 @@ new parameters (polishing, Newton iterations) or on a changed objective (removed
 relabelled rows), from the :class:`EngineSpec` that the fit fixed once (curvature kind,
 the solver chosen by the estimator's one hook, its options, the damping).
 
-Notation (ALGORITHMS.md): the fitted model minimises ``Σ_i c_i ℓ_i(θ) + π(θ)``. Per
+Notation (docs/user_guide/maths.rst): the fitted model minimises ``Σ_i c_i ℓ_i(θ) + π(θ)``. Per
 training row it keeps the outputs ``η_i``, the loss gradients ``g_i = ∂ℓ_i/∂η`` and the
 output curvatures ``W_i`` (Hessian or Fisher of ℓ_i in η), the data weights ``c_i``
 and, for estimators that average their data term, ``s_i`` = the row's share of the

@@ -34,12 +34,11 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
-from sklearn.utils import _safe_indexing
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
+from .._sklearn_compat import Interval, StrOptions, _safe_indexing
 from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
 from .._utils import check_sample_weight, final_step, is_skorch
 from ..refit import fit_weighted, supports_sample_weight

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import numpy as np
 import joblib
 from sklearn.base import clone, is_classifier
-from sklearn.utils import Bunch, _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
-from sklearn.utils.validation import _num_samples, check_consistent_length
+from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.validation import check_consistent_length
 from threadpoolctl import threadpool_limits
 
+from .._sklearn_compat import Interval, StrOptions, validate_params, _num_samples, _safe_indexing
 from .._parallel import parallel_imap
 
 __all__ = ["retrain_on_subsets"]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import d2_tweedie_score
-from sklearn.utils import _safe_indexing
-from sklearn.utils.validation import _num_samples
 
+from .._sklearn_compat import _num_samples, _safe_indexing
 from .._utils import final_step
 from ..models.glm import tweedie_power
 

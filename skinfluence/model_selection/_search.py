@@ -10,16 +10,16 @@ from functools import partial
 import numpy as np
 from numbers import Integral, Real
 
-from sklearn.base import _fit_context, clone, is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import LeaveOneOut, ParameterGrid, ParameterSampler, check_cv
-from sklearn.model_selection._search import BaseSearchCV
 from sklearn.pipeline import Pipeline
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from joblib import effective_n_jobs
 
 from .._parallel import parallel_map, progress
+from .._sklearn_compat import (BaseSearchCV, HasMethods, Interval, StrOptions, _fit_context, best_index,
+                               format_search_results, routed_fit_params, search_scorers)
 from .._utils import final_step
 from ..refit import fit_weighted
 from ._ridge_path import RidgePath
@@ -159,10 +159,8 @@ class _ApproxSearchCV(BaseSearchCV):
         self : object
         """
         X, y = _check_xy(X, y)
-        scorers, refit_metric = self._get_scorers()
-        multimetric = hasattr(scorers, "_scorers")  # a _MultimetricScorer
-        named = scorers._scorers if multimetric else {"score": scorers}
-        routed = self._get_routed_params_for_fit(params)
+        named, refit_metric, multimetric = search_scorers(self)
+        routed = routed_fit_params(self, params)
         sample_weight = _sample_weight(self.estimator, routed.estimator.fit)
         score_params = dict(routed.scorer.score)
 
@@ -195,14 +193,14 @@ class _ApproxSearchCV(BaseSearchCV):
                     out.append({"fit_time": fit_time / n_splits, "score_time": score_time / n_splits,
                                 "test_scores": test if multimetric else test["score"]})
             candidates.extend(candidate_params)
-            return self._format_results(candidates, n_splits, out)
+            return format_search_results(self, candidates, n_splits, out)
 
         self._run_search(evaluate_candidates)
         self.multimetric_ = multimetric
-        results = self._format_results(candidates, n_splits, out)
+        results = format_search_results(self, candidates, n_splits, out)
 
         if self.refit or not self.multimetric_:
-            self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
+            self.best_index_ = best_index(self.refit, refit_metric, results)
             if not callable(self.refit):
                 self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
             self.best_params_ = results["params"][self.best_index_]
@@ -213,7 +211,7 @@ class _ApproxSearchCV(BaseSearchCV):
             self.refit_time_ = time.perf_counter() - start
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        self.scorer_ = named if self.multimetric_ else scorers
+        self.scorer_ = named if self.multimetric_ else named["score"]
         self.cv_results_ = results
         return self
 

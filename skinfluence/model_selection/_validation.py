@@ -24,10 +24,9 @@ from sklearn.base import is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import LeaveOneOut, check_cv
 from sklearn.pipeline import Pipeline
-from sklearn.utils import _safe_indexing
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
-from sklearn.utils.validation import _num_samples, indexable
+from sklearn.utils.validation import indexable
 
+from .._sklearn_compat import HasMethods, Interval, StrOptions, validate_params, _num_samples, _safe_indexing
 from .._parallel import parallel_map
 from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
 from ._scoring import score_split

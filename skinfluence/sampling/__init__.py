@@ -2,7 +2,7 @@
 
 Influence needs ``M⁻¹`` for the curvature ``M = Σ_i c_i J_iᵀ W_i J_i`` of all ``n``
 rows. A sampler picks ``m ≪ n`` rows ``S`` and importance weights ``w_i`` such that
-``Σ_{i∈S} w_i c_i J_iᵀ W_i J_i`` stands for ``M`` (ALGORITHMS.md §3); gradients,
+``Σ_{i∈S} w_i c_i J_iᵀ W_i J_i`` stands for ``M`` (docs/user_guide/maths.rst §3); gradients,
 leave-one-out, attribution and unlearning still use every row. Pass one to an
 influence estimator as ``curvature_sampler=``, or use it on its own,
 imbalanced-learn style::

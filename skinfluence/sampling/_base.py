@@ -2,7 +2,7 @@
 
 A sampler picks rows ``S`` of the training data and importance weights ``w_i`` such
 that ``Σ_{i∈S} w_i c_i J_iᵀ W_i J_i`` stands for the full curvature
-``Σ_i c_i J_iᵀ W_i J_i`` (ALGORITHMS.md §3). Stratified samplers (class quotas, logit
+``Σ_i c_i J_iᵀ W_i J_i`` (docs/user_guide/maths.rst §3). Stratified samplers (class quotas, logit
 strata, k-means clusters) weight a row of stratum ``h`` by ``N_h / m_h``, its stratum's
 size over the rows taken from it; the leverage sampler by the inverse of its inclusion
 probability.
@@ -14,10 +14,11 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval, RealNotInt
+from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _num_samples, check_consistent_length, validate_data
+from sklearn.utils.validation import check_consistent_length, validate_data
+
+from .._sklearn_compat import Interval, RealNotInt, _num_samples, _safe_indexing
 
 __all__ = ["BaseSampler", "allocate"]
 

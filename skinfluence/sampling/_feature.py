@@ -8,9 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import KMeans
 from sklearn.pipeline import Pipeline
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array
 
+from .._sklearn_compat import Interval, StrOptions
 from ..models import make_adapter
 from ._base import BaseSampler, allocate
 

@@ -6,8 +6,8 @@ import numbers
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
 
+from .._sklearn_compat import Interval
 from ..models import make_adapter
 from ._base import BaseSampler
 

@@ -1,12 +1,12 @@
-"""Logit sampling: per class, strata by quantiles of the logit margin (ALGORITHMS.md §3)."""
+"""Logit sampling: per class, strata by quantiles of the logit margin (docs/user_guide/maths.rst §3)."""
 
 from __future__ import annotations
 
 import numbers
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._sklearn_compat import Interval, StrOptions
 from ..models import make_adapter
 from ._base import BaseSampler, allocate, stratified_draw
 
