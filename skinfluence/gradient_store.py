@@ -34,7 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._utils import parse_bytes, row_blocks
-from .estimators._streaming import TopInfluences, _merge
+from .estimators import TopInfluences, merge_top
 
 __all__ = ["GradientStore"]
 
@@ -282,5 +282,5 @@ class GradientStore:
         for sl in row_blocks(n, self._block_size()):
             s = F @ np.asarray(self.gradients_[sl], dtype=float).T
             rows = np.arange(sl.start, sl.stop)
-            top, bottom = _merge(top, s, rows, top_k, 1), _merge(bottom, s, rows, top_k, -1)
+            top, bottom = merge_top(top, s, rows, top_k, 1), merge_top(bottom, s, rows, top_k, -1)
         return TopInfluences(top[1], top[0], bottom[1], bottom[0])

@@ -2,6 +2,7 @@
 of its public modules."""
 
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import skinfluence
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the package's public modules: those it exports, and the extension points and helpers
-MODULES = [m for m in skinfluence.__all__ if m == m.lower()] + ["models", "curvature", "plotting",
-                                                                 "refit", "models.torch"]
+MODULES = [m for m in skinfluence.__all__ if inspect.ismodule(getattr(skinfluence, m))] + [
+    "models", "curvature", "plotting", "refit", "models.torch"]
 
 
 def _documented():
@@ -23,7 +24,7 @@ def _documented():
 
 
 def _exported():
-    out = [name for name in skinfluence.__all__ if name != name.lower()]
+    out = [name for name in skinfluence.__all__ if not inspect.ismodule(getattr(skinfluence, name))]
     for module in MODULES:
         mod = importlib.import_module(f"skinfluence.{module}")
         out += [f"{module}.{name}" for name in getattr(mod, "__all__", [])]

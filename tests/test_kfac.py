@@ -116,14 +116,14 @@ def test_damping_applied_at_solve_time_and_queries():
     np.testing.assert_allclose(sol.solve(np.ones(len(M))), x)
     # the solver's M̃ as a matrix: the queries agree with it
     Minv = sol.inverse()
-    G = kf.adapter_.gradients(X[:3], kf._model.g[:3])
+    G = kf.adapter_.gradients(X[:3], kf.engine_.g[:3])
     np.testing.assert_allclose(sol.solve(G.T), Minv @ G.T, rtol=1e-10, atol=1e-14)
     assert kf.attribute(X[:3], y[:3]).shape == (3, 40)
     assert np.all(np.isfinite(kf.self_influence()))
     # leave-one-out (Woodbury on the approximate inverse) against the explicit down-date
     Mt = np.linalg.inv(Minv)
     J = kf.adapter_.jacobians(X[:2])
-    C = kf._model.c[:2, None, None] * kf._model.W[:2]
+    C = kf.engine_.c[:2, None, None] * kf.engine_.W[:2]
     b = np.random.default_rng(0).standard_normal(len(Mt))
     down = Mt - np.einsum("nkp,nkl,nlq->pq", J, C, J) - 0.003 * np.eye(len(Mt))
     np.testing.assert_allclose(sol.downdated_solve(b, J, C, 0.003 * np.ones(len(Mt))),

@@ -11,7 +11,7 @@ from ._base import PARAMETERS, BaseInfluence, FisherInfluence, HessianInfluence,
 from ._model import EngineSpec, InfluenceEngine, SolverChoice
 from ._polish import RESIDUAL_TARGET, NewtonPolisher, polish_engine
 from ._diagnostics import InfluenceDiagnostics
-from ._streaming import TopInfluences
+from ._streaming import TopInfluences, merge_top  # noqa: F401  (the gradient store merges its top-k alike)
 
 __all__ = ["BaseInfluence", "HessianInfluence", "FisherInfluence", "TopInfluences",
            "InfluenceEngine", "EngineSpec", "SolverChoice", "PARAMETERS", "influence_init",

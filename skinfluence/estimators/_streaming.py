@@ -166,7 +166,7 @@ def _best(scores, positions, k, sign):
     return np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
 
 
-def _merge(best, block, rows, k, sign=1):
+def merge_top(best, block, rows, k, sign=1):
     """``best = (scores, positions)`` so far merged with the scores ``block`` of training rows
     ``rows`` (all after the positions in ``best``): the block's own best ``k`` first, then
     the ``2k`` candidates in position order."""
@@ -211,8 +211,8 @@ def _score_block(scorer, factors):
         return out
     top = bottom = None
     for rows, s in scorer.scores(factors):
-        top = _merge(top, s, rows, scorer.k, 1)
-        bottom = _merge(bottom, s, rows, scorer.k, -1)
+        top = merge_top(top, s, rows, scorer.k, 1)
+        bottom = merge_top(bottom, s, rows, scorer.k, -1)
     return top[1], top[0], bottom[1], bottom[0]
 
 

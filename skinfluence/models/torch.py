@@ -556,7 +556,7 @@ class TorchAdapter(ModelAdapter):
 
     def jacobian_quadratic(self, Z, A):
         out = np.empty((len(Z), self.n_outputs, self.n_outputs))
-        if hasattr(A, "quadratic_blocks"):   # M⁻¹ by solves (an InverseOperator): no p × p matrix
+        if not isinstance(A, np.ndarray):   # M⁻¹ by solves (an InverseOperator): no p × p matrix
             for sl, J in self._jacobian_chunks(Z):
                 out[sl] = A.quadratic_blocks(self._np(J).reshape(-1, self.n_params), self.n_outputs)
             return out
