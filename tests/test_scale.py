@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence._utils import parse_bytes, plan_blocks
-from skinfluence.estimators._streaming import _merge
+from skinfluence.estimators import merge_top
 
 TINY = 40_000   # bytes: forces blocks of a few rows on both sides
 
@@ -105,7 +105,7 @@ def test_top_k_merge_breaks_ties_by_position(seed):
     for sign in (1, -1):
         best = None
         for rows in np.split(np.arange(101), cuts):
-            best = _merge(best, S[:, rows], rows, k, sign)
+            best = merge_top(best, S[:, rows], rows, k, sign)
         want = np.argsort(-sign * S, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(best[1], want)
         np.testing.assert_array_equal(best[0], np.take_along_axis(S, want, 1))
