@@ -205,7 +205,7 @@ def test_fit_makes_no_solve_with_a_matrix_free_solver(trained, monkeypatch, cls)
     from skinfluence.curvature.solvers import Solver
 
     X, y, net = trained["cross_entropy"]
-    far = _net(3)
+    far = tanh_mlp(4, 5, 3)
     far.load_state_dict(net.state_dict())
     torch.manual_seed(1)
     with torch.no_grad():

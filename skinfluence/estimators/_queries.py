@@ -31,8 +31,9 @@ from ._changes import iterate_change
 
 __all__ = ["InfluenceQueries"]
 
-#: options that may change after fit (how queries run, not what was fitted)
-RUNTIME_OPTIONS = frozenset({"n_jobs", "verbose", "memory_budget", "batch_size"})
+#: options that may change after fit: how queries run, and ``damping`` (re-solved from what
+#: fit kept, without refitting)
+RUNTIME_OPTIONS = frozenset({"n_jobs", "verbose", "memory_budget", "batch_size", "damping"})
 _AS_FITTED = threading.RLock()
 
 
@@ -363,9 +364,9 @@ class InfluenceQueries:
         error : ndarray of shape (n_samples,)
             With ``return_error``: the estimated error ``‖η̂_{-i} − η_{-i}‖`` of each row.
         """
+        engine = self._fitted()
         self._warn_frozen_weights("leave-one-out")
-        eta = self._fitted().loo_decision(check_method(method),
-                                          _streaming.training_rows_per_block(self))
+        eta = engine.loo_decision(check_method(method), _streaming.training_rows_per_block(self))
         if not (return_error or refine):
             return eta
         eta, error = self._loo_refine(eta, method, refine)
