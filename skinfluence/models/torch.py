@@ -267,24 +267,17 @@ class TorchAdapter(ModelAdapter):
             convolution's weight flattened to ``C_out × C_in·k_h·k_w``; the bias, where
             trainable, as the last column).
         """
-        where = self.param_slices
+        modules = dict(self.module.named_modules())
         out = {}
-        for name, m in self.module.named_modules():
-            if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
-                continue
-            key = f"{name}." if name else ""
-            if f"{key}weight" not in where:
-                continue
+        for name, (n_out, parts) in self.layers().items():
+            m = modules[name]
             if isinstance(m, torch.nn.Conv2d) and (m.groups != 1 or isinstance(m.padding, str)
                                                    and m.padding != "valid"
                                                    or m.padding_mode != "zeros"):
                 continue     # grouped / "same"-padded / non-zero-padded: left to the exact blocks
-            w = where[f"{key}weight"]
-            n_out = m.weight.shape[0]
-            index = np.arange(w.start, w.stop).reshape(n_out, -1)
-            if f"{key}bias" in where:
-                b = where[f"{key}bias"]
-                index = np.column_stack([index, np.arange(b.start, b.stop)])
+            index = np.arange(parts[0].start, parts[0].stop).reshape(n_out, -1)
+            if len(parts) > 1:   # the bias, as the last column
+                index = np.column_stack([index, np.arange(parts[1].start, parts[1].stop)])
             out[name] = (index, n_out, index.shape[1])
         return out
 
