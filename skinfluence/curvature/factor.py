@@ -4,6 +4,18 @@ The curvature ``M`` (Hessian or Fisher of the objective, plus damping) is factor
 once. Cholesky is tried first; where it fails the symmetric eigendecomposition tells
 whether ``M`` is singular or indefinite, and the error says which damping would help.
 
+**Another damping** (:meth:`DenseSolver.with_damping`, the estimators' ``set_params(damping=)``
+after fit) never rebuilds ``M``: it is refactorised by Cholesky (``p³/3``), or solved from
+the eigendecomposition ``M = Q diag(λ) Qᵀ`` computed once, as ``Q diag(1/(λ + δ)) Qᵀ``
+(``O(p²)`` a solve, ``p³`` the inverse, no factorisation). The eigendecomposition costs
+about ``EIGEN_COST`` Choleskys (LAPACK's tridiagonal reduction is memory-bound), so by
+default (``redamp="auto"``) re-dampings are refactorised until that many Choleskys have been
+spent, and the eigendecomposition is kept from then on: a sweep of any length costs at most
+about twice the cheaper of the two (ski rental). Singularity is judged at every damping as
+at the first: from ``λ + δ`` where that proves ``M + δI`` well conditioned (Jacobi-scaled
+condition ≤ p × unscaled, van der Sluis), else by the Cholesky checks below, so a damping
+that makes a singular curvature solvable works and damping 0 on a singular one raises.
+
 Leave-one-out, K-fold and unlearning need ``(M − Uᵀ C U)⁻¹ v``: the curvature without
 some samples, where ``U`` stacks their Jacobians (``m × p``) and ``C`` their weighted
 output curvatures (``m × m``, block diagonal). With ``A = M⁻¹`` and ``G = U A Uᵀ``
@@ -22,6 +34,8 @@ steps of ℓ1 models (:meth:`DenseSolver.prox_step`), with the same damping and 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy import linalg
 
@@ -38,6 +52,14 @@ __all__ = ["DenseSolver", "COND_LIMIT"]
 COND_LIMIT = 1e-12
 #: largest p for which a Woodbury down-date refactorises M − diag(d) to keep d exact
 EXACT_SHIFT_MAX_PARAMS = 4000
+#: a symmetric eigendecomposition's cost in Choleskys of the same matrix (scipy's LAPACK, one
+#: thread, p = 4,810: eigh 44.5 s, Cholesky 1.73 s); re-damping switches to it (``redamp="auto"``)
+#: once the re-dampings' Choleskys would have cost as much
+EIGEN_COST = 25
+#: the spectral solve is used where cond(M + δI) ≤ min(1/(p · COND_LIMIT), 1/SPECTRAL_LIMIT):
+#: then the Jacobi-scaled condition, which the Cholesky path judges, is ≤ 1/COND_LIMIT as well,
+#: and the solve keeps ~8 digits; elsewhere Cholesky refactorises and judges
+SPECTRAL_LIMIT = 1e-8
 
 
 @register_solver("dense")
@@ -58,13 +80,21 @@ class DenseSolver(Solver):
         to every class's intercept of a multinomial model). ``Z Zᵀ`` is added to ``M``,
         which makes solves act as the pseudo-inverse on the gradients (orthogonal to
         ``Z``).
+    redamp : {"auto", "cholesky", "eigen"}, default="auto"
+        How :meth:`with_damping` re-solves at another damping: a Cholesky per damping,
+        the eigendecomposition computed at the first re-damping, or (``"auto"``) Choleskys
+        until they have cost ``EIGEN_COST`` of them, then the eigendecomposition.
     """
 
     dense = True
     can_shift = True
     has_prox_step = True
+    options = {"redamp": "auto"}
 
-    def __init__(self, matrix, damping=0.0, null_space=None, active=None):
+    def __init__(self, matrix, damping=0.0, null_space=None, active=None, *, redamp="auto"):
+        if redamp not in ("auto", "cholesky", "eigen"):
+            raise ValueError(f"redamp must be 'auto', 'cholesky' or 'eigen', got {redamp!r}")
+        self.redamp = redamp
         matrix = (matrix.dense() if isinstance(matrix, CurvatureOperator)
                   else np.asarray(matrix, dtype=float))
         p = matrix.shape[0]
@@ -79,12 +109,48 @@ class DenseSolver(Solver):
             M += Z @ Z.T
         M[np.diag_indices_from(M)] += self.damping
         self.matrix = M
-        self.info_ = {}
+        self.info_ = {"factorisation": "cholesky"}
+        self._eigen = None       # (Q, 1/(λ + δ)) where solves go through the eigendecomposition
+        # shared by the solvers re-damped from this one: M's eigendecomposition once computed,
+        # and the Choleskys re-damping has spent
+        self._kept = {"eigen": None, "choleskys": 0}
         self._chol = self._factor(M, self.damping)
 
     def with_damping(self, damping):
-        """The kept curvature refactorised at another damping (one Cholesky, no rebuild)."""
-        return DenseSolver(self.curvature, damping, self.null_space, self.active)
+        """This curvature at another ``damping``, without a new curvature build: refactorised
+        by Cholesky, or from ``M``'s eigendecomposition (computed once, kept by every solver
+        re-damped from this one) as ``Q diag(1/(λ + δ)) Qᵀ`` (``redamp``, module docstring).
+
+        Raises
+        ------
+        CurvatureError
+            Where ``M + δI`` is singular or indefinite, as a fresh factorisation would.
+        """
+        damping = float(damping)
+        kept = self._kept
+        if (kept["eigen"] is None and self.matrix.size and self.redamp != "cholesky"
+                and (self.redamp == "eigen" or kept["choleskys"] + 1 >= EIGEN_COST)):
+            lam, Q = linalg.eigh(self.matrix, check_finite=False)   # at this solver's damping
+            kept["eigen"] = (lam - self.damping, Q)
+        new = copy.copy(self)
+        for cache in ("_inverse", "_shift_cache"):   # both hold this damping's answers
+            new.__dict__.pop(cache, None)
+        new.damping = damping
+        new.matrix = self.matrix.copy()
+        new.matrix[np.diag_indices_from(new.matrix)] += damping - self.damping
+        new._chol = new._eigen = None
+        if kept["eigen"] is not None:
+            lam, Q = kept["eigen"]
+            mu = lam + damping
+            limit = max(SPECTRAL_LIMIT, mu.size * COND_LIMIT)
+            if mu[-1] > 0 and mu[0] > limit * mu[-1]:
+                new._eigen = (Q, 1.0 / mu)
+                new.info_ = {"factorisation": "eigen"}
+                return new
+        kept["choleskys"] += 1
+        new._chol = self._factor(new.matrix, damping)
+        new.info_ = {"factorisation": "cholesky"}
+        return new
 
     @staticmethod
     def _factor(M, damping=0.0):
@@ -142,14 +208,37 @@ class DenseSolver(Solver):
     def solve(self, b):
         """``M⁻¹ b`` for ``b`` of shape (p,) or (p, m); zeros on inactive coordinates."""
         b = np.asarray(b, dtype=float)
+        if self._eigen is not None:
+            Q, inv = self._eigen
+            ba = b[self.active]
+            xs = Q @ ((inv[:, None] if ba.ndim == 2 else inv) * (Q.T @ ba))
+            return self._expand(xs, b.shape)
         if self._chol is None:
             return np.zeros_like(b)
         xs = linalg.cho_solve(self._chol, b[self.active], check_finite=False)
         return self._expand(xs, b.shape)
 
     def inverse(self):
-        """Dense ``M⁻¹`` (p × p), zero rows and columns on inactive coordinates."""
-        return self.solve(np.eye(self.n_params))
+        """Dense ``M⁻¹`` (p × p), zero rows and columns on inactive coordinates: from the
+        Cholesky factor (LAPACK's ``potri``, ``2p³/3``) or as ``(Q D^½)(Q D^½)ᵀ`` (``syrk``, ``p³``)."""
+        q = int(self.active.sum())
+        if self._eigen is not None:
+            Q, inv = self._eigen
+            B = Q * np.sqrt(inv)
+            low = linalg.blas.dsyrk(1.0, B.T, trans=1, lower=1)   # B Bᵀ, lower triangle
+        elif self._chol is not None:
+            low, info = linalg.lapack.dpotri(self._chol[0], lower=1)
+            if info:
+                raise CurvatureError(f"inverting the factorised curvature failed (LAPACK info {info})")
+        else:
+            return np.zeros((self.n_params, self.n_params))
+        inner = np.tril(low)
+        inner += np.tril(inner, -1).T
+        if q == self.n_params:
+            return inner
+        out = np.zeros((self.n_params, self.n_params))
+        out[np.ix_(self.active, self.active)] = inner
+        return out
 
     def shifted(self, diag):
         """The solver of ``M − diag(d)`` (self where ``p`` is too large to refactorise)."""

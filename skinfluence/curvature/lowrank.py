@@ -187,6 +187,7 @@ class LowRankSolver(Solver):
         if not damping > 0:
             raise ValueError(f"solver={self.name!r} needs damping > 0 (got {damping})")
         new = copy.copy(self)
+        new.__dict__.pop("_inverse", None)   # the old damping's dense inverse
         new.damping = damping
         new.diagonal = np.asarray(self.operator.diagonal, dtype=float)[self.active] + damping
         new._core = new._factor(new.diagonal)

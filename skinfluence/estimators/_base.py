@@ -10,6 +10,8 @@ curvature (``curvature_sampler``); the state lives in the fitted engine
 from __future__ import annotations
 
 import copy
+
+import copy
 import inspect
 import re
 from numbers import Integral, Real
@@ -401,9 +403,10 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
 
     def _sync_damping(self):
         """Re-solve at ``damping`` if it was changed since :meth:`fit` (``set_params``), from
-        what the fit kept: the dense curvature (refactorised), the curvature operator, or a
-        low-rank solver's factors; the engine, its gradients and its curvature are not
-        rebuilt."""
+        what the fit kept: the dense curvature (refactorised, or its eigendecomposition), the
+        curvature operator, low-rank or Kronecker factors; the engine, its gradients and its
+        curvature are not rebuilt. Where the new damping leaves the curvature singular the
+        error is raised and the fitted damping stays in force."""
         engine = self.engine_
         if self.damping == getattr(self, "_fitted_damping", self.damping):
             return
@@ -411,11 +414,16 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         dense = getattr(engine.solver, "dense", False)
         operator = (CurvatureOperator.from_matrix(curvature) if isinstance(curvature, np.ndarray)
                     else curvature)
-        spec.damping = self.damping
-        spec.damping_ = spec.resolve_damping(operator, engine.adapter, dense)
-        solver = engine.solver.with_damping(spec.damping_)
+        resolved = copy.copy(spec)     # the spec changes only once the new solver stands
+        resolved.damping = self.damping
+        resolved.damping_ = resolved.resolve_damping(operator, engine.adapter, dense)
+        solver = engine.solver.with_damping(resolved.damping_)
+        if solver is None and engine.solver.traces_curvature:   # factors damped at solve time
+            solver = copy.copy(engine.solver).redamp(resolved.damping_)
         if solver is None:   # a solver that keeps nothing damping-free: made anew
-            solver = spec.make_solver(operator, engine.adapter)
+            solver = resolved.make_solver(operator, engine.adapter)
+        vars(solver).pop("_inverse", None)   # a copy's cached M⁻¹ is the old damping's
+        spec.damping, spec.damping_ = resolved.damping, resolved.damping_
         engine.solver = solver
         engine.curvature = solver.curvature if dense else curvature
         engine._typical_loo = None
