@@ -5,7 +5,8 @@ The scripts run as ``python benchmarks/<script>.py``, so this folder is on ``sys
 networks and the trainer import it when called): the scikit-learn benchmarks measure
 memory and start-up in processes that must not load it.
 
-* :func:`pinned_threads`: torch and BLAS limited to ``n`` threads, the setting printed.
+* :func:`pinned_threads`: :func:`skinfluence.set_threads` (the package's one thread policy)
+  for the script, the setting printed.
 * :func:`median_time`, :func:`interleaved_times`: wall-clock medians.
 * :func:`digits_split`, :func:`digits_three_way`, :func:`adult_sample`: the data the
   scripts share.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -39,18 +39,19 @@ WD = 1e-3  # the weight decay of every network here: the objective is mean CE + 
 # ----------------------------------------------------------------------- threads and timing
 @contextlib.contextmanager
 def pinned_threads(n, note=""):
-    """torch (when the script uses it) and BLAS limited to ``n`` threads; prints the setting."""
-    from threadpoolctl import threadpool_info, threadpool_limits
+    """The package's thread policy (:func:`skinfluence.set_threads`) at ``n`` threads: torch
+    (when the script uses it) and every BLAS pool, joblib workers sharing them; prints the
+    setting. The budget is restored on exit."""
+    from skinfluence import _parallel, set_threads
 
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
-    with threadpool_limits(n):
-        blas = ", ".join(sorted({f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info()}))
-        print(f"threads: {'' if torch is None else f'torch={torch.get_num_threads()}, '}BLAS {blas or '-'}, "
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; {os.cpu_count()} cores, "
-              f"load {os.getloadavg()[0]:.1f}" + (f"; {note}" if note else ""), flush=True)
+    before = _parallel._BUDGET[:]
+    setting = set_threads(n)
+    print(f"{setting}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}" + (f"; {note}" if note else ""), flush=True)
+    try:
         yield
+    finally:
+        set_threads(before[0] if before else None)
 
 
 def median_time(fn, repeats):

@@ -24,6 +24,7 @@ every 50 ms, data and model included) is reported too. BLAS threads are pinned t
 
 import os
 
+# before numpy loads: BLAS then allocates one thread's buffers in every process (memory is measured)
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
@@ -40,7 +41,6 @@ from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from _common import cache_folder, cached, pinned_threads  # noqa: E402
 N_SYN, P_SYN, N_SYN_TEST = 1_000_000, 100, 1_000
@@ -255,9 +255,11 @@ def main():
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        with threadpool_limits(1):
-            _AnonPeak()
-            return CASES[args.case]()
+        from skinfluence import set_threads
+
+        set_threads(1)
+        _AnonPeak()
+        return CASES[args.case]()
     import skinfluence
 
     print(f"skinfluence from {Path(skinfluence.__file__).parent}")

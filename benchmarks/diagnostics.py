@@ -28,9 +28,8 @@ from scipy.stats import spearmanr
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_info, threadpool_limits
 
-from _common import interleaved_times
+from _common import interleaved_times, pinned_threads
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.datasets import adult_design, load_adult
 
@@ -113,7 +112,6 @@ def beyond_statsmodels(repeats):
         from skinfluence.models.torch import TorchModel
     except ImportError:  # pragma: no cover
         return out
-    torch.set_num_threads(1)
     Xd, yd = load_breast_cancer(return_X_y=True)
     Xd = StandardScaler().fit_transform(Xd)
     torch.manual_seed(0)
@@ -166,7 +164,6 @@ def mlp_case():
     """A small MLP (Hessian influence, L-BFGS to the optimum): the network row of the table."""
     import torch
     from skinfluence.models.torch import TorchModel
-    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((120, 4))
     y = (X[:, 0] + 0.7 * X[:, 1] ** 2 - 0.5 + 0.5 * rng.standard_normal(120) > 0).astype(int)
@@ -259,8 +256,11 @@ def main():
     parser.add_argument("--no-calibration", action="store_true", help="speed part only")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
-    with threadpool_limits(args.threads):
-        print("BLAS threads:", {i["internal_api"]: i["num_threads"] for i in threadpool_info()})
+    try:
+        import torch  # noqa: F401 - loaded before the threads are pinned, so that they apply to it
+    except ImportError:  # pragma: no cover
+        pass
+    with pinned_threads(args.threads):
         print("== all-rows diagnostics against statsmodels (same parameters) ==")
         Xr, yr = randhie()
         versus_statsmodels("randhie (Poisson)", Xr, yr, sm.families.Poisson(),

@@ -43,23 +43,18 @@ Run: ``python benchmarks/lowrank.py`` (about 30 minutes on one loaded core).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+import numpy as np
+import torch
+from scipy import stats
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
+from skinfluence.curvature import make_solver
+from skinfluence.curvature.operators import model_curvature
+from skinfluence.models import make_adapter
+from skinfluence.models.torch import TorchModel
 
-from skinfluence.curvature import make_solver  # noqa: E402
-from skinfluence.curvature.operators import model_curvature  # noqa: E402
-from skinfluence.models import make_adapter  # noqa: E402
-from skinfluence.models.torch import TorchModel  # noqa: E402
-
-from _common import WD, cached, digits_three_way, gif_net, pinned_threads  # noqa: E402
+from _common import WD, cached, digits_three_way, gif_net, pinned_threads
 
 
 # ------------------------------------------------------------------- the problem

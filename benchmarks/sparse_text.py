@@ -38,9 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
-from skinfluence import FisherInfluence, InfluenceWarning
+from skinfluence import FisherInfluence, InfluenceWarning, set_threads
 from skinfluence.refit import exact_loo_predictions
 
 from _common import cache_folder, cached, interleaved_times, pinned_threads
@@ -103,12 +102,12 @@ def rss_case(n, p, threads):
     """Child process: resident memory around one job, MiB. The peak (``VmHWM``) is reset
     after loading the corpus (``/proc/self/clear_refs``), so that it is the job's own;
     ``ru_maxrss`` covers the whole process."""
-    with threadpool_limits(threads):
-        X, y = corpus(n, p)
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status("VmRSS")
-        job(X, y)
-        peak = _status("VmHWM")
+    set_threads(threads)
+    X, y = corpus(n, p)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status("VmRSS")
+    job(X, y)
+    peak = _status("VmHWM")
     print(json.dumps({"before": before, "peak": peak,
                       "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

@@ -29,6 +29,7 @@ from skinfluence.plotting import plot_influential_examples  # noqa: E402
 from skinfluence.refit import refit_without  # noqa: E402
 
 out = sys.argv[1] if len(sys.argv) > 1 else "attribution_unlearning.png"
+print(ski.set_threads(1))  # the package's thread policy: one torch and BLAS thread, for a small problem
 train, test = ski.datasets.adult_design(), ski.datasets.adult_design(subset="test")
 inf = ski.FisherInfluence(LogisticRegression(max_iter=1000), polish=True).fit(train.X, train.y)
 

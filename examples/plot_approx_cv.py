@@ -20,13 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV, StratifiedKFold  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
+from skinfluence import set_threads  # noqa: E402
 from skinfluence.datasets import adult_design  # noqa: E402
 from skinfluence.model_selection import ApproxGridSearchCV  # noqa: E402
 from skinfluence.plotting import plot_cv_curves  # noqa: E402
 
 out = sys.argv[1] if len(sys.argv) > 1 else "approx_cv.png"
+print(set_threads(1))  # the package's thread policy: one torch and BLAS thread, for a small problem
 d = adult_design()
 rows = np.random.default_rng(0).choice(len(d.y), 3000, replace=False)
 X, y = d.X[rows], d.y[rows]
@@ -37,9 +38,8 @@ scoring = {"log-loss": "neg_log_loss", "accuracy": "accuracy"}
 searches = {}
 for name, cls in [("approximate (one fit per C)", ApproxGridSearchCV), ("exact (5 refits per C)", GridSearchCV)]:
     t = time.perf_counter()
-    with threadpool_limits(1):   # small problems: one BLAS thread is fastest
-        searches[name] = cls(LogisticRegression(max_iter=1000), grid, cv=cv, scoring=scoring,
-                             refit="log-loss").fit(X, y)
+    searches[name] = cls(LogisticRegression(max_iter=1000), grid, cv=cv, scoring=scoring,
+                         refit="log-loss").fit(X, y)
     print(f"{name}: {time.perf_counter() - t:.2f}s, best C = {searches[name].best_params_['C']:.3g}")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)

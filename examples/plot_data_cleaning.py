@@ -38,11 +38,12 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-from skinfluence import FisherInfluence  # noqa: E402
+from skinfluence import FisherInfluence, set_threads  # noqa: E402
 from skinfluence.datasets import adult_design  # noqa: E402
 from skinfluence.plotting import detection_curve, plot_detection_curve, plot_self_influence  # noqa: E402
 
 out = sys.argv[1] if len(sys.argv) > 1 else "data_cleaning.png"
+print(set_threads(1))  # the package's thread policy: one torch and BLAS thread, for a small problem
 rng = np.random.default_rng(0)
 
 

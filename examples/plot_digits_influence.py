@@ -33,12 +33,12 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from skorch import NeuralNetClassifier  # noqa: E402
 
-from skinfluence import FisherInfluence  # noqa: E402
+from skinfluence import FisherInfluence, set_threads  # noqa: E402
 from skinfluence.plotting import plot_influential_examples  # noqa: E402
 
 out = sys.argv[1] if len(sys.argv) > 1 else "digits_influence.png"
 torch.manual_seed(0)
-print(f"torch threads: {torch.get_num_threads()}")
+print(set_threads(1))  # the package's thread policy: one torch and BLAS thread, for a small problem
 
 digits = load_digits()
 X = digits.data / 16.0                                   # (1797, 64), float64

@@ -10,25 +10,31 @@ torch is loaded). Results come back in the order of ``items``.
 
 **The thread policy** (one, for the package, its examples and benchmarks): a process runs
 ``threads`` torch intra-op threads and as many BLAS threads (:func:`set_threads`; default
-all cores); each of ``n_jobs`` joblib workers runs ``cores // n_jobs`` of both
-(:func:`worker_threads`), so that workers never oversubscribe the machine. On a shared or
-loaded machine pass ``set_threads(1)``: a small network's forward and backward pass then
-runs without waiting for busy cores (measured: 72 ms with torch's default 2 threads on a
-loaded 2-core machine against 1.9 ms with one).
+all cores); ``n_jobs`` joblib workers share that budget, ``threads // n_jobs`` of both each
+(at least one; :func:`worker_threads`), so that workers × threads never exceed it. Process
+backends (loky, Dask) set the limit inside each worker; the threading backend, whose
+threads share the process's thread pools, sets it once around the whole map (a limit set
+and restored by each thread would race, and leave some threads with the full budget). On a
+shared or loaded machine pass ``set_threads(1)``: a small network's forward and backward
+pass then runs without waiting for busy cores (measured: 72 ms with torch's default 2
+threads on a loaded 2-core machine against 1.9 ms with one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 
 from joblib import Parallel, delayed, effective_n_jobs
+from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_limits
 
-__all__ = ["progress", "parallel_map", "parallel_imap", "worker_threads", "set_threads",
-           "FitStages"]
+__all__ = ["progress", "parallel_map", "parallel_imap", "worker_threads", "thread_budget",
+           "set_threads", "FitStages"]
 
 _LIMITS = []  # the process-wide BLAS limits set by set_threads (kept alive while in force)
+_BUDGET = []  # the threads set by set_threads (empty: all cores)
 
 
 def progress(iterable: Iterable, verbose: int = 0, desc: str | None = None, total: int | None = None):
@@ -73,9 +79,15 @@ class FitStages:
             self._bar.close()
 
 
+def thread_budget() -> int:
+    """Threads this process may use: :func:`set_threads`' value, else every core."""
+    return _BUDGET[0] if _BUDGET else (os.cpu_count() or 1)
+
+
 def worker_threads(n_jobs: int | None) -> int:
-    """BLAS threads each of ``n_jobs`` workers may use: the cores shared out, at least one."""
-    return max(1, (os.cpu_count() or 1) // max(effective_n_jobs(n_jobs), 1))
+    """torch and BLAS threads each of ``n_jobs`` workers may use: the process's
+    :func:`thread_budget` shared out, at least one."""
+    return max(1, thread_budget() // max(effective_n_jobs(n_jobs), 1))
 
 
 def set_threads(threads: int | None = None) -> str:
@@ -85,8 +97,8 @@ def set_threads(threads: int | None = None) -> str:
     ----------
     threads : int or None, default=None
         Threads for torch and for every BLAS library numpy and scipy load (None: all
-        cores). Joblib workers started by the package take ``cores // n_jobs`` each
-        whatever this says.
+        cores). Joblib workers started by the package (``n_jobs``) share them:
+        ``threads // n_jobs`` each, at least one.
 
     Returns
     -------
@@ -102,6 +114,7 @@ def set_threads(threads: int | None = None) -> str:
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     n = threads or os.cpu_count() or 1
+    _BUDGET[:] = [] if threads is None else [threads]
     _LIMITS.clear()
     _LIMITS.append(threadpool_limits(limits=n))
     torch = _torch()
@@ -121,18 +134,25 @@ def _torch():
     return sys.modules.get("torch")
 
 
+@contextlib.contextmanager
+def _threads_limited(threads):
+    """torch's intra-op and every BLAS pool limited to ``threads`` while inside."""
+    torch = _torch()
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)
+
+
 def _limited(func, threads):
     def run(*args):
-        torch = _torch()
-        before = torch.get_num_threads() if torch is not None else None
-        try:
-            if torch is not None:
-                torch.set_num_threads(threads)
-            with threadpool_limits(limits=threads):
-                return func(*args)
-        finally:
-            if torch is not None:
-                torch.set_num_threads(before)
+        with _threads_limited(threads):
+            return func(*args)
     return run
 
 
@@ -154,7 +174,14 @@ def parallel_imap(func: Callable, items: Iterable, n_jobs: int | None = None, ve
         for item in progress(items, verbose, desc, total):
             yield func(*args(item))
         return
-    run = _limited(func, worker_threads(n_jobs))
+    threads = worker_threads(n_jobs)
+    if getattr(get_active_backend()[0], "uses_threads", False):   # one limit for the shared pools
+        with _threads_limited(threads):
+            jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*args(item))
+                                                                  for item in items)
+            yield from progress(jobs, verbose, desc, total)
+        return
+    run = _limited(func, threads)
     jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(*args(item))
                                                           for item in items)
     yield from progress(jobs, verbose, desc, total)

@@ -1,5 +1,7 @@
 """The shared joblib helper: order, equality with the loop, BLAS threads limited in workers, progress bars."""
 
+import os
+
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -32,3 +34,37 @@ def test_progress_is_silent_by_default_and_a_bar_when_verbose(capsys):
 @pytest.mark.parametrize("n_jobs", [1, 2, -1])
 def test_worker_threads_is_at_least_one(n_jobs):
     assert worker_threads(n_jobs) >= 1
+
+
+def _threads_seen(x):
+    import time
+
+    time.sleep(0.05)   # the threads overlap
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return x, max(blas, default=1)
+
+
+def test_workers_share_the_set_threads_budget(monkeypatch):
+    """set_threads' budget is shared out among the workers (not the machine's cores)."""
+    from skinfluence import _parallel
+
+    monkeypatch.setattr(_parallel, "_BUDGET", [1])
+    assert worker_threads(2) == 1 and worker_threads(4) == 1
+    monkeypatch.setattr(_parallel, "_BUDGET", [8])
+    assert worker_threads(2) == 4 and _parallel.thread_budget() == 8
+    monkeypatch.setattr(_parallel, "_BUDGET", [])
+    assert _parallel.thread_budget() == (os.cpu_count() or 1)
+
+
+def test_threading_backend_limits_the_shared_pools_once():
+    """Threads share the process's pools: every task sees the per-worker limit, and the limit
+    is lifted afterwards (not restored by each thread while others still run)."""
+    import joblib
+
+    before = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+    with joblib.parallel_config(backend="threading"):
+        out = parallel_map(_threads_seen, range(8), n_jobs=2)
+    assert [x for x, _ in out] == list(range(8))
+    assert all(threads <= worker_threads(2) for _, threads in out)
+    after = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+    assert after == before

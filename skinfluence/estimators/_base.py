@@ -10,8 +10,6 @@ curvature (``curvature_sampler``); the state lives in the fitted engine
 from __future__ import annotations
 
 import copy
-
-import copy
 import inspect
 import re
 from numbers import Integral, Real
