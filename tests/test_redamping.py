@@ -78,6 +78,15 @@ def test_dense_redamping_equals_a_fresh_fit(iris, net, case, redamp):
         _assert_same(got, _answers(make(d).fit(X, y), X, y))
     kind = inf.curvature_solver_.info_["factorisation"]
     assert kind == {"cholesky": "cholesky", "eigen": "eigen", "auto": "cholesky"}[redamp]
+    if redamp == "eigen" and case == "net":   # the training rows' projections U Q serve every
+        # damping (the GLM's exact leave-one-out refactorises M − s·D, its penalty share, instead)
+        kept = inf.curvature_solver_._kept["projected"]
+        assert kept and all(P.shape[1] == inf.curvature_.shape[0] for P in kept.values())
+        count = len(kept)
+        inf.set_params(damping=0.7)
+        _assert_same([inf.loo_decision("ns")],
+                     [make(0.7).fit(X, y).loo_decision("ns")])
+        assert len(kept) == count
 
 
 @pytest.mark.parametrize("redamp, choleskys, eighs", [("cholesky", 5, 0), ("eigen", 0, 1),

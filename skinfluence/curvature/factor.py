@@ -10,8 +10,11 @@ the eigendecomposition ``M = Q diag(λ) Qᵀ`` computed once, as ``Q diag(1/(λ 
 (``O(p²)`` a solve, ``p³`` the inverse, no factorisation). The eigendecomposition costs
 about ``EIGEN_COST`` Choleskys (LAPACK's tridiagonal reduction is memory-bound), so by
 default (``redamp="auto"``) re-dampings are refactorised until that many Choleskys have been
-spent, and the eigendecomposition is kept from then on: a sweep of any length costs at most
-about twice the cheaper of the two (ski rental). Singularity is judged at every damping as
+spent (a dense inverse counting ``INVERSE_COST``), and the eigendecomposition is kept from
+then on: a sweep of any length costs at most about twice the cheaper of the two (ski rental).
+On the spectral path the leave-one-out quadratics ``U M⁻¹ Uᵀ = (UQ) diag(1/(λ + δ)) (UQ)ᵀ``
+keep the projected rows ``UQ`` across dampings (no ``p²`` work a row after the first), and a
+uniform shift ``M − sI`` (a mean-scaled weight decay's share) is one more damping. Singularity is judged at every damping as
 at the first: from ``λ + δ`` where that proves ``M + δI`` well conditioned (Jacobi-scaled
 condition ≤ p × unscaled, van der Sluis), else by the Cholesky checks below, so a damping
 that makes a singular curvature solvable works and damping 0 on a singular one raises.
@@ -35,15 +38,17 @@ steps of ℓ1 models (:meth:`DenseSolver.prox_step`), with the same damping and 
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import numpy as np
+import scipy.sparse as sp
 from scipy import linalg
 
 from .._linalg import block_gram
 from ..exceptions import CurvatureError
 from .operators import CurvatureOperator
 from .proximal import prox_newton_step
-from .solvers import Solver, register_solver
+from .solvers import InverseOperator, Solver, register_solver
 
 __all__ = ["DenseSolver", "COND_LIMIT"]
 
@@ -53,9 +58,14 @@ COND_LIMIT = 1e-12
 #: largest p for which a Woodbury down-date refactorises M − diag(d) to keep d exact
 EXACT_SHIFT_MAX_PARAMS = 4000
 #: a symmetric eigendecomposition's cost in Choleskys of the same matrix (scipy's LAPACK, one
-#: thread, p = 4,810: eigh 44.5 s, Cholesky 1.73 s); re-damping switches to it (``redamp="auto"``)
-#: once the re-dampings' Choleskys would have cost as much
+#: thread, p = 4,810: eigh 44.5 s, Cholesky 1.73 s, the inverse from it 6.7 s); re-damping
+#: switches to it (``redamp="auto"``) once the re-dampings' Choleskys and inverses (INVERSE_COST
+#: each) would have cost as much
 EIGEN_COST = 25
+INVERSE_COST = 4
+#: bytes of projected rows ``U Q`` kept across dampings (the spectral path's quadratics
+#: ``U M⁻¹ Uᵀ = (UQ) diag(1/(λ+δ)) (UQ)ᵀ``: leave-one-out at a new damping without ``p²`` work a row)
+PROJECTED_MAX_BYTES = 2**30
 #: the spectral solve is used where cond(M + δI) ≤ min(1/(p · COND_LIMIT), 1/SPECTRAL_LIMIT):
 #: then the Jacobi-scaled condition, which the Cholesky path judges, is ≤ 1/COND_LIMIT as well,
 #: and the solve keeps ~8 digits; elsewhere Cholesky refactorises and judges
@@ -112,8 +122,8 @@ class DenseSolver(Solver):
         self.info_ = {"factorisation": "cholesky"}
         self._eigen = None       # (Q, 1/(λ + δ)) where solves go through the eigendecomposition
         # shared by the solvers re-damped from this one: M's eigendecomposition once computed,
-        # and the Choleskys re-damping has spent
-        self._kept = {"eigen": None, "choleskys": 0}
+        # the factorisation work re-damping has spent (in Choleskys), projected rows U Q
+        self._kept = {"eigen": None, "spent": 0, "projected": {}}
         self._chol = self._factor(M, self.damping)
 
     def with_damping(self, damping):
@@ -129,9 +139,20 @@ class DenseSolver(Solver):
         damping = float(damping)
         kept = self._kept
         if (kept["eigen"] is None and self.matrix.size and self.redamp != "cholesky"
-                and (self.redamp == "eigen" or kept["choleskys"] + 1 >= EIGEN_COST)):
+                and (self.redamp == "eigen" or kept["spent"] + 1 >= EIGEN_COST)):
             lam, Q = linalg.eigh(self.matrix, check_finite=False)   # at this solver's damping
             kept["eigen"] = (lam - self.damping, Q)
+        spectral = self._spectral(damping)
+        if spectral is not None:
+            return spectral
+        new = self._copy(damping)
+        kept["spent"] += 1
+        new._redamped = True
+        new._chol = self._factor(new.matrix, damping)
+        return new
+
+    def _copy(self, damping):
+        """This solver's state at ``damping``, not yet factorised."""
         new = copy.copy(self)
         for cache in ("_inverse", "_shift_cache"):   # both hold this damping's answers
             new.__dict__.pop(cache, None)
@@ -139,17 +160,21 @@ class DenseSolver(Solver):
         new.matrix = self.matrix.copy()
         new.matrix[np.diag_indices_from(new.matrix)] += damping - self.damping
         new._chol = new._eigen = None
-        if kept["eigen"] is not None:
-            lam, Q = kept["eigen"]
-            mu = lam + damping
-            limit = max(SPECTRAL_LIMIT, mu.size * COND_LIMIT)
-            if mu[-1] > 0 and mu[0] > limit * mu[-1]:
-                new._eigen = (Q, 1.0 / mu)
-                new.info_ = {"factorisation": "eigen"}
-                return new
-        kept["choleskys"] += 1
-        new._chol = self._factor(new.matrix, damping)
         new.info_ = {"factorisation": "cholesky"}
+        return new
+
+    def _spectral(self, damping):
+        """The solver at ``damping`` from the kept eigendecomposition, or None where there is
+        none or ``M + δI`` is not well enough conditioned for it (then Cholesky judges)."""
+        if self._kept["eigen"] is None:
+            return None
+        lam, Q = self._kept["eigen"]
+        mu = lam + damping
+        if not (mu.size and mu[-1] > 0 and mu[0] > max(SPECTRAL_LIMIT, mu.size * COND_LIMIT) * mu[-1]):
+            return None
+        new = self._copy(damping)
+        new._eigen = (Q, 1.0 / mu)
+        new.info_ = {"factorisation": "eigen"}
         return new
 
     @staticmethod
@@ -227,6 +252,8 @@ class DenseSolver(Solver):
             B = Q * np.sqrt(inv)
             low = linalg.blas.dsyrk(1.0, B.T, trans=1, lower=1)   # B Bᵀ, lower triangle
         elif self._chol is not None:
+            if self.__dict__.get("_redamped"):
+                self._kept["spent"] += INVERSE_COST
             low, info = linalg.lapack.dpotri(self._chol[0], lower=1)
             if info:
                 raise CurvatureError(f"inverting the factorised curvature failed (LAPACK info {info})")
@@ -240,11 +267,51 @@ class DenseSolver(Solver):
         out[np.ix_(self.active, self.active)] = inner
         return out
 
+    def inverse_operator(self):
+        """The dense ``M⁻¹``, kept; on the spectral path the solves themselves, whose
+        quadratics reuse the projected rows ``U Q`` across dampings (no ``p × p`` inverse)."""
+        if self._eigen is not None:
+            return InverseOperator(self)
+        return super().inverse_operator()
+
+    def _projected(self, U):
+        """``U_A Q`` for dense rows ``U`` (m, p), kept (by content) across the dampings of this
+        curvature while they take at most ``PROJECTED_MAX_BYTES``."""
+        Ua = np.ascontiguousarray(U if self.active.all() else U[:, self.active], dtype=float)
+        key = (Ua.shape, hashlib.blake2b(Ua.view(np.uint8), digest_size=16).digest())
+        store = self._kept["projected"]
+        P = store.get(key)
+        if P is None:
+            P = Ua @ self._eigen[0]
+            if sum(x.nbytes for x in store.values()) + P.nbytes <= PROJECTED_MAX_BYTES:
+                store[key] = P
+        return P
+
+    def quadratic(self, U, diagonal=False):
+        """``U M⁻¹ Uᵀ`` or its diagonal; on the spectral path from ``(UQ) diag(1/(λ+δ)) (UQ)ᵀ``."""
+        if self._eigen is None or sp.issparse(U):
+            return super().quadratic(U, diagonal)
+        P = self._projected(np.asarray(U))
+        inv = self._eigen[1]
+        return (P * P) @ inv if diagonal else (P * inv) @ P.T
+
+    def quadratic_blocks(self, U, K):
+        """Per-sample ``K × K`` blocks of ``U M⁻¹ Uᵀ``; on the spectral path from ``UQ``."""
+        if self._eigen is None:
+            return super().quadratic_blocks(U, K)
+        U = U.toarray() if sp.issparse(U) else np.asarray(U)
+        P = self._projected(U).reshape(U.shape[0] // K, K, -1)
+        return np.einsum("mkr,mlr->mkl", P * self._eigen[1], P)
+
     def shifted(self, diag):
         """The solver of ``M − diag(d)`` (self where ``p`` is too large to refactorise)."""
         if self.n_params > EXACT_SHIFT_MAX_PARAMS:
             return self
         d = np.broadcast_to(np.asarray(diag, dtype=float), (self.n_params,))
+        if self._eigen is not None and d.size and np.all(d == d[0]):   # a uniform shift: a damping
+            spectral = self._spectral(self.damping - d[0])
+            if spectral is not None:
+                return spectral
         key = d.tobytes()
         cache = self.__dict__.setdefault("_shift_cache", {})
         if key not in cache:
