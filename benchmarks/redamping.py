@@ -29,6 +29,7 @@ import time
 import warnings
 
 import numpy as np
+import torch  # noqa: F401 - loaded before pinned_threads, so that its threads are pinned too
 from _common import WD, digits_mlp, digits_split, pinned_threads, trained_net
 
 DAMPINGS = (1e-4, 3e-4, 3e-3, 1e-2, 3e-2, 1e-1)

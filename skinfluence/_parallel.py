@@ -98,7 +98,9 @@ def set_threads(threads: int | None = None) -> str:
     threads : int or None, default=None
         Threads for torch and for every BLAS library numpy and scipy load (None: all
         cores). Joblib workers started by the package (``n_jobs``) share them:
-        ``threads // n_jobs`` each, at least one.
+        ``threads // n_jobs`` each, at least one. Where torch is not imported yet (the
+        package never imports it for this), ``OMP_NUM_THREADS`` is set instead, which torch
+        reads when it is.
 
     Returns
     -------
@@ -120,6 +122,8 @@ def set_threads(threads: int | None = None) -> str:
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(n)
+    elif threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(n)   # torch's intra-op threads once it is imported
     from threadpoolctl import threadpool_info
 
     blas = sorted({(i["internal_api"], i["num_threads"]) for i in threadpool_info()})

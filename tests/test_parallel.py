@@ -68,3 +68,19 @@ def test_threading_backend_limits_the_shared_pools_once():
     assert all(threads <= worker_threads(2) for _, threads in out)
     after = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
     assert after == before
+
+
+def test_set_threads_reaches_torch_imported_later():
+    """Called before torch is imported, set_threads still sets torch's threads (through
+    OMP_NUM_THREADS, which torch reads when imported)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    code = ("from skinfluence import set_threads; set_threads(1); import torch; "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split()[-1] == "1"
