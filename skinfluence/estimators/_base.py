@@ -54,7 +54,9 @@ _PARAMETERS = """    estimator : estimator object
         datamodeling score of every network in ``benchmarks/attribution_quality.py``
         (digits MLP Hessian 0.828 → 0.861, Fisher 0.819 → 0.823; CNN Fisher 0.548 →
         0.554, and its Hessian, indefinite undamped, 0.589); 0 for linear models, where it
-        only cost leave-one-out accuracy. The value used is ``damping_``.
+        only cost leave-one-out accuracy. The value used is ``damping_``. Changed after
+        ``fit`` (``set_params(damping=...)``), the next query re-solves from what ``fit``
+        kept, without rebuilding the curvature (a sweep of dampings costs no refit).
     polish : bool or "lbfgs", default=False
         If the fitted parameters are too far from the optimum for the approximation to
         be meaningful, take Newton steps with the curvature (proximal Newton steps for
@@ -103,7 +105,8 @@ _PARAMETERS = """    estimator : estimator object
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
         for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
         ``{"tol": 1e-8, "max_iter": 500}`` for ``"cg"`` (``maxiter``, the old spelling, is
-        accepted with a FutureWarning). Each solver declares its options
+        accepted with a FutureWarning), ``{"redamp": "eigen"}`` for ``"dense"`` (re-damping
+        from the curvature's eigendecomposition rather than a Cholesky per damping). Each solver declares its options
         (``Solver.options``); unknown keys raise, naming the valid ones.
     curvature_sampler : sampler object, default=None
         Chooses the rows (with importance weights) that build the curvature; gradients,
