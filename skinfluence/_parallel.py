@@ -12,9 +12,10 @@ torch is loaded). Results come back in the order of ``items``.
 ``threads`` torch intra-op threads and as many BLAS threads (:func:`set_threads`; default
 all cores); ``n_jobs`` joblib workers share that budget, ``threads // n_jobs`` of both each
 (at least one; :func:`worker_threads`), so that workers × threads never exceed it. Process
-backends (loky, Dask) set the limit inside each worker; the threading backend, whose
-threads share the process's thread pools, sets it once around the whole map (a limit set
-and restored by each thread would race, and leave some threads with the full budget). On a
+backends (loky, Dask) set the limit inside each worker; under the threading backend, whose
+threads share the process's global pools (OpenBLAS, MKL, torch's), it is also set once
+around the whole map, so that a thread that restores its limit while others run restores
+the shared value, never the full budget (OpenMP's limit is per thread: set in each). On a
 shared or loaded machine pass ``set_threads(1)``: a small network's forward and backward
 pass then runs without waiting for busy cores (measured: 72 ms with torch's default 2
 threads on a loaded 2-core machine against 1.9 ms with one).
@@ -179,16 +180,13 @@ def parallel_imap(func: Callable, items: Iterable, n_jobs: int | None = None, ve
             yield func(*args(item))
         return
     threads = worker_threads(n_jobs)
-    if getattr(get_active_backend()[0], "uses_threads", False):   # one limit for the shared pools
-        with _threads_limited(threads):
-            jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*args(item))
-                                                                  for item in items)
-            yield from progress(jobs, verbose, desc, total)
-        return
-    run = _limited(func, threads)
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(*args(item))
-                                                          for item in items)
-    yield from progress(jobs, verbose, desc, total)
+    run = _limited(func, threads)   # per worker (OpenMP's limit is per thread)
+    shared = (_threads_limited(threads) if getattr(get_active_backend()[0], "uses_threads", False)
+              else contextlib.nullcontext())   # threads share the global pools: limited here too
+    with shared:
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(*args(item))
+                                                              for item in items)
+        yield from progress(jobs, verbose, desc, total)
 
 
 def parallel_map(func: Callable, items: Iterable, n_jobs: int | None = None, verbose: int = 0,
