@@ -181,9 +181,9 @@ def parallel_imap(func: Callable, items: Iterable, n_jobs: int | None = None, ve
         return
     threads = worker_threads(n_jobs)
     run = _limited(func, threads)   # per worker (OpenMP's limit is per thread)
-    shared = (_threads_limited(threads) if getattr(get_active_backend()[0], "uses_threads", False)
-              else contextlib.nullcontext())   # threads share the global pools: limited here too
-    with shared:
+    pools = (_threads_limited(threads) if getattr(get_active_backend()[0], "uses_threads", False)
+             else contextlib.nullcontext())   # threads share the global pools: limited here too
+    with pools:
         jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(*args(item))
                                                               for item in items)
         yield from progress(jobs, verbose, desc, total)
