@@ -10,8 +10,9 @@ the eigendecomposition ``M = Q diag(λ) Qᵀ`` computed once, as ``Q diag(1/(λ 
 (``O(p²)`` a solve, ``p³`` the inverse, no factorisation). The eigendecomposition costs
 about ``EIGEN_COST`` Choleskys (LAPACK's tridiagonal reduction is memory-bound), so by
 default (``redamp="auto"``) re-dampings are refactorised until that many Choleskys have been
-spent (a dense inverse counting ``INVERSE_COST``), and the eigendecomposition is kept from
-then on: a sweep of any length costs at most about twice the cheaper of the two (ski rental).
+spent, or at the first re-damping after one that formed the dense inverse (its every row's
+quadratic costs a curvature build a damping), and the eigendecomposition is kept from then
+on: a sweep of solves costs at most about twice the cheaper of the two (ski rental).
 On the spectral path the leave-one-out quadratics ``U M⁻¹ Uᵀ = (UQ) diag(1/(λ + δ)) (UQ)ᵀ``
 keep the projected rows ``UQ`` across dampings (no ``p²`` work a row after the first), and a
 uniform shift ``M − sI`` (a mean-scaled weight decay's share) is one more damping. Singularity is judged at every damping as
@@ -58,11 +59,11 @@ COND_LIMIT = 1e-12
 #: largest p for which a Woodbury down-date refactorises M − diag(d) to keep d exact
 EXACT_SHIFT_MAX_PARAMS = 4000
 #: a symmetric eigendecomposition's cost in Choleskys of the same matrix (scipy's LAPACK, one
-#: thread, p = 4,810: eigh 44.5 s, Cholesky 1.73 s, the inverse from it 6.7 s); re-damping
-#: switches to it (``redamp="auto"``) once the re-dampings' Choleskys and inverses (INVERSE_COST
-#: each) would have cost as much
+#: thread, p = 4,810: eigh 44.5 s, Cholesky 1.73 s); re-damping switches to it
+#: (``redamp="auto"``) once the re-dampings' Choleskys would have cost as much, or after the
+#: first dense inverse at a re-damping: it serves every row's quadratic (leave-one-out,
+#: self-influence), O(n K p²) a damping here against O(n K² p) from the kept ``U Q``
 EIGEN_COST = 25
-INVERSE_COST = 4
 #: bytes of projected rows ``U Q`` kept across dampings (the spectral path's quadratics
 #: ``U M⁻¹ Uᵀ = (UQ) diag(1/(λ+δ)) (UQ)ᵀ``: leave-one-out at a new damping without ``p²`` work a row)
 PROJECTED_MAX_BYTES = 2**30
@@ -252,8 +253,8 @@ class DenseSolver(Solver):
             B = Q * np.sqrt(inv)
             low = linalg.blas.dsyrk(1.0, B.T, trans=1, lower=1)   # B Bᵀ, lower triangle
         elif self._chol is not None:
-            if self.__dict__.get("_redamped"):
-                self._kept["spent"] += INVERSE_COST
+            if self.__dict__.get("_redamped"):   # quadratics of every row follow
+                self._kept["spent"] += EIGEN_COST
             low, info = linalg.lapack.dpotri(self._chol[0], lower=1)
             if info:
                 raise CurvatureError(f"inverting the factorised curvature failed (LAPACK info {info})")
