@@ -251,6 +251,7 @@ def test_first_order_prediction_matches_refit_for_small_removal():
                          r["smooth_gap_predicted"] - r["smooth_gap_before"])
     assert predicted == pytest.approx(-0.05 * r["smooth_gap_before"], rel=1e-6)
     assert change == pytest.approx(predicted, rel=0.15)
+    assert r["gap_evaluated_on"] == r["evaluated_on"] == "training"  # every row, in-sample
 
 
 def test_beta_zero_changes_nothing_and_hessian_equals_fisher():

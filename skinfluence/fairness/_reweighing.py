@@ -398,7 +398,8 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
         # the gap (value, η-gradient, and the choice of beta) on the gap rows; the
         # utility (mean loss) on the validation rows
-        gap_rows = va if self.gap_on == "validation" else np.arange(n)
+        in_sample = self.validation_fraction is None  # va is every row
+        gap_rows = va if self.gap_on == "validation" or in_sample else np.arange(n)
         X_gap = X_va if gap_rows is va else _safe_indexing(X, gap_rows)
         y_gap, c_gap, sw_gap = y_raw[gap_rows], codes[gap_rows], sw[gap_rows]
         before = self._evaluate(ad, X_gap, y_gap, c_gap, sw_gap)
@@ -449,7 +450,6 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.fallback_ = fallback
         self.beta_search_ = {key: np.asarray(value, dtype=bool if key == "fallback" else float)
                              for key, value in search.items()}
-        on_all = self.gap_on == "all" and self.validation_fraction is not None
         self.report_ = {
             "constraint": self.constraint,
             "gap_before": before["gap"], "gap_after": after["gap"],
@@ -458,9 +458,8 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "accuracy_before": before_va["accuracy"], "accuracy_after": after_va["accuracy"],
             "log_loss_before": before_va["log_loss"], "log_loss_after": after_va["log_loss"],
             "removed": float(x.sum()), "fallback": self.fallback_,
-            "evaluated_on": "training" if self.validation_fraction is None else "validation",
-            "gap_evaluated_on": "all" if on_all else (
-                "training" if self.validation_fraction is None else "validation"),
+            "evaluated_on": "training" if in_sample else "validation",
+            "gap_evaluated_on": "training" if in_sample else self.gap_on,
         }
         return self
 
