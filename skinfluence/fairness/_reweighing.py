@@ -166,7 +166,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         (the ``constraint``'s metric of the hard predictions, on the rows ``gap_on``
         names; ties: the smaller ``beta``) is kept, as scikit-learn's ``*CV``
         estimators choose a hyperparameter; ``beta_search_`` lists them. "auto"
-        searches ``AUTO_BETAS`` = 0.2, 0.3, ..., 1.4 (13 refits: a float costs one).
+        searches 0.2, 0.3, ..., 1.4 (13 refits; a float costs one).
         On Adult (LogisticRegression, sex; ``benchmarks/fairness_adult.py``, five
         validation splits) it chooses 0.7–0.8 for equal opportunity, test gap
         0.099 → at most 0.014 for 0.24–0.42 points of accuracy.
