@@ -273,6 +273,15 @@ def test_infeasible_target_falls_back_with_warning():
         m.fit(X, y, sensitive_features=a)
     assert m.fallback_ and m.report_["fallback"]
     assert m.removal_.sum() <= 0.05 * len(m.removal_) + 1e-8
+    # out of reach at 50, so at 60: one fallback solution and refit, shared
+    m2 = clone(m).set_params(beta=[60.0, 50.0])
+    with pytest.warns(FairnessWarning, match="beta=50.0"):
+        m2.fit(X, y, sensitive_features=a)
+    search = m2.beta_search_
+    assert search["fallback"].all() and m2.beta_ == 50.0
+    for key in ("gap", "smooth_gap", "accuracy", "removed"):
+        assert search[key][0] == search[key][1]
+    np.testing.assert_allclose(m2.removal_, m.removal_, atol=1e-12)
 
 
 def test_dataframe_column_name_and_string_labels():
