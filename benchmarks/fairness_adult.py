@@ -27,7 +27,8 @@ the hard predictions, by sex) and fit time, and the time ratio ExponentiatedGrad
 Ours: per validation split (``random_state`` 0, 1, ... ``--repeats``) the chosen beta, the
 test gap, the accuracy and its cost against the unconstrained model, and the fit time over
 the plain fit's, then the medians and how many splits meet the target gap 0.02; the plain
-fit and ExponentiatedGradient (which is deterministic): median time of ``--repeats`` /
+fit and ExponentiatedGradient (one fit; its predict samples a randomized classifier, so
+its test gap varies between runs): median time of ``--repeats`` /
 ``--eg-repeats`` runs.
 
 Run: ``python benchmarks/fairness_adult.py [--repeats 5] [--eg-repeats 1] [--threads 1] [--no-mlp | --no-lr]``
