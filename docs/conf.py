@@ -1,7 +1,7 @@
 """Sphinx configuration for the skinfluence documentation.
 
 Build: ``pip install -e ".[docs]" && python -m sphinx -W -b html docs docs/_build/html``.
-The gallery runs the ``plot_*`` scripts in ``examples/`` (17 s to 4 minutes each); add
+The gallery runs the ``plot_*`` scripts in ``examples/`` (17 s to 4.5 minutes each); add
 ``-D plot_gallery=0`` to render it without running them. Generated pages
 (``docs/generated``, ``docs/auto_examples``) and ``docs/_build`` are ignored by git.
 """

@@ -3,6 +3,8 @@ synthetic data with injected label bias, the linear programme's constraints, bad
 
 import copy
 import warnings
+
+import joblib
 from functools import partial
 
 import numpy as np
@@ -27,6 +29,7 @@ from skinfluence.fairness import (
     equal_opportunity_difference,
     solve_reweighing_lp,
 )
+from skinfluence.fairness._reweighing import AUTO_BETAS
 
 from conftest import TanhNet
 
@@ -155,7 +158,87 @@ def test_removal_targets_the_biased_labels(constraint):
     widen = ((a[tr] == 0) & (y[tr] == 1)) | ((a[tr] == 1) & (y[tr] == 0))
     assert x[widen].sum() < 0.01 * x.sum()
     assert m.report_["gap_after"] < 0.5 * m.report_["gap_before"]
-    assert m.beta_ == {"demographic_parity": 0.5, "equal_opportunity": 0.85}[constraint]
+    # beta="auto": the candidate grid, and the one whose refit has the smallest gap
+    search = m.beta_search_
+    np.testing.assert_array_equal(search["beta"], AUTO_BETAS)
+    assert m.beta_ == search["beta"][np.argmin(search["gap"])]
+    assert m.report_["gap_after"] == search["gap"].min()
+
+
+def _measured_gap(model, X, y, a, rows, constraint):
+    metric = {"demographic_parity": demographic_parity_difference,
+              "equal_opportunity": equal_opportunity_difference}[constraint]
+    return metric(y[rows], model.predict(X[rows]), sensitive_features=a[rows])
+
+
+@pytest.mark.parametrize("gap_on", ["all", "validation"])
+@pytest.mark.parametrize("constraint", ["demographic_parity", "equal_opportunity"])
+def test_beta_search_equals_a_manual_search(constraint, gap_on):
+    # candidates: one fit per beta by hand, the gap of each refit measured on the gap rows;
+    # the search keeps the smallest (ties: the smaller beta) and is then that fit exactly
+    X, y, a, _ = biased_data(n=800, flip=0.3, seed=1)
+    betas = [1.5, 0.25, 0.5, 1.0, 0.5]  # any order, a repeat
+    kw = dict(constraint=constraint, validation_fraction=0.3, gap_on=gap_on, random_state=0)
+    est = lr()
+    before = joblib.hash(est), joblib.hash((X, y, a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairnessWarning)  # the largest beta may fall back
+        m = InfluenceReweighing(est, beta=betas, **kw).fit(X, y, sensitive_features=a)
+    assert (joblib.hash(est), joblib.hash((X, y, a))) == before  # the user's objects intact
+    assert not hasattr(est, "coef_")
+    manual = {}
+    for b in sorted(set(betas)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FairnessWarning)
+            mb = InfluenceReweighing(lr(), beta=b, **kw).fit(X, y, sensitive_features=a)
+        rows = np.arange(len(y)) if gap_on == "all" else np.flatnonzero(mb.validation_mask_)
+        manual[b] = (_measured_gap(mb.estimator_, X, y, a, rows, constraint), mb)
+    np.testing.assert_array_equal(m.beta_search_["beta"], sorted(manual))
+    np.testing.assert_allclose(m.beta_search_["gap"], [g for g, _ in manual.values()], atol=1e-12)
+    gaps = [g for g, _ in manual.values()]
+    assert len(set(np.round(gaps, 6))) > 1  # the candidates differ: the choice is not trivial
+    chosen = sorted(manual)[int(np.argmin(gaps))]
+    assert m.beta_ == chosen
+    ref = manual[chosen][1]
+    np.testing.assert_allclose(m.estimator_.coef_, ref.estimator_.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.removal_, ref.removal_, atol=1e-12)
+    assert m.report_["gap_after"] == pytest.approx(min(gaps), abs=1e-12)
+    assert m.report_["gap_evaluated_on"] == gap_on
+
+
+def test_gap_on_all_measures_every_row_and_validation_only_the_held_out_part():
+    X, y, a, _ = biased_data(n=800, flip=0.3, seed=3)
+    kw = dict(constraint="equal_opportunity", beta=0.5, validation_fraction=0.3, random_state=0)
+    ma = InfluenceReweighing(lr(), gap_on="all", **kw).fit(X, y, sensitive_features=a)
+    mv = InfluenceReweighing(lr(), gap_on="validation", **kw).fit(X, y, sensitive_features=a)
+    plain = ma.influence_.estimator_
+    va = np.flatnonzero(mv.validation_mask_)
+    for m, rows in ((ma, np.arange(len(y))), (mv, va)):
+        assert m.report_["gap_before"] == pytest.approx(
+            _measured_gap(plain, X, y, a, rows, "equal_opportunity"), abs=1e-12)
+        # the utility (accuracy, loss) stays on the validation part
+        assert m.report_["accuracy_before"] == pytest.approx(np.mean(plain.predict(X[va]) == y[va]))
+    # the loss influences are the same; the gap's differ (other rows)
+    np.testing.assert_allclose(ma.utility_influence_, mv.utility_influence_, rtol=1e-10)
+    assert not np.allclose(ma.fairness_influence_, mv.fairness_influence_)
+
+
+@pytest.mark.parametrize("beta, match", [
+    ([], "non-empty 1-d"), ([[0.5, 1.0]], "non-empty 1-d"), ([0.5, -1.0], ">= 0"),
+    ([0.5, np.nan], "finite"), (np.array([0.5, np.inf]), "finite"), (["a", "b"], "numbers"),
+])
+def test_beta_candidates_bad_input(beta, match):
+    X, y, a, _ = biased_data(n=200)
+    est = lr()
+    with pytest.raises(ValueError, match=match):
+        InfluenceReweighing(est, beta=beta).fit(X, y, sensitive_features=a)
+    assert not hasattr(est, "coef_")
+
+
+def test_gap_on_bad_input():
+    X, y, a, _ = biased_data(n=200)
+    with pytest.raises(ValueError, match="gap_on"):
+        InfluenceReweighing(lr(), gap_on="train").fit(X, y, sensitive_features=a)
 
 
 def test_first_order_prediction_matches_refit_for_small_removal():
@@ -168,6 +251,7 @@ def test_first_order_prediction_matches_refit_for_small_removal():
                          r["smooth_gap_predicted"] - r["smooth_gap_before"])
     assert predicted == pytest.approx(-0.05 * r["smooth_gap_before"], rel=1e-6)
     assert change == pytest.approx(predicted, rel=0.15)
+    assert r["gap_evaluated_on"] == r["evaluated_on"] == "training"  # every row, in-sample
 
 
 def test_beta_zero_changes_nothing_and_hessian_equals_fisher():
@@ -175,8 +259,8 @@ def test_beta_zero_changes_nothing_and_hessian_equals_fisher():
     m0 = InfluenceReweighing(lr(), beta=0.0, gamma=0.0, random_state=0).fit(
         X, y, sensitive_features=a)
     assert m0.removal_.sum() == pytest.approx(0.0, abs=1e-9)
-    mf = InfluenceReweighing(lr(), random_state=0).fit(X, y, sensitive_features=a)
-    mh = InfluenceReweighing(lr(), curvature="hessian", random_state=0).fit(
+    mf = InfluenceReweighing(lr(), beta=0.85, random_state=0).fit(X, y, sensitive_features=a)
+    mh = InfluenceReweighing(lr(), beta=0.85, curvature="hessian", random_state=0).fit(
         X, y, sensitive_features=a)
     np.testing.assert_allclose(mf.fairness_influence_, mh.fairness_influence_, rtol=1e-6,
                                atol=1e-12)
@@ -189,21 +273,30 @@ def test_infeasible_target_falls_back_with_warning():
         m.fit(X, y, sensitive_features=a)
     assert m.fallback_ and m.report_["fallback"]
     assert m.removal_.sum() <= 0.05 * len(m.removal_) + 1e-8
+    # out of reach at 50, so at 60: one fallback solution and refit, shared
+    m2 = clone(m).set_params(beta=[60.0, 50.0])
+    with pytest.warns(FairnessWarning, match="beta=50.0"):
+        m2.fit(X, y, sensitive_features=a)
+    search = m2.beta_search_
+    assert search["fallback"].all() and m2.beta_ == 50.0
+    for key in ("gap", "smooth_gap", "accuracy", "removed"):
+        assert search[key][0] == search[key][1]
+    np.testing.assert_allclose(m2.removal_, m.removal_, atol=1e-12)
 
 
 def test_dataframe_column_name_and_string_labels():
     X, y, a, _ = biased_data(n=600, flip=0.15)
     df = pd.DataFrame(X, columns=["x0", "x1", "x2", "sex"])
     yl = np.where(y == 1, ">50K", "<=50K")
-    m = InfluenceReweighing(lr(), random_state=0).fit(df, yl, sensitive_features="sex")
+    m = InfluenceReweighing(lr(), beta=0.85, random_state=0).fit(df, yl, sensitive_features="sex")
     labels = list(np.where(a == 1, "M", "F"))  # a list of per-row labels, not column names
-    m2 = InfluenceReweighing(lr(), random_state=0).fit(df, yl, sensitive_features=labels)
+    m2 = InfluenceReweighing(lr(), beta=0.85, random_state=0).fit(df, yl, sensitive_features=labels)
     assert list(m.classes_) == ["<=50K", ">50K"]
     np.testing.assert_allclose(m.sample_weight_, m2.sample_weight_)
     assert m.predict(df).dtype.kind == "U"
     # a Series, sparse X, and a clone give the same weights
-    ms = InfluenceReweighing(lr(), random_state=0).fit(sp.csr_matrix(X), yl,
-                                                       sensitive_features=df["sex"])
+    ms = InfluenceReweighing(lr(), beta=0.85, random_state=0).fit(sp.csr_matrix(X), yl,
+                                                                  sensitive_features=df["sex"])
     np.testing.assert_allclose(ms.sample_weight_, m.sample_weight_, atol=1e-6)
     mc = clone(m).fit(df, yl, sensitive_features="sex")
     assert not hasattr(clone(m), "estimator_")
@@ -274,7 +367,7 @@ def test_skorch_mlp_is_fine_tuned_on_the_fairness_weights(curvature):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InfluenceWarning)  # Adam stops short of the optimum
         m = InfluenceReweighing(net, constraint="equal_opportunity", curvature=curvature,
-                                damping=0.02 if curvature == "hessian" else 0.0,
+                                damping=0.02 if curvature == "hessian" else 0.0, beta=0.85,
                                 validation_fraction=0.3, random_state=0).fit(X, y, sensitive_features=a)
     assert not hasattr(net, "module_")                    # the user's net is untouched
     assert type(m.estimator_) is type(net) and m.estimator_ is not m.influence_.estimator_
