@@ -15,8 +15,9 @@ the whole data; the changed rows' own terms are then down-dated exactly). The ba
 are the public options of the same estimator: ``strategy="freezing"`` (``H_JJ⁻¹ g_J``),
 ``"projecting"`` (``(H⁻¹g)_J``), ``"full"`` (J = all, the same truncated LiSSA) and
 ``"second_order"`` (Basu et al.), plus the damped full influence function solved to
-convergence (``FisherInfluence(solver="cg", damping=...)`` on the same 512 rows, the
-"damped" rows: the sampled Hessian minus the removed rows is indefinite, so CG on it stops).
+convergence (``FisherInfluence(solver="cg", damping=...)`` on every row, the "damped"
+rows: the 512-row curvature minus the removed rows' exact terms is indefinite, even the
+Gauss–Newton one, so CG on it stops).
 
 The step is applied as a direction (``skinfluence.unlearning.unlearning_path``):
 normalised to ``γ = --gamma`` per step, up to ``--max-steps`` steps, keeping the checkpoint
@@ -85,13 +86,13 @@ def add_trigger(X):
 # ---------------------------------------------------------------- the influence
 def estimator(net, method, rule, ratio, args, seed):
     """The public estimator of ``method``, unfitted."""
-    common = dict(prefit=True, dtype="float64", random_state=seed, polish=False,
-                  curvature_sampler=RandomSampler(BATCH, random_state=seed))
+    common = dict(prefit=True, dtype="float64", random_state=seed, polish=False)
     model = TorchModel(net, weight_decay=WD)
-    if method == "damped":
+    if method == "damped":   # every row: the 512-row curvature minus the removed rows is indefinite
         kind = HessianInfluence if args.damped_curvature == "hessian" else FisherInfluence
         return kind(model, solver="cg", damping=args.damping,
                     solver_options={"tol": 1e-6, "max_iter": args.cg_iter}, **common)
+    common["curvature_sampler"] = RandomSampler(BATCH, random_state=seed)
     rule = "highest_outputs" if rule == "-" else rule         # J = all: the rule is unused
     return GeneralizedInfluence(model, strategy=method, selection=rule, ratio=ratio,
                                 max_iter=args.max_iter, normalizer=args.normalizer,
@@ -168,10 +169,16 @@ def _rows(args, net, Xtr, ytr, U, y_new, t_re, report, score_val, plan, seed, st
 
 
 def _save(rows, exp, model, seed, args):
+    """Merge ``rows`` into the seed's file (a row per method, rule and ratio; the new one
+    wins), so that runs of some methods (``--only``) add to earlier ones."""
     tag = "" if args.curvature == "hessian" else f"_{args.curvature}"
-    with open(RESULTS / f"{exp}_{model}{tag}_seed{seed}.json", "w") as f:
-        json.dump(rows, f, default=float)               # one file per seed: runs can be merged
-    return rows
+    path = RESULTS / f"{exp}_{model}{tag}_seed{seed}.json"
+    key = lambda r: (r["method"], r["rule"], str(r["ratio"]))   # noqa: E731
+    merged = {key(r): r for r in (json.loads(path.read_text()) if path.exists() else [])}
+    merged.update({key(r): r for r in rows})
+    with open(path, "w") as f:
+        json.dump(list(merged.values()), f, default=float)
+    return list(merged.values())
 
 
 # ------------------------------------------------------------------ experiments
