@@ -436,9 +436,10 @@ def summarise(rows_by_seed, cols):
     for rows in rows_by_seed:
         for r in rows:
             groups.setdefault((r["method"], r["rule"], str(r["ratio"])), []).append(r)
-    lines = ["| method | rule | J ratio | " + " | ".join(cols) + " |",
-             "|---|---|---|" + "---|" * len(cols)]
-    for (m, rule, ratio), rs in groups.items():
+    lines = ["| method | rule | J ratio | seeds | " + " | ".join(cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
+    first = {"before": 0, "retrain": 1}
+    for (m, rule, ratio), rs in sorted(groups.items(), key=lambda kv: first.get(kv[0][0], 2)):
         cells = []
         for c in cols:
             v = np.array([r.get(c, np.nan) for r in rs], float)
@@ -451,7 +452,7 @@ def summarise(rows_by_seed, cols):
                 d = 0 if c == "steps" else 2
                 cells.append(f"{s * np.nanmean(v):.{d}f} ± {s * np.nanstd(v):.{d}f}")
         q = ratio if ratio == "-" else f"{100 * float(ratio):g}%"
-        lines.append(f"| {m} | {rule} | {q} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | {rule} | {q} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
