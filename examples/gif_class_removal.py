@@ -5,8 +5,10 @@ Forgetting a digit: generalized influence against its baselines (class removal, 
 A small CNN (3,658 parameters) is trained on scikit-learn's digits; every training
 image of class 0 is then unlearned by an influence step restricted to a share of the
 parameters (GIF, Lyu et al.), by Freezing (``H_JJ⁻¹ g_J``) and Projecting (the full step
-indexed to J) on the same parameters, and by the full influence function, each applied
-by the authors' line search (normalised steps, best validation F1). The F1 score
+indexed to J) on the same parameters, and by the full influence function (the same
+truncated LiSSA, and damped, solved by conjugate gradients), each applied by the authors'
+line search (normalised steps, best validation F1); every method is a call of the public
+estimators (``GeneralizedInfluence(..., strategy=...)``, ``FisherInfluence``). The F1 score
 ``2(1 − SA)·EA / ((1 − SA) + EA)`` (EA: test accuracy on the other digits, SA: accuracy
 on the removed images) is drawn against the share of parameters, with retraining from
 scratch as the reference.
