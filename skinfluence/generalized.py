@@ -46,7 +46,9 @@ class GeneralizedInfluence(BaseInfluence):
         ``"highest_outputs"``, ``"lowest_outputs"``, ``"highest_gradients"``,
         ``"lowest_gradients"``, ``"random"``, or ``selection(adapter, X, y) -> mask``.
         Rules rank units by their mean output or loss gradient on the rows passed to
-        :meth:`fit` as ``selection_rows`` (the rows to unlearn; default all rows).
+        :meth:`fit` as ``selection_rows`` (the rows to unlearn; default all rows). The
+        ranking rules are deterministic (the unit filled partly takes its largest
+        weights): ``J`` is the same at every fit; ``random_state`` seeds ``"random"``.
     ratio : float in (0, 1], default=0.05
         Share of each layer's parameters in ``J``.
     curvature : {"hessian", "fisher"}, default="hessian"

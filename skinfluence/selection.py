@@ -13,8 +13,10 @@ output units (Linear rows, Conv2d channels) are ranked by a score computed on th
 * ``"random"``: a uniformly random order.
 
 Whole rows of the top units are taken (the unit's fan-in weights and its bias); the
-budget left over after the last whole row is filled with weights drawn at random from
-the next unit's fan-in. For a linear model the same rules rank single coefficients:
+budget left over after the last whole row is filled from the next unit's fan-in: by the
+rules that rank, with its largest weights (``|θ|``), so that a ranking rule selects the
+same ``J`` at every fit whatever ``random_state``; by ``"random"``, at random (the authors
+fill it at random for every rule). For a linear model the same rules rank single coefficients:
 ``|coefficient|`` for the "outputs" rules, ``|gradient of the examined loss|`` for the
 "gradients" rules.
 """
@@ -48,7 +50,7 @@ def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05,
     ratio : float in (0, 1], default=0.05
         Share of each layer's parameters to select.
     random_state : int, RandomState or None
-        For the leftover weights and the "random" rule.
+        For the "random" rule (the other rules are deterministic).
 
     Returns
     -------
@@ -97,7 +99,7 @@ def select_parameters(adapter, X, y=None, *, rule="highest_outputs", ratio=0.05,
             order = rng.permutation(n_units)
         else:
             order = np.argsort(-score if rule.startswith("highest") else score, kind="stable")
-        rows.append(layer.take(order, ratio, mask, rng))
+        rows.append(layer.take(order, ratio, mask, rng if score is None else adapter.theta))
     return mask, pd.DataFrame(rows)
 
 
@@ -113,7 +115,9 @@ class _Layer:
     def n_params(self):
         return self.weights.size + (0 if self.bias is None else self.bias.size)
 
-    def take(self, order, ratio, mask, rng):
+    def take(self, order, ratio, mask, fill):
+        """Select the top units of ``order`` up to ``ratio``; the partial unit's weights at
+        random (``fill`` a generator) or by largest ``|θ|`` (``fill`` the parameters)."""
         budget = max(1, int(self.n_params * ratio))   # a small layer keeps at least one
         row = self.weights.shape[1] + (self.bias is not None)
         whole, left = divmod(budget, row)
@@ -124,7 +128,12 @@ class _Layer:
         partial = -1
         if left and whole < len(order):
             partial = int(order[whole])
-            mask[rng.choice(self.weights[partial], left, replace=False)] = True
+            fan_in = self.weights[partial]
+            if isinstance(fill, np.ndarray):
+                fan_in = fan_in[np.argsort(-np.abs(fill[fan_in]), kind="stable")[:left]]
+            else:
+                fan_in = fill.choice(fan_in, left, replace=False)
+            mask[fan_in] = True
         return {"layer": self.name, "type": self.kind, "n_params": self.n_params,
                 "n_selected": budget, "units": units.tolist(), "partial_unit": partial}
 

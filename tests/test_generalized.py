@@ -215,11 +215,28 @@ def test_estimator_strategies_on_a_given_subset(net_problem, strategy):
     v = ref.training_gradients(P["idx"]).sum(0)
     H = ref.curvature_ + DAMP * np.eye(len(v))
     assert rel_err(gif.parameter_change(P["idx"], method="ij"), _reference(H, v, J, strategy)) < 1e-10
+    # the Newton step down-dates the removed rows by Jacobian products (no per-sample Jacobians)
+    ns = _reference(_retained_curvature(ref, P["idx"]), v, J, strategy)
+    assert rel_err(gif.parameter_change(P["idx"]), ns) < 1e-10
     A = gif.attribute(P["X"][:3], P["y"][:3])                  # attribution through the same solver
     G = ref.adapter_.gradients(P["Z"][:3], ref.adapter_.loss.gradient(P["y_enc"][:3], ref.adapter_.eta(P["Z"][:3])))
     V = ref.training_gradients(np.arange(len(P["y"])))
     X_J = np.column_stack([_reference(H, g, J, strategy) for g in G])
     assert np.allclose(A, X_J.T @ V.T, rtol=1e-8, atol=1e-12)
+
+
+def test_lissa_removal_of_a_whole_class_equals_the_dense_iteration(net_problem):
+    """Class removal on a net (allowed: its outputs stay), LiSSA on the down-dated curvature
+    by products: the same iterates as the dense retained matrix."""
+    P = net_problem
+    J = P["mask"]
+    idx = np.flatnonzero(P["y"] == 2)
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), max_iter=50)
+    gif.fit(P["X"], P["y"], selection_rows=idx)
+    v = ref.training_gradients(idx).sum(0)
+    M = _retained_curvature(ref, idx)
+    x, _ = gif_lissa(lambda V: M @ V, v, J, max_iter=50)
+    assert rel_err(gif.parameter_change(idx), x) < 1e-8
 
 
 def test_freezing_equals_the_dense_solver_with_active_subset(net_problem):

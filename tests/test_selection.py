@@ -138,3 +138,19 @@ def test_callable_and_bad_input():
         select_parameters(ad, X, ratio=0.0)
     with pytest.raises(ValueError, match="targets"):
         select_parameters(ad, X, rule="highest_gradients")
+
+
+def test_ranking_rules_are_deterministic_whatever_random_state():
+    """The partial unit is filled with its largest weights, so a ranking rule selects the
+    same J at every fit (random_state=None included); "random" still follows its seed."""
+    net = _planted_mlp()
+    with torch.no_grad():
+        net[0].weight[2] = torch.tensor([0.1, -0.9, 0.5], dtype=torch.float64)
+    ad = make_adapter(TorchModel(net))
+    masks = [select_parameters(ad, X, Y, rule=rule, ratio=0.25, random_state=None)[0]
+             for rule in ("highest_outputs", "highest_outputs", "highest_gradients", "highest_gradients")]
+    assert np.array_equal(masks[0], masks[1]) and np.array_equal(masks[2], masks[3])
+    extra = np.flatnonzero(masks[0][:24] & ~np.isin(np.arange(24), _rows(net)[1]))
+    assert extra.tolist() == [7, 8]                            # |−0.9| and |0.5| of unit 2's fan-in
+    a = select_parameters(ad, X, rule="random", ratio=0.25, random_state=1)[0]
+    assert np.array_equal(a, select_parameters(ad, X, rule="random", ratio=0.25, random_state=1)[0])

@@ -202,6 +202,7 @@ class GIFSolver(Solver):
     """
 
     uses_random_state = True
+    downdates_by_products = True
     options = {"subset": None, "strategy": "gif", "method": "lissa", "normalizer": 1.0,
                "normalizer_step": 5.0, "max_iter": 10_000, "tol": 1e-12, "max_restarts": 100}
 

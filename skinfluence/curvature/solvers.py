@@ -73,6 +73,9 @@ class Solver:
     #: damping after the fit (``damping="auto"`` then needs no probes; a solver built with
     #: ``damping=None`` waits for ``redamp``)
     traces_curvature = False
+    #: whether ``solve_downdated(b, down)`` takes the down-date as products ``V ↦ D V``
+    #: (a network's removed rows then need no per-sample Jacobians)
+    downdates_by_products = False
     #: the options a user may set through ``solver_options``: name -> default
     options: dict = {}
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._linalg import block_gram
 from .._utils import row_blocks
+from ..curvature.operators import model_curvature
 from ..curvature.solvers import InverseOperator
 from ..exceptions import InfluenceWarning
 
@@ -41,6 +42,8 @@ def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
     """
     ad, solver = model.adapter, model.solver
     c = model.c[idx]
+    if ad.is_network and solver.downdates_by_products and ad.penalty.is_smooth:
+        return _matrix_free_update(model, idx, g_delta, W_delta, share, method, residual)
     if solver.sparse_rows:                              # a linear model's rows, kept sparse
         J = ad.jacobian_rows(model.Z[idx])               # (m·K, p)
         v = np.asarray(J.T @ (c[:, None] * g_delta).ravel()).ravel() + share * model.pen_grad
@@ -61,6 +64,24 @@ def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
     down = block_gram(J, C)
     down[np.diag_indices_from(down)] += pen_diag
     return solver.prox_step(smooth_grad, ad.theta, pen, 1.0 - share, downdate=down) - ad.theta
+
+
+def _matrix_free_update(model, idx, g_delta, W_delta, share, method, residual):
+    """:func:`newton_update` for a network whose solver takes the down-date as products:
+    ``v`` from one backward pass and ``D V = Σ_U c_i J_iᵀ W_i J_i V + s∇²π V`` by Jacobian
+    products on the changed rows, never their (m, K, p) Jacobians."""
+    ad, solver = model.adapter, model.solver
+    c = model.c[idx]
+    Z = model.Z[idx]
+    v = ad.total_gradient(Z, c[:, None] * g_delta) + share * model.pen_grad
+    if residual:
+        v = v - model.data_grad - model.pen_grad
+    C = c[:, None, None] * W_delta
+    if method != "ns" or not C.any():
+        return solver.solve(v)
+    pen_diag = share * ad.penalty.hessian_diagonal()
+    down = model_curvature(ad, Z, model.y[idx], c, "fisher", model.eta[idx], C).add_diagonal(pen_diag)
+    return solver.solve_downdated(v, down.matvec)
 
 
 #: distinct sample-weight shares up to which NS leave-one-out factorises M − s·∇²π once each
