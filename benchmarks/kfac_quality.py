@@ -37,11 +37,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from skinfluence import FisherInfluence  # noqa: E402
 
 
-def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20)):
+def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20),
+              lr_ranks=(16, 32, 64, 128), lr_steps=4, dense=True, solvers=("kfac", "ekfac")):
     """Our Kronecker-factored rows (see the module docstring) for one model."""
     X, y, Xt, yt = data
     rows = []
-    for solver in ("kfac", "ekfac"):
+    for solver in solvers:
         t = time.perf_counter()
         try:
             inf = FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", random_state=0).fit(X, y)
@@ -62,6 +63,13 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
                                  lambda it=it: FisherInfluence(target, prefit=prefit, solver="ekfac_cg", damping="auto",
                                                                solver_options={"max_iter": it, "tol": 0.0},
                                                                random_state=0).fit(X, y).attribute(Xt, yt)))
+    for rank in lr_ranks:
+        rows.append(scorer.timed("Fisher (exact), ekfac_lr", f"rank {rank}, steps {lr_steps}, damping auto",
+                                 lambda rank=rank: FisherInfluence(target, prefit=prefit, solver="ekfac_lr", damping="auto",
+                                                                   solver_options={"rank": rank, "steps": lr_steps},
+                                                                   random_state=0).fit(X, y).attribute(Xt, yt)))
+    if not dense:
+        return rows
     rows.append(scorer.timed("Fisher (exact), dense", "damping auto" if prefit else "damping 0",
                              lambda: FisherInfluence(target, prefit=prefit, damping="auto" if prefit else 0.0)
                              .fit(X, y).attribute(Xt, yt)))
@@ -129,6 +137,10 @@ def main():
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--fractions", default="0.001,0.01,0.1,1")
     ap.add_argument("--cg-iters", default="5,10,20")
+    ap.add_argument("--lr-ranks", default="16,32,64,128", help="ranks of solver='ekfac_lr'")
+    ap.add_argument("--lr-steps", type=int, default=4, help="its Krylov blocks (passes over the data)")
+    ap.add_argument("--solvers", default="kfac,ekfac", help="the plain factored solvers' rows")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     ap.add_argument("--no-peers", action="store_true", help="skip kronfluence")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -154,7 +166,8 @@ def main():
         prefit = name != "logreg"
         target = fitted[0] if prefit else models[name]
         out = kfac_rows(name, target, prefit, data, scorer, [float(f) for f in args.fractions.split(",")],
-                        [int(i) for i in args.cg_iters.split(",") if i])
+                        [int(i) for i in args.cg_iters.split(",") if i], [int(r) for r in args.lr_ranks.split(",") if r],
+                        args.lr_steps, not args.no_dense, [s for s in args.solvers.split(",") if s])
         if not args.no_peers:
             out += kronfluence_rows(name, modules[0], data, scorer)
         rows += [(name, *r) for r in out]
