@@ -332,8 +332,8 @@ def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, sco
     return rows
 
 
-def dattri_methods(name, modules, ckpts, t_train, data, scorer, args):
-    """TracIn, TRAK and IF-CG from dattri on the same trained models (rows as above)."""
+def dattri_methods(name, modules, ckpts, t_train, data, scorer, args, only=("tracin", "trak", "if-cg")):
+    """TracIn, TRAK and IF-CG from dattri on the same trained models (rows as above; ``only``: a subset)."""
     try:
         from dattri.algorithm.influence_function import IFAttributorCG
         from dattri.algorithm.tracin import TracInAttributor
@@ -397,16 +397,17 @@ def dattri_methods(name, modules, ckpts, t_train, data, scorer, args):
         att.cache(train)
         return att.attribute(test)
 
-    if len(ckpts[0]) > 1:
+    if len(ckpts[0]) > 1 and "tracin" in only:
         run("TracIn (dattri)", f"{len(ckpts[0])} L-BFGS checkpoints", tracin)
-    run("TRAK-1 (dattri)", "proj_dim 512, margin", lambda: trak(1))
+    if "trak" in only:
+        run("TRAK-1 (dattri)", "proj_dim 512, margin", lambda: trak(1))
     k = len(ckpts)
-    if k > 1:
+    if k > 1 and "trak" in only:
         members = (f"the model + {k - 1} trained on other random halves" if name == "logreg"
                    else f"{k} seeds")
         run(f"TRAK-{k} (dattri)", f"proj_dim 512, margin, {members} (+ their training)", lambda: trak(k),
             extra_time=sum(t_train[1:k]))
-    for reg in {"logreg": (0.0, 1e-3)}.get(name, (1e-3,)):  # last: slow on the CNN
+    for reg in {"logreg": (0.0, 1e-3)}.get(name, (1e-3,)) if "if-cg" in only else ():  # last: slow on the CNN
         run("IF-CG (dattri)", f"max_iter 10, regularization {reg:g}", lambda: if_cg(reg))
     return rows
 

@@ -76,6 +76,60 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
     return rows
 
 
+def objective_rows(name, target, data, scorer):
+    """What separates our EK-FAC from kronfluence's on a network: the same factors on the curvature
+    without the weight decay (kronfluence's objective is the data loss alone), its damping rule
+    (0.1 × each layer's mean eigenvalue, ``layer_damping``), its empirical Fisher, and K-FAC."""
+    from sklearn.base import clone
+
+    X, y, Xt, yt = data
+    bare = clone(target).set_params(weight_decay=0.0)
+    rows = []
+    for label, model, solver, fisher, damping, layer in (
+            ("EK-FAC, weight decay in the curvature", target, "ekfac", "exact", 0.1, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 0.1, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 0.01, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", "auto", False),
+            ("EK-FAC, no weight decay", bare, "ekfac", "empirical", 0.1, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "mc", 0.1, True),
+            ("K-FAC, no weight decay", bare, "kfac", "exact", 0.1, True),
+            ("EK-FAC + low rank 64, no weight decay", bare, "ekfac_lr", "exact", 0.1, True)):
+        options = {"layer_damping": layer} | ({"rank": 64, "steps": 4} if solver == "ekfac_lr" else {})
+        setting = f"fisher {fisher}, damping {damping}" + (" × layer mean" if layer else "")
+        rows.append(scorer.timed(label, setting, lambda m=model, s=solver, f=fisher, d=damping, o=options:
+                                 FisherInfluence(m, prefit=True, solver=s, fisher=f, damping=d, solver_options=o,
+                                                 random_state=0).fit(X, y).attribute(Xt, yt)))
+    return rows
+
+
+def trak_store_rows(name, modules, data, scorer, projections=(512, 2048), t_train=()):
+    """TRAK as a configuration of ours: each model's projected training gradients in a
+    ``GradientStore``, the Fisher of the projected gradients, the mean over the models
+    (``InfluenceEnsemble(store={"projection": k, "curvature": "projected"})``). The members'
+    own solver is unused by these queries: K-FAC, the cheapest (its one pass is in the time)."""
+    from skinfluence import InfluenceEnsemble
+    from skinfluence.models.torch import TorchModel
+
+    X, y, Xt, yt = data
+    wd = 0.0 if name == "logreg" else aq_wd()
+    rows = []
+    for k in projections:
+        members = [FisherInfluence(TorchModel(m, loss="cross_entropy", weight_decay=wd), prefit=True, solver="kfac",
+                                   damping="auto") for m in modules]
+        rows.append(scorer.timed("TRAK from the store (ours)",
+                                 f"projection {k}, projected Fisher, {len(members)} model(s)"
+                                 + (" (+ their training)" if len(members) > 1 else ""),
+                                 lambda ms=members, k=k: InfluenceEnsemble(ms, store={"projection": k,
+                                                                                      "curvature": "projected"})
+                                 .fit(X, y).attribute(Xt, yt), extra_time=sum(t_train[1:len(modules)])))
+    return rows
+
+
+def aq_wd():
+    from _common import WD
+    return WD
+
+
 def kronfluence_rows(name, module, data, scorer):
     """kronfluence's EK-FAC on the same torch module (its defaults; and the empirical Fisher in float64)."""
     try:
@@ -142,13 +196,18 @@ def main():
     ap.add_argument("--solvers", default="kfac,ekfac", help="the plain factored solvers' rows")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     ap.add_argument("--no-peers", action="store_true", help="skip kronfluence")
+    ap.add_argument("--trak", default="", help="projections k of TRAK-from-the-store rows (and dattri's TRAK)")
+    ap.add_argument("--trak-members", type=int, default=1, help="models averaged by TRAK (logreg: on random halves)")
+    ap.add_argument("--objective", action="store_true",
+                    help="networks: the rows that separate our EK-FAC from kronfluence's (objective_rows)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                         ".cache_attribution"))
     args = ap.parse_args()
     # what attribution_quality's helpers read
-    args.n_loo, args.converged, args.n_ensemble, args.cnn_ensemble, args.logreg_trak = 0, False, 1, 1, 1
+    args.n_loo, args.converged = 0, False
+    args.n_ensemble = args.cnn_ensemble = args.logreg_trak = args.trak_members
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     print(f"threads: torch={torch.get_num_threads()}", flush=True)
@@ -162,12 +221,18 @@ def main():
     for name in args.models.split(","):
         half, _ = aq.ground_truth(name, models[name], data, args)
         scorer = aq.Scorer(name, half, None, args.cache_dir)
-        fitted, modules, _, _ = aq.trained_models(name, models[name], X, y, args)
+        fitted, modules, ckpts, t_train = aq.trained_models(name, models[name], X, y, args)
         prefit = name != "logreg"
         target = fitted[0] if prefit else models[name]
         out = kfac_rows(name, target, prefit, data, scorer, [float(f) for f in args.fractions.split(",")],
                         [int(i) for i in args.cg_iters.split(",") if i], [int(r) for r in args.lr_ranks.split(",") if r],
                         args.lr_steps, not args.no_dense, [s for s in args.solvers.split(",") if s])
+        if args.trak:
+            out += trak_store_rows(name, modules, data, scorer, [int(k) for k in args.trak.split(",")], t_train)
+            if not args.no_peers:
+                out += aq.dattri_methods(name, modules, ckpts, t_train, data, scorer, args, only=("trak",))
+        if args.objective and prefit:
+            out += objective_rows(name, target, data, scorer)
         if not args.no_peers:
             out += kronfluence_rows(name, modules[0], data, scorer)
         rows += [(name, *r) for r in out]

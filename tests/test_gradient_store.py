@@ -105,3 +105,14 @@ def test_ensemble_answers_from_stores(fitted, tmp_path):
         InfluenceEnsemble(members, store={"curvature": "projected"}).fit(X, y)
     with pytest.raises(ValueError, match="unknown"):
         InfluenceEnsemble(members, store={"rank": 3}).fit(X, y)
+
+
+def test_test_rows_in_blocks_within_the_budget(fitted, tmp_path):
+    inf, X, y = fitted
+    whole = GradientStore(inf, dtype="float64").fit()
+    small = GradientStore(inf, dtype="float64", path=tmp_path, memory_budget=4000).fit()   # a test row per block
+    A = whole.attribute(X[:6], y[:6])
+    np.testing.assert_allclose(small.attribute(X[:6], y[:6]), A, rtol=1e-10, atol=1e-12 * np.abs(A).max())
+    a, b = small.attribute(X[:6], y[:6], top_k=4), whole.attribute(X[:6], y[:6], top_k=4)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12 * np.abs(A).max())
