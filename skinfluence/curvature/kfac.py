@@ -1,4 +1,5 @@
-"""Kronecker-factored curvature: K-FAC, EK-FAC, and EK-FAC-preconditioned CG.
+"""Kronecker-factored curvature: K-FAC, EK-FAC, EK-FAC-preconditioned CG, and EK-FAC with a
+low-rank correction.
 
 For a layer with parameters ``V = [W | b]`` (``n_out × n_in``; a convolution's weight
 flattened to ``C_out × C_in·k_h·k_w``), inputs ``a_it`` (a 1 appended for the bias; the
@@ -39,6 +40,11 @@ exact operator (every layer, cross terms included, the penalty, damping and null
 preconditioned by EK-FAC, to a relative residual ``tol`` or ``max_iter`` iterations
 (default 10: a truncated, refined EK-FAC solve; each iteration is one curvature product
 per right-hand side).
+
+``solver="ekfac_lr"`` closes it at a cost that does not grow with the right-hand sides: the
+extreme eigenpairs of ``K^(−1/2) G K^(−1/2)`` (``K`` the damped EK-FAC curvature, ``G`` the
+exact one) from a block Krylov space of ``rank`` curvature products, fitted once per damping,
+correct EK-FAC where it is furthest from ``G`` (:class:`EKFACLowRankSolver`).
 
 Down-dates (leave-one-out, unlearning) apply the Woodbury identity to the approximate
 inverse; a removed share of the penalty is subtracted from ``Δ`` (or, for the refinement,
