@@ -77,6 +77,24 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
     return rows
 
 
+def lr_timing(name, target, prefit, data, ranks, steps, repeats):
+    """Median fit + attribute times of EK-FAC and ``ekfac_lr`` at ``ranks``, taken in turn
+    (``interleaved_times``) in this process, and their ratios to EK-FAC's."""
+    from _common import interleaved_times
+
+    X, y, Xt, yt = data
+
+    def job(solver, options):
+        return lambda: FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", solver_options=options,
+                                       random_state=0).fit(X, y).attribute(Xt, yt)
+
+    fns = [job("ekfac", {})] + [job("ekfac_lr", {"rank": r, "steps": steps}) for r in ranks]
+    times, _ = interleaved_times(fns, repeats)
+    print(f"[{name}] medians of {repeats}, taken in turn: EK-FAC {times[0]:.2f} s; "
+          + "; ".join(f"ekfac_lr rank {r}: {t:.2f} s ({t / times[0]:.1f}x)" for r, t in zip(ranks, times[1:])),
+          flush=True)
+
+
 def objective_rows(name, target, data, scorer):
     """What separates our EK-FAC from kronfluence's on a network: the same factors on the curvature
     without the weight decay (kronfluence's objective is the data loss alone), its damping rule
@@ -205,6 +223,8 @@ def main():
     ap.add_argument("--lr-steps", type=int, default=4, help="its Krylov blocks (passes over the data)")
     ap.add_argument("--solvers", default="kfac,ekfac", help="the plain factored solvers' rows")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    ap.add_argument("--timing-repeats", type=int, default=0,
+                    help="also time EK-FAC against ekfac_lr at --lr-ranks, taken in turn, medians of this many")
     ap.add_argument("--no-peers", action="store_true", help="skip kronfluence")
     ap.add_argument("--trak", default="", help="projections k of TRAK-from-the-store rows (and dattri's TRAK)")
     ap.add_argument("--trak-members", type=int, default=1, help="models averaged by TRAK (logreg: on random halves)")
@@ -237,6 +257,9 @@ def main():
         out = kfac_rows(name, target, prefit, data, scorer, [float(f) for f in args.fractions.split(",")],
                         [int(i) for i in args.cg_iters.split(",") if i], [int(r) for r in args.lr_ranks.split(",") if r],
                         args.lr_steps, not args.no_dense, [s for s in args.solvers.split(",") if s])
+        if args.timing_repeats:
+            lr_timing(name, target, prefit, data, [int(r) for r in args.lr_ranks.split(",") if r], args.lr_steps,
+                      args.timing_repeats)
         if args.trak:
             out += trak_store_rows(name, modules, data, scorer, [int(k) for k in args.trak.split(",")], t_train)
             if not args.no_peers:
