@@ -266,3 +266,16 @@ def test_ekfac_lr_options_and_auto_damping():
     A = inf.attribute(X[:4], y[:4])
     assert A.shape == (4, 40) and np.all(np.isfinite(A))
     assert inf.curvature_solver_.info_["rank"] == 8
+
+
+@pytest.mark.parametrize("solver", ["ekfac", "ekfac_lr"])
+def test_damping_changed_after_fit_keeps_the_factors(solver):
+    X, y = _data()
+    model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
+    opts = {"rank": 16} if solver == "ekfac_lr" else {}
+    inf = _fit(model, X, y, solver, damping=0.01, solver_options=opts, random_state=0)
+    before = inf.curvature_solver_
+    A = inf.set_params(damping=0.5).attribute(X[:3], y[:3])
+    assert inf.curvature_solver_.layers is before.layers and before.damping == 0.01   # shared, not refitted
+    np.testing.assert_allclose(A, _fit(model, X, y, solver, damping=0.5, solver_options=opts, random_state=0)
+                               .attribute(X[:3], y[:3]), rtol=1e-9, atol=1e-12 * np.abs(A).max())

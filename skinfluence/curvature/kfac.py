@@ -53,6 +53,7 @@ from the operator) exactly.
 
 from __future__ import annotations
 
+import copy
 import time
 from numbers import Integral, Real
 
@@ -151,6 +152,12 @@ class KroneckerSolver(Solver):
                       "passes": passes, "seconds": time.perf_counter() - start}
         if damping is not None:     # None: set by redamp (damping="auto" from the trace)
             self.redamp(damping)
+
+    def with_damping(self, damping):
+        """This solver at another damping: the factors are shared, no pass over the data."""
+        new = copy.copy(self)
+        new.info_ = dict(self.info_)
+        return new.redamp(damping)
 
     def trace(self):
         """``trace`` of the approximated curvature (penalty included): for EK-FAC the exact
@@ -455,6 +462,8 @@ class EKFACLowRankSolver(EKFACSolver):
         a = self.active
         r = min(self.rank, int(a.sum()))
         width = -(-r // min(self.steps, r))
+        check_memory((self.n_params, 3 * r), "the low-rank correction's Krylov basis",
+                     "pass a smaller solver_options={'rank': ...}")
 
         def S(V):
             return self._precondition(self._matvec(self._precondition(V, power=0.5)), power=0.5)
