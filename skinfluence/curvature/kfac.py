@@ -473,11 +473,12 @@ class EKFACLowRankSolver(EKFACSolver):
         Qs, Ws = [], []
         while sum(q.shape[1] for q in Qs) < r:
             V[~a] = 0.0
+            scale = max(float(np.linalg.norm(V, axis=0).max()), 1e-300)
             for _ in range(2):                 # block Gram–Schmidt, twice (full re-orthogonalisation)
                 for Q in Qs:
                     V -= Q @ (Q.T @ V)
             Q, R = np.linalg.qr(V[:, :r - sum(q.shape[1] for q in Qs)])
-            Q = Q[:, np.abs(np.diag(R)) > 1e-10 * max(np.abs(np.diag(R)).max(), 1e-300)]
+            Q = Q[:, np.abs(np.diag(R)) > 1e-10 * scale]      # columns already in the space: dropped
             if not Q.shape[1]:                  # the Krylov space is invariant: S is exact on it
                 break
             Qs.append(Q)
