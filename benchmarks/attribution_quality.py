@@ -28,9 +28,11 @@ Methods, each on the same trained model (time = fit + attribute, one run):
 * :class:`skinfluence.ensemble.InfluenceEnsemble`: the Fisher influence averaged over
   ``--fisher-ensemble`` models trained from different initial seeds (nets; training time counted);
 * ``--methods kfac`` (``benchmarks/kfac_quality.py``): ``solver="kfac"`` and ``"ekfac"`` over a
-  damping sweep on the same factors, ``"ekfac_cg"`` at 5, 10 and 20 iterations, the dense Fisher,
-  and kronfluence's EK-FAC (its defaults; and the empirical Fisher in float64), kronfluence in
-  the benchmark environment only;
+  damping sweep on the same factors, ``"ekfac_cg"`` at 5, 10 and 20 iterations, ``"ekfac_lr"`` at
+  ranks 16–128, the dense Fisher, TRAK from the store (``InfluenceEnsemble(store={"projection": 512,
+  "curvature": "projected"})`` over the TRAK members) and kronfluence's EK-FAC (its defaults,
+  ``damping_factor=1e-8``, and its heuristic; and the empirical Fisher in float64), kronfluence
+  in the benchmark environment only;
 * gradient dot product ``∇ℓ_testᵀ ∇ℓ_i`` (our own baseline, labelled "ours");
 * dattri (``pip install --no-deps dattri``, benchmark venv only): TracIn (checkpoints
   along the L-BFGS run), TRAK on its model output ``log(p/(1 − p))`` as dattri's own
@@ -332,8 +334,8 @@ def influence_sweep(label, make, X, y, Xt, yt, test_grads, scale, fractions, sco
     return rows
 
 
-def dattri_methods(name, modules, ckpts, t_train, data, scorer, args):
-    """TracIn, TRAK and IF-CG from dattri on the same trained models (rows as above)."""
+def dattri_methods(name, modules, ckpts, t_train, data, scorer, args, only=("tracin", "trak", "if-cg")):
+    """TracIn, TRAK and IF-CG from dattri on the same trained models (rows as above; ``only``: a subset)."""
     try:
         from dattri.algorithm.influence_function import IFAttributorCG
         from dattri.algorithm.tracin import TracInAttributor
@@ -397,16 +399,17 @@ def dattri_methods(name, modules, ckpts, t_train, data, scorer, args):
         att.cache(train)
         return att.attribute(test)
 
-    if len(ckpts[0]) > 1:
+    if len(ckpts[0]) > 1 and "tracin" in only:
         run("TracIn (dattri)", f"{len(ckpts[0])} L-BFGS checkpoints", tracin)
-    run("TRAK-1 (dattri)", "proj_dim 512, margin", lambda: trak(1))
+    if "trak" in only:
+        run("TRAK-1 (dattri)", "proj_dim 512, margin", lambda: trak(1))
     k = len(ckpts)
-    if k > 1:
+    if k > 1 and "trak" in only:
         members = (f"the model + {k - 1} trained on other random halves" if name == "logreg"
                    else f"{k} seeds")
         run(f"TRAK-{k} (dattri)", f"proj_dim 512, margin, {members} (+ their training)", lambda: trak(k),
             extra_time=sum(t_train[1:k]))
-    for reg in {"logreg": (0.0, 1e-3)}.get(name, (1e-3,)):  # last: slow on the CNN
+    for reg in {"logreg": (0.0, 1e-3)}.get(name, (1e-3,)) if "if-cg" in only else ():  # last: slow on the CNN
         run("IF-CG (dattri)", f"max_iter 10, regularization {reg:g}", lambda: if_cg(reg))
     return rows
 
@@ -494,10 +497,12 @@ def run_methods(name, est, data, scorer, args):
                                  extra_time=sum(t_train[1:len(members)])))
     if "peers" in methods:
         rows += dattri_methods(name, modules, ckpts, t_train, data, scorer, args)
-    if "kfac" in methods:  # K-FAC, EK-FAC, EK-FAC-preconditioned CG and kronfluence's EK-FAC
-        from kfac_quality import kfac_rows, kronfluence_rows
+    if "kfac" in methods:  # K-FAC, EK-FAC, its refinements, TRAK from the store and kronfluence's EK-FAC
+        from kfac_quality import kfac_rows, kronfluence_rows, trak_store_rows
 
-        rows += kfac_rows(name, target, prefit, data, scorer) + kronfluence_rows(name, modules[0], data, scorer)
+        rows += (kfac_rows(name, target, prefit, data, scorer)
+                 + trak_store_rows(name, modules, data, scorer, (512,), t_train)
+                 + kronfluence_rows(name, modules[0], data, scorer))
     return [(name, *r) for r in rows]
 
 

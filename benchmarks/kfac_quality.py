@@ -13,7 +13,8 @@ fit + attribute, all rows in one process. Rows:
 * the dense ``FisherInfluence`` (damping "auto"), the reference;
 * kronfluence 1.0 EK-FAC (``pip install kronfluence`` in a separate environment: it needs
   torchvision), its defaults: labels sampled from the model (its ``compute_train_loss(sample=True)``),
-  its damping heuristic (0.1 · mean eigenvalue), float32 factors; and the same fed our
+  its default ``damping_factor=1e-8`` (``ScoreArguments``; ``None`` would be its heuristic,
+  0.1 · each layer's mean eigenvalue, also shown), float32 factors; and the same fed our
   exact Fisher's equivalent, the empirical Fisher (``sample=False``) at float64.
 
 Run (2 shared cores; the ground truth is trained first if not cached)::
@@ -37,11 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from skinfluence import FisherInfluence  # noqa: E402
 
 
-def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20)):
+def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20),
+              lr_ranks=(16, 32, 64, 128), lr_steps=4, dense=True, solvers=("kfac", "ekfac")):
     """Our Kronecker-factored rows (see the module docstring) for one model."""
     X, y, Xt, yt = data
     rows = []
-    for solver in ("kfac", "ekfac"):
+    for solver in solvers:
         t = time.perf_counter()
         try:
             inf = FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", random_state=0).fit(X, y)
@@ -62,10 +64,92 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
                                  lambda it=it: FisherInfluence(target, prefit=prefit, solver="ekfac_cg", damping="auto",
                                                                solver_options={"max_iter": it, "tol": 0.0},
                                                                random_state=0).fit(X, y).attribute(Xt, yt)))
+    for rank in lr_ranks:
+        rows.append(scorer.timed("Fisher (exact), ekfac_lr", f"rank {rank}, steps {lr_steps}, damping auto",
+                                 lambda rank=rank: FisherInfluence(target, prefit=prefit, solver="ekfac_lr", damping="auto",
+                                                                   solver_options={"rank": rank, "steps": lr_steps},
+                                                                   random_state=0).fit(X, y).attribute(Xt, yt)))
+    if not dense:
+        return rows
     rows.append(scorer.timed("Fisher (exact), dense", "damping auto" if prefit else "damping 0",
                              lambda: FisherInfluence(target, prefit=prefit, damping="auto" if prefit else 0.0)
                              .fit(X, y).attribute(Xt, yt)))
     return rows
+
+
+def lr_timing(name, target, prefit, data, ranks, steps, repeats):
+    """Median fit + attribute times of EK-FAC and ``ekfac_lr`` at ``ranks``, taken in turn
+    (``interleaved_times``) in this process, and their ratios to EK-FAC's."""
+    from _common import interleaved_times
+
+    X, y, Xt, yt = data
+
+    def job(solver, options):
+        return lambda: FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", solver_options=options,
+                                       random_state=0).fit(X, y).attribute(Xt, yt)
+
+    fns = [job("ekfac", {})] + [job("ekfac_lr", {"rank": r, "steps": steps}) for r in ranks]
+    times, _ = interleaved_times(fns, repeats)
+    print(f"[{name}] medians of {repeats}, taken in turn: EK-FAC {times[0]:.2f} s; "
+          + "; ".join(f"ekfac_lr rank {r}: {t:.2f} s ({t / times[0]:.1f}x)" for r, t in zip(ranks, times[1:])),
+          flush=True)
+
+
+def objective_rows(name, target, data, scorer):
+    """What separates our EK-FAC from kronfluence's on a network: the same factors on the curvature
+    without the weight decay (kronfluence's objective is the data loss alone), its damping rule
+    (0.1 × each layer's mean eigenvalue, ``layer_damping``), its empirical Fisher, and K-FAC."""
+    from skinfluence.models.torch import TorchModel
+
+    X, y, Xt, yt = data
+    bare = TorchModel(target.module, loss="cross_entropy", weight_decay=0.0)   # the estimator copies it
+    rows = []
+    for label, model, solver, fisher, damping, layer in (
+            ("EK-FAC, weight decay in the curvature", target, "ekfac", "exact", 0.1, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 0.1, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 0.01, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", "auto", False),
+            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 1e-8, False),   # kronfluence's default
+            ("EK-FAC, no weight decay", bare, "ekfac", "mc", 1e-8, False),
+            ("EK-FAC, weight decay in the curvature", target, "ekfac", "exact", 1e-8, False),
+            ("EK-FAC, no weight decay", bare, "ekfac", "empirical", 0.1, True),
+            ("EK-FAC, no weight decay", bare, "ekfac", "mc", 0.1, True),
+            ("K-FAC, no weight decay", bare, "kfac", "exact", 0.1, True),
+            ("EK-FAC + low rank 64, no weight decay", bare, "ekfac_lr", "exact", 0.1, True)):
+        options = {"layer_damping": layer} | ({"rank": 64, "steps": 4} if solver == "ekfac_lr" else {})
+        setting = f"fisher {fisher}, damping {damping}" + (" × layer mean" if layer else "")
+        rows.append(scorer.timed(label, setting, lambda m=model, s=solver, f=fisher, d=damping, o=options:
+                                 FisherInfluence(m, prefit=True, solver=s, fisher=f, damping=d, solver_options=o,
+                                                 random_state=0).fit(X, y).attribute(Xt, yt)))
+    return rows
+
+
+def trak_store_rows(name, modules, data, scorer, projections=(512, 2048), t_train=()):
+    """TRAK as a configuration of ours: each model's projected training gradients in a
+    ``GradientStore``, the Fisher of the projected gradients, the mean over the models
+    (``InfluenceEnsemble(store={"projection": k, "curvature": "projected"})``). The members'
+    own solver is unused by these queries: K-FAC, the cheapest (its one pass is in the time)."""
+    from skinfluence import InfluenceEnsemble
+    from skinfluence.models.torch import TorchModel
+
+    X, y, Xt, yt = data
+    wd = 0.0 if name == "logreg" else aq_wd()
+    rows = []
+    for k in projections:
+        members = [FisherInfluence(TorchModel(m, loss="cross_entropy", weight_decay=wd), prefit=True, solver="kfac",
+                                   damping="auto") for m in modules]
+        rows.append(scorer.timed("TRAK from the store (ours)",
+                                 f"projection {k}, projected Fisher, {len(members)} model(s)"
+                                 + (" (+ their training)" if len(members) > 1 else ""),
+                                 lambda ms=members, k=k: InfluenceEnsemble(ms, store={"projection": k,
+                                                                                      "curvature": "projected"})
+                                 .fit(X, y).attribute(Xt, yt), extra_time=sum(t_train[1:len(modules)])))
+    return rows
+
+
+def aq_wd():
+    from _common import WD
+    return WD
 
 
 def kronfluence_rows(name, module, data, scorer):
@@ -97,9 +181,12 @@ def kronfluence_rows(name, module, data, scorer):
     rows = []
     train = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
     test = TensorDataset(torch.as_tensor(Xt), torch.as_tensor(yt))
-    for label, empirical, dtype in (("kronfluence EK-FAC", False, torch.float32),
-                                    ("kronfluence EK-FAC, empirical Fisher", True, torch.float64)):
-        def run():
+    # its ScoreArguments' default damping_factor is 1e-8 (absolute, on the Fisher of the mean loss);
+    # None is its heuristic, 0.1 × each layer's mean eigenvalue
+    for label, empirical, dtype, damping in (("kronfluence EK-FAC", False, torch.float32, 1e-8),
+                                             ("kronfluence EK-FAC, empirical Fisher", True, torch.float64, 1e-8),
+                                             ("kronfluence EK-FAC", False, torch.float32, None)):
+        def run(empirical=empirical, dtype=dtype, damping=damping):
             import copy
             model = prepare_model(torch.nn.Sequential(copy.deepcopy(module)), Classification())  # a root Linear recurses
             torch.manual_seed(0)
@@ -110,12 +197,15 @@ def kronfluence_rows(name, module, data, scorer):
                                         activation_covariance_dtype=dtype, gradient_covariance_dtype=dtype,
                                         lambda_dtype=dtype, eigendecomposition_dtype=torch.float64)
                 an.fit_all_factors("f", train, per_device_batch_size=256, factor_args=fargs, overwrite_output_dir=True)
-                sargs = ScoreArguments(score_dtype=dtype, per_sample_gradient_dtype=dtype, precondition_dtype=dtype)
+                sargs = ScoreArguments(score_dtype=dtype, per_sample_gradient_dtype=dtype, precondition_dtype=dtype,
+                                       damping_factor=damping)
                 an.compute_pairwise_scores("s", "f", test, train, per_device_query_batch_size=128,
                                            per_device_train_batch_size=256, score_args=sargs,
                                            overwrite_output_dir=True)
                 return an.load_pairwise_scores("s")["all_modules"].double().numpy()
-        rows.append(scorer.timed(label, "its damping heuristic" + (", float64" if empirical else ", float32"), run))
+        setting = ("its default damping 1e-8" if damping else "its heuristic damping 0.1 × layer mean") + (
+            ", float64" if empirical else ", float32")
+        rows.append(scorer.timed(label, setting, run))
     return rows
 
 
@@ -129,14 +219,25 @@ def main():
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--fractions", default="0.001,0.01,0.1,1")
     ap.add_argument("--cg-iters", default="5,10,20")
+    ap.add_argument("--lr-ranks", default="16,32,64,128", help="ranks of solver='ekfac_lr'")
+    ap.add_argument("--lr-steps", type=int, default=4, help="its Krylov blocks (passes over the data)")
+    ap.add_argument("--solvers", default="kfac,ekfac", help="the plain factored solvers' rows")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    ap.add_argument("--timing-repeats", type=int, default=0,
+                    help="also time EK-FAC against ekfac_lr at --lr-ranks, taken in turn, medians of this many")
     ap.add_argument("--no-peers", action="store_true", help="skip kronfluence")
+    ap.add_argument("--trak", default="", help="projections k of TRAK-from-the-store rows (and dattri's TRAK)")
+    ap.add_argument("--trak-members", type=int, default=1, help="models averaged by TRAK (logreg: on random halves)")
+    ap.add_argument("--objective", action="store_true",
+                    help="networks: the rows that separate our EK-FAC from kronfluence's (objective_rows)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                         ".cache_attribution"))
     args = ap.parse_args()
     # what attribution_quality's helpers read
-    args.n_loo, args.converged, args.n_ensemble, args.cnn_ensemble, args.logreg_trak = 0, False, 1, 1, 1
+    args.n_loo, args.converged = 0, False
+    args.n_ensemble = args.cnn_ensemble = args.logreg_trak = args.trak_members
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     print(f"threads: torch={torch.get_num_threads()}", flush=True)
@@ -150,11 +251,21 @@ def main():
     for name in args.models.split(","):
         half, _ = aq.ground_truth(name, models[name], data, args)
         scorer = aq.Scorer(name, half, None, args.cache_dir)
-        fitted, modules, _, _ = aq.trained_models(name, models[name], X, y, args)
+        fitted, modules, ckpts, t_train = aq.trained_models(name, models[name], X, y, args)
         prefit = name != "logreg"
         target = fitted[0] if prefit else models[name]
         out = kfac_rows(name, target, prefit, data, scorer, [float(f) for f in args.fractions.split(",")],
-                        [int(i) for i in args.cg_iters.split(",") if i])
+                        [int(i) for i in args.cg_iters.split(",") if i], [int(r) for r in args.lr_ranks.split(",") if r],
+                        args.lr_steps, not args.no_dense, [s for s in args.solvers.split(",") if s])
+        if args.timing_repeats:
+            lr_timing(name, target, prefit, data, [int(r) for r in args.lr_ranks.split(",") if r], args.lr_steps,
+                      args.timing_repeats)
+        if args.trak:
+            out += trak_store_rows(name, modules, data, scorer, [int(k) for k in args.trak.split(",")], t_train)
+            if not args.no_peers:
+                out += aq.dattri_methods(name, modules, ckpts, t_train, data, scorer, args, only=("trak",))
+        if args.objective and prefit:
+            out += objective_rows(name, target, data, scorer)
         if not args.no_peers:
             out += kronfluence_rows(name, modules[0], data, scorer)
         rows += [(name, *r) for r in out]

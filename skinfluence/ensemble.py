@@ -3,6 +3,12 @@
 A network's influence scores depend on the particular optimum its training found;
 averaging the scores of a few models trained from different random seeds (or of
 a few checkpoints) removes part of that variance.
+
+With ``store=`` each member's training gradients are computed once into a
+:class:`~skinfluence.gradient_store.GradientStore` and every query reads them from there.
+TRAK (Park et al. 2023) is the configuration ``store={"projection": k, "curvature":
+"projected"}``: random projections of the per-sample gradients, the Gauss–Newton (Fisher)
+of the projected gradients as the curvature, and the mean over models.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
+
+import os
 
 from ._sklearn_compat import _num_samples, _safe_indexing
 from ._utils import MEMORY_ADVICE, check_memory, check_out, parse_bytes, row_blocks
@@ -32,10 +40,22 @@ class InfluenceEnsemble(BaseEstimator):
         ``nets`` trained from different seeds. Each is fitted on the same ``(X, y)`` by
         :meth:`fit` (a clone, or a deep copy when ``prefit``: the given objects are not
         modified).
+    store : dict, default=None
+        Keep each member's training gradients in a
+        :class:`~skinfluence.gradient_store.GradientStore`, computed once in :meth:`fit`, and
+        answer :meth:`attribute` from it. Keys: the store's options (``projection``,
+        ``path``: one sub-directory per member, ``memory_budget``, ``dtype``,
+        ``block_size``, ``random_state``: member ``m`` projects with ``random_state + m``) and
+        the query's ``curvature`` (``"estimator"``: each member's solver; ``"projected"``:
+        the Fisher of its projected gradients, TRAK; then the member's own solver is unused,
+        so give it a cheap one, e.g. ``solver="ekfac"``) and ``damping`` (of the projected
+        Fisher). ``{"projection": 512, "curvature": "projected"}`` is TRAK.
 
     Attributes
     ----------
     influences_ : list of fitted influence estimators
+    stores_ : list of GradientStore or None
+        The members' stores (with ``store``).
     n_samples_ : int
         Number of training samples.
     n_features_in_ : int
@@ -57,10 +77,39 @@ class InfluenceEnsemble(BaseEstimator):
     >>> from skinfluence.ensemble import InfluenceEnsemble                     # doctest: +SKIP
     >>> members = [FisherInfluence(net, prefit=True, damping=1e-3) for net in nets]  # doctest: +SKIP
     >>> A = InfluenceEnsemble(members).fit(X, y).attribute(X_test, y_test)     # doctest: +SKIP
+    >>> trak = InfluenceEnsemble(members, store={"projection": 512, "curvature": "projected"})  # doctest: +SKIP
     """
 
-    def __init__(self, influences):
+    _QUERY_OPTIONS = ("curvature", "damping")
+    _STORE_OPTIONS = ("projection", "path", "memory_budget", "dtype", "block_size", "random_state")
+
+    def __init__(self, influences, store=None):
         self.influences = influences
+        self.store = store
+
+    def _check_store(self):
+        if self.store is None:
+            return None
+        if not isinstance(self.store, dict):
+            raise TypeError(f"store must be a dict of GradientStore and query options, got {type(self.store).__name__}")
+        unknown = sorted(set(self.store) - set(self._QUERY_OPTIONS) - set(self._STORE_OPTIONS))
+        if unknown:
+            raise ValueError(f"store options {unknown} are unknown; valid: "
+                             f"{sorted(self._QUERY_OPTIONS + self._STORE_OPTIONS)}")
+        if self.store.get("curvature", "estimator") not in ("estimator", "projected"):
+            raise ValueError(f"store['curvature'] must be 'estimator' or 'projected', got {self.store['curvature']!r}")
+        if self.store.get("curvature") == "projected" and not self.store.get("projection"):
+            raise ValueError("store={'curvature': 'projected'} needs a projection (store['projection'] = k)")
+        return dict(self.store)
+
+    def _make_stores(self, options):
+        from .gradient_store import GradientStore   # the store imports the estimators package
+
+        kw = {k: v for k, v in options.items() if k in self._STORE_OPTIONS}
+        seed, path = kw.pop("random_state", 0), kw.pop("path", None)
+        return [GradientStore(m, random_state=seed + k, **kw,
+                              path=None if path is None else os.path.join(os.fspath(path), f"member{k}")).fit()
+                for k, m in enumerate(self.influences_)]
 
     def fit(self, X, y, sample_weight=None):
         """Fit every member on ``(X, y)``.
@@ -75,6 +124,7 @@ class InfluenceEnsemble(BaseEstimator):
         -------
         self
         """
+        options = self._check_store()
         members = list(self.influences) if isinstance(self.influences, (list, tuple)) else None
         if not members:
             raise ValueError("influences must be a non-empty list of influence estimators")
@@ -84,6 +134,7 @@ class InfluenceEnsemble(BaseEstimator):
                                 f"got {type(m).__name__}")
         self.influences_ = [(copy.deepcopy(m) if m.prefit else clone(m)).fit(X, y, sample_weight)
                             for m in members]
+        self.stores_ = None if options is None else self._make_stores(options)
         self.n_samples_ = self.influences_[0].n_samples_
         first = self.influences_[0]
         if hasattr(first, "n_features_in_"):
@@ -101,6 +152,13 @@ class InfluenceEnsemble(BaseEstimator):
     def _mean(self, name, *args, **kwargs):
         check_is_fitted(self, "influences_")
         return np.mean([getattr(m, name)(*args, **kwargs) for m in self.influences_], axis=0)
+
+    def _mean_attribution(self, X, y):
+        """The members' mean ``attribute(X, y)`` matrix, from their stores where kept."""
+        if getattr(self, "stores_", None) is None:
+            return self._mean("attribute", X, y)
+        query = {k: self.store[k] for k in self._QUERY_OPTIONS if k in self.store}
+        return np.mean([s.attribute(X, y, **query) for s in self.stores_], axis=0)
 
     def attribute(self, X, y, *, top_k=None, reduce=None, out=None):
         """Mean over the members of :meth:`skinfluence.BaseInfluence.attribute`.
@@ -131,8 +189,13 @@ class InfluenceEnsemble(BaseEstimator):
         check_is_fitted(self, "influences_")
         if sum(option is not None for option in (top_k, reduce, out)) > 1:
             raise ValueError("pass at most one of top_k, reduce and out")
-        if reduce is not None:
+        if reduce is not None and getattr(self, "stores_", None) is None:
             return self._mean("attribute", X, y, reduce=reduce)
+        if reduce is not None:
+            if reduce not in ("sum", "mean"):
+                raise ValueError(f"reduce must be 'sum', 'mean' or None, got {reduce!r}")
+            A = self._mean_attribution(X, y)
+            return A.sum(axis=0) if reduce == "sum" else A.mean(axis=0)
         n_test, n_train = _num_samples(X), self.n_samples_
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral)
                                   or not 1 <= top_k <= n_train):
@@ -148,7 +211,7 @@ class InfluenceEnsemble(BaseEstimator):
         top, positions = [], np.arange(n_train)
         for sl in row_blocks(n_test, rows):
             idx = np.arange(sl.start, sl.stop)
-            A = self._mean("attribute", _safe_indexing(X, idx), _safe_indexing(y, idx))
+            A = self._mean_attribution(_safe_indexing(X, idx), _safe_indexing(y, idx))
             if top_k is None:
                 out[sl] = A
             else:

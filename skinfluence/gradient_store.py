@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._sklearn_compat import _num_samples, _safe_indexing
 from ._utils import parse_bytes, row_blocks
 from .estimators import TopInfluences, merge_top
 
@@ -267,10 +268,23 @@ class GradientStore:
         -------
         ndarray of shape (n_test, n_train) or TopInfluences
             As :meth:`~skinfluence.BaseInfluence.attribute` (exactly, up to the stored
-            precision, without a projection).
+            precision, without a projection). The test rows are taken in blocks whose
+            gradients, solves and scores stay within the memory budget.
         """
         if not hasattr(self, "gradients_"):
             raise ValueError("the store is empty: call fit() first")
+        n_test = _num_samples(X)
+        # test rows per block: their gradients and solves (p each), factors and scores within the budget
+        floats = parse_bytes(self.memory_budget or self.estimator.memory_budget) // 8
+        per_row = 2 * self._n_params() + self._width() + (len(self.gradients_) if top_k is None else 4 * top_k)
+        blocks = [self._attribute_block(_safe_indexing(X, idx), _safe_indexing(y, idx), top_k, curvature, damping)
+                  for idx in (np.arange(sl.start, sl.stop)
+                              for sl in row_blocks(n_test, max(1, floats // (2 * per_row))))]
+        if top_k is None:
+            return np.vstack(blocks) if blocks else np.zeros((0, len(self.gradients_)))
+        return TopInfluences(*(np.concatenate(part, axis=0) for part in zip(*blocks)))
+
+    def _attribute_block(self, X, y, top_k, curvature, damping):
         F = self.test_factors(X, y, curvature, damping)
         n = len(self.gradients_)
         if top_k is None:
@@ -283,4 +297,4 @@ class GradientStore:
             s = F @ np.asarray(self.gradients_[sl], dtype=float).T
             rows = np.arange(sl.start, sl.stop)
             top, bottom = merge_top(top, s, rows, top_k, 1), merge_top(bottom, s, rows, top_k, -1)
-        return TopInfluences(top[1], top[0], bottom[1], bottom[0])
+        return top[1], top[0], bottom[1], bottom[0]

@@ -71,3 +71,48 @@ def test_projection_is_unbiased_and_trak(fitted):
         GradientStore(inf).fit().attribute(X[:2], y[:2], curvature="projected")
     with pytest.raises(ValueError, match="projection"):
         GradientStore(inf, projection=0)
+
+
+def test_ensemble_answers_from_stores(fitted, tmp_path):
+    from sklearn.base import clone
+
+    from skinfluence import InfluenceEnsemble
+
+    inf, X, y = fitted
+    members = [FisherInfluence(LogisticRegression(tol=1e-10)), FisherInfluence(LogisticRegression(C=0.3, tol=1e-10))]
+    plain = InfluenceEnsemble(members).fit(X, y)
+    stored = InfluenceEnsemble([clone(m) for m in members], store={"dtype": "float64"}).fit(X, y)
+    assert len(stored.stores_) == 2 and plain.stores_ is None
+    np.testing.assert_allclose(stored.attribute(X[:5], y[:5]), plain.attribute(X[:5], y[:5]), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(stored.attribute(X[:5], y[:5], reduce="sum"), plain.attribute(X[:5], y[:5]).sum(0),
+                               rtol=1e-9, atol=1e-12)
+    top = stored.attribute(X[:5], y[:5], top_k=3)
+    np.testing.assert_array_equal(top.helpful_indices, plain.attribute(X[:5], y[:5], top_k=3).helpful_indices)
+    # TRAK: projected gradients and their Fisher; with k ≥ p and no damping it is exactly
+    # v_tᵀ (Σ_i v_i v_iᵀ)⁻¹ v_i for each member (a projection of full column rank drops out)
+    trak = InfluenceEnsemble(members, store={"projection": 60, "curvature": "projected", "damping": 0.0,
+                                             "dtype": "float64", "path": tmp_path}).fit(X, y)
+    assert (tmp_path / "member1" / "store.json").exists()
+    expected = []
+    for m in trak.influences_:
+        V = m.training_gradients()
+        F = GradientStore(m, dtype="float64").test_factors(X[:5], y[:5])     # M⁻¹ ∇ℓ_t
+        G = np.linalg.solve(m.curvature_solver_.inverse(), F.T).T             # ∇ℓ_t
+        expected.append(G @ np.linalg.solve(V.T @ V, V.T))
+    np.testing.assert_allclose(trak.attribute(X[:5], y[:5]), np.mean(expected, axis=0), rtol=1e-6,
+                               atol=1e-9 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="needs a projection"):
+        InfluenceEnsemble(members, store={"curvature": "projected"}).fit(X, y)
+    with pytest.raises(ValueError, match="unknown"):
+        InfluenceEnsemble(members, store={"rank": 3}).fit(X, y)
+
+
+def test_test_rows_in_blocks_within_the_budget(fitted, tmp_path):
+    inf, X, y = fitted
+    whole = GradientStore(inf, dtype="float64").fit()
+    small = GradientStore(inf, dtype="float64", path=tmp_path, memory_budget=4000).fit()   # a test row per block
+    A = whole.attribute(X[:6], y[:6])
+    np.testing.assert_allclose(small.attribute(X[:6], y[:6]), A, rtol=1e-10, atol=1e-12 * np.abs(A).max())
+    a, b = small.attribute(X[:6], y[:6], top_k=4), whole.attribute(X[:6], y[:6], top_k=4)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12 * np.abs(A).max())

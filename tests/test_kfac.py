@@ -221,3 +221,61 @@ def test_layer_damping_is_relative_to_each_layer():
     ab = _fit(model, X, y, "ekfac", damping=0.1 * lam.mean()).curvature_solver_
     v = np.random.default_rng(0).standard_normal(21)
     np.testing.assert_allclose(rel.solve(v), ab.solve(v), rtol=1e-12)
+
+
+def test_ekfac_lr_is_exact_at_full_rank_and_improves_with_rank():
+    X, y = _data()
+    model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
+    dense = _fit(model, X, y, "dense", damping=0.01)
+    p = dense.adapter_.n_params
+    B = np.random.default_rng(0).standard_normal((p, 3))
+    exact = np.linalg.solve(dense.curvature_ + 0.01 * np.eye(p), B)
+
+    def error(solver, **options):
+        inf = _fit(model, X, y, solver, damping=0.01, solver_options=options, random_state=0)
+        return np.linalg.norm(inf.curvature_solver_.solve(B) - exact) / np.linalg.norm(exact), inf
+
+    full, inf = error("ekfac_lr", rank=p, steps=4)
+    assert full < 1e-10 and inf.curvature_solver_.info_["n_products"] == p
+    ek, _ = error("ekfac")
+    half, _ = error("ekfac_lr", rank=p // 2, steps=4)
+    assert half < 0.5 * ek                                   # 0.15 -> 0.008 here
+    # the correction follows the damping (refitted), the same random start
+    sol = inf.curvature_solver_
+    x = sol.redamp(0.5).solve(B)
+    np.testing.assert_allclose(x, np.linalg.solve(dense.curvature_ + 0.5 * np.eye(p), B), rtol=1e-9, atol=1e-12)
+    # leave-one-out on top: Woodbury on its (here exact) inverse against the explicit down-date
+    sol.redamp(0.01)
+    J = inf.adapter_.jacobians(X[:2])
+    C = inf.engine_.c[:2, None, None] * inf.engine_.W[:2]
+    down = dense.curvature_ + 0.01 * np.eye(p) - np.einsum("nkp,nkl,nlq->pq", J, C, J)
+    np.testing.assert_allclose(sol.downdated_solve(B[:, 0], J, C), np.linalg.solve(down, B[:, 0]), rtol=1e-8)
+    assert np.all(np.isfinite(inf.approx_loocv(response_method="predict_proba")))
+
+
+def test_ekfac_lr_options_and_auto_damping():
+    X, y = _data()
+    model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
+    with pytest.raises(ValueError, match="rank must be a positive integer"):
+        _fit(model, X, y, "ekfac_lr", solver_options={"rank": 0})
+    with pytest.raises(ValueError, match="steps"):
+        _fit(model, X, y, "ekfac_lr", solver_options={"steps": 1.5})
+    inf = _fit(model, X, y, "ekfac_lr", damping="auto", solver_options={"rank": 8}, random_state=0)
+    ek = _fit(model, X, y, "ekfac", damping="auto")
+    assert inf.damping_ == ek.damping_
+    A = inf.attribute(X[:4], y[:4])
+    assert A.shape == (4, 40) and np.all(np.isfinite(A))
+    assert inf.curvature_solver_.info_["rank"] == 8
+
+
+@pytest.mark.parametrize("solver", ["ekfac", "ekfac_lr"])
+def test_damping_changed_after_fit_keeps_the_factors(solver):
+    X, y = _data()
+    model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
+    opts = {"rank": 16} if solver == "ekfac_lr" else {}
+    inf = _fit(model, X, y, solver, damping=0.01, solver_options=opts, random_state=0)
+    before = inf.curvature_solver_
+    A = inf.set_params(damping=0.5).attribute(X[:3], y[:3])
+    assert inf.curvature_solver_.layers is before.layers and before.damping == 0.01   # shared, not refitted
+    np.testing.assert_allclose(A, _fit(model, X, y, solver, damping=0.5, solver_options=opts, random_state=0)
+                               .attribute(X[:3], y[:3]), rtol=1e-9, atol=1e-12 * np.abs(A).max())

@@ -1,4 +1,5 @@
-"""Kronecker-factored curvature: K-FAC, EK-FAC, and EK-FAC-preconditioned CG.
+"""Kronecker-factored curvature: K-FAC, EK-FAC, EK-FAC-preconditioned CG, and EK-FAC with a
+low-rank correction.
 
 For a layer with parameters ``V = [W | b]`` (``n_out × n_in``; a convolution's weight
 flattened to ``C_out × C_in·k_h·k_w``), inputs ``a_it`` (a 1 appended for the bias; the
@@ -40,6 +41,11 @@ preconditioned by EK-FAC, to a relative residual ``tol`` or ``max_iter`` iterati
 (default 10: a truncated, refined EK-FAC solve; each iteration is one curvature product
 per right-hand side).
 
+``solver="ekfac_lr"`` closes it at a cost that does not grow with the right-hand sides: the
+extreme eigenpairs of ``K^(−1/2) G K^(−1/2)`` (``K`` the damped EK-FAC curvature, ``G`` the
+exact one) from a block Krylov space of ``rank`` curvature products, fitted once per damping,
+correct EK-FAC where it is furthest from ``G`` (:class:`EKFACLowRankSolver`).
+
 Down-dates (leave-one-out, unlearning) apply the Woodbury identity to the approximate
 inverse; a removed share of the penalty is subtracted from ``Δ`` (or, for the refinement,
 from the operator) exactly.
@@ -47,17 +53,19 @@ from the operator) exactly.
 
 from __future__ import annotations
 
+import copy
 import time
 from numbers import Integral, Real
 
 import numpy as np
 from scipy import linalg
+from sklearn.utils import check_random_state
 
 from .._utils import check_memory
 from ..exceptions import CurvatureError
 from .solvers import InverseOperator, Solver, register_solver
 
-__all__ = ["KroneckerSolver", "KFACSolver", "EKFACSolver", "EKFACCGSolver"]
+__all__ = ["KroneckerSolver", "KFACSolver", "EKFACSolver", "EKFACCGSolver", "EKFACLowRankSolver"]
 
 #: most parameters outside Kronecker-factored layers that get an exact dense block
 MAX_EXACT = 4096
@@ -145,6 +153,12 @@ class KroneckerSolver(Solver):
         if damping is not None:     # None: set by redamp (damping="auto" from the trace)
             self.redamp(damping)
 
+    def with_damping(self, damping):
+        """This solver at another damping: the factors are shared, no pass over the data."""
+        new = copy.copy(self)
+        new.info_ = dict(self.info_)
+        return new.redamp(damping)
+
     def trace(self):
         """``trace`` of the approximated curvature (penalty included): for EK-FAC the exact
         trace of the curvature's diagonal blocks (a rotation keeps it), free once fitted."""
@@ -215,16 +229,22 @@ class KroneckerSolver(Solver):
                                      "is singular: pass damping > 0") from None
 
     # ------------------------------------------------------------------ solves
-    def _precondition(self, B, shift=None):
-        """``(Λ + Δ − shift + δ)⁻¹`` in each layer's eigenbasis, exact block elsewhere;
-        ``B`` of shape (p, m). ``shift`` (p,) is a removed diagonal (a penalty share)."""
+    def _layer_damping(self, lam):
+        return self.damping * (lam.mean() if self.layer_damping else 1.0)
+
+    def _precondition(self, B, shift=None, power=1.0):
+        """``(Λ + Δ − shift + δ)^(−power)`` in each layer's eigenbasis, exact block elsewhere
+        (``K⁻¹`` for ``power=1``, the symmetric ``K^(−1/2)`` for ``power=0.5``); ``B`` of
+        shape (p, m). ``shift`` (p,) is a removed diagonal (a penalty share)."""
         X = np.zeros_like(B)
         m = B.shape[1]
         for index, QA, QG, lam, extra in self.layers.values():
             O, D = index.shape
-            den = lam + extra + self.damping * (lam.mean() if self.layer_damping else 1.0)
+            den = lam + extra + self._layer_damping(lam)
             if shift is not None:
                 den = den - _square_project(QG, shift[index], QA)
+            if power != 1.0:
+                den = den ** power
             # Q_Gᵀ V Q_A for the m matrices V at once, as two plain matrix products
             V = (QG.T @ B[index.ravel()].reshape(O, D * m)).reshape(O, D, m)
             V = V.transpose(0, 2, 1).reshape(O * m, D) @ QA                     # (O·m, D)
@@ -232,7 +252,11 @@ class KroneckerSolver(Solver):
             V = V.reshape(O, m, D).transpose(0, 2, 1).reshape(O, D * m)
             X[index.ravel()] = (QG @ V).reshape(O * D, m)
         if self._rest.size:
-            if shift is None:
+            if power != 1.0:     # the exact block's symmetric power, by its eigendecomposition
+                block = self._rest_block + self.damping * np.eye(self._rest.size)
+                w, Q = linalg.eigh(block if shift is None else block - np.diag(shift[self._rest]))
+                X[self._rest] = Q @ ((Q.T @ B[self._rest]) / w[:, None] ** power)
+            elif shift is None:
                 X[self._rest] = linalg.cho_solve(self._rest_chol, B[self._rest])
             else:
                 X[self._rest] = np.linalg.solve(self._rest_block + self.damping * np.eye(self._rest.size)
@@ -241,6 +265,19 @@ class KroneckerSolver(Solver):
 
     def _solve(self, B, shift=None):
         return self._precondition(B, shift)
+
+    def _matvec(self, V, shift=None):
+        """The exact damped curvature ``(M + Z Zᵀ − diag(shift) + δ) V`` (δ per layer as in
+        the factors), which the refinements iterate on; one curvature product per column."""
+        out = self.operator.matvec(V) + self.damping * V
+        if self.layer_damping:
+            for index, _, _, lam, _ in self.layers.values():
+                out[index.ravel()] += (self._layer_damping(lam) - self.damping) * V[index.ravel()]
+        if self.null_space is not None:
+            out += self.null_space @ (self.null_space.T @ V)
+        if shift is not None:
+            out -= shift[:, None] * V
+        return out
 
     def solve(self, b):
         """``(M + δI)⁻¹ b`` (Kronecker-factored) for ``b`` of shape (p,) or (p, m)."""
@@ -329,14 +366,6 @@ class EKFACCGSolver(EKFACSolver):
         self.max_iter, self.tol = int(max_iter), float(tol)
         self.info_.update(iterations=0, residual=np.nan)
 
-    def _matvec(self, V, shift=None):
-        out = self.operator.matvec(V) + self.damping * V
-        if self.null_space is not None:
-            out += self.null_space @ (self.null_space.T @ V)
-        if shift is not None:
-            out -= shift[:, None] * V
-        return out
-
     def _solve(self, B, shift=None):
         """Preconditioned CG, all columns together, from the EK-FAC solution."""
         X = self._precondition(B, shift)
@@ -370,3 +399,105 @@ class EKFACCGSolver(EKFACSolver):
             rz = rz_new
         self.info_.update(iterations=it, residual=float((np.linalg.norm(R[a], axis=0) / bnorm).max()))
         return X
+
+
+@register_solver("ekfac_lr")
+class EKFACLowRankSolver(EKFACSolver):
+    """EK-FAC with a low-rank correction towards the exact curvature, ``solver="ekfac_lr"``.
+
+    With ``K`` the damped EK-FAC curvature and ``G = M + Z Zᵀ + δ`` the exact damped one,
+    ``S = K^(−1/2) G K^(−1/2)`` is the identity where EK-FAC is exact. Its extreme
+    eigenpairs (directions where EK-FAC under- or over-estimates the curvature: the dropped
+    cross-layer blocks and off-diagonal terms) are found once, by a block Krylov space
+    ``[Ω, SΩ, …, S^(q−1)Ω]`` of ``rank`` columns and the Rayleigh–Ritz pairs ``(θ, U)`` of
+    ``S`` on it (``rank`` curvature products in ``steps`` passes over the data); then::
+
+        (M + δI)⁻¹ ≈ K^(−1/2) (I + U (Θ⁻¹ − I) Uᵀ) K^(−1/2)
+
+    exact on ``K^(1/2) span(U)`` when ``span(U)`` is invariant under ``S``. A solve costs two
+    EK-FAC solves and a rank-``r`` product, whatever the number of right-hand sides; the
+    correction is refitted (``rank`` products) when the damping changes. Down-dates use
+    Woodbury on this inverse; a removed penalty share enters ``K`` only.
+
+    Parameters
+    ----------
+    operator, damping, null_space, active, max_exact, layer_damping
+        As for :class:`KroneckerSolver`.
+    rank : int, default=128
+        Columns of the Krylov space (curvature products per fit).
+    steps : int, default=8
+        Krylov blocks (passes over the data): blocks of ``ceil(rank / steps)`` columns;
+        more, narrower blocks find the extreme eigenpairs better for the same products.
+    random_state : int, RandomState or None
+        The starting block ``Ω``.
+
+    Attributes
+    ----------
+    info_ : dict
+        EK-FAC's, plus ``rank``, ``n_products``, ``ritz_range`` (the extreme ``θ``) and
+        ``correction_seconds``.
+    """
+
+    uses_random_state = True
+    options = {**KroneckerSolver.options, "rank": 128, "steps": 8}
+
+    def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=128, steps=8,
+                 max_exact=MAX_EXACT, layer_damping=False, random_state=None):
+        for key, value in (("rank", rank), ("steps", steps)):
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        self.rank, self.steps, self.random_state = int(rank), int(steps), random_state
+        self._correction = None
+        super().__init__(operator, damping, null_space, active, max_exact=max_exact,
+                         layer_damping=layer_damping, random_state=random_state)
+
+    def redamp(self, damping):
+        """Use ``damping`` from now on: the factors are kept, the correction is refitted at
+        the next solve (``rank`` curvature products)."""
+        super().redamp(damping)
+        self._correction = None
+        return self
+
+    def _fit_correction(self):
+        start, products0 = time.perf_counter(), self.operator.n_matvecs
+        a = self.active
+        r = min(self.rank, int(a.sum()))
+        width = -(-r // min(self.steps, r))
+        check_memory((self.n_params, 3 * r), "the low-rank correction's Krylov basis",
+                     "pass a smaller solver_options={'rank': ...}")
+
+        def S(V):
+            return self._precondition(self._matvec(self._precondition(V, power=0.5)), power=0.5)
+
+        V = check_random_state(self.random_state).standard_normal((self.n_params, width))
+        Qs, Ws = [], []
+        while sum(q.shape[1] for q in Qs) < r:
+            V[~a] = 0.0
+            scale = max(float(np.linalg.norm(V, axis=0).max()), 1e-300)
+            for _ in range(2):                 # block Gram–Schmidt, twice (full re-orthogonalisation)
+                for Q in Qs:
+                    V -= Q @ (Q.T @ V)
+            Q, R = np.linalg.qr(V[:, :r - sum(q.shape[1] for q in Qs)])
+            Q = Q[:, np.abs(np.diag(R)) > 1e-10 * scale]      # columns already in the space: dropped
+            if not Q.shape[1]:                  # the Krylov space is invariant: S is exact on it
+                break
+            Qs.append(Q)
+            Ws.append(S(Q))
+            V = Ws[-1].copy()
+        Q, W = np.hstack(Qs), np.hstack(Ws)
+        T = Q.T @ W
+        theta, Y = linalg.eigh((T + T.T) / 2)
+        if theta[0] <= 0:
+            raise CurvatureError(f"the damped curvature has a non-positive direction (Ritz value "
+                                 f"{theta[0]:.3g} relative to EK-FAC): pass a larger damping")
+        self._correction = (Q @ Y, 1.0 / theta - 1.0)
+        self.info_.update(rank=int(theta.size), n_products=self.operator.n_matvecs - products0,
+                          ritz_range=(float(theta[0]), float(theta[-1])),
+                          correction_seconds=time.perf_counter() - start)
+
+    def _solve(self, B, shift=None):
+        if self._correction is None:
+            self._fit_correction()
+        U, d = self._correction
+        Y = self._precondition(B, shift, power=0.5)
+        return self._precondition(Y + U @ (d[:, None] * (U.T @ Y)), shift, power=0.5)

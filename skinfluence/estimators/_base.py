@@ -99,8 +99,9 @@ _PARAMETERS = """    estimator : estimator object
         far beyond the dense limit ``"nystrom"`` and ``"arnoldi"`` invert a low-rank
         approximation of the curvature (they need ``damping > 0``, e.g. ``"auto"``);
         ``"kfac"``, ``"ekfac"`` (per-layer Kronecker factors of ``nn.Linear`` / ``nn.Conv2d``
-        layers, or of a linear model) and ``"ekfac_cg"`` (CG on the exact curvature,
-        preconditioned by EK-FAC) scale to millions of parameters.
+        layers, or of a linear model), ``"ekfac_cg"`` (CG on the exact curvature,
+        preconditioned by EK-FAC) and ``"ekfac_lr"`` (EK-FAC with a low-rank correction
+        fitted once) scale to millions of parameters.
     solver_options : dict, default=None
         Keyword options of the chosen solver, e.g. ``{"rank": 200, "oversampling": 20}``
         for ``"nystrom"``, ``{"rank": 200, "tol": 1e-8}`` for ``"arnoldi"``,
