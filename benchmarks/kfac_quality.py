@@ -29,13 +29,12 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from skinfluence import FisherInfluence  # noqa: E402
+from skinfluence import FisherInfluence, set_threads  # noqa: E402
 
 
 def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20),
@@ -238,9 +237,8 @@ def main():
     # what attribution_quality's helpers read
     args.n_loo, args.converged = 0, False
     args.n_ensemble = args.cnn_ensemble = args.logreg_trak = args.trak_members
-    torch.set_num_threads(args.threads)
+    print(set_threads(args.threads), flush=True)   # the package's thread policy
     warnings.simplefilter("ignore")
-    print(f"threads: torch={torch.get_num_threads()}", flush=True)
     data = aq.load_data(args.n_test)
     X, y, Xt, yt = data
     models = aq.make_models()

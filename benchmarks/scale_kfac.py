@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from skinfluence import FisherInfluence  # noqa: E402
+from skinfluence import FisherInfluence, set_threads  # noqa: E402
 from skinfluence.models.torch import TorchModel  # noqa: E402
 
 
@@ -137,7 +137,7 @@ def main():
     ap.add_argument("--store", default="", help="'memory' or a directory: answer the queries from a GradientStore")
     ap.add_argument("--out", help="also write the report to this file")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    print(set_threads(args.threads), flush=True)   # the package's thread policy
     warnings.filterwarnings("ignore")   # an Adam-trained net is not at an optimum: no polishing here
     lines = []
 

@@ -33,7 +33,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+from skinfluence import set_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gif_digits  # noqa: E402
@@ -42,7 +43,7 @@ import gif_digits  # noqa: E402
 def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
     """Draw the saved runs, or run ``seeds`` seeds; ``quick``: the MLP, one share, short
     solves and line searches (the smoke run CI makes)."""
-    torch.set_num_threads(1)
+    set_threads(1)   # the package's thread policy: one torch and BLAS thread
     # the benchmark's own defaults, so that the two never drift apart
     options = (["--ratios", "0.3", "--base-ratios", "0.3", "--max-iter", "20", "--max-steps", "10",
                 "--cg-iter", "20", "--only", "gif:highest_outputs", "freezing", "full", "damped"] if quick

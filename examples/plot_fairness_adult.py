@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from skinfluence import set_threads  # noqa: E402
 from skinfluence.datasets import adult_design  # noqa: E402
 from skinfluence.plotting import plot_fairness_tradeoff  # noqa: E402
 from skinfluence.fairness import (  # noqa: E402
@@ -41,6 +42,7 @@ from skinfluence.fairness import (  # noqa: E402
     equal_opportunity_difference,
 )
 
+print(set_threads(1))  # the package's thread policy: one torch and BLAS thread, for a small problem
 out = sys.argv[1] if len(sys.argv) > 1 else "fairness_adult.png"
 train, test = adult_design(subset="train"), adult_design(subset="test")
 est = LogisticRegression(max_iter=1000)

@@ -433,11 +433,6 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         self._fitted_damping = self.damping
         self._set_engine(engine)
 
-    @property
-    def _model(self):
-        """The engine (its name before ``engine_``)."""
-        return self.engine_
-
 
 class HessianInfluence(BaseInfluence):
     __doc__ = f"""Classical influence functions, with the Hessian of the training objective.

@@ -33,7 +33,7 @@ from ..curvature.solvers import SOLVERS, make_solver
 from ..models import make_adapter
 from . import _updates
 
-__all__ = ["InfluenceEngine", "InfluenceModel", "EngineSpec", "SolverChoice", "AUTO_DAMPING"]
+__all__ = ["InfluenceEngine", "EngineSpec", "SolverChoice", "AUTO_DAMPING"]
 
 #: ``damping="auto"`` for networks: this fraction of the curvature's mean eigenvalue
 AUTO_DAMPING = 0.1
@@ -423,6 +423,3 @@ class InfluenceEngine:
                     f"{ad.classes_[gone].tolist()}; the model would change its classes"
                 )
 
-
-#: the name under which other modules knew the engine
-InfluenceModel = InfluenceEngine
