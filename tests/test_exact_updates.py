@@ -97,7 +97,8 @@ def test_mean_scaled_loo_keeps_the_penalty_share():
     np.testing.assert_allclose(loo, one, rtol=1e-10)
 
 
-def test_lbfgs_finishes_an_adam_trained_net():
+def _adam_trained_net():
+    """A small tanh net after a short minibatch Adam run: ``(X, y, net)``, far from its optimum."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 4))
     y = (X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.5).astype(int)
@@ -110,6 +111,11 @@ def test_lbfgs_finishes_an_adam_trained_net():
         loss = torch.nn.functional.cross_entropy(net(torch.as_tensor(X)[idx]), torch.as_tensor(y)[idx])
         loss.backward()
         opt.step()
+    return X, y, net
+
+
+def test_lbfgs_finishes_an_adam_trained_net():
+    X, y, net = _adam_trained_net()
     model = TorchModel(net, loss="cross_entropy", weight_decay=1e-3)
     with pytest.warns(InfluenceWarning, match="polish='lbfgs'"):
         raw = FisherInfluence(model, prefit=True).fit(X, y)
@@ -128,3 +134,22 @@ def test_lbfgs_finishes_an_adam_trained_net():
         FisherInfluence(model, prefit=True, polish="lbfgs", polish_options={"maxiter": 3}).fit(X, y)
     first = next(net.parameters()).detach().clone()
     assert torch.equal(next(model.module.parameters()), first)   # the user's net is untouched
+
+
+@pytest.mark.parametrize("cls", [FisherInfluence, HessianInfluence])
+def test_lbfgs_finish_builds_the_curvature_once(cls, monkeypatch):
+    """The finisher needs no curvature: the fit builds it once, where L-BFGS stops."""
+    from skinfluence.estimators._model import InfluenceEngine
+
+    X, y, net = _adam_trained_net()
+    built, original = [], InfluenceEngine.curvature_operator
+
+    def spy(engine, dense):
+        built.append(engine.adapter.theta.copy())
+        return original(engine, dense)
+
+    monkeypatch.setattr(InfluenceEngine, "curvature_operator", spy)
+    inf = cls(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs").fit(X, y)
+    assert inf.convergence_ratio_ < 0.05 and inf.n_polish_steps_ == 0
+    assert len(built) == 1
+    np.testing.assert_array_equal(built[0], inf.adapter_.theta)   # at the finished parameters

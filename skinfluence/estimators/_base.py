@@ -354,8 +354,11 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
                           self.curvature_rows_, self.curvature_weights_, self.random_state,
                           self.batch_size, self.verbose)
         stages.start("curvature and factorisation")
-        engine = InfluenceEngine.build(spec, adapter, self._Z, y_enc, self.sample_weight_)
-        self.damping_ = spec.damping_
+        if self.polish == "lbfgs":   # its curvature is built once, where L-BFGS finishes
+            engine = InfluenceEngine(adapter, self._Z, y_enc, self.sample_weight_, spec.kind,
+                                     spec.rows, spec.row_weights, spec=spec)
+        else:
+            engine = InfluenceEngine.build(spec, adapter, self._Z, y_enc, self.sample_weight_)
         stages.start("polishing")
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
@@ -367,6 +370,7 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
             engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice,
             lbfgs_options=self.polish_options)
         stages.close()
+        self.damping_ = spec.damping_
         self.polish_info_ = getattr(engine, "polish_info", None)
         self._set_engine(engine)
         self._fitted_damping = self.damping
