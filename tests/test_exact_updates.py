@@ -153,3 +153,29 @@ def test_lbfgs_finish_builds_the_curvature_once(cls, monkeypatch):
     assert inf.convergence_ratio_ < 0.05 and inf.n_polish_steps_ == 0
     assert len(built) == 1
     np.testing.assert_array_equal(built[0], inf.adapter_.theta)   # at the finished parameters
+
+
+def test_lbfgs_finish_ends_with_exact_newton_steps(monkeypatch):
+    """L-BFGS stopped by its cap within a typical change of the optimum: one exact Newton
+    step with the kept Hessian squares the distance (one more curvature); a Fisher fit,
+    whose Gauss–Newton steps need not converge there, is only checked (one curvature)."""
+    from skinfluence.estimators._model import InfluenceEngine
+
+    X, y, net = _adam_trained_net()
+    built, original = [], InfluenceEngine.curvature_operator
+    monkeypatch.setattr(InfluenceEngine, "curvature_operator",
+                        lambda engine, dense: built.append(1) or original(engine, dense))
+    options = {"max_iter": 70, "tol": 1e-3}
+    fisher = FisherInfluence(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs",
+                             polish_options=options)
+    with pytest.warns(InfluenceWarning, match=r"70 of at most 70 iterations"):
+        fisher.fit(X, y)
+    assert 0.05 < fisher.convergence_ratio_ <= 1 and fisher.n_polish_steps_ == 0 and len(built) == 1
+    built.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InfluenceWarning)
+        hess = HessianInfluence(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs",
+                                polish_options=options).fit(X, y)
+    assert hess.polish_info_["iterations"] == 70 and not hess.polish_info_["converged"]
+    assert hess.n_polish_steps_ == 1 and len(built) == 2
+    assert hess.convergence_ratio_ < 0.02
