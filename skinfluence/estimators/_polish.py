@@ -59,11 +59,12 @@ LBFGS_OPTIONS = {"max_iter": 2000, "tol": 1e-3}
 #: after L-BFGS, exact Newton steps with the kept curvature (a Hessian; at most this many)
 #: are taken only where the fit is within this many typical changes of the optimum: there
 #: Newton's model of the objective holds (the reach of the curvature's reuse) and one step
-#: squares the distance (a small digits net: 0.37 → 0.0044). Farther out a network's objective
-#: is flat or not convex along some directions (a 64-32-10 digits MLP after 400 L-BFGS
-#: iterations: Hessian eigenvalues down to -5e-5 against a largest of 1.2, a trust-region
-#: Newton step slower than L-BFGS), and Gauss–Newton (Fisher) steps do not converge where
-#: the Hessian is nearly singular (0.61 stays 0.61): a Fisher fit is only checked
+#: squares the distance (a small net stopped at a gradient 0.37 of a row's: ratio 0.0044).
+#: Farther out a network's objective is flat or not convex along some directions (a
+#: 64-32-10 digits MLP after 400 L-BFGS iterations: Hessian eigenvalues down to -5e-5
+#: against a largest of 1.2, trust-region Newton slower than L-BFGS), and Gauss–Newton
+#: (Fisher) steps do not converge where the Hessian is nearly singular (0.61 stays 0.61):
+#: a Fisher fit is only checked
 LBFGS_NEWTON_REACH, LBFGS_NEWTON_STEPS = 1.0, 2
 
 
