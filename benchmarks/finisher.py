@@ -14,8 +14,12 @@ training rows of digits. For each it prints, in one process:
   gradient over a typical row's, and how many curvatures the fit built (counted by wrapping
   the engine's ``curvature_operator``: instrumentation only, the calls are the user's).
 
+``--trace 400,1000,2000`` prints instead, at those L-BFGS iterations, why the net is not at
+its optimum: the dense Hessian's and Fisher's extreme eigenvalues, the gradient over a typical
+row's and the ratio in both curvatures (small nets only).
+
 Run: ``python benchmarks/finisher.py [--nets 32,300x300] [--train-iter 400]
-[--max-iter 2000] [--tol 1e-3] [--curvatures fisher,hessian] [--threads 1]``.
+[--max-iter 2000] [--tol 1e-3] [--curvatures fisher,hessian] [--threads 1] [--trace K,...]``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from _common import digits_mlp, digits_split, lbfgs, pinned_threads
 
 from skinfluence import FisherInfluence, HessianInfluence
-from skinfluence.estimators import _model
+from skinfluence.estimators import InfluenceEngine
 from skinfluence.exceptions import InfluenceWarning
 from skinfluence.models.torch import TorchModel
 
@@ -41,18 +45,18 @@ class BuildCounter:
     """Counts curvature builds (the engine's ``curvature_operator`` calls) while active."""
 
     def __enter__(self):
-        self.count, original = 0, _model.InfluenceEngine.curvature_operator
+        self.count, original = 0, InfluenceEngine.curvature_operator
         self._original = original
 
         def counted(engine, dense):
             self.count += 1
             return original(engine, dense)
 
-        _model.InfluenceEngine.curvature_operator = counted
+        InfluenceEngine.curvature_operator = counted
         return self
 
     def __exit__(self, *exc):
-        _model.InfluenceEngine.curvature_operator = self._original
+        InfluenceEngine.curvature_operator = self._original
 
 
 def cpu_time(fn):
@@ -102,6 +106,38 @@ def run(hidden, args, X, y):
     return rows
 
 
+def trace(hidden, args, X, y):
+    """Why a net is far from its optimum: at L-BFGS checkpoints, the dense Hessian's and
+    Fisher's extreme eigenvalues, the gradient over a typical row's, and the ratio in each
+    curvature (the Hessian's undamped, by its eigendecomposition; nan where indefinite)."""
+    checkpoints = sorted(int(k) for k in args.trace.split(","))
+    net = digits_mlp(hidden, seed=0)
+    states = lbfgs(net, X, y, max_iter=checkpoints[-1], checkpoints=checkpoints)
+    idx = np.random.default_rng(0).choice(len(y), 256, replace=False)
+    print(f"-- trace of MLP 64-{'-'.join(map(str, hidden))}-10 (dense curvatures)", flush=True)
+    for k, state in zip(checkpoints, states):
+        net.load_state_dict(state)
+        model = TorchModel(net, weight_decay=1e-3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InfluenceWarning)
+            fisher = FisherInfluence(model, prefit=True, solver="dense").fit(X, y)
+            hess = HessianInfluence(model, prefit=True, solver="dense", damping=1.0).fit(X, y)
+        eng = fisher.engine_
+        g = eng.data_grad + eng.pen_grad
+        V = np.asarray(fisher.training_gradients(idx), float)
+        lam, U = np.linalg.eigh(hess.curvature_)         # the undamped Hessian
+        eg = np.linalg.eigvalsh(fisher.curvature_)
+        ratio_h = float("nan")
+        if lam[0] > 0:
+            step = U @ ((U.T @ g) / lam)
+            loo = np.median(np.linalg.norm(U @ ((U.T @ V.T) / lam[:, None]), axis=0))
+            ratio_h = np.linalg.norm(step) / loo
+        print(f"{k:5d} L-BFGS iterations: gradient {np.linalg.norm(g) / np.median(np.linalg.norm(V, axis=1)):.3g} "
+              f"of a row's; Hessian eigenvalues {lam[0]:.3g} .. {lam[-1]:.3g} ({int((lam < 0).sum())} negative); "
+              f"Fisher {eg[0]:.3g} .. {eg[-1]:.3g}; ratio (Fisher) {fisher.convergence_ratio_:.3g}, "
+              f"(Hessian) {ratio_h:.3g}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", default="32,300x300", help="hidden sizes, e.g. 32 or 300x300, comma-separated")
@@ -110,13 +146,20 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-3, help="polish_options['tol']")
     ap.add_argument("--curvatures", default="fisher,hessian")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trace", default=None,
+                    help="instead: L-BFGS checkpoints (e.g. 400,1000,2000) at which to print the dense "
+                         "curvatures' spectra and the ratios")
     args = ap.parse_args(argv)
     X, y, _, _ = digits_split()
     rows = []
     with pinned_threads(args.threads):
         print(f"torch {torch.__version__}; polish_options max_iter={args.max_iter}, tol={args.tol}")
         for spec in args.nets.split(","):
-            rows += run(tuple(int(h) for h in spec.split("x")), args, X, y)
+            hidden = tuple(int(h) for h in spec.split("x"))
+            if args.trace:
+                trace(hidden, args, X, y)
+            else:
+                rows += run(hidden, args, X, y)
     met = [r for r in rows if r[2] < 0.05 and r[3] <= 5]
     print(f"met (ratio < 0.05 within 5x training): {len(met)} of {len(rows)}")
     return 0
