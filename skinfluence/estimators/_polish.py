@@ -378,7 +378,9 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, 
         The fitted engine.
     polish : bool or "lbfgs"
         False: check and warn; True: Newton steps with the curvature; ``"lbfgs"``:
-        full-batch L-BFGS on the objective first, then the Newton check.
+        full-batch L-BFGS on the objective first (:func:`lbfgs_finish`), then the curvature
+        built once and the check, with up to ``LBFGS_NEWTON_STEPS`` exact Newton steps for
+        a Hessian within ``LBFGS_NEWTON_REACH`` of the optimum.
     removal_size : int, default=1
         Rows the job removes at once.
     what : str, default="model"
@@ -387,8 +389,8 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, 
         What to tell a user whose model is too far from the optimum.
     lbfgs_options : dict, default=None
         ``polish="lbfgs"``'s ``max_iter`` and ``tol`` (:data:`LBFGS_OPTIONS`); its report is
-        left on the engine as ``polish_info``. The engine is then rebuilt once, at the
-        finished parameters, and only checked (no Newton steps).
+        left on the engine as ``polish_info``. The engine may come without a curvature
+        (``fit`` builds none for ``"lbfgs"``): it is built at the finished parameters.
 
     Returns
     -------
@@ -410,6 +412,7 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, 
         theta, info = lbfgs_finish(fine, **options)
         engine = engine.at(theta)      # the one curvature built, where L-BFGS stopped
         what = f"{what} finished by L-BFGS ({_lbfgs_summary(info)})"
+        polish = engine.kind == "hessian"   # exact Newton steps; a Fisher fit is only checked
     if removal_size > 1:
         polisher = NewtonPolisher(polish=bool(polish), target=RESIDUAL_TARGET,
                                   threshold=RESIDUAL_TARGET, removal_size=removal_size,
@@ -417,8 +420,7 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, 
     else:
         polisher = NewtonPolisher(polish=bool(polish), what=what, advice=advice)
     if info is not None:   # exact Newton steps with the kept Hessian, only within their reach
-        polisher.max_steps = LBFGS_NEWTON_STEPS if engine.kind == "hessian" else 0
-        polisher.reach = LBFGS_NEWTON_REACH
+        polisher.max_steps, polisher.reach = LBFGS_NEWTON_STEPS, LBFGS_NEWTON_REACH
     engine, ratio, steps = polisher.solve(engine)
     engine.residual = removal_size > 1
     engine.polish_info = info
