@@ -160,8 +160,9 @@ def main(argv=None):
                 trace(hidden, args, X, y)
             else:
                 rows += run(hidden, args, X, y)
-    met = [r for r in rows if r[2] < 0.05 and r[3] <= 5]
-    print(f"met (ratio < 0.05 within 5x training): {len(met)} of {len(rows)}")
+    if rows:
+        met = [r for r in rows if r[2] < 0.05 and r[3] <= 5]
+        print(f"met (ratio < 0.05 within 5x training): {len(met)} of {len(rows)}")
     return 0
 
 
