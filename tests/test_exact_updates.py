@@ -179,3 +179,15 @@ def test_lbfgs_finish_ends_with_exact_newton_steps(monkeypatch):
     assert hess.polish_info_["iterations"] == 70 and not hess.polish_info_["converged"]
     assert hess.n_polish_steps_ == 1 and len(built) == 2
     assert hess.convergence_ratio_ < 0.02
+
+
+def test_lbfgs_finish_says_early_when_the_cap_is_out_of_reach():
+    """A tolerance the cap cannot reach at L-BFGS's rate so far: it stops from a quarter of
+    the cap (and 50 iterations) on, and the warning says how many iterations it would need."""
+    X, y, net = _adam_trained_net()
+    with pytest.warns(InfluenceWarning, match=r"stopped early: at its rate so far it would need about"):
+        inf = FisherInfluence(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs",
+                              polish_options={"max_iter": 200, "tol": 1e-30}).fit(X, y)
+    info = inf.polish_info_
+    assert info["iterations"] == 50 and not info["converged"]
+    assert info["projected_iterations"] > 3 * 200

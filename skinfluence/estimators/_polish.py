@@ -359,8 +359,8 @@ def _lbfgs_summary(info):
            f"{info['gradient_ratio']:.2g} of a typical row's against tol {info['tol']:.2g}")
     if info.get("projected_iterations") is not None:
         need = info["projected_iterations"]
-        out += ("; stopped early: at its rate it would need "
-                + ("more than ever" if not np.isfinite(need) else f"about {need:.0f}") + " iterations")
+        out += ("; stopped early: it has stopped improving" if not np.isfinite(need) else
+                f"; stopped early: at its rate so far it would need about {need:.0f} iterations")
     return out
 
 
