@@ -97,7 +97,8 @@ def test_mean_scaled_loo_keeps_the_penalty_share():
     np.testing.assert_allclose(loo, one, rtol=1e-10)
 
 
-def test_lbfgs_finishes_an_adam_trained_net():
+def _adam_trained_net():
+    """A small tanh net after a short minibatch Adam run: ``(X, y, net)``, far from its optimum."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 4))
     y = (X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.5).astype(int)
@@ -110,6 +111,11 @@ def test_lbfgs_finishes_an_adam_trained_net():
         loss = torch.nn.functional.cross_entropy(net(torch.as_tensor(X)[idx]), torch.as_tensor(y)[idx])
         loss.backward()
         opt.step()
+    return X, y, net
+
+
+def test_lbfgs_finishes_an_adam_trained_net():
+    X, y, net = _adam_trained_net()
     model = TorchModel(net, loss="cross_entropy", weight_decay=1e-3)
     with pytest.warns(InfluenceWarning, match="polish='lbfgs'"):
         raw = FisherInfluence(model, prefit=True).fit(X, y)
@@ -128,3 +134,60 @@ def test_lbfgs_finishes_an_adam_trained_net():
         FisherInfluence(model, prefit=True, polish="lbfgs", polish_options={"maxiter": 3}).fit(X, y)
     first = next(net.parameters()).detach().clone()
     assert torch.equal(next(model.module.parameters()), first)   # the user's net is untouched
+
+
+@pytest.mark.parametrize("cls", [FisherInfluence, HessianInfluence])
+def test_lbfgs_finish_builds_the_curvature_once(cls, monkeypatch):
+    """The finisher needs no curvature: the fit builds it once, where L-BFGS stops."""
+    from skinfluence.estimators._model import InfluenceEngine
+
+    X, y, net = _adam_trained_net()
+    built, original = [], InfluenceEngine.curvature_operator
+
+    def spy(engine, dense):
+        built.append(engine.adapter.theta.copy())
+        return original(engine, dense)
+
+    monkeypatch.setattr(InfluenceEngine, "curvature_operator", spy)
+    inf = cls(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs").fit(X, y)
+    assert inf.convergence_ratio_ < 0.05 and inf.n_polish_steps_ == 0
+    assert len(built) == 1
+    np.testing.assert_array_equal(built[0], inf.adapter_.theta)   # at the finished parameters
+
+
+def test_lbfgs_finish_ends_with_exact_newton_steps(monkeypatch):
+    """L-BFGS stopped by its cap within a typical change of the optimum: one exact Newton
+    step with the kept Hessian squares the distance (one more curvature); a Fisher fit,
+    whose Gauss–Newton steps need not converge there, is only checked (one curvature)."""
+    from skinfluence.estimators._model import InfluenceEngine
+
+    X, y, net = _adam_trained_net()
+    built, original = [], InfluenceEngine.curvature_operator
+    monkeypatch.setattr(InfluenceEngine, "curvature_operator",
+                        lambda engine, dense: built.append(1) or original(engine, dense))
+    options = {"max_iter": 70, "tol": 1e-3}
+    fisher = FisherInfluence(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs",
+                             polish_options=options)
+    with pytest.warns(InfluenceWarning, match=r"70 of at most 70 iterations"):
+        fisher.fit(X, y)
+    assert 0.05 < fisher.convergence_ratio_ <= 1 and fisher.n_polish_steps_ == 0 and len(built) == 1
+    built.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InfluenceWarning)
+        hess = HessianInfluence(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs",
+                                polish_options=options).fit(X, y)
+    assert hess.polish_info_["iterations"] == 70 and not hess.polish_info_["converged"]
+    assert hess.n_polish_steps_ == 1 and len(built) == 2
+    assert hess.convergence_ratio_ < 0.02
+
+
+def test_lbfgs_finish_says_early_when_the_cap_is_out_of_reach():
+    """A tolerance the cap cannot reach at L-BFGS's rate so far: it stops from a quarter of
+    the cap (and 50 iterations) on, and the warning says how many iterations it would need."""
+    X, y, net = _adam_trained_net()
+    with pytest.warns(InfluenceWarning, match=r"stopped early: at its rate so far it would need about"):
+        inf = FisherInfluence(TorchModel(net, weight_decay=1e-3), prefit=True, polish="lbfgs",
+                              polish_options={"max_iter": 200, "tol": 1e-30}).fit(X, y)
+    info = inf.polish_info_
+    assert info["iterations"] == 50 and not info["converged"]
+    assert info["projected_iterations"] > 3 * 200

@@ -63,19 +63,21 @@ _PARAMETERS = """    estimator : estimator object
         ℓ1) until they are not, and use the polished model as ``estimator_``. ``"lbfgs"``
         first minimises the model's own objective by full-batch L-BFGS in float64, the
         finisher for networks trained by minibatch optimisers (whose Gauss–Newton steps
-        stall far from the optimum), then checks with Newton steps. If False, an
+        stall far from the optimum), then checks and, near the optimum, takes Newton steps. If False, an
         :class:`~skinfluence.exceptions.InfluenceWarning` is raised instead. One policy
         (see ``removal_size``) serves every entry point; model selection
         (``approx_cross_val_*``, the searches) and the command line polish by default
         (``polish=True``) because their answers are compared with refits to the optimum.
     polish_options : dict, default=None
-        ``polish="lbfgs"``'s ``{"max_iter": 500, "tol": 1e-3}``: at most ``max_iter``
+        ``polish="lbfgs"``'s ``{"max_iter": 2000, "tol": 1e-3}``: at most ``max_iter``
         L-BFGS iterations (one gradient evaluation each, a few more for line searches),
         stopping once the objective's gradient is ``tol`` times a typical row's removal
-        gradient ``‖c_i ∇ℓ_i‖``, or early when its rate says the cap cannot be met (the
-        warning then says how many iterations it would need); the curvature is then
-        built once and the distance to the optimum checked, without Newton steps.
-        ``polish_info_`` reports what it did.
+        gradient ``‖c_i ∇ℓ_i + s_i ∇π‖`` (measured as it goes), or early when its rate says
+        the cap cannot be met (the warning then says how many iterations it would need).
+        The curvature is then built once, where L-BFGS stopped, and the distance to the
+        optimum checked; with the Hessian (``HessianInfluence``) and within one typical
+        change of it, at most two exact Newton steps follow (each rebuilds the curvature
+        of a network). ``polish_info_`` reports what L-BFGS did.
     removal_size : int, default=1
         Number of rows the changes to be estimated remove at once: 1 for leave-one-out
         and single-row queries, about n/K for K-fold cross-validation. For 1, polishing
@@ -358,8 +360,11 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
                           self.curvature_rows_, self.curvature_weights_, self.random_state,
                           self.batch_size, self.verbose)
         stages.start("curvature and factorisation")
-        engine = InfluenceEngine.build(spec, adapter, self._Z, y_enc, self.sample_weight_)
-        self.damping_ = spec.damping_
+        if self.polish == "lbfgs":   # its curvature is built once, where L-BFGS finishes
+            engine = InfluenceEngine(adapter, self._Z, y_enc, self.sample_weight_, spec.kind,
+                                     spec.rows, spec.row_weights, spec=spec)
+        else:
+            engine = InfluenceEngine.build(spec, adapter, self._Z, y_enc, self.sample_weight_)
         stages.start("polishing")
         what = f"{type(est).__name__}" if not self.polish else f"{self._curvature_kind} curvature"
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
@@ -371,6 +376,7 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
             engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice,
             lbfgs_options=self.polish_options)
         stages.close()
+        self.damping_ = spec.damping_
         self.polish_info_ = getattr(engine, "polish_info", None)
         self._set_engine(engine)
         self._fitted_damping = self.damping
