@@ -189,6 +189,7 @@ class IterativeSolver(Solver):
         From 1, a progress bar over the iterations of each solve.
     """
 
+    downdates_by_products = True
     uses_random_state = True
     options = {"tol": 1e-10, "max_iter": None, "truncate": False}
 
@@ -275,22 +276,26 @@ class IterativeSolver(Solver):
         (m × p) and the m × m curvature, or per-sample Jacobians (n, K, p) and their
         K × K blocks. The down-date is applied exactly (no Woodbury step needed).
         """
-        b = np.asarray(b, dtype=float)
         if U.ndim == 3:
             n, K, p = U.shape
             Uf = U.reshape(-1, p)
-            down = lambda V: Uf.T @ np.matmul(C, (Uf @ V).reshape(n, K, -1)).reshape(n * K, -1)  # noqa: E731
+            product = lambda V: Uf.T @ np.matmul(C, (Uf @ V).reshape(n, K, -1)).reshape(n * K, -1)  # noqa: E731
         else:
             Uf = U
-            down = lambda V: Uf.T @ (C @ (Uf @ V).reshape(Uf.shape[0], -1))  # noqa: E731
+            product = lambda V: Uf.T @ (C @ (Uf @ V).reshape(Uf.shape[0], -1))  # noqa: E731
         d = np.zeros(self.n_params) if diag is None else np.broadcast_to(diag, (self.n_params,))
+        return self.solve_downdated(b, lambda V: product(V) + d[:, None] * V)
 
+    def solve_downdated(self, b, down):
+        """Solve ``(M − D) x = b``, ``D`` given by its products ``down(V) = D V`` (``V`` of
+        shape (p, m)): a network's removed rows as a curvature operator, so that their
+        per-sample Jacobians are never formed (each iteration's product over the removed
+        rows costs a small share of the one over all rows)."""
         def matvec(V):
             V2 = V.reshape(self.n_params, -1)
-            out = self._matvec(V2) - down(V2) - d[:, None] * V2
-            return out.reshape(V.shape)
+            return (self._matvec(V2) - down(V2)).reshape(V.shape)
 
-        return self._solve_with(matvec, b)
+        return self._solve_with(matvec, np.asarray(b, dtype=float))
 
 
 @register_solver("cg")
