@@ -253,8 +253,13 @@ class KroneckerSolver(Solver):
             X[index.ravel()] = (QG @ V).reshape(O * D, m)
         if self._rest.size:
             if power != 1.0:     # the exact block's symmetric power, by its eigendecomposition
-                block = self._rest_block + self.damping * np.eye(self._rest.size)
-                w, Q = linalg.eigh(block if shift is None else block - np.diag(shift[self._rest]))
+                if shift is None:    # kept: the block's own, shifted by the damping
+                    if "_rest_eigen" not in self.__dict__:
+                        self._rest_eigen = linalg.eigh(self._rest_block)
+                    w, Q = self._rest_eigen
+                    w = w + self.damping
+                else:
+                    w, Q = linalg.eigh(self._rest_block + np.diag(self.damping - shift[self._rest]))
                 X[self._rest] = Q @ ((Q.T @ B[self._rest]) / w[:, None] ** power)
             elif shift is None:
                 X[self._rest] = linalg.cho_solve(self._rest_chol, B[self._rest])
