@@ -14,18 +14,16 @@ of the projected gradients as the curvature, and the mean over models.
 from __future__ import annotations
 
 import copy
+import os
 from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-import os
-
 from ._sklearn_compat import _num_samples, _safe_indexing
 from ._utils import MEMORY_ADVICE, check_memory, check_out, parse_bytes, row_blocks
-from .estimators import BaseInfluence
-from .estimators import TopInfluences
+from .estimators import BaseInfluence, TopInfluences
 
 __all__ = ["InfluenceEnsemble"]
 
