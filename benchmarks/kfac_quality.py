@@ -231,8 +231,8 @@ def main():
                     help="networks: the rows that separate our EK-FAC from kronfluence's (objective_rows)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                        ".cache_attribution"))
+    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
+                                                        "attribution"))   # attribution_quality.py's
     args = ap.parse_args()
     # what attribution_quality's helpers read
     args.n_loo, args.converged = 0, False
