@@ -63,6 +63,7 @@ from sklearn.utils import check_random_state
 
 from .._utils import check_memory
 from ..exceptions import CurvatureError
+from .operators import factor_product
 from .solvers import InverseOperator, Solver, register_solver
 
 __all__ = ["KroneckerSolver", "KFACSolver", "EKFACSolver", "EKFACCGSolver", "EKFACLowRankSolver"]
@@ -485,10 +486,10 @@ class EKFACLowRankSolver(EKFACSolver):
         """Whether building the model's square-root factor and taking ``n_products`` products
         from it is expected to be faster than ``n_products`` model products (``products="auto"``).
 
-        Timed here: one model product (after one that sets up the rows) and one product with a
-        random block of at most 2²¹ entries, scaled to the factor's size. The factor's build
-        is taken as 2 model products for each of its ``K`` per-sample gradient passes
-        (measured: about one each on the digits CNN)."""
+        Timed here: one model product (with the set-up of its rows, which the factor needs too)
+        and one product with a random block of at most 2²¹ entries, scaled to the factor's
+        size. The factor's build is taken as 2 model products for each of its ``K`` per-sample
+        gradient passes (measured: about one each on the digits CNN)."""
         if self.operator.factor is None:
             return False
         n, K, _ = self.operator.factor
@@ -496,7 +497,6 @@ class EKFACLowRankSolver(EKFACSolver):
             return False
         v = np.zeros(self.n_params)
         v[0] = 1.0
-        self.operator.matvec(v)
         t = time.perf_counter()
         self.operator.matvec(v)
         t_model = time.perf_counter() - t
@@ -504,7 +504,7 @@ class EKFACLowRankSolver(EKFACSolver):
         B = np.random.default_rng(0).standard_normal((block, self.n_params))
         V = np.ones((self.n_params, 8))
         t = time.perf_counter()
-        B.T @ (B @ V)
+        factor_product([B], V)
         t_factor = (time.perf_counter() - t) / 8 * n * K / block
         return 2 * K * t_model + n_products * t_factor < n_products * t_model
 

@@ -54,7 +54,7 @@ class CurvatureOperator:
         #: per-layer Kronecker statistics (:class:`KroneckerStatistics`) where the model offers them
         self.kronecker = None
         #: ``(n, K, build)`` where the model offers it (a network's Fisher): ``build()`` gives the
-        #: square-root factor ``B`` (at most ``n·K`` × p) whose ``BᵀB`` is the data part
+        #: square-root factor ``B`` (at most ``n·K`` × p, as row blocks) whose ``BᵀB`` is the data part
         self.factor = None
 
     @classmethod
@@ -89,7 +89,7 @@ class CurvatureOperator:
         if self.factor is None:
             raise ValueError("this curvature has no square-root factor (a network's Fisher has one)")
         new = copy.copy(self)
-        new._matvec = partial(_factor_product, self.factor[2]())
+        new._matvec = partial(factor_product, self.factor[2]())
         new.n_matvecs = 0
         return new
 
@@ -229,9 +229,18 @@ def _model_factor(adapter, Z, y, c, kind, eta, weights):
     return adapter.curvature_factor(Z, y, c, kind, eta=eta, weights=weights)
 
 
-def _factor_product(B, V):
-    """``Bᵀ(B V)`` in the factor's precision (the model's own), returned in float64."""
-    return (B.T @ (B @ V.astype(B.dtype, copy=False))).astype(float, copy=False)
+def factor_product(blocks, V):
+    """``Bᵀ(B V)`` for ``B`` stacked from ``blocks``, in their precision (the model's own), as
+    float64: by slices of about 2 MiB, each used twice while it is in cache (one read of
+    ``B`` per product; memory traffic bounds it)."""
+    Vb = V.astype(blocks[0].dtype, copy=False)
+    out = np.zeros(V.shape, dtype=blocks[0].dtype)
+    for B in blocks:
+        step = max(1, 2**18 // max(B.shape[1], 1))
+        for i in range(0, len(B), step):
+            Bi = B[i:i + step]
+            out += Bi.T @ (Bi @ Vb)
+    return out.astype(float, copy=False)
 
 
 class _DenseProducts:

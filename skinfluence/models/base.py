@@ -184,8 +184,8 @@ class ModelAdapter:
         raise NotImplementedError(f"{type(self).__name__} offers no curvature products")
 
     def curvature_factor(self, Z, y, c, kind="fisher", eta=None, weights=None):
-        """``B`` (n·R, p) with ``BᵀB`` the Gauss–Newton curvature ``Σ_i J_iᵀ c_i W_i J_i``
-        (``is_network`` adapters): the rows ``J_iᵀ L_ir`` for ``c_i W_i = L_i L_iᵀ``."""
+        """``B`` with ``BᵀB`` the Gauss–Newton curvature ``Σ_i J_iᵀ c_i W_i J_i`` (``is_network``
+        adapters), as a list of R row blocks (n, p): the rows ``J_iᵀ L_ir`` for ``c_i W_i = L_i L_iᵀ``."""
         raise NotImplementedError(f"{type(self).__name__} offers no curvature factor")
 
     def curvature_weights(self, y, c, kind="fisher", eta=None, Z=None):

@@ -651,7 +651,8 @@ class TorchAdapter(ModelAdapter):
         return self._mv_cache
 
     def curvature_factor(self, Z, y, c, kind="fisher", eta=None, weights=None):
-        """The Gauss–Newton curvature's square-root factor ``B`` (R·n, p), ``BᵀB = Σ_i J_iᵀ c_i W_i J_i``.
+        """The Gauss–Newton curvature's square-root factor ``B``, ``BᵀB = Σ_i J_iᵀ c_i W_i J_i``,
+        as R blocks of shape (n, p) (in the adapter's precision; ``B`` is their stack).
 
         Its rows are ``J_iᵀ L_ir`` for ``c_i W_i = L_i L_iᵀ`` (R columns; the softmax's null
         direction dropped): one vmapped per-sample gradient pass per column, which on a CNN
@@ -665,11 +666,7 @@ class TorchAdapter(ModelAdapter):
                              "indefinite): use kind='fisher'")
         self._matvec_state(Z, y, c, kind, eta, weights)
         L = self._output_factors(None, None, kind, None, weights=self._mv_weights)
-        n, R = len(Z), L.shape[2]
-        B = np.empty((R * n, self.n_params), dtype=torch.empty((), dtype=self.dtype).numpy().dtype)
-        for r in range(R):
-            B[r * n:(r + 1) * n] = self.gradients(Z, L[:, :, r])
-        return B
+        return [self.gradients(Z, L[:, :, r]) for r in range(L.shape[2])]
 
     def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (the same matrix as :meth:`curvature`).
