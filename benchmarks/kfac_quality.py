@@ -125,16 +125,17 @@ def objective_rows(name, target, prefit, module, data, scorer):
             ("EK-FAC, no penalty", bare, True, "ekfac", "exact", 1e-8, False),   # kronfluence's default
             ("EK-FAC, no penalty", bare, True, "ekfac", "empirical", 0.1, True),
             ("EK-FAC, no penalty", bare, True, "ekfac", "mc", 0.1, True),
-            ("K-FAC, no penalty", bare, True, "kfac", "exact", 0.1, True)):
+            ("K-FAC, no penalty", bare, True, "kfac", "exact", 0.1, True),
+            ("dense Fisher, no penalty", bare, True, "dense", "exact", "auto", False)):   # the exact curvature
         fitted = []
 
-        def run(m=model, pf=pf, s=solver, f=fisher, d=damping, o={"layer_damping": layer}):
+        def run(m=model, pf=pf, s=solver, f=fisher, d=damping, o={"layer_damping": layer} if solver != "dense" else {}):
             fitted[:] = [FisherInfluence(m, prefit=pf, solver=s, fisher=f, damping=d, solver_options=o,
                                          random_state=0).fit(X, y)]
             return fitted[0].attribute(Xt, yt)
         setting = f"fisher {fisher}, damping {damping}" + (" × layer mean" if layer else "")
         rows.append(scorer.timed(label, setting, run))
-        if fitted and damping == "auto":
+        if fitted and damping == "auto" and solver != "dense":
             sol = fitted[0].curvature_solver_
             print(f"    [{name}] {label}: damping_ {fitted[0].damping_:.3g}; per layer, the mean EK-FAC eigenvalue of "
                   "the data term / the mean penalty (and null-space) curvature: "
