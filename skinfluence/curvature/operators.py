@@ -232,7 +232,7 @@ def _model_factor(adapter, Z, y, c, kind, eta, weights):
 def factor_product(blocks, V):
     """``Bᵀ(B V)`` for ``B`` stacked from ``blocks``, in their precision (the model's own), as
     float64: by slices of about 2 MiB, each used twice while it is in cache (one read of
-    ``B`` per product; memory traffic bounds it)."""
+    ``B`` per product instead of two)."""
     Vb = V.astype(blocks[0].dtype, copy=False)
     out = np.zeros(V.shape, dtype=blocks[0].dtype)
     for B in blocks:
