@@ -10,6 +10,12 @@ fit + attribute, all rows in one process. Rows:
   of ``--fractions`` by :meth:`~skinfluence.curvature.kfac.KroneckerSolver.redamp` on the
   same factors (time: the fit's + the new attribution's);
 * ``solver="ekfac_cg"`` with ``max_iter`` in ``--cg-iters`` (damping "auto");
+* ``solver="ekfac_lr"`` at the ranks ``--lr-ranks`` with ``--lr-steps`` Krylov blocks, its
+  products by ``--lr-products`` (the route taken is in the row); ``--timing-repeats`` times
+  it against EK-FAC, taken in turn, for every route listed;
+* ``--objective``: the rows that separate our EK-FAC from kronfluence's (the penalty in the
+  curvature or not, per-layer damping, the Fisher's flavour, the dense Fisher without the
+  penalty), and each layer's mean eigenvalue against the penalty's;
 * the dense ``FisherInfluence`` (damping "auto"), the reference;
 * kronfluence 1.0 EK-FAC (``pip install kronfluence`` in a separate environment: it needs
   torchvision), its defaults: labels sampled from the model (its ``compute_train_loss(sample=True)``),
@@ -20,6 +26,8 @@ fit + attribute, all rows in one process. Rows:
 Run (2 shared cores; the ground truth is trained first if not cached)::
 
     python benchmarks/kfac_quality.py --models logreg,mlp,cnn --cnn-subsets 20 --n-test 360
+
+(The commands behind ``RESULTS_kfac.md`` are listed there; its CNN tables use ``--cnn-subsets 12``.)
 """
 
 import argparse
