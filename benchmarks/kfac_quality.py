@@ -259,7 +259,7 @@ def main():
     ap.add_argument("--trak", default="", help="projections k of TRAK-from-the-store rows (and dattri's TRAK)")
     ap.add_argument("--trak-members", type=int, default=1, help="models averaged by TRAK (logreg: on random halves)")
     ap.add_argument("--objective", action="store_true",
-                    help="networks: the rows that separate our EK-FAC from kronfluence's (objective_rows)")
+                    help="the rows that separate our EK-FAC from kronfluence's (objective_rows), every model")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
