@@ -10,6 +10,12 @@ fit + attribute, all rows in one process. Rows:
   of ``--fractions`` by :meth:`~skinfluence.curvature.kfac.KroneckerSolver.redamp` on the
   same factors (time: the fit's + the new attribution's);
 * ``solver="ekfac_cg"`` with ``max_iter`` in ``--cg-iters`` (damping "auto");
+* ``solver="ekfac_lr"`` at the ranks ``--lr-ranks`` with ``--lr-steps`` Krylov blocks, its
+  products by ``--lr-products`` (the route taken is in the row); ``--timing-repeats`` times
+  it against EK-FAC, taken in turn, for every route listed;
+* ``--objective``: the rows that separate our EK-FAC from kronfluence's (the penalty in the
+  curvature or not, per-layer damping, the Fisher's flavour, the dense Fisher without the
+  penalty), and each layer's mean eigenvalue against the penalty's;
 * the dense ``FisherInfluence`` (damping "auto"), the reference;
 * kronfluence 1.0 EK-FAC (``pip install kronfluence`` in a separate environment: it needs
   torchvision), its defaults: labels sampled from the model (its ``compute_train_loss(sample=True)``),
@@ -20,6 +26,8 @@ fit + attribute, all rows in one process. Rows:
 Run (2 shared cores; the ground truth is trained first if not cached)::
 
     python benchmarks/kfac_quality.py --models logreg,mlp,cnn --cnn-subsets 20 --n-test 360
+
+(The commands behind ``RESULTS_kfac.md`` are listed there; its CNN tables use ``--cnn-subsets 12``.)
 """
 
 import argparse
@@ -38,7 +46,7 @@ from skinfluence import FisherInfluence, set_threads  # noqa: E402
 
 
 def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1.0), cg_iters=(5, 10, 20),
-              lr_ranks=(16, 32, 64, 128), lr_steps=4, dense=True, solvers=("kfac", "ekfac")):
+              lr_ranks=(16, 32, 64, 128), lr_steps=16, dense=True, solvers=("kfac", "ekfac"), lr_products="auto"):
     """Our Kronecker-factored rows (see the module docstring) for one model."""
     X, y, Xt, yt = data
     rows = []
@@ -64,10 +72,16 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
                                                                solver_options={"max_iter": it, "tol": 0.0},
                                                                random_state=0).fit(X, y).attribute(Xt, yt)))
     for rank in lr_ranks:
-        rows.append(scorer.timed("Fisher (exact), ekfac_lr", f"rank {rank}, steps {lr_steps}, damping auto",
-                                 lambda rank=rank: FisherInfluence(target, prefit=prefit, solver="ekfac_lr", damping="auto",
-                                                                   solver_options={"rank": rank, "steps": lr_steps},
-                                                                   random_state=0).fit(X, y).attribute(Xt, yt)))
+        fitted = []
+
+        def lr(rank=rank):
+            fitted[:] = [FisherInfluence(target, prefit=prefit, solver="ekfac_lr", damping="auto", random_state=0,
+                                         solver_options={"rank": rank, "steps": lr_steps, "products": lr_products})
+                         .fit(X, y)]
+            return fitted[0].attribute(Xt, yt)
+        row = scorer.timed("Fisher (exact), ekfac_lr", f"rank {rank}, steps {lr_steps}, damping auto", lr)
+        route = fitted[0].curvature_solver_.info_.get("products", "?") if fitted else "?"
+        rows.append((row[0], f"{row[1]}, products from the {route}", *row[2:]))
     if not dense:
         return rows
     rows.append(scorer.timed("Fisher (exact), dense", "damping auto" if prefit else "damping 0",
@@ -76,50 +90,65 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
     return rows
 
 
-def lr_timing(name, target, prefit, data, ranks, steps, repeats):
-    """Median fit + attribute times of EK-FAC and ``ekfac_lr`` at ``ranks``, taken in turn
-    (``interleaved_times``) in this process, and their ratios to EK-FAC's."""
+def lr_timing(name, target, prefit, data, ranks, steps, repeats, products=("auto",)):
+    """Median fit + attribute times of EK-FAC and ``ekfac_lr`` at ``ranks`` (each product route
+    of ``products``), taken in turn (``interleaved_times``) in this process, and their ratios
+    to EK-FAC's."""
     from _common import interleaved_times
 
     X, y, Xt, yt = data
 
     def job(solver, options):
-        return lambda: FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", solver_options=options,
-                                       random_state=0).fit(X, y).attribute(Xt, yt)
+        def run():
+            inf = FisherInfluence(target, prefit=prefit, solver=solver, damping="auto", solver_options=options,
+                                  random_state=0).fit(X, y)
+            inf.attribute(Xt, yt)
+            return inf.curvature_solver_.info_.get("products", "")
+        return run
 
-    fns = [job("ekfac", {})] + [job("ekfac_lr", {"rank": r, "steps": steps}) for r in ranks]
-    times, _ = interleaved_times(fns, repeats)
+    jobs = [(r, route) for r in ranks for route in products]
+    fns = [job("ekfac", {})] + [job("ekfac_lr", {"rank": r, "steps": steps, "products": route}) for r, route in jobs]
+    times, routes = interleaved_times(fns, repeats)
     print(f"[{name}] medians of {repeats}, taken in turn: EK-FAC {times[0]:.2f} s; "
-          + "; ".join(f"ekfac_lr rank {r}: {t:.2f} s ({t / times[0]:.1f}x)" for r, t in zip(ranks, times[1:])),
-          flush=True)
+          + "; ".join(f"ekfac_lr rank {r} ({route}: products from the {taken}): {t:.2f} s ({t / times[0]:.1f}x)"
+                      for (r, route), taken, t in zip(jobs, routes[1:], times[1:])), flush=True)
 
 
-def objective_rows(name, target, data, scorer):
-    """What separates our EK-FAC from kronfluence's on a network: the same factors on the curvature
-    without the weight decay (kronfluence's objective is the data loss alone), its damping rule
-    (0.1 × each layer's mean eigenvalue, ``layer_damping``), its empirical Fisher, and K-FAC."""
+def objective_rows(name, target, prefit, module, data, scorer):
+    """What separates our EK-FAC from kronfluence's: the same factors on the curvature without
+    the penalty (kronfluence's objective is the data loss alone), its damping rule (0.1 × each
+    layer's mean eigenvalue, ``layer_damping``), its empirical and MC Fisher, and K-FAC. Also
+    prints each layer's mean EK-FAC eigenvalue against the penalty's (weight decay's) curvature."""
     from skinfluence.models.torch import TorchModel
 
     X, y, Xt, yt = data
-    bare = TorchModel(target.module, loss="cross_entropy", weight_decay=0.0)   # the estimator copies it
+    bare = TorchModel(module, loss="cross_entropy", weight_decay=0.0)   # the estimator copies it
     rows = []
-    for label, model, solver, fisher, damping, layer in (
-            ("EK-FAC, weight decay in the curvature", target, "ekfac", "exact", 0.1, True),
-            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 0.1, True),
-            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 0.01, True),
-            ("EK-FAC, no weight decay", bare, "ekfac", "exact", "auto", False),
-            ("EK-FAC, no weight decay", bare, "ekfac", "exact", 1e-8, False),   # kronfluence's default
-            ("EK-FAC, no weight decay", bare, "ekfac", "mc", 1e-8, False),
-            ("EK-FAC, weight decay in the curvature", target, "ekfac", "exact", 1e-8, False),
-            ("EK-FAC, no weight decay", bare, "ekfac", "empirical", 0.1, True),
-            ("EK-FAC, no weight decay", bare, "ekfac", "mc", 0.1, True),
-            ("K-FAC, no weight decay", bare, "kfac", "exact", 0.1, True),
-            ("EK-FAC + low rank 64, no weight decay", bare, "ekfac_lr", "exact", 0.1, True)):
-        options = {"layer_damping": layer} | ({"rank": 64, "steps": 4} if solver == "ekfac_lr" else {})
+    for label, model, pf, solver, fisher, damping, layer in (
+            ("EK-FAC, penalty in the curvature", target, prefit, "ekfac", "exact", "auto", False),   # our default
+            ("EK-FAC, penalty in the curvature", target, prefit, "ekfac", "exact", 0.1, True),
+            ("EK-FAC, penalty in the curvature", target, prefit, "ekfac", "exact", 1e-8, False),
+            ("EK-FAC, no penalty", bare, True, "ekfac", "exact", 0.1, True),     # kronfluence's heuristic
+            ("EK-FAC, no penalty", bare, True, "ekfac", "exact", "auto", False),
+            ("EK-FAC, no penalty", bare, True, "ekfac", "exact", 1e-8, False),   # kronfluence's default
+            ("EK-FAC, no penalty", bare, True, "ekfac", "empirical", 0.1, True),
+            ("EK-FAC, no penalty", bare, True, "ekfac", "mc", 0.1, True),
+            ("K-FAC, no penalty", bare, True, "kfac", "exact", 0.1, True),
+            ("dense Fisher, no penalty", bare, True, "dense", "exact", "auto", False)):   # the exact curvature
+        fitted = []
+
+        def run(m=model, pf=pf, s=solver, f=fisher, d=damping, o={"layer_damping": layer} if solver != "dense" else {}):
+            fitted[:] = [FisherInfluence(m, prefit=pf, solver=s, fisher=f, damping=d, solver_options=o,
+                                         random_state=0).fit(X, y)]
+            return fitted[0].attribute(Xt, yt)
         setting = f"fisher {fisher}, damping {damping}" + (" × layer mean" if layer else "")
-        rows.append(scorer.timed(label, setting, lambda m=model, s=solver, f=fisher, d=damping, o=options:
-                                 FisherInfluence(m, prefit=True, solver=s, fisher=f, damping=d, solver_options=o,
-                                                 random_state=0).fit(X, y).attribute(Xt, yt)))
+        rows.append(scorer.timed(label, setting, run))
+        if fitted and damping == "auto" and solver != "dense":
+            sol = fitted[0].curvature_solver_
+            print(f"    [{name}] {label}: damping_ {fitted[0].damping_:.3g}; per layer, the mean EK-FAC eigenvalue of "
+                  "the data term / the mean penalty (and null-space) curvature: "
+                  + ", ".join(f"{n or 'linear'} {L[3].mean():.3g} / {L[4].mean():.3g}" for n, L in sol.layers.items()),
+                  flush=True)
     return rows
 
 
@@ -219,7 +248,9 @@ def main():
     ap.add_argument("--fractions", default="0.001,0.01,0.1,1")
     ap.add_argument("--cg-iters", default="5,10,20")
     ap.add_argument("--lr-ranks", default="16,32,64,128", help="ranks of solver='ekfac_lr'")
-    ap.add_argument("--lr-steps", type=int, default=4, help="its Krylov blocks (passes over the data)")
+    ap.add_argument("--lr-steps", type=int, default=16, help="its Krylov blocks (passes over the data)")
+    ap.add_argument("--lr-products", default="auto",
+                    help="ekfac_lr's product route(s) (auto, model, factor; several for --timing-repeats)")
     ap.add_argument("--solvers", default="kfac,ekfac", help="the plain factored solvers' rows")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     ap.add_argument("--timing-repeats", type=int, default=0,
@@ -228,11 +259,11 @@ def main():
     ap.add_argument("--trak", default="", help="projections k of TRAK-from-the-store rows (and dattri's TRAK)")
     ap.add_argument("--trak-members", type=int, default=1, help="models averaged by TRAK (logreg: on random halves)")
     ap.add_argument("--objective", action="store_true",
-                    help="networks: the rows that separate our EK-FAC from kronfluence's (objective_rows)")
+                    help="the rows that separate our EK-FAC from kronfluence's (objective_rows), every model")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                        ".cache_attribution"))
+    ap.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache",
+                                                        "attribution"))   # attribution_quality.py's
     args = ap.parse_args()
     # what attribution_quality's helpers read
     args.n_loo, args.converged = 0, False
@@ -254,16 +285,17 @@ def main():
         target = fitted[0] if prefit else models[name]
         out = kfac_rows(name, target, prefit, data, scorer, [float(f) for f in args.fractions.split(",")],
                         [int(i) for i in args.cg_iters.split(",") if i], [int(r) for r in args.lr_ranks.split(",") if r],
-                        args.lr_steps, not args.no_dense, [s for s in args.solvers.split(",") if s])
+                        args.lr_steps, not args.no_dense, [s for s in args.solvers.split(",") if s],
+                        args.lr_products.split(",")[0])
         if args.timing_repeats:
             lr_timing(name, target, prefit, data, [int(r) for r in args.lr_ranks.split(",") if r], args.lr_steps,
-                      args.timing_repeats)
+                      args.timing_repeats, args.lr_products.split(","))
         if args.trak:
             out += trak_store_rows(name, modules, data, scorer, [int(k) for k in args.trak.split(",")], t_train)
             if not args.no_peers:
                 out += aq.dattri_methods(name, modules, ckpts, t_train, data, scorer, args, only=("trak",))
-        if args.objective and prefit:
-            out += objective_rows(name, target, data, scorer)
+        if args.objective:
+            out += objective_rows(name, target, prefit, modules[0], data, scorer)
         if not args.no_peers:
             out += kronfluence_rows(name, modules[0], data, scorer)
         rows += [(name, *r) for r in out]

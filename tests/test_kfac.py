@@ -284,3 +284,56 @@ def test_damping_changed_after_fit_keeps_the_factors(solver):
     assert inf.curvature_solver_.layers is before.layers and before.damping == 0.01   # shared, not refitted
     np.testing.assert_allclose(A, _fit(model, X, y, solver, damping=0.5, solver_options=opts, random_state=0)
                                .attribute(X[:3], y[:3]), rtol=1e-9, atol=1e-12 * np.abs(A).max())
+
+
+@pytest.mark.parametrize("fisher", ["exact", "mc", "empirical"])
+def test_curvature_factor_products_are_the_model_products(fisher):
+    """``Bᵀ(B V)`` from the kept square-root factor is the model's own curvature product (one
+    vector and a block) and ``BᵀB`` the dense curvature, sample weights and MC labels included."""
+    X, y = _data()
+    w = np.random.default_rng(2).uniform(0.5, 2.0, len(y))
+    model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
+    kw = dict(prefit=True, fisher=fisher, random_state=3)
+    op = FisherInfluence(model, solver="ekfac", **kw).fit(X, y, sample_weight=w).curvature_solver_.operator
+    fac = op.factored()
+    p = op.n_params
+    V = np.random.default_rng(0).standard_normal((p, 5))
+    scale = np.abs(op.matvec(V)).max()
+    for v in (V[:, 0], V):
+        np.testing.assert_allclose(fac.matvec(v), op.matvec(v), rtol=0, atol=1e-12 * scale)
+    dense = FisherInfluence(model, solver="dense", **kw).fit(X, y, sample_weight=w).curvature_
+    np.testing.assert_allclose(fac.matvec(np.eye(p)), dense, rtol=0, atol=1e-12 * np.abs(dense).max())
+    assert fac.n_matvecs == 6 + p and fac.factor is op.factor
+
+
+def test_ekfac_lr_products_from_the_factor_equal_the_model_products():
+    X, y = _data()
+    model = TorchModel(_cnn(), loss="cross_entropy", weight_decay=WD)
+    B = np.random.default_rng(0).standard_normal((3, 111))      # p = 111
+    sols = {}
+    for route in ("model", "factor"):
+        inf = _fit(model, X, y, "ekfac_lr", damping=0.01, solver_options={"rank": 24, "products": route},
+                   random_state=0)
+        sols[route] = inf.curvature_solver_
+    x = sols["model"].solve(B.T)
+    np.testing.assert_allclose(sols["factor"].solve(B.T), x, rtol=1e-9, atol=1e-12 * np.abs(x).max())
+    for route, sol in sols.items():     # the correction is fitted at the first solve
+        assert sol.info_["products"] == route and sol.info_["n_products"] == 24
+    # re-damped: the correction is refitted from the same kept factor (built once)
+    fac = sols["factor"]._factored
+    x = sols["model"].redamp(0.3).solve(B.T)
+    np.testing.assert_allclose(sols["factor"].redamp(0.3).solve(B.T), x, rtol=1e-9, atol=1e-12 * np.abs(x).max())
+    assert sols["factor"]._factored is fac and fac.n_matvecs == 48
+    # "auto" picks one of the two; the Hessian has no factor
+    auto = _fit(model, X, y, "ekfac_lr", damping=0.01, solver_options={"rank": 24}, random_state=0)
+    x = sols["model"].redamp(0.01).solve(B.T)
+    np.testing.assert_allclose(auto.curvature_solver_.solve(B.T), x, rtol=1e-9, atol=1e-12 * np.abs(x).max())
+    assert auto.curvature_solver_.info_["products"] in ("model", "factor")
+    with pytest.raises(ValueError, match="products must be"):
+        _fit(model, X, y, "ekfac_lr", solver_options={"products": "gemm"})
+    with pytest.raises(ValueError, match="needs a network's Fisher"):
+        HessianInfluence(model, prefit=True, solver="ekfac_lr", damping=0.1,
+                         solver_options={"products": "factor"}).fit(X, y)
+    hess = HessianInfluence(model, prefit=True, solver="ekfac_lr", damping=10.0, solver_options={"rank": 8}).fit(X, y)
+    hess.curvature_solver_.solve(B[0])
+    assert hess.curvature_solver_.info_["products"] == "model"

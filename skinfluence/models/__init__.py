@@ -34,7 +34,7 @@ FORWARDED = (
     "classes_", "n_params", "n_outputs", "is_classifier", "constant_curvature", "encode_target",
     "data_weights", "response", "eta", "jacobians", "jacobian_rows", "gradients",
     "total_gradient", "jvp", "jacobian_quadratic", "output_curvature", "curvature",
-    "curvature_matvec", "curvature_weights", "null_space", "copy_estimator",
+    "curvature_matvec", "curvature_factor", "curvature_weights", "null_space", "copy_estimator",
     "param_slices", "layers", "unit_mask", "layer_statistics", "module", "fisher",
 )
 

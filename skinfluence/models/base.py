@@ -49,7 +49,8 @@ class ModelAdapter:
     classes_ : ndarray or None
     """
 
-    #: a network: curvature-vector products (``curvature_matvec``), Jacobians that depend on
+    #: a network: curvature-vector products (``curvature_matvec``) and the curvature's square-root
+    #: factor (``curvature_factor``), Jacobians that depend on
     #: θ, layers (``layers()``, ``unit_mask``, ``layer_statistics``, ``module``)
     is_network = False
     #: a linear model: ``J_i = z_iᵀ ⊗ I_K``, the curvature is ``Σ z_i z_iᵀ ⊗ c_i W_i``
@@ -181,6 +182,11 @@ class ModelAdapter:
     def curvature_matvec(self, Z, y, c, V, kind="fisher", eta=None, weights=None):
         """``M V`` for the data part of the curvature (``is_network`` adapters)."""
         raise NotImplementedError(f"{type(self).__name__} offers no curvature products")
+
+    def curvature_factor(self, Z, y, c, kind="fisher", eta=None, weights=None):
+        """``B`` with ``BᵀB`` the Gauss–Newton curvature ``Σ_i J_iᵀ c_i W_i J_i`` (``is_network``
+        adapters), as a list of R row blocks (n, p): the rows ``J_iᵀ L_ir`` for ``c_i W_i = L_i L_iᵀ``."""
+        raise NotImplementedError(f"{type(self).__name__} offers no curvature factor")
 
     def curvature_weights(self, y, c, kind="fisher", eta=None, Z=None):
         """``c_i W_i`` (n, K, K) of a linear model's Gram curvature (``has_gram`` adapters)."""
