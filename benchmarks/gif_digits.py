@@ -95,7 +95,7 @@ def estimator(net, method, rule, ratio, args, seed):
     common["curvature_sampler"] = RandomSampler(BATCH, random_state=seed)
     rule = "highest_outputs" if rule == "-" else rule         # J = all: the rule is unused
     return GeneralizedInfluence(model, strategy=method, selection=rule, ratio=ratio,
-                                max_iter=args.max_iter, normalizer=args.normalizer,
+                                method=args.method, max_iter=args.max_iter, normalizer=args.normalizer,
                                 curvature=args.curvature, **common)
 
 
@@ -171,7 +171,7 @@ def _rows(args, net, Xtr, ytr, U, y_new, t_re, report, score_val, plan, seed, st
 def _save(rows, exp, model, seed, args):
     """Merge ``rows`` into the seed's file (a row per method, rule and ratio; the new one
     wins), so that runs of some methods (``--only``) add to earlier ones."""
-    tag = "" if args.curvature == "hessian" else f"_{args.curvature}"
+    tag = ("" if args.curvature == "hessian" else f"_{args.curvature}") + args.tag
     path = RESULTS / f"{exp}_{model}{tag}_seed{seed}.json"
     key = lambda r: (r["method"], r["rule"], str(r["ratio"]))   # noqa: E731
     merged = {key(r): r for r in (json.loads(path.read_text()) if path.exists() else [])}
@@ -410,7 +410,9 @@ def plain_gif(net, X, y, U, ratio, sample, max_iter, normalizer=1.0, step=5.0, w
 
 
 def exp_reference(args, model, seed, cls=0):
-    """GIF 10% through the estimator against :func:`plain_gif`, one process, interleaved."""
+    """GIF 10% through the estimator against :func:`plain_gif`, one process, interleaved
+    (both by the authors' LiSSA)."""
+    args = argparse.Namespace(**{**vars(args), "method": "lissa"})
     Xtr, ytr, *_ = digits_three_way(seed)
     net, _ = gif_net(model, Xtr, ytr, seed)
     U = np.flatnonzero(ytr == cls)
@@ -477,7 +479,10 @@ def parser():
     ap.add_argument("--label-ratios", type=float, nargs="+", default=[0.05, 0.3])
     ap.add_argument("--rules", nargs="+", default=list(RULES))
     ap.add_argument("--mlp-rules", nargs="+", default=["highest_outputs", "random"])
-    ap.add_argument("--max-iter", type=int, default=100, help="LiSSA steps (the authors' truncation)")
+    ap.add_argument("--method", default="lanczos", choices=["lanczos", "lissa"],
+                    help="GIF's solver: the truncation's limit by Lanczos, or the authors' LiSSA")
+    ap.add_argument("--max-iter", type=int, default=100,
+                    help="LiSSA steps at normaliser 1 (the authors' truncation; Lanczos: its horizon)")
     ap.add_argument("--normalizer", type=lambda s: s if s == "auto" else float(s), default=1.0,
                     help="LiSSA's initial normaliser (a number or 'auto')")
     ap.add_argument("--damping", type=float, default=1e-3, help="the damped full IF's damping")
@@ -496,6 +501,7 @@ def parser():
     ap.add_argument("--only", nargs="+", default=None,
                     help="run only these methods (e.g. full damped gif:highest_outputs)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix of the saved results' files (e.g. _lissa)")
     ap.add_argument("--from-cache", action="store_true",
                     help="only print the tables of the runs saved in benchmarks/.cache/gif_digits")
     return ap
@@ -509,7 +515,7 @@ def main():
     if args.from_cache:
         for exp, cols in COLUMNS.items():
             for model in args.models:
-                for tag in ("", "_fisher"):
+                for tag in ("" + args.tag, "_fisher" + args.tag):
                     seeds = sorted(RESULTS.glob(f"{exp}_{model}{tag}_seed*.json"))
                     if seeds:
                         per_seed = [json.loads(f.read_text()) for f in seeds]
