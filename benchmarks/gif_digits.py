@@ -481,8 +481,9 @@ def parser():
     ap.add_argument("--mlp-rules", nargs="+", default=["highest_outputs", "random"])
     ap.add_argument("--method", default="lanczos", choices=["lanczos", "lissa"],
                     help="GIF's solver: the truncation's limit by Lanczos, or the authors' LiSSA")
-    ap.add_argument("--max-iter", type=int, default=100,
-                    help="LiSSA steps at normaliser 1 (the authors' truncation; Lanczos: its horizon)")
+    ap.add_argument("--max-iter", type=int, default=1000,
+                    help="LiSSA steps at normaliser 1 (Lanczos: the horizon they stand for); the "
+                         "estimator's default; the authors truncated at 30-1000")
     ap.add_argument("--normalizer", type=lambda s: s if s == "auto" else float(s), default=1.0,
                     help="LiSSA's initial normaliser (a number or 'auto')")
     ap.add_argument("--damping", type=float, default=1e-3, help="the damped full IF's damping")
