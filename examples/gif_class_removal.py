@@ -6,7 +6,7 @@ A small CNN (3,658 parameters) is trained on scikit-learn's digits; every traini
 image of class 0 is then unlearned by an influence step restricted to a share of the
 parameters (GIF, Lyu et al.), by Freezing (``H_JJ⁻¹ g_J``) and Projecting (the full step
 indexed to J) on the same parameters, and by the full influence function (the same
-truncated LiSSA, and damped, solved by conjugate gradients), each applied by the authors'
+truncated solve, and damped, solved by conjugate gradients), each applied by the authors'
 line search (normalised steps, best validation F1); every method is a call of the public
 estimators (``GeneralizedInfluence(..., strategy=...)``, ``FisherInfluence``). The F1 score
 ``2(1 − SA)·EA / ((1 − SA) + EA)`` (EA: test accuracy on the other digits, SA: accuracy
@@ -73,7 +73,7 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
                                 ("freezing", None, "Freezing"), ("projecting", None, "Projecting")]:
         if any(r["method"] == method and rule in (None, r["rule"]) for r in rows):
             ax.plot(*f1(method, rule), marker="o", label=label)
-    for method, style, label in [("full", "--", "full influence function (truncated LiSSA)"),
+    for method, style, label in [("full", "--", "full influence function (truncated)"),
                                  ("damped", "-.", "damped full influence function (CG)"),
                                  ("second_order", (0, (1, 3)), "second-order (Basu et al.)"),
                                  ("retrain", ":", "retrained without the class")]:
