@@ -15,9 +15,11 @@ scratch as the reference.
 
 The experiment is the class-removal experiment of ``benchmarks/gif_digits.py``: the
 results it saved in ``benchmarks/.cache/gif_digits/removal_<model>_seed<k>.json`` are drawn when present
-(every seed it ran), otherwise one seed is run here: measured on a fresh clone with the
-default arguments, 4.5 minutes of CPU time on one thread (272 s), which on the 2-core
-machine shared at a load of 11–18 took 31 minutes of wall time.
+(every seed it ran), otherwise one seed is run here: with the default arguments about
+100 s of CPU time on one thread (95–111 s: the two trainings and the seven methods' CPU
+times summed from the benchmark's 5 seeds, not timed end to end; before GIF's Lanczos
+default a fresh clone took 272 s, 31 minutes of wall time on the 2-core machine shared at a
+load of 11–18).
 The figure is saved as ``gif_class_removal.png`` (or the path given as first argument).
 ``--quick`` runs a smoke version instead (the MLP, one share of parameters, short solves;
 3 minutes on a shared CPU), which CI runs (``tests/test_examples.py``).
