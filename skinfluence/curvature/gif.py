@@ -337,11 +337,8 @@ class GIFSolver(Solver):
         if normalizer == "auto":
             lam = self.operator.max_eigenvalue(random_state=random_state)
             normalizer = lam if lam > 0 else 1.0
-        self.lissa_options = dict(normalizer=normalizer, max_iter=max_iter, tol=tol)
-        if method == "lanczos":
-            self.lissa_options["max_krylov"] = max_krylov
-        else:
-            self.lissa_options.update(normalizer_step=normalizer_step, max_restarts=max_restarts)
+        self.lissa_options = dict(normalizer=normalizer, normalizer_step=normalizer_step, max_iter=max_iter,
+                                  tol=tol, max_restarts=max_restarts, max_krylov=max_krylov)
         self.info_ = {}
         self._dense = None
 
@@ -400,8 +397,14 @@ class GIFSolver(Solver):
         if self.method == "exact":
             return self._lstsq(self._matrix() if H is None else H, b)
         rows = None if self._rows.all() else self._rows
-        iterate = gif_flow if self.method == "lanczos" else gif_lissa
-        x, self.info_ = iterate(matvec or self._products(b), b, self._cols, rows=rows, **self.lissa_options)
+        opts = dict(self.lissa_options)
+        if self.method == "lanczos":                     # no step size: nothing restarts
+            iterate = gif_flow
+            del opts["normalizer_step"], opts["max_restarts"]
+        else:
+            iterate = gif_lissa
+            del opts["max_krylov"]
+        x, self.info_ = iterate(matvec or self._products(b), b, self._cols, rows=rows, **opts)
         self.info_["method"] = self.method
         return x
 
