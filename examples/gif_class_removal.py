@@ -6,7 +6,7 @@ A small CNN (3,658 parameters) is trained on scikit-learn's digits; every traini
 image of class 0 is then unlearned by an influence step restricted to a share of the
 parameters (GIF, Lyu et al.), by Freezing (``H_JJ⁻¹ g_J``) and Projecting (the full step
 indexed to J) on the same parameters, and by the full influence function (the same
-truncated LiSSA, and damped, solved by conjugate gradients), each applied by the authors'
+truncated solve, and damped, solved by conjugate gradients), each applied by the authors'
 line search (normalised steps, best validation F1); every method is a call of the public
 estimators (``GeneralizedInfluence(..., strategy=...)``, ``FisherInfluence``). The F1 score
 ``2(1 − SA)·EA / ((1 − SA) + EA)`` (EA: test accuracy on the other digits, SA: accuracy
@@ -15,9 +15,11 @@ scratch as the reference.
 
 The experiment is the class-removal experiment of ``benchmarks/gif_digits.py``: the
 results it saved in ``benchmarks/.cache/gif_digits/removal_<model>_seed<k>.json`` are drawn when present
-(every seed it ran), otherwise one seed is run here: measured on a fresh clone with the
-default arguments, 4.5 minutes of CPU time on one thread (272 s), which on the 2-core
-machine shared at a load of 11–18 took 31 minutes of wall time.
+(every seed it ran), otherwise one seed is run here: with the default arguments about
+100 s of CPU time on one thread (95–111 s: the two trainings and the seven methods' CPU
+times summed from the benchmark's 5 seeds, not timed end to end; before GIF's Lanczos
+default a fresh clone took 272 s, 31 minutes of wall time on the 2-core machine shared at a
+load of 11–18).
 The figure is saved as ``gif_class_removal.png`` (or the path given as first argument).
 ``--quick`` runs a smoke version instead (the MLP, one share of parameters, short solves;
 3 minutes on a shared CPU), which CI runs (``tests/test_examples.py``).
@@ -73,7 +75,7 @@ def main(out="gif_class_removal.png", seeds=1, model="cnn", quick=False):
                                 ("freezing", None, "Freezing"), ("projecting", None, "Projecting")]:
         if any(r["method"] == method and rule in (None, r["rule"]) for r in rows):
             ax.plot(*f1(method, rule), marker="o", label=label)
-    for method, style, label in [("full", "--", "full influence function (truncated LiSSA)"),
+    for method, style, label in [("full", "--", "full influence function (truncated)"),
                                  ("damped", "-.", "damped full influence function (CG)"),
                                  ("second_order", (0, (1, 3)), "second-order (Basu et al.)"),
                                  ("retrain", ":", "retrained without the class")]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from skinfluence.curvature.gif import STRATEGIES, GIFSolver, gif_lissa
+from skinfluence.curvature.gif import STRATEGIES, GIFSolver, gif_flow, gif_lissa
 from skinfluence.curvature.operators import CurvatureOperator, model_curvature
 from skinfluence.exceptions import SolverDivergenceError
 from skinfluence.models import make_adapter
@@ -151,6 +151,60 @@ def test_divergence_beyond_max_restarts_raises_and_truncation_does_not():
     assert info["n_iter"] == 3 and not info["converged"] and np.all(np.isfinite(x))
 
 
+def _flow_reference(H, g, J, rows, horizon):
+    """The gradient flow's filter (1 − e^{−Tσ²})/σ² on A = H[rows, J], from its SVD."""
+    A = H[np.ix_(rows, J)]
+    U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    x = np.zeros_like(g)
+    x[J] = Vt.T @ (-np.expm1(-horizon * s**2) / s * (U.T @ g[rows]))
+    return x
+
+
+def _spread_spectrum(p=60, seed=0):
+    """A symmetric matrix with σ_max 7 (LiSSA at c = 1 diverges) and eigenvalues down to 1e-4."""
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
+    ev = np.concatenate([[7.0, 3.0, 1.5], np.geomspace(0.5, 1e-4, p - 3)])
+    return Q @ np.diag(ev) @ Q.T, rng.standard_normal(p), rng.random(p) < 0.4
+
+
+@pytest.mark.parametrize("square", [False, True])
+def test_flow_is_the_dense_filter_and_the_limit_of_lissa_counted_in_units_of_c(square):
+    """gif_flow's x is (1 − e^{−Tσ²})/σ² on A's singular directions, T = max_iter/normalizer²;
+    LiSSA, which must restart to c = 6 here, reaches it when its steps are counted in units
+    of c (36 × 100 steps), and misses it with the same 100 steps."""
+    H, g, J = _spread_spectrum()
+    rows = J if square else np.ones(len(g), bool)
+    ref = _flow_reference(H, g, J, rows, 100.0)
+    x, info = gif_flow(H.__matmul__, g, J, rows=None if not square else J, max_iter=100)
+    assert rel_err(x, ref) < 1e-9 and info["converged"] and info["n_restarts"] == 0
+    assert info["n_iter"] < 100 and not x[~J].any()
+    x4, _ = gif_flow(H.__matmul__, g, J, rows=None if not square else J, max_iter=400, normalizer=2.0)
+    assert rel_err(x4, ref) < 1e-9                                   # T = 400 / 2² is the same
+    X, _ = gif_flow(H.__matmul__, np.column_stack([g, -3 * g]), J, rows=None if not square else J, max_iter=100)
+    assert rel_err(X[:, 1], -3 * ref) < 1e-9
+    if not square:
+        scaled, info = gif_lissa(H.__matmul__, g, J, normalizer=6.0, max_iter=3600)
+        fixed, info1 = gif_lissa(H.__matmul__, g, J, max_iter=100)
+        assert info["normalizer"] == info1["normalizer"] == 6.0            # the restart 1 → 6
+        assert rel_err(scaled, ref) < 1e-3 < 0.1 < rel_err(fixed, ref)
+
+
+def test_estimator_lanczos_removal_is_the_dense_flow(net_problem):
+    """The default method: a class removal's step is the flow's filter on the retained
+    curvature (down-dated by products), whatever normaliser LiSSA would have needed."""
+    P = net_problem
+    J = P["mask"]
+    idx = np.flatnonzero(P["y"] == 2)
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), max_iter=50)
+    gif.fit(P["X"], P["y"], selection_rows=idx)
+    assert gif.method == "lanczos"
+    v = ref.training_gradients(idx).sum(0)
+    M = _retained_curvature(ref, idx)
+    assert rel_err(gif.parameter_change(idx), _flow_reference(M, v, J, np.ones(len(v), bool), 50.0)) < 1e-8
+    assert gif.n_restarts_ == 0 and gif.normalizer_ == 1.0 and 0 < gif.n_iter_ <= J.sum()
+
+
 def test_truncated_solution_is_shrunk_towards_zero(net_problem):
     """Truncation regularises: few steps give a shorter step than the exact least squares."""
     P = net_problem
@@ -231,7 +285,7 @@ def test_lissa_removal_of_a_whole_class_equals_the_dense_iteration(net_problem):
     P = net_problem
     J = P["mask"]
     idx = np.flatnonzero(P["y"] == 2)
-    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), max_iter=50)
+    _, ref, gif = _estimators(P, selection=lambda ad, X, y: J.copy(), method="lissa", max_iter=50)
     gif.fit(P["X"], P["y"], selection_rows=idx)
     v = ref.training_gradients(idx).sum(0)
     M = _retained_curvature(ref, idx)
@@ -254,7 +308,7 @@ def test_freezing_equals_the_dense_solver_with_active_subset(net_problem):
 def test_estimator_lissa_reports_and_never_modifies_the_users_net(net_problem):
     P = net_problem
     before = [p.detach().clone() for p in P["net"].parameters()]
-    est, _, gif = _estimators(P, ratio=0.3, max_iter=30, normalizer=2.0, random_state=0)
+    est, _, gif = _estimators(P, ratio=0.3, method="lissa", max_iter=30, normalizer=2.0, random_state=0)
     gif.fit(P["X"], P["y"], selection_rows=P["idx"])
     new = gif.unlearn(P["idx"], method="ij")
     assert gif.n_iter_ == 30 and gif.n_restarts_ == 0 and gif.normalizer_ == 2.0 and gif.residual_ > 0
