@@ -4,7 +4,8 @@ Removing a set ``U`` of training rows moves the optimum by one Newton step::
 
     Δθ_U = M_{-U}⁻¹ v_U,     v_U = Σ_{i∈U} c_i ∇ℓ_i + s_U ∇π
 
-with ``M_{-U} = M − Σ_U c_i J_iᵀ W_i J_i`` (the Newton step, "ns") or ``M`` (the
+with ``M_{-U} = M − Σ_U c_i J_iᵀ W_i J_i`` (the Newton step, "ns"; for a network's exact
+Hessian also ``− Σ_U c_i Σ_k g_ik ∇²η_ik``, the rows' second-derivative term) or ``M`` (the
 infinitesimal jackknife, "ij"). For an ℓ1 penalty the step is a proximal Newton step
 in which coordinates may enter or leave the support. NS is exact for a quadratic
 objective and otherwise has error O(1/n²) per leave-one-out fit of a smooth, strongly
@@ -21,6 +22,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy import linalg
 
 from .._linalg import block_gram
 from .._utils import row_blocks
@@ -56,6 +58,13 @@ def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
     C = c[:, None, None] * W_delta if method == "ns" else np.zeros_like(W_delta)
     pen_diag = share * ad.penalty.hessian_diagonal() if method == "ns" else 0.0
     pen = ad.penalty
+    if pen.is_smooth and method == "ns" and _has_residual_term(model):
+        # the rows' second-derivative term R (p × p) joins the down-date as one more
+        # block: U = [J; I], C = diag(c W, R), which the solver forms densely (rows ≥ p)
+        p = ad.n_params
+        R = ad.residual_hessian(model.Z[idx], c[:, None] * g_delta)
+        U = np.vstack([J.reshape(-1, p), np.eye(p)])
+        return solver.downdated_solve(v, U, linalg.block_diag(*C, R), pen_diag)
     if pen.is_smooth:
         return solver.downdated_solve(v, J, C, pen_diag) if C.any() else solver.solve(v)
     # ℓ1: proximal Newton on the new objective's quadratic model
@@ -81,7 +90,16 @@ def _matrix_free_update(model, idx, g_delta, W_delta, share, method, residual):
         return solver.solve(v)
     pen_diag = share * ad.penalty.hessian_diagonal()
     down = model_curvature(ad, Z, model.y[idx], c, "fisher", model.eta[idx], C).add_diagonal(pen_diag)
-    return solver.solve_downdated(v, down.matvec)
+    if not _has_residual_term(model):
+        return solver.solve_downdated(v, down.matvec)
+    R = c[:, None] * g_delta           # the Hessian's rows also lose Σ_U Σ_k c_i g_ik ∇²η_ik
+    return solver.solve_downdated(v, lambda V: down.matvec(V) + ad.residual_matvec(Z, R, V))
+
+
+def _has_residual_term(model):
+    """Whether the curvature holds the rows' second-derivative term ``Σ_k c_i g_ik ∇²η_ik``:
+    the exact Hessian of a network (a linear model's outputs have none)."""
+    return model.kind == "hessian" and model.adapter.is_network
 
 
 #: distinct sample-weight shares up to which NS leave-one-out factorises M − s·∇²π once each
