@@ -118,10 +118,8 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
             "typical": typical(ad.theta)}
 
     def fun(theta):
-        eta = ad.eta(model.Z, theta)
-        f = float(model.c @ ad.loss.loss(model.y, eta)) + ad.penalty.value(theta)
-        grad = ad.total_gradient(model.Z, model.c[:, None] * ad.loss.gradient(model.y, eta), theta)
-        grad = grad + ad.penalty.gradient(theta)
+        f, grad = ad.loss_and_gradient(model.Z, model.y, model.c, theta)
+        f, grad = f + ad.penalty.value(theta), grad + ad.penalty.gradient(theta)
         last["evaluations"] += 1
         last["grad"] = np.linalg.norm(grad)
         return f, grad

@@ -539,6 +539,19 @@ class TorchAdapter(ModelAdapter):
             total += pull(self._t(G[sl]))[0]
         return self._np(total)
 
+    def loss_and_gradient(self, Z, y, c, theta=None):
+        """``(Σ_i c_i ℓ_i, its gradient)`` from one forward and one backward pass per chunk
+        (the outputs of the pass that is pulled back: a full-batch gradient's cost)."""
+        th, c = self._theta(theta), np.asarray(c, dtype=float)
+        value, total = 0.0, torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
+        for sl in self._chunks(len(Z)):
+            x = self._t(Z[sl])
+            out, pull = vjp(lambda t: self._f(t, x), th)
+            eta = self._np(out)
+            value += float(c[sl] @ self.loss.loss(y[sl], eta))
+            total += pull(self._t(c[sl, None] * self.loss.gradient(y[sl], eta)))[0]
+        return value, self._np(total)
+
     def jvp(self, Z, v):
         v = self._t(v)
         out = []
