@@ -102,6 +102,13 @@ def run(hidden, args, X, y):
               f"iterations, {info['evaluations']} gradients {extra}, gradient {info['gradient_ratio']:.2g} "
               f"of a row's; {builds.count} curvature build(s); Newton steps {done.n_polish_steps_}"
               + (f"; warned: {said[0][:300]}" if said else ""), flush=True)
+        trace = info.get("trace") or []
+        if trace:   # the gradient over a row's, every 100 iterations (best so far)
+            best, marks = np.minimum.accumulate([r for _, r in trace]), []
+            for (k, _), b in zip(trace, best):
+                if k % 100 == 0:
+                    marks.append(f"{k}: {b:.3g}")
+            print("  best gradient over a row's by iteration: " + ", ".join(marks), flush=True)
         rows.append((name, kind, done.convergence_ratio_, t_fin / t_train))
     return rows
 

@@ -125,9 +125,15 @@ def test_lbfgs_finishes_an_adam_trained_net():
     assert raw.convergence_ratio_ > 1 and done.convergence_ratio_ < 0.05
     assert done.polish_info_["converged"] and done.n_polish_steps_ == 0
     # the cap is honoured, and a finish stopped by it says so, with its figures
-    with pytest.warns(InfluenceWarning, match=r"finished by L-BFGS \(3 of at most 3 iterations"):
+    with pytest.warns(InfluenceWarning, match=r"finished by L-BFGS \(3 of at most 3 iterations") as said:
         capped = FisherInfluence(model, prefit=True, polish="lbfgs",
                                  polish_options={"max_iter": 3, "tol": 1e-6}).fit(X, y)
+    # the advice follows how it stopped: the cap, not the tolerance
+    said = " ".join(str(w.message) for w in said)
+    assert "Raise polish_options['max_iter']" in said and "tol']" not in said
+    with pytest.warns(InfluenceWarning, match=r"gradient reached tol .* lower polish_options\['tol'\]"):
+        loose = FisherInfluence(model, prefit=True, polish="lbfgs", polish_options={"tol": 0.5}).fit(X, y)
+    assert loose.polish_info_["converged"] and loose.convergence_ratio_ > 0.05
     assert capped.polish_info_["iterations"] == 3 and not capped.polish_info_["converged"]
     assert capped.polish_info_["evaluations"] < 3 * 5
     with pytest.raises(ValueError, match=r"polish_options \['maxiter'\] are not options"):

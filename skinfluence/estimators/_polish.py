@@ -97,7 +97,7 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
     info : dict
         ``iterations``, ``evaluations``, ``gradient_ratio`` (the last gradient over the
         typical removal gradient), ``converged`` (it reached ``tol``), ``max_iter``, ``tol``,
-        ``projected_iterations``.
+        ``projected_iterations``, ``trace`` (``(iteration, gradient ratio)`` every 10 iterations).
     """
     ad = model.adapter
     if not ad.penalty.is_smooth:
@@ -114,7 +114,7 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
         V = V + model.share[idx, None] * ad.penalty.gradient(theta)[None, :]
         return float(np.median(np.linalg.norm(np.asarray(V, float), axis=1)))
 
-    last = {"grad": np.inf, "evaluations": 0, "history": [], "projected": None,
+    last = {"grad": np.inf, "evaluations": 0, "history": [], "projected": None, "trace": [],
             "typical": typical(ad.theta)}
 
     def fun(theta):
@@ -131,6 +131,7 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
         hist = last["history"]
         if len(hist) % 10 == 9:
             last["typical"] = typical(intermediate_result.x)
+            last["trace"].append((len(hist) + 1, float(ratio())))
         if ratio() <= tol:
             raise StopIteration
         # the best ratio so far: L-BFGS's gradient is not monotone (it stalls and jumps where
@@ -151,7 +152,8 @@ def lbfgs_finish(model, max_iter=LBFGS_OPTIONS["max_iter"], tol=LBFGS_OPTIONS["t
     return res.x, {"iterations": int(res.nit), "evaluations": last["evaluations"],
                    "gradient_ratio": float(ratio()), "converged": bool(ratio() <= tol),
                    "max_iter": int(max_iter), "tol": float(tol),
-                   "projected_iterations": None if projected is None else float(projected)}
+                   "projected_iterations": None if projected is None else float(projected),
+                   "trace": last["trace"]}
 
 
 class NewtonPolisher:
@@ -362,6 +364,17 @@ def _lbfgs_summary(info):
     return out
 
 
+def _lbfgs_advice(info):
+    """What to change, from how the finisher stopped (its ``info``)."""
+    if info["converged"]:      # the gradient reached tol, the curvature's measure did not
+        return (f"Its gradient reached tol ({info['tol']:.2g} of a row's) but the step to the optimum "
+                "measured with the curvature is larger: lower polish_options['tol'].")
+    if info.get("projected_iterations") is not None:
+        return ("Raise polish_options['max_iter'] to what it would need, or train the model closer "
+                "to the optimum first.")
+    return "Raise polish_options['max_iter'] (or train the model closer to the optimum first)."
+
+
 def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, lbfgs_options=None):
     """The one polishing policy, for a job that removes ``removal_size`` rows at a time.
 
@@ -410,6 +423,7 @@ def polish_engine(engine, *, polish, removal_size=1, what="model", advice=None, 
         theta, info = lbfgs_finish(fine, **options)
         engine = engine.at(theta)      # the one curvature built, where L-BFGS stopped
         what = f"{what} finished by L-BFGS ({_lbfgs_summary(info)})"
+        advice = advice or _lbfgs_advice(info)
         polish = engine.kind == "hessian"   # exact Newton steps; a Fisher fit is only checked
     if removal_size > 1:
         polisher = NewtonPolisher(polish=bool(polish), target=RESIDUAL_TARGET,
