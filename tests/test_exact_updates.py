@@ -276,3 +276,43 @@ def test_net_removal_with_the_hessian_keeps_the_rows_second_derivative_term(solv
     refit = (train(theta, keep) - theta).numpy()
     assert grad(objective)(torch.as_tensor(theta.numpy() + refit), keep).norm() < 1e-7
     assert np.linalg.norm(step - refit) < 0.06 * np.linalg.norm(refit)
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_removal_from_a_sampled_curvature_downdates_what_the_sample_holds(solver):
+    """With a curvature from a few sampled rows, the removal step takes out what the sample
+    holds of the removed rows (their importance-weighted terms, none for rows not sampled):
+    the sampled Fisher of the retained rows, positive definite, where subtracting the rows'
+    exact terms would leave an indefinite matrix (CG met negative curvature)."""
+    from skinfluence.sampling import RandomSampler
+
+    X, y, net, _, _ = _converged_net()
+    n, wd = len(y), 3e-2
+    model = TorchModel(net, weight_decay=wd)
+    inf = FisherInfluence(model, prefit=True, solver=solver, curvature_sampler=RandomSampler(12, random_state=0),
+                          solver_options={"tol": 1e-13} if solver == "cg" else None).fit(X, y)
+    ad, eng = inf.adapter_, inf.engine_
+    J = ad.jacobians(ad.design(X))
+    terms = np.einsum("ikp,ikl,ilq->ipq", J, eng.W / n, J)                # c_i J_iᵀ W_i J_i
+    w = np.zeros(n)
+    w[inf.curvature_rows_] = inf.curvature_weights_
+    idx = np.flatnonzero(y == 1)[:60]
+    p = len(ad.theta)
+    M = np.einsum("i,ipq->pq", w, terms) + wd * np.eye(p)
+    if solver == "dense":
+        np.testing.assert_allclose(inf.curvature_, M, rtol=1e-10, atol=1e-14)
+    down = M - len(idx) / n * wd * np.eye(p)
+    assert np.linalg.eigvalsh(down - terms[idx].sum(0))[0] < 0            # the exact terms: indefinite
+    held = down - np.einsum("i,ipq->pq", w[idx], terms[idx])                # what the sample holds
+    assert np.linalg.eigvalsh(held)[0] > 0
+    v = np.einsum("ikp,ik->p", J[idx], eng.g[idx] / n) + len(idx) / n * wd * ad.theta
+    np.testing.assert_allclose(inf.parameter_change(idx), np.linalg.solve(held, v), rtol=1e-7,
+                               atol=1e-9 * np.abs(np.linalg.solve(held, v)).max())
+    # leave-one-out takes the same down-date, row by row (its outputs to first order in Δθ;
+    # CG's leave-one-out keeps the penalty's share, a documented error of order 1/n)
+    if solver != "dense":
+        return
+    loo = inf.loo_decision()
+    for i in (int(inf.curvature_rows_[0]), int(np.flatnonzero(w == 0)[0])):
+        linear = eng.eta[i] + ad.jvp(ad.design(X[[i]]), inf.parameter_change([i]))[0]
+        np.testing.assert_allclose(loo[i], linear, rtol=1e-7, atol=1e-10)
