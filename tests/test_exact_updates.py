@@ -241,12 +241,17 @@ def _converged_net(seed=1, n=240, hidden=6, wd=3e-2):
 
 
 @pytest.mark.parametrize("solver", ["dense", "cg"])
-def test_net_removal_with_the_hessian_keeps_the_rows_second_derivative_term(solver):
-    """HessianInfluence's "ns" removal on a network: M_{-U} is the exact Hessian of the
-    retained rows' objective (the rows' second-derivative term down-dated too, by products
-    for CG), so the step is one dense Newton step on that objective (torch.func.hessian);
-    and it lands within its second-order error of retraining without the rows."""
+def test_net_removal_with_the_exact_hessian_downdate(solver, monkeypatch):
+    """With ``EXACT_HESSIAN_DOWNDATE``, HessianInfluence's "ns" removal on a network: M_{-U}
+    is the exact Hessian of the retained rows' objective (the rows' second-derivative term
+    down-dated too, by products for CG), so the step is one dense Newton step on that
+    objective (torch.func.hessian); here it lands within its second-order error of
+    retraining without the rows. Off (the default), the step is the Gauss–Newton down-date's."""
     from torch.func import grad, hessian
+
+    from skinfluence.estimators import _updates
+
+    monkeypatch.setattr(_updates, "EXACT_HESSIAN_DOWNDATE", True)
 
     X, y, net, objective, train = _converged_net()
     n, wd = len(y), 3e-2
@@ -272,6 +277,10 @@ def test_net_removal_with_the_hessian_keeps_the_rows_second_derivative_term(solv
     GN_U = np.einsum("mkp,mkl,mlq->pq", J, inf.engine_.W[idx] / n, J) + len(idx) / n * wd * np.eye(len(theta))
     gauss_newton = np.linalg.solve(M - GN_U, v_U.numpy())
     assert np.linalg.norm(gauss_newton - exact) > 1e-3 * np.linalg.norm(exact)
+    monkeypatch.setattr(_updates, "EXACT_HESSIAN_DOWNDATE", False)
+    np.testing.assert_allclose(inf.parameter_change(idx), gauss_newton, rtol=1e-7,
+                               atol=1e-8 * np.abs(gauss_newton).max())
+    monkeypatch.setattr(_updates, "EXACT_HESSIAN_DOWNDATE", True)
     # retraining without the rows: one Newton step errs at second order (here 4% of the change)
     refit = (train(theta, keep) - theta).numpy()
     assert grad(objective)(torch.as_tensor(theta.numpy() + refit), keep).norm() < 1e-7
