@@ -327,3 +327,30 @@ def test_removal_from_a_sampled_curvature_downdates_what_the_sample_holds(solver
     for i in (int(inf.curvature_rows_[0]), int(np.flatnonzero(w == 0)[0])):
         linear = eng.eta[i] + ad.jvp(ad.design(X[[i]]), inf.parameter_change([i]))[0]
         np.testing.assert_allclose(loo[i], linear, rtol=1e-7, atol=1e-10)
+
+
+def test_loss_and_gradient_is_the_objective_and_its_gradient_in_one_pass(cancer):
+    """The finisher's evaluation (one forward pass per chunk of rows) equals the data term
+    Σ c_i ℓ_i and its gradient by autograd, across chunks, at a θ other than the fitted one;
+    the base adapter's (a GLM's) equals it computed from η."""
+    from torch.func import grad
+
+    from skinfluence.models import make_adapter
+
+    X, y, net, objective, _ = _converged_net(n=50)
+    ad = make_adapter(TorchModel(net, weight_decay=3e-2), batch_size=7)      # 8 chunks
+    Z = ad.design(X)
+    theta = ad.theta + 0.1 * np.random.default_rng(0).standard_normal(ad.n_params)
+    c = np.full(len(y), 1 / len(y))
+    value, g = ad.loss_and_gradient(Z, y, c, theta)
+    t = torch.as_tensor(theta)
+    pen = 3e-2 / 2 * (t ** 2).sum()
+    assert value == pytest.approx(float(objective(t, np.arange(len(y))) - pen), rel=1e-12)
+    np.testing.assert_allclose(g, (grad(objective)(t, np.arange(len(y))) - 3e-2 * t).numpy(), rtol=1e-10, atol=1e-14)
+    Xc, yc = cancer
+    glm = make_adapter(LogisticRegression(**NEWTON).fit(Xc, yc))
+    Zc, cc = glm.design(Xc), np.ones(len(yc))
+    eta = glm.eta(Zc)
+    value, g = glm.loss_and_gradient(Zc, yc, cc)
+    assert value == pytest.approx(float(glm.loss.loss(yc, eta).sum()), rel=1e-12)
+    np.testing.assert_allclose(g, glm.gradients(Zc, glm.loss.gradient(yc, eta)).sum(0), rtol=1e-10)
