@@ -68,10 +68,11 @@ LBFGS_OPTIONS = {"max_iter": 2000, "tol": 1e-3}
 LBFGS_NEWTON_REACH, LBFGS_NEWTON_STEPS = 1.0, 2
 
 #: the finisher stops early, from a quarter to half of its cap, when at its rate so far it
-#: would need more than this many times the cap (later, three times). Measured (digits MLPs from 400 training
-#: iterations, cap 2,000, tol 1e-3): the 64-32-10 net, which finishes in 1,009, projects at
-#: most 1.03× the cap (at iteration 700, inside a 400-iteration stall); the 64-300-300-10 net
-#: projects 1.57× at iteration 500 and had reached only 0.032 of tol's 1e-3 after 4,000
+#: would need more than this many times the cap (later, three times). Measured on digits
+#: MLPs from 400 training iterations (cap 2,000, tol 1e-3): the 64-32-10 net, which
+#: finishes in 1,009, projects at most 1.03× the cap (at iteration 700, inside a
+#: 400-iteration stall); the 64-300-300-10 net projects 1.57× at iteration 500 and had
+#: reached only 0.032 of a row's gradient (tol 1e-3) after 4,000
 LBFGS_EARLY_STOP = 1.5
 
 

@@ -6,11 +6,11 @@ Removing a set ``U`` of training rows moves the optimum by one Newton step::
 
 with ``M_{-U} = M − Σ_U c_i J_iᵀ W_i J_i`` (the Newton step, "ns"; a network's exact
 Hessian keeps the rows' second-derivative term ``Σ_U c_i Σ_k g_ik ∇²η_ik`` unless
-:data:`EXACT_HESSIAN_DOWNDATE`, see there why) or ``M`` (the infinitesimal jackknife, "ij"). For an ℓ1 penalty the step is a proximal Newton step
-in which coordinates may enter or leave the support. NS is exact for a quadratic
-objective and otherwise has error O(1/n²) per leave-one-out fit of a smooth, strongly
-convex objective; IJ has error O(1/n). Both grow with the removed fraction and with
-leverage.
+:data:`EXACT_HESSIAN_DOWNDATE`, see there why) or ``M`` (the infinitesimal jackknife,
+"ij"). For an ℓ1 penalty the step is a proximal Newton step in which coordinates may enter
+or leave the support. NS is exact for a quadratic objective and otherwise has error
+O(1/n²) per leave-one-out fit of a smooth, strongly convex objective; IJ has error
+O(1/n). Both grow with the removed fraction and with leverage.
 
 Attribution is split into *factors* ``M⁻¹ ∇f`` of the test quantities (one solve each)
 and *scores*: factors against blocks of training rows' removal gradients, so that
@@ -68,7 +68,9 @@ def newton_update(model, idx, g_delta, W_delta, share, method, residual=False):
     if pen.is_smooth:
         # (with no curvature term to take out, e.g. rows the sample does not hold, the
         # penalty's share still goes)
-        return solver.downdated_solve(v, J, C, pen_diag) if C.any() or np.any(pen_diag) else solver.solve(v)
+        if C.any() or np.any(pen_diag):
+            return solver.downdated_solve(v, J, C, pen_diag)
+        return solver.solve(v)
     # ℓ1: proximal Newton on the new objective's quadratic model
     smooth_grad = model.data_grad + pen.smooth_gradient(ad.theta) - v
     smooth_grad += share * (pen.gradient(ad.theta) - pen.smooth_gradient(ad.theta))
