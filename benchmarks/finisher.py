@@ -7,7 +7,8 @@ parameters) trained by its L-BFGS trainer for ``--train-iter`` iterations on the
 training rows of digits. For each it prints, in one process:
 
 * the training's CPU seconds (``time.process_time``, one thread: robust to the other
-  processes of a shared machine) and the ratio of the unpolished fit;
+  processes of a shared machine; the trained net is cached with the time it took) and the
+  ratio of the unpolished fit;
 * ``fit(polish="lbfgs")``'s CPU seconds, and over the training; the same for the unpolished
   fit (the curvature every fit builds), so that the finisher's own cost is the difference;
 * ``convergence_ratio_`` after finishing (target < 0.05), the finisher's iterations and its
@@ -31,7 +32,7 @@ import warnings
 
 import numpy as np
 import torch
-from _common import digits_mlp, digits_split, lbfgs, pinned_threads
+from _common import digits_mlp, digits_split, lbfgs, pinned_threads, trained_net
 
 from skinfluence import FisherInfluence, HessianInfluence
 from skinfluence.estimators import InfluenceEngine
@@ -70,10 +71,11 @@ def cpu_time(fn):
 
 
 def run(hidden, args, X, y):
-    net = digits_mlp(hidden, seed=0)
-    t_train, _, _ = cpu_time(lambda: lbfgs(net, X, y, max_iter=args.train_iter))
-    model = TorchModel(net, weight_decay=1e-3)
     name = "64-" + "-".join(map(str, hidden)) + "-10"
+    net, trained = trained_net(f"finisher_mlp{name}_s0", lambda: digits_mlp(hidden, seed=0), X, y,
+                               max_iter=args.train_iter)
+    t_train = trained["cpu"]          # measured when the net was trained (and cached)
+    model = TorchModel(net, weight_decay=1e-3)
     p = sum(q.numel() for q in net.parameters())
     print(f"-- MLP {name}: {p:,} parameters, {len(y)} rows; trained by {args.train_iter} L-BFGS "
           f"iterations in {t_train:.1f} CPU s", flush=True)
@@ -102,6 +104,13 @@ def run(hidden, args, X, y):
               f"iterations, {info['evaluations']} gradients {extra}, gradient {info['gradient_ratio']:.2g} "
               f"of a row's; {builds.count} curvature build(s); Newton steps {done.n_polish_steps_}"
               + (f"; warned: {said[0][:300]}" if said else ""), flush=True)
+        trace = info.get("trace") or []
+        if trace:   # the gradient over a row's, every 100 iterations (best so far)
+            best, marks = np.minimum.accumulate([r for _, r in trace]), []
+            for (k, _), b in zip(trace, best):
+                if k % 100 == 0:
+                    marks.append(f"{k}: {b:.3g}")
+            print("  best gradient over a row's by iteration: " + ", ".join(marks), flush=True)
         rows.append((name, kind, done.convergence_ratio_, t_fin / t_train))
     return rows
 

@@ -11,13 +11,13 @@ influence method is a user's call: ``GeneralizedInfluence(TorchModel(net), prefi
 ...)``, ``fit(X, y, selection_rows=U)`` and ``parameter_change(U)`` (``relabel`` for the
 label and backdoor experiments), with the authors' Hessian batch as
 ``curvature_sampler=RandomSampler(512)`` (the curvature of 512 training rows standing for
-the whole data; the changed rows' own terms are then down-dated exactly). The baselines
+the whole data; what it holds of the changed rows' terms is then down-dated). The baselines
 are the public options of the same estimator: ``strategy="freezing"`` (``H_JJ⁻¹ g_J``),
 ``"projecting"`` (``(H⁻¹g)_J``), ``"full"`` (J = all, the same truncated solve) and
 ``"second_order"`` (Basu et al.), plus the damped full influence function solved to
 convergence (``FisherInfluence(solver="cg", damping=...)`` on every row, the "damped"
-rows: the 512-row curvature minus the removed rows' exact terms is indefinite, even the
-Gauss–Newton one, so CG on it stops).
+rows: the 512-row curvature minus the removed rows' exact terms was indefinite, even the
+Gauss–Newton one, so CG on it stopped; a down-date now takes out only what the sample holds).
 
 The step is applied as a direction (``skinfluence.unlearning.unlearning_path``):
 normalised to ``γ = --gamma`` per step, up to ``--max-steps`` steps, keeping the checkpoint
@@ -43,7 +43,8 @@ Experiments (``--experiments``):
    10×, 50×; retraining: Adam, 10 epochs of batches of 128, measured).
 5. ``reference``: one class removal (GIF 10%) through the estimator against a plain
    ``torch.func`` implementation of the same maths (selection hooks, the 512-row Hessian
-   products with the removed rows' Gauss–Newton terms down-dated, the same solver: ``--method``),
+   products with what they hold of the removed rows' Gauss–Newton terms down-dated, the
+   same solver: ``--method``),
    timed in one process; the two steps must agree.
 
 Trained networks and each run's results are cached in ``benchmarks/.cache/`` (ignored by git).
@@ -311,11 +312,12 @@ def plain_gif(net, X, y, U, ratio, sample, max_iter, normalizer=1.0, step=5.0, w
     """GIF's removal step written directly in torch.func, as a user would without the library:
     ``highest_outputs`` units from forward hooks on the removed rows, whole rows of each
     Linear/Conv2d layer (the partial unit filled by its largest weights); ``M`` = the
-    Hessian of the 512-row batch (weights ``n/512``) minus the removed rows' Gauss–Newton
-    terms plus the weight decay; ``v`` their gradient and penalty share; the authors'
-    modified LiSSA, or (``method="lanczos"``) the flow ``(1 − e^{−T·AᵀA})(AᵀA)⁻¹Aᵀv``,
-    ``T = max_iter/c²``, by fully re-orthogonalised Lanczos on ``AᵀA = P M M P``.
-    Everything in the objective's mean scale ``1/n``."""
+    Hessian of the 512-row batch (weights ``n/512``) minus what the batch holds of the
+    removed rows' Gauss–Newton terms (those of them in it, weighted alike) plus the weight
+    decay; ``v`` their gradient and penalty share; the authors' modified LiSSA, or
+    (``method="lanczos"``) the flow ``(1 − e^{−T·AᵀA})(AᵀA)⁻¹Aᵀv``, ``T = max_iter/c²``, by
+    fully re-orthogonalised Lanczos on ``AᵀA = P M M P``. Everything in the objective's
+    mean scale ``1/n``."""
     from torch.func import functional_call, grad, jvp, vjp
 
     names = [k for k, _ in net.named_parameters()]
@@ -367,16 +369,19 @@ def plain_gif(net, X, y, U, ratio, sample, max_iter, normalizer=1.0, step=5.0, w
         return wS * torch.nn.functional.cross_entropy(out, yS, reduction="sum")
 
     g_batch = grad(batch_loss)
-    fU = lambda v: functional_call(net, unflat(v), (XU,))     # noqa: E731
+    XH = Xt[np.intersect1d(U, S)]                          # the removed rows the batch holds
+    fH = lambda v: functional_call(net, unflat(v), (XH,))     # noqa: E731
     with torch.no_grad():
-        pU = torch.softmax(fU(flat0), 1)
+        pH = torch.softmax(fH(flat0), 1)
 
     def matvec(V):
         hv = jvp(g_batch, (flat0,), (V,))[1]
-        zU, Jv = jvp(fU, (flat0,), (V,))
-        WJv = pU * Jv - pU * (pU * Jv).sum(1, keepdim=True)   # softmax cross-entropy's W_i
-        _, back = vjp(fU, flat0)
-        return hv - back(WJv / n)[0] + wd * (1 - m / n) * V
+        if not len(XH):
+            return hv + wd * (1 - m / n) * V
+        zH, Jv = jvp(fH, (flat0,), (V,))
+        WJv = pH * Jv - pH * (pH * Jv).sum(1, keepdim=True)   # softmax cross-entropy's W_i
+        _, back = vjp(fH, flat0)
+        return hv - back(WJv * wS)[0] + wd * (1 - m / n) * V
 
     def lossU(v):
         out = functional_call(net, unflat(v), (XU,))

@@ -112,7 +112,7 @@ def residual_term(net, X, y, args):
     ad, model = inf.adapter_, inf.engine_
     R = model.c[:, None] * model.g
     (t_new, H_new), (t_old, H_old) = (median_time(lambda f=f: f(ad, model.Z, R), args.repeats)
-                                      for f in (type(ad)._residual_hessian, previous_residual_hessian))
+                                      for f in (type(ad).residual_hessian, previous_residual_hessian))
     diff = float((H_new - H_old).abs().max() / H_old.abs().max())
     print(f"second-derivative term: now (reverse-over-reverse, 512 rows x 32 vectors) {t_new:.2f} s, "
           f"before (forward-over-reverse, {min(len(y), 4096)} rows x "

@@ -331,7 +331,8 @@ def finisher(X, y, device, args):
                 raw = FisherInfluence(model, prefit=True, solver="cg", device=str(device)).fit(X, y)
                 start = time.perf_counter()
                 done = FisherInfluence(model, prefit=True, solver="cg", polish="lbfgs",
-                                       polish_options={"max_iter": args.finish_iter},
+                                       polish_options=None if args.finish_iter is None else
+                                       {"max_iter": args.finish_iter},
                                        device=str(device)).fit(X, y)
                 t_fin = time.perf_counter() - start
             info = done.polish_info_
@@ -360,7 +361,8 @@ def main(argv=None):
     ap.add_argument("--finisher", action="store_true",
                     help="also polish='lbfgs' on Adam-trained MLPs, against their training time")
     ap.add_argument("--epochs", type=int, default=20, help="Adam epochs of the --finisher nets")
-    ap.add_argument("--finish-iter", type=int, default=500, help="polish_options['max_iter']")
+    ap.add_argument("--finish-iter", type=int, default=None,
+                    help="polish_options['max_iter'] (default: the library's, as a user gets it)")
     ap.add_argument("--check-host", action="store_true",
                     help="compare the products with the host's even on the CPU (always on a GPU)")
     args = ap.parse_args(argv)

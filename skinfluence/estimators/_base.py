@@ -370,8 +370,7 @@ class BaseInfluence(DiagnosticsMixin, InfluenceQueries, TransformerMixin, BaseEs
         advice = ("Train it longer (or in float64), or pass polish='lbfgs' to finish it with "
                   "full-batch L-BFGS on its objective." if is_torch_model(final_step(est)) else None)
         if self.polish == "lbfgs":
-            advice = ("Raise polish_options['max_iter'] or lower polish_options['tol'] (or train "
-                      "it closer to the optimum first).")
+            advice = None    # the finisher's own, from how it stopped
         engine, self.convergence_ratio_, self.n_polish_steps_ = polish_engine(
             engine, polish=self.polish, removal_size=self.removal_size, what=what, advice=advice,
             lbfgs_options=self.polish_options)

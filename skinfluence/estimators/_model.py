@@ -17,9 +17,10 @@ total weight (removing rows then also shifts the penalty's relative weight).
 the rows ``S`` with importance weights ``w`` (all rows with ``w = 1`` unless a curvature
 sampler chose a subset), while gradients, leave-one-out and attribution always cover
 every row. ``M`` then estimates the full-data curvature, and a down-date for removed
-rows ``U`` subtracts their own terms ``Σ_{i∈U} c_i J_iᵀ W_i J_i`` (unweighted), whether or
-not they were sampled: the full data lose exactly those terms, so the down-dated
-``M`` estimates the curvature of the remaining data.
+rows ``U`` subtracts what the sample holds of them, ``Σ_{i∈U∩S} w_i c_i J_iᵀ W_i J_i``
+(:func:`~._updates.held_weights`): the sampled curvature of the remaining rows, an
+unbiased estimate of theirs and, for a Fisher, positive semi-definite (their exact terms,
+of which the sample may hold less, could leave it indefinite).
 """
 
 from __future__ import annotations

@@ -163,6 +163,12 @@ class ModelAdapter:
             raise NotImplementedError(f"{type(self).__name__} has Jacobians at its fitted θ only")
         return self.gradients(Z, G).sum(axis=0)
 
+    def loss_and_gradient(self, Z, y, c, theta=None):
+        """``(Σ_i c_i ℓ_i, its gradient)`` at ``theta``: the data part of the objective."""
+        eta = self.eta(Z, theta)
+        G = np.asarray(c)[:, None] * self.loss.gradient(y, eta)
+        return float(np.asarray(c) @ self.loss.loss(y, eta)), self.total_gradient(Z, G, theta)
+
     def jvp(self, Z, v):
         return self.jacobians(Z) @ v
 

@@ -539,6 +539,19 @@ class TorchAdapter(ModelAdapter):
             total += pull(self._t(G[sl]))[0]
         return self._np(total)
 
+    def loss_and_gradient(self, Z, y, c, theta=None):
+        """``(Σ_i c_i ℓ_i, its gradient)`` from one forward and one backward pass per chunk
+        (the outputs of the pass that is pulled back: a full-batch gradient's cost)."""
+        th, c = self._theta(theta), np.asarray(c, dtype=float)
+        value, total = 0.0, torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
+        for sl in self._chunks(len(Z)):
+            x = self._t(Z[sl])
+            out, pull = vjp(lambda t: self._f(t, x), th)
+            eta = self._np(out)
+            value += float(c[sl] @ self.loss.loss(y[sl], eta))
+            total += pull(self._t(c[sl, None] * self.loss.gradient(y[sl], eta)))[0]
+        return value, self._np(total)
+
     def jvp(self, Z, v):
         v = self._t(v)
         out = []
@@ -592,11 +605,11 @@ class TorchAdapter(ModelAdapter):
             sign = torch.sign(L).reshape(-1, 1)
             M.addmm_(B.T, B * sign) if (L < 0).any() else M.addmm_(B.T, B)
         if kind == "hessian":
-            M += self._residual_hessian(Z, np.asarray(c)[:, None] * self.loss.gradient(y, eta))
+            M += self.residual_hessian(Z, np.asarray(c)[:, None] * self.loss.gradient(y, eta))
         M = (M + M.T) / 2
         return self._np(M)
 
-    def _residual_hessian(self, Z, R):
+    def residual_hessian(self, Z, R):
         """``Σ_i Σ_k R_ik ∇²η_ik`` as a dense p × p matrix, by blocks of Hessian rows.
 
         Reverse-over-reverse: the gradient ``∇ψ`` of a block of rows is pulled back along
@@ -617,6 +630,20 @@ class TorchAdapter(ModelAdapter):
             for j in range(0, p, width):
                 H[j:j + width] += rows_of(eye[j:j + width])
         return H
+
+    def residual_matvec(self, Z, R, V):
+        """``Σ_i Σ_k R_ik ∇²η_ik V``, the second-derivative term of a Hessian whose output
+        gradients are ``R`` (``c_i ∂ℓ_i/∂η_i``), as products (forward over reverse, vmapped
+        over the columns of ``V``, shape (p,) or (p, m)): never the p × p matrix."""
+        V = np.asarray(V, dtype=float)
+        Vt = self._t(V.reshape(self.n_params, -1).T)            # (m, p)
+        R = np.asarray(R, dtype=float).reshape(len(Z), -1)
+        th, out = self._theta_t, torch.zeros_like(Vt)
+        for sl in self._chunks(len(Z)):
+            x, r = self._t(Z[sl]), self._t(R[sl])
+            g = grad(lambda t: (self._f(t, x) * r).sum())
+            out += vmap(lambda v: jvp(g, (th,), (v,))[1])(Vt)
+        return self._np(out.T).reshape(V.shape)
 
     def _torch_loss(self, eta, y, c):
         """``Σ_i c_i ℓ_i(η_i)`` in torch (the family's loss, to be differentiated twice)."""
