@@ -42,6 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from skinfluence import FisherInfluence, set_threads  # noqa: E402
 from skinfluence.models.torch import TorchModel  # noqa: E402
 
+from _common import cached  # noqa: E402
+
 
 class Block(torch.nn.Module):
     def __init__(self, c_in, c_out, stride):
@@ -136,6 +138,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--store", default="", help="'memory' or a directory: answer the queries from a GradientStore")
     ap.add_argument("--out", help="also write the report to this file")
+    ap.add_argument("--train-only", action="store_true", help="train (and cache) the net, then stop")
     args = ap.parse_args()
     print(set_threads(args.threads), flush=True)   # the package's thread policy
     warnings.filterwarnings("ignore")   # an Adam-trained net is not at an optimum: no polishing here
@@ -155,11 +158,17 @@ def main():
     net = ResNet(args.width)
     p = sum(q.numel() for q in net.parameters())
     t = time.perf_counter()
-    net = train(net, X, y, args.epochs, args.device)
+    state = cached("scale_resnet", lambda: train(net, X, y, args.epochs, args.device).state_dict(),
+                   args.width, args.epochs, X, y)   # the trained net, kept for the peers' runs
+    net.load_state_dict(state)
+    net.eval()
     with torch.no_grad():
         acc = float((net(torch.as_tensor(Xq)).argmax(1).numpy() == yq).mean())
     say(f"ResNet width {args.width}: {p:,} parameters; {args.n_train:,} training images, {args.n_test:,} queries; "
-        f"trained {args.epochs} epochs in {time.perf_counter() - t:.1f} s (query accuracy {acc:.3f})")
+        f"trained {args.epochs} epochs in {time.perf_counter() - t:.1f} s (or read from the cache; "
+        f"query accuracy {acc:.3f})")
+    if args.train_only:
+        return
     model = TorchModel(net, loss="cross_entropy", weight_decay=1e-4)
     opts = dict(prefit=True, solver=args.solver, fisher=args.fisher, device=args.device, dtype=args.dtype,
                 batch_size=args.batch_size, memory_budget=args.budget, random_state=0)
