@@ -14,17 +14,30 @@ the query's label.
 
 With ``--store`` the training gradients are computed once into a ``GradientStore``
 (``memory``, or a directory for an on-disk memmap) and the queries read them from there,
-instead of ``attribute`` recomputing every training gradient for each block of queries; the
-store's top-k is checked against ``attribute``'s on the first queries.
+instead of ``attribute`` recomputing every training gradient for each block of queries.
+``--projection k_out,k_in`` stores each layer's per-sample gradient projected as
+``P_out S P_inᵀ`` (the Kronecker-structured projection, never forming the 1.23M-float
+gradient: at ``24,24`` 5,760 floats a row, 230 MB for 10,000 rows against 49 GB unprojected);
+``--check m`` compares the store's top-k with ``attribute``'s on the first ``m`` queries (one
+more pass over every training row's full gradient). ``--curvature-rows m`` fits the factors
+on ``m`` random rows (``RandomSampler``); ``--save-top`` keeps the top-k and those rows for
+``scale_kronfluence.py``, which runs kronfluence's EK-FAC on the same net, rows and queries.
 
 Full size (a GPU: ``--device cuda``; under 4 minutes on an H100 is the aim, hence the MC
-Fisher, one output column instead of the exact Fisher's nine)::
+Fisher, one output column instead of the exact Fisher's nine, and 2,000 curvature rows)::
 
     timeout 230 python benchmarks/scale_kfac.py --device cuda --n-train 10000 --n-test 1000 --top-k 10 \
-        --epochs 2 --threads 8 --fisher mc --first-queries 0 --out $OUT/kfac.txt
+        --epochs 2 --threads 8 --fisher mc --curvature-rows 2000 --store memory --projection 24,24 \
+        --check 0 --out $OUT/kfac.txt
+
+The CPU run of ``benchmarks/RESULTS_scale.md`` (2,000 images, 200 queries; then kronfluence)::
+
+    python benchmarks/scale_kfac.py --n-train 2000 --n-test 200 --epochs 1 --store memory \
+        --projection 24,24 --curvature-rows 1000 --fisher mc --check 0 --save-top top.npz
+    python benchmarks/scale_kronfluence.py --n-train 2000 --n-test 200 --epochs 1 --ours top.npz \
+        --queries 100          # in the environment that holds kronfluence
 
 A small CPU check: ``python benchmarks/scale_kfac.py --n-train 200 --n-test 20 --width 8``.
-The figures are in ``benchmarks/RESULTS_kfac.md``.
 """
 
 import argparse

@@ -47,7 +47,9 @@ class InfluenceEnsemble(BaseEstimator):
         the query's ``curvature`` (``"estimator"``: each member's solver; ``"projected"``:
         the Fisher of its projected gradients, TRAK; then the member's own solver is unused,
         so give it a cheap one, e.g. ``solver="ekfac"``) and ``damping`` (of the projected
-        Fisher). ``{"projection": 512, "curvature": "projected"}`` is TRAK.
+        Fisher). ``{"projection": 512, "curvature": "projected"}`` is TRAK; for network
+        members ``{"projection": (k_out, k_in), ...}`` projects layer by layer without
+        forming the per-sample gradients (LoGra).
 
     Attributes
     ----------

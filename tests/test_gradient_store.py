@@ -210,3 +210,15 @@ def test_kronecker_projection_refused_where_it_does_not_apply(fitted, net_fitted
     for bad in [(0, 3), (2,), (2, 3.5), (True, 2)]:
         with pytest.raises(ValueError, match="two positive integers"):
             GradientStore(net_fitted[0], projection=bad)
+
+
+@pytest.mark.filterwarnings("ignore::skinfluence.exceptions.InfluenceWarning")
+def test_ensemble_takes_the_kronecker_projection(net_fitted):
+    from skinfluence import InfluenceEnsemble
+
+    inf, X, y = net_fitted
+    member = FisherInfluence(inf.estimator, prefit=True, solver="dense", damping=1e-3)
+    plain = InfluenceEnsemble([member]).fit(X, y).attribute(X[:4], y[:4])
+    exact = InfluenceEnsemble([member], store={"projection": (100, 100), "dtype": "float64"}).fit(X, y)
+    np.testing.assert_allclose(exact.attribute(X[:4], y[:4]), plain, rtol=1e-9, atol=1e-12 * np.abs(plain).max())
+    assert exact.stores_[0].projection == (100, 100)
