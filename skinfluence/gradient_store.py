@@ -239,8 +239,8 @@ class GradientStore:
         out = np.empty((len(rows), self._width()))
         width = out.shape[1] - len(rest)
         out[:, :width] = ad.kronecker_gradients(Z, G, {n: L[1:3] for n, L in layers.items()})
-        if len(rest):                  # parameters outside the factorised layers, from full gradients
-            out[:, width:] = ad.gradients(Z, G)[:, rest]
+        for sl in row_blocks(len(rows), max(1, 2**24 // self._n_params())) if len(rest) else ():
+            out[sl, width:] = ad.gradients(Z[sl], G[sl])[:, rest]     # outside the layers: full rows, ≤ 128 MiB
         if share.any():                # the penalty's share, projected like the rest
             out += share[:, None] * self.project(engine.pen_grad[None, :])
         return out
