@@ -59,6 +59,9 @@ from skinfluence.sampling import RandomSampler  # noqa: E402
 from _common import cached  # noqa: E402
 
 
+WEIGHT_DECAY = 1e-4    # of the objective: mean cross-entropy + WEIGHT_DECAY/2 ‖θ‖²
+
+
 class Block(torch.nn.Module):
     def __init__(self, c_in, c_out, stride):
         super().__init__()
@@ -203,7 +206,7 @@ def main():
         f"query accuracy {acc:.3f})")
     if args.train_only:
         return
-    model = TorchModel(net, loss="cross_entropy", weight_decay=1e-4)
+    model = TorchModel(net, loss="cross_entropy", weight_decay=WEIGHT_DECAY)
     opts = dict(prefit=True, solver=args.solver, fisher=args.fisher, device=args.device, dtype=args.dtype,
                 batch_size=args.batch_size, memory_budget=args.budget, random_state=0)
     if args.curvature_rows:
@@ -239,7 +242,7 @@ def main():
         if args.save_top:
             np.savez(args.save_top, helpful=top.helpful_indices, helpful_scores=top.helpful_scores,
                      curvature_rows=np.arange(args.n_train) if inf.curvature_rows_ is None else inf.curvature_rows_,
-                     damping=inf.damping_)
+                     damping=inf.damping_, weight_decay=WEIGHT_DECAY)
         check = min(args.n_test, args.check)
         if check:   # the store's top-k against attribute's (every training gradient, unprojected)
             with Peak(args.device) as exact:
@@ -247,7 +250,8 @@ def main():
             agree = np.mean([len(set(a) & set(b)) / args.top_k
                              for a, b in zip(ref.helpful_indices, top.helpful_indices[:check])])
             say(f"attribute (no store) for the first {check} queries: {exact.seconds:.1f} s; "
-                f"top-{args.top_k} overlap with the store's: {agree:.3f}")
+                f"top-{args.top_k} overlap with the store's: {agree:.3f}; its most helpful row shares the "
+                f"query's label: {np.mean(y[ref.helpful_indices[:, 0]] == yq[:check]):.3f}")
         say(f"| {args.device} | {p:,} | {args.n_train:,} | {args.n_test:,} | {args.solver}, {args.fisher}, "
             f"store {projection or 'full'} | {fit.seconds:.1f} | {fit.mib:,.0f} | {built.seconds:.1f} + "
             f"{query.seconds:.1f} | {max(built.mib, query.mib):,.0f} | {same:.3f} |")

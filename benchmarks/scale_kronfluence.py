@@ -4,8 +4,9 @@ top-k agreement with ours.
 Run in the environment that holds kronfluence (its own venv, torch pinned), after
 ``scale_kfac.py --store memory --save-top TOP.npz`` on the same sizes: the trained net comes from
 that script's cache, the factors are fitted on the same curvature rows (``TOP.npz``) with
-kronfluence's sampled (MC) Fisher, at the damping ours chose divided by the number of training
-rows (kronfluence's Fisher is that of the mean loss; its objective has no weight decay), and the
+kronfluence's sampled (MC) Fisher, at the damping ours chose plus the weight decay (both
+curvatures are the mean loss's; kronfluence's objective has no weight decay, so it enters as
+damping: the same curvature), and the
 pairwise scores of the first ``--queries`` queries against every training row are computed in one
 pass over the training rows (the preconditioned query gradients, ``queries × p`` floats, are held
 in memory: 1,000 queries of 1.23 M parameters would take 4.9 GB, so a subset is scored and the
@@ -44,6 +45,8 @@ def main():
     ap.add_argument("--ours", required=True, help="the .npz that scale_kfac.py --save-top wrote")
     ap.add_argument("--batch", type=int, default=64, help="kronfluence's per-device batch sizes")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--damping", type=float, default=None,
+                    help="kronfluence's damping_factor (default: ours plus the weight decay, the same curvature)")
     ap.add_argument("--out", help="also write the report to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,7 +75,10 @@ def main():
     net.load_state_dict(cached("scale_resnet", missing, args.width, args.epochs, X, y))
     net.eval()
     ours = np.load(args.ours)
-    rows, damping = ours["curvature_rows"], float(ours["damping"]) / args.n_train
+    # ours: the mean loss + weight_decay/2 ‖θ‖², damped by δ; kronfluence: the mean loss's Fisher damped
+    # by its damping_factor. The same curvature: damping_factor = δ + weight_decay.
+    rows = ours["curvature_rows"]
+    damping = float(ours["damping"]) + float(ours["weight_decay"]) if args.damping is None else args.damping
 
     class Classification(Task):
         def compute_train_loss(self, batch, model, sample=False):

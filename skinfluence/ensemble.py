@@ -49,7 +49,8 @@ class InfluenceEnsemble(BaseEstimator):
         so give it a cheap one, e.g. ``solver="ekfac"``) and ``damping`` (of the projected
         Fisher). ``{"projection": 512, "curvature": "projected"}`` is TRAK; for network
         members ``{"projection": (k_out, k_in), ...}`` projects layer by layer without
-        forming the per-sample gradients (LoGra).
+        forming the per-sample gradients (LoGra), ``"basis": "curvature"`` on the leading
+        K-FAC eigenvectors.
 
     Attributes
     ----------
@@ -81,7 +82,7 @@ class InfluenceEnsemble(BaseEstimator):
     """
 
     _QUERY_OPTIONS = ("curvature", "damping")
-    _STORE_OPTIONS = ("projection", "path", "memory_budget", "dtype", "block_size", "random_state")
+    _STORE_OPTIONS = ("projection", "path", "memory_budget", "dtype", "block_size", "random_state", "basis")
 
     def __init__(self, influences, store=None):
         self.influences = influences

@@ -21,7 +21,14 @@ Attribution scores a test point ``j`` against training row ``i`` as ``f_jᵀ v_i
   by ``1/√k_out`` and ``1/√k_in`` it is unbiased too, with a larger variance than a dense
   projection of the same size (its rows are not independent): the attribution error is
   random, of relative size about ``1/√k_l`` per layer. A side with ``k`` at least the layer's
-  size is the identity (exact); parameters outside those layers are stored unprojected;
+  size is the identity (exact); parameters outside those layers are stored unprojected.
+  With ``basis="curvature"`` (an estimator fitted with ``solver="kfac"`` / ``"ekfac"``) the
+  rows of ``P_out`` and ``P_in`` are instead the leading eigenvectors of the layer's K-FAC
+  factors ``G`` and ``A``: the store keeps each gradient's exact coordinates in the top
+  ``k_out × k_in`` block of the Kronecker eigenbasis, and the scores are EK-FAC's restricted
+  to that block — deterministic and biased (the other directions are dropped), but far more
+  accurate for the same ``k`` than a random projection where the gradients concentrate on the
+  leading directions;
 * written block by block with a record of the finished blocks, so that an interrupted
   computation resumes where it stopped (``fit`` again on the same ``path``);
 * saved with its settings and loaded by :meth:`GradientStore.load` (the estimator itself
@@ -79,6 +86,10 @@ class GradientStore:
         Training rows per block (the estimator's ``batch_size`` if None).
     random_state : int, default=0
         Seed of the projection.
+    basis : {"random", "curvature"}, default="random"
+        With ``projection=(k_out, k_in)``: Gaussian ``P_out``, ``P_in``, or the leading
+        eigenvectors of each layer's K-FAC factors (the estimator's Kronecker-factored solver;
+        module docstring).
 
     Attributes
     ----------
@@ -89,7 +100,7 @@ class GradientStore:
     """
 
     def __init__(self, estimator, *, projection=None, path=None, memory_budget=None, dtype="float32",
-                 block_size=None, random_state=0):
+                 block_size=None, random_state=0, basis="random"):
         check_is_fitted(estimator, "curvature_solver_")
         if isinstance(projection, (tuple, list)):
             if len(projection) != 2 or not all(_positive_int(k) for k in projection):
@@ -102,6 +113,13 @@ class GradientStore:
         elif projection is not None and not _positive_int(projection):
             raise ValueError(f"projection must be a positive integer, a pair (k_out, k_in) or None, "
                              f"got {projection!r}")
+        if basis not in ("random", "curvature"):
+            raise ValueError(f"basis must be 'random' or 'curvature', got {basis!r}")
+        if basis == "curvature" and not (isinstance(projection, tuple)
+                                         and hasattr(estimator.curvature_solver_, "layers")):
+            raise ValueError("basis='curvature' takes the eigenvectors of a Kronecker-factored solver's "
+                             "layers: it needs projection=(k_out, k_in) and an estimator fitted with "
+                             f"solver='kfac' or 'ekfac' (its solver is {type(estimator.curvature_solver_).__name__})")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if block_size is not None and (not isinstance(block_size, Integral) or block_size < 1):
@@ -116,6 +134,7 @@ class GradientStore:
         self.dtype = dtype
         self.block_size = block_size
         self.random_state = random_state
+        self.basis = basis
 
     # ------------------------------------------------------------------ layout
     def _n_params(self):
@@ -137,10 +156,16 @@ class GradientStore:
         if "_layout_" not in self.__dict__:
             k_out, k_in = self.projection
             layers, covered = {}, np.zeros(self._n_params(), bool)
+            eigen = self.estimator.curvature_solver_.layers if self.basis == "curvature" else {}
             for li, (name, (index, n_out, n_in)) in enumerate(self.estimator.adapter_.kronecker_layers().items()):
-                rng = np.random.default_rng([self.random_state, li])
-                P_out = rng.standard_normal((k_out, n_out)) / np.sqrt(k_out) if k_out < n_out else None
-                P_in = rng.standard_normal((k_in, n_in)) / np.sqrt(k_in) if k_in < n_in else None
+                if name in eigen:          # eigenvalues ascending: the last columns lead
+                    QA, QG = eigen[name][1:3]
+                    P_out = QG[:, -k_out:].T if k_out < n_out else None
+                    P_in = QA[:, -k_in:].T if k_in < n_in else None
+                else:
+                    rng = np.random.default_rng([self.random_state, li])
+                    P_out = rng.standard_normal((k_out, n_out)) / np.sqrt(k_out) if k_out < n_out else None
+                    P_in = rng.standard_normal((k_in, n_in)) / np.sqrt(k_in) if k_in < n_in else None
                 layers[name] = (index, P_out, P_in, min(k_out, n_out) * min(k_in, n_in))
                 covered[index.ravel()] = True
             self._layout_ = layers, np.flatnonzero(~covered)
@@ -149,7 +174,7 @@ class GradientStore:
     def _settings(self):
         return {"n_train": int(self.estimator.n_samples_), "width": int(self._width()), "n_params": int(self._n_params()),
                 "projection": list(self.projection) if self._kronecker() else self.projection,
-                "dtype": self.dtype, "random_state": int(self.random_state),
+                "basis": self.basis, "dtype": self.dtype, "random_state": int(self.random_state),
                 "block_size": int(self._block_size())}
 
     def _block_size(self):
@@ -273,7 +298,7 @@ class GradientStore:
             saved = json.load(fh)
         s = saved["settings"]
         projection = tuple(s["projection"]) if isinstance(s["projection"], list) else s["projection"]
-        store = cls(estimator, projection=projection, path=path, dtype=s["dtype"], block_size=s["block_size"],
+        store = cls(estimator, projection=projection, path=path, basis=s.get("basis", "random"), dtype=s["dtype"], block_size=s["block_size"],
                     random_state=s["random_state"])
         if store._settings() != s:
             raise ValueError(f"the store at {path} was made for another model or data ({s})")

@@ -222,3 +222,33 @@ def test_ensemble_takes_the_kronecker_projection(net_fitted):
     exact = InfluenceEnsemble([member], store={"projection": (100, 100), "dtype": "float64"}).fit(X, y)
     np.testing.assert_allclose(exact.attribute(X[:4], y[:4]), plain, rtol=1e-9, atol=1e-12 * np.abs(plain).max())
     assert exact.stores_[0].projection == (100, 100)
+
+
+@pytest.mark.filterwarnings("ignore::skinfluence.exceptions.InfluenceWarning")
+def test_kronecker_projection_on_the_curvature_basis(net_fitted):
+    inf, X, y = net_fitted
+    ek = FisherInfluence(inf.estimator, prefit=True, solver="ekfac", damping=1e-3).fit(X, y)
+    A = ek.attribute(X[:15], y[:15])
+    full = GradientStore(ek, projection=(100, 100), basis="curvature", dtype="float64").fit()
+    np.testing.assert_allclose(full.attribute(X[:15], y[:15]), A, rtol=1e-9, atol=1e-12 * np.abs(A).max())
+    store = GradientStore(ek, projection=(3, 8), basis="curvature", dtype="float64").fit()
+    layers, rest = store._layout()
+    V = ek.training_gradients()
+    for name, (index, P_out, P_in, _) in layers.items():     # the leading eigenvectors of G and A
+        _, QA, QG = ek.curvature_solver_.layers[name][:3]
+        for P, Q in ((P_out, QG), (P_in, QA)):
+            if P is not None:
+                np.testing.assert_array_equal(P, Q[:, -len(P):].T)
+    np.testing.assert_allclose(store.gradients_[:, -len(rest):], V[:, rest], rtol=1e-10,   # the LayerNorm's
+                               atol=1e-12 * np.abs(V).max())
+    # the same layer-wise projection as the random one, so the dense-matrix test covers it; here the
+    # deterministic block of EK-FAC's scores beats random projections of the same size
+    S = store.attribute(X[:15], y[:15])
+    err = np.linalg.norm(S - A) / np.linalg.norm(A)
+    random = [np.linalg.norm(GradientStore(ek, projection=(3, 8), dtype="float64", random_state=s).fit()
+                             .attribute(X[:15], y[:15]) - A) / np.linalg.norm(A) for s in range(5)]
+    assert err < np.median(random)
+    with pytest.raises(ValueError, match="Kronecker-factored solver"):
+        GradientStore(inf, projection=(3, 8), basis="curvature")            # a dense solver
+    with pytest.raises(ValueError, match="basis must be"):
+        GradientStore(ek, projection=(3, 8), basis="pca")
