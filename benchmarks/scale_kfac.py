@@ -18,7 +18,9 @@ instead of ``attribute`` recomputing every training gradient for each block of q
 ``--projection k_out,k_in`` stores each layer's per-sample gradient projected as
 ``P_out S P_inᵀ`` (the Kronecker-structured projection, never forming the 1.23M-float
 gradient: at ``24,24`` 5,760 floats a row, 230 MB for 10,000 rows against 49 GB unprojected);
-``--check m`` compares the store's top-k with ``attribute``'s on the first ``m`` queries (one
+``--basis curvature`` takes the leading eigenvectors of each layer's K-FAC factors instead
+of Gaussian matrices (EK-FAC's scores on the leading eigen-block: far closer for the same
+size). ``--check m`` compares the store's top-k with ``attribute``'s on the first ``m`` queries (one
 more pass over every training row's full gradient). ``--curvature-rows m`` fits the factors
 on ``m`` random rows (``RandomSampler``); ``--save-top`` keeps the top-k and those rows for
 ``scale_kronfluence.py``, which runs kronfluence's EK-FAC on the same net, rows and queries.
@@ -171,6 +173,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--store", default="", help="'memory' or a directory: answer the queries from a GradientStore")
     ap.add_argument("--projection", default="", help="with --store: k (dense) or k_out,k_in (per layer, Kronecker)")
+    ap.add_argument("--basis", default="random", choices=["random", "curvature"],
+                    help="with --projection k_out,k_in: Gaussian, or the leading K-FAC eigenvectors")
     ap.add_argument("--check", type=int, default=10, help="with --store: compare with attribute on these queries")
     ap.add_argument("--curvature-rows", type=int, default=0, help="fit the factors on this many random rows")
     ap.add_argument("--save-top", default="", help="write the top-k (and the curvature rows) to this .npz")
@@ -228,8 +232,9 @@ def main():
             projection = tuple(k) if len(k) == 2 else k[0]
         with Peak(args.device) as built:
             store = GradientStore(inf, projection=projection, path=None if args.store == "memory" else args.store,
-                                  memory_budget=args.budget).fit()
-        say(f"gradient store (projection {projection or 'none'}: {store.gradients_.shape[1]:,} floats a row; "
+                                  memory_budget=args.budget, basis=args.basis).fit()
+        say(f"gradient store (projection {projection or 'none'}, {args.basis} basis: {store.gradients_.shape[1]:,} "
+            f"floats a row; "
             f"{'memory' if not store.on_disk_ else 'disk'}, float32, {store.gradients_.nbytes / 2**20:,.0f} MiB): "
             f"{built.seconds:.1f} s, peak memory {built.mib:,.0f} MiB (at its start {built.before:,.0f} MiB)")
         with Peak(args.device) as query:
@@ -253,7 +258,7 @@ def main():
                 f"top-{args.top_k} overlap with the store's: {agree:.3f}; its most helpful row shares the "
                 f"query's label: {np.mean(y[ref.helpful_indices[:, 0]] == yq[:check]):.3f}")
         say(f"| {args.device} | {p:,} | {args.n_train:,} | {args.n_test:,} | {args.solver}, {args.fisher}, "
-            f"store {projection or 'full'} | {fit.seconds:.1f} | {fit.mib:,.0f} | {built.seconds:.1f} + "
+            f"store {projection or 'full'} {args.basis} | {fit.seconds:.1f} | {fit.mib:,.0f} | {built.seconds:.1f} + "
             f"{query.seconds:.1f} | {max(built.mib, query.mib):,.0f} | {same:.3f} |")
         return
     if 0 < args.first_queries < args.n_test:   # a first figure, should the full run be cut short
