@@ -30,7 +30,7 @@ Fisher, one output column instead of the exact Fisher's nine, and 2,000 curvatur
 
     timeout 230 python benchmarks/scale_kfac.py --device cuda --n-train 10000 --n-test 1000 --top-k 10 \
         --epochs 2 --threads 8 --fisher mc --curvature-rows 2000 --store memory --projection 24,24 \
-        --check 0 --out $OUT/kfac.txt
+        --basis curvature --check 0 --out $OUT/kfac.txt
 
 The CPU run of ``benchmarks/RESULTS_scale.md`` (2,000 images, 200 queries; then kronfluence)::
 
