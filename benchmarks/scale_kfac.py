@@ -161,6 +161,8 @@ def main():
     ap.add_argument("--n-train", type=int, default=10_000)
     ap.add_argument("--n-test", type=int, default=1_000)
     ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--queries", type=int, default=0,
+                    help="score only the first this many of the --n-test queries (the data stay those of --n-test)")
     ap.add_argument("--first-queries", type=int, default=100, help="time these queries alone first")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
@@ -210,6 +212,9 @@ def main():
         f"query accuracy {acc:.3f})")
     if args.train_only:
         return
+    if args.queries:
+        Xq, yq = Xq[:args.queries], yq[:args.queries]
+        args.n_test = len(yq)
     model = TorchModel(net, loss="cross_entropy", weight_decay=WEIGHT_DECAY)
     opts = dict(prefit=True, solver=args.solver, fisher=args.fisher, device=args.device, dtype=args.dtype,
                 batch_size=args.batch_size, memory_budget=args.budget, random_state=0)
