@@ -48,7 +48,6 @@ import os
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._sklearn_compat import _num_samples, _safe_indexing

@@ -395,7 +395,8 @@ class TorchAdapter(ModelAdapter):
                 g = (g.reshape(*g.shape[:3], -1).transpose(2, 3) if isinstance(modules[n], torch.nn.Conv2d)
                      else g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1]))      # (b, R, T, O)
                 pieces[n] = (self._layer_inputs(modules[n], seen[n][0], layers[n][2]), g)
-            del seen, outs, grads, out
+            seen.clear()
+            del outs, grads, out
             yield sl, pieces
 
     def kronecker_gradients(self, Z, G, projections) -> np.ndarray:
