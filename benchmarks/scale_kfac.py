@@ -14,17 +14,32 @@ the query's label.
 
 With ``--store`` the training gradients are computed once into a ``GradientStore``
 (``memory``, or a directory for an on-disk memmap) and the queries read them from there,
-instead of ``attribute`` recomputing every training gradient for each block of queries; the
-store's top-k is checked against ``attribute``'s on the first queries.
+instead of ``attribute`` recomputing every training gradient for each block of queries.
+``--projection k_out,k_in`` stores each layer's per-sample gradient projected as
+``P_out S P_inᵀ`` (the Kronecker-structured projection, never forming the 1.23M-float
+gradient: at ``24,24`` 5,760 floats a row, 230 MB for 10,000 rows against 49 GB unprojected);
+``--basis curvature`` takes the leading eigenvectors of each layer's K-FAC factors instead
+of Gaussian matrices (EK-FAC's scores on the leading eigen-block: far closer for the same
+size). ``--check m`` compares the store's top-k with ``attribute``'s on the first ``m`` queries (one
+more pass over every training row's full gradient). ``--curvature-rows m`` fits the factors
+on ``m`` random rows (``RandomSampler``); ``--save-top`` keeps the top-k and those rows for
+``scale_kronfluence.py``, which runs kronfluence's EK-FAC on the same net, rows and queries.
 
 Full size (a GPU: ``--device cuda``; under 4 minutes on an H100 is the aim, hence the MC
-Fisher, one output column instead of the exact Fisher's nine)::
+Fisher, one output column instead of the exact Fisher's nine, and 2,000 curvature rows)::
 
     timeout 230 python benchmarks/scale_kfac.py --device cuda --n-train 10000 --n-test 1000 --top-k 10 \
-        --epochs 2 --threads 8 --fisher mc --first-queries 0 --out $OUT/kfac.txt
+        --epochs 2 --threads 8 --fisher mc --curvature-rows 2000 --store memory --projection 24,24 \
+        --basis curvature --check 0 --out $OUT/kfac.txt
+
+The CPU run of ``benchmarks/RESULTS_scale.md`` (2,000 images, 200 queries; then kronfluence)::
+
+    python benchmarks/scale_kfac.py --n-train 2000 --n-test 200 --epochs 1 --store memory \
+        --projection 24,24 --curvature-rows 1000 --fisher mc --check 0 --save-top top.npz
+    python benchmarks/scale_kronfluence.py --n-train 2000 --n-test 200 --epochs 1 --ours top.npz \
+        --queries 100          # in the environment that holds kronfluence
 
 A small CPU check: ``python benchmarks/scale_kfac.py --n-train 200 --n-test 20 --width 8``.
-The figures are in ``benchmarks/RESULTS_kfac.md``.
 """
 
 import argparse
@@ -41,6 +56,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from skinfluence import FisherInfluence, set_threads  # noqa: E402
 from skinfluence.models.torch import TorchModel  # noqa: E402
+from skinfluence.sampling import RandomSampler  # noqa: E402
+
+from _common import cached  # noqa: E402
+
+
+WEIGHT_DECAY = 1e-4    # of the objective: mean cross-entropy + WEIGHT_DECAY/2 ‖θ‖²
 
 
 class Block(torch.nn.Module):
@@ -93,20 +114,34 @@ def train(module, X, y, epochs, device, batch=128):
     return module.cpu().eval()
 
 
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mib(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 class Peak:
-    """Peak memory of a phase: CUDA allocations on a GPU, else the process's peak resident size."""
+    """Wall time and peak memory of a phase: CUDA allocations on a GPU; on Linux the process's
+    resident peak during the phase (``VmHWM``, reset at its start), with ``before`` the resident
+    size at its start; elsewhere the process's lifetime peak (``ru_maxrss``)."""
 
     def __init__(self, device):
         self.cuda = device.startswith("cuda")
+        self.before = float("nan")
 
     def __enter__(self):
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")     # resets the peak resident size
+                self.before = _status_mib("VmRSS")
+            except OSError:
+                pass
         self.t = time.perf_counter()
         return self
 
@@ -114,8 +149,10 @@ class Peak:
         if self.cuda:
             torch.cuda.synchronize()
             self.mib = torch.cuda.max_memory_allocated() / 2**20
+        elif self.before == self.before:
+            self.mib = _status_mib("VmHWM")
         else:
-            self.mib = peak_rss_mib()
+            self.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.seconds = time.perf_counter() - self.t
 
 
@@ -124,6 +161,8 @@ def main():
     ap.add_argument("--n-train", type=int, default=10_000)
     ap.add_argument("--n-test", type=int, default=1_000)
     ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--queries", type=int, default=0,
+                    help="score only the first this many of the --n-test queries (the data stay those of --n-test)")
     ap.add_argument("--first-queries", type=int, default=100, help="time these queries alone first")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
@@ -135,7 +174,14 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--store", default="", help="'memory' or a directory: answer the queries from a GradientStore")
+    ap.add_argument("--projection", default="", help="with --store: k (dense) or k_out,k_in (per layer, Kronecker)")
+    ap.add_argument("--basis", default="random", choices=["random", "curvature"],
+                    help="with --projection k_out,k_in: Gaussian, or the leading K-FAC eigenvectors")
+    ap.add_argument("--check", type=int, default=10, help="with --store: compare with attribute on these queries")
+    ap.add_argument("--curvature-rows", type=int, default=0, help="fit the factors on this many random rows")
+    ap.add_argument("--save-top", default="", help="write the top-k (and the curvature rows) to this .npz")
     ap.add_argument("--out", help="also write the report to this file")
+    ap.add_argument("--train-only", action="store_true", help="train (and cache) the net, then stop")
     args = ap.parse_args()
     print(set_threads(args.threads), flush=True)   # the package's thread policy
     warnings.filterwarnings("ignore")   # an Adam-trained net is not at an optimum: no polishing here
@@ -155,39 +201,70 @@ def main():
     net = ResNet(args.width)
     p = sum(q.numel() for q in net.parameters())
     t = time.perf_counter()
-    net = train(net, X, y, args.epochs, args.device)
+    state = cached("scale_resnet", lambda: train(net, X, y, args.epochs, args.device).state_dict(),
+                   args.width, args.epochs, X, y)   # the trained net, kept for the peers' runs
+    net.load_state_dict(state)
+    net.eval()
     with torch.no_grad():
         acc = float((net(torch.as_tensor(Xq)).argmax(1).numpy() == yq).mean())
     say(f"ResNet width {args.width}: {p:,} parameters; {args.n_train:,} training images, {args.n_test:,} queries; "
-        f"trained {args.epochs} epochs in {time.perf_counter() - t:.1f} s (query accuracy {acc:.3f})")
-    model = TorchModel(net, loss="cross_entropy", weight_decay=1e-4)
+        f"trained {args.epochs} epochs in {time.perf_counter() - t:.1f} s (or read from the cache; "
+        f"query accuracy {acc:.3f})")
+    if args.train_only:
+        return
+    if args.queries:
+        Xq, yq = Xq[:args.queries], yq[:args.queries]
+        args.n_test = len(yq)
+    model = TorchModel(net, loss="cross_entropy", weight_decay=WEIGHT_DECAY)
     opts = dict(prefit=True, solver=args.solver, fisher=args.fisher, device=args.device, dtype=args.dtype,
                 batch_size=args.batch_size, memory_budget=args.budget, random_state=0)
+    if args.curvature_rows:
+        opts["curvature_sampler"] = RandomSampler(args.curvature_rows, random_state=0)
     with Peak(args.device) as fit:
         inf = FisherInfluence(model, damping="auto", **opts).fit(X, y)
         sol = inf.curvature_solver_
-    say(f"fit ({args.solver}, fisher={args.fisher}, damping auto = {inf.damping_:.3g}): "
+    say(f"fit ({args.solver}, fisher={args.fisher}, curvature rows {args.curvature_rows or args.n_train:,}, "
+        f"damping auto = {inf.damping_:.3g}): "
         f"{fit.seconds:.1f} s (the factors' {sol.info_['passes']} passes and eigendecompositions "
-        f"{sol.info_['seconds']:.1f} s), peak memory {fit.mib:,.0f} MiB")
+        f"{sol.info_['seconds']:.1f} s), peak memory {fit.mib:,.0f} MiB (resident at its start "
+        f"{fit.before:,.0f} MiB)")
     if args.store:
         from skinfluence.gradient_store import GradientStore
 
+        projection = None
+        if args.projection:
+            k = [int(v) for v in args.projection.split(",")]
+            projection = tuple(k) if len(k) == 2 else k[0]
         with Peak(args.device) as built:
-            store = GradientStore(inf, path=None if args.store == "memory" else args.store,
-                                  memory_budget=args.budget).fit()
-        say(f"gradient store ({'memory' if not store.on_disk_ else 'disk'}, float32, "
-            f"{store.gradients_.nbytes / 2**20:,.0f} MiB): {built.seconds:.1f} s, peak memory {built.mib:,.0f} MiB")
+            store = GradientStore(inf, projection=projection, path=None if args.store == "memory" else args.store,
+                                  memory_budget=args.budget, basis=args.basis).fit()
+        say(f"gradient store (projection {projection or 'none'}, {args.basis} basis: {store.gradients_.shape[1]:,} "
+            f"floats a row; "
+            f"{'memory' if not store.on_disk_ else 'disk'}, float32, {store.gradients_.nbytes / 2**20:,.0f} MiB): "
+            f"{built.seconds:.1f} s, peak memory {built.mib:,.0f} MiB (at its start {built.before:,.0f} MiB)")
         with Peak(args.device) as query:
             top = store.attribute(Xq, yq, top_k=args.top_k)
-        check = min(args.n_test, 10)
-        ref = inf.attribute(Xq[:check], yq[:check], top_k=args.top_k)
-        agree = float(np.mean(ref.helpful_indices == top.helpful_indices[:check]))
         same = float(np.mean(y[top.helpful_indices[:, 0]] == yq))
         say(f"store.attribute top_k={args.top_k} over {args.n_train:,} rows for {args.n_test:,} queries: "
-            f"{query.seconds:.1f} s, peak memory {query.mib:,.0f} MiB; top-k equal to attribute's on the first "
-            f"{check}: {agree:.3f}; most helpful row shares the query's label: {same:.3f}")
-        say(f"| {args.device} | {p:,} | {args.n_train:,} | {args.n_test:,} | {args.solver}, {args.fisher}, store | "
-            f"{fit.seconds:.1f} | {fit.mib:,.0f} | {built.seconds + query.seconds:.1f} | {query.mib:,.0f} | {same:.3f} |")
+            f"{query.seconds:.1f} s, peak memory {query.mib:,.0f} MiB (at its start {query.before:,.0f} MiB); "
+            f"most helpful row shares the query's "
+            f"label: {same:.3f}")
+        if args.save_top:
+            np.savez(args.save_top, helpful=top.helpful_indices, helpful_scores=top.helpful_scores,
+                     curvature_rows=np.arange(args.n_train) if inf.curvature_rows_ is None else inf.curvature_rows_,
+                     damping=inf.damping_, weight_decay=WEIGHT_DECAY)
+        check = min(args.n_test, args.check)
+        if check:   # the store's top-k against attribute's (every training gradient, unprojected)
+            with Peak(args.device) as exact:
+                ref = inf.attribute(Xq[:check], yq[:check], top_k=args.top_k)
+            agree = np.mean([len(set(a) & set(b)) / args.top_k
+                             for a, b in zip(ref.helpful_indices, top.helpful_indices[:check])])
+            say(f"attribute (no store) for the first {check} queries: {exact.seconds:.1f} s; "
+                f"top-{args.top_k} overlap with the store's: {agree:.3f}; its most helpful row shares the "
+                f"query's label: {np.mean(y[ref.helpful_indices[:, 0]] == yq[:check]):.3f}")
+        say(f"| {args.device} | {p:,} | {args.n_train:,} | {args.n_test:,} | {args.solver}, {args.fisher}, "
+            f"store {projection or 'full'} {args.basis} | {fit.seconds:.1f} | {fit.mib:,.0f} | {built.seconds:.1f} + "
+            f"{query.seconds:.1f} | {max(built.mib, query.mib):,.0f} | {same:.3f} |")
         return
     if 0 < args.first_queries < args.n_test:   # a first figure, should the full run be cut short
         with Peak(args.device) as first:

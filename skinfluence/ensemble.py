@@ -47,7 +47,10 @@ class InfluenceEnsemble(BaseEstimator):
         the query's ``curvature`` (``"estimator"``: each member's solver; ``"projected"``:
         the Fisher of its projected gradients, TRAK; then the member's own solver is unused,
         so give it a cheap one, e.g. ``solver="ekfac"``) and ``damping`` (of the projected
-        Fisher). ``{"projection": 512, "curvature": "projected"}`` is TRAK.
+        Fisher). ``{"projection": 512, "curvature": "projected"}`` is TRAK; for network
+        members ``{"projection": (k_out, k_in), ...}`` projects layer by layer without
+        forming the per-sample gradients (LoGra), ``"basis": "curvature"`` on the leading
+        K-FAC eigenvectors.
 
     Attributes
     ----------
@@ -79,7 +82,7 @@ class InfluenceEnsemble(BaseEstimator):
     """
 
     _QUERY_OPTIONS = ("curvature", "damping")
-    _STORE_OPTIONS = ("projection", "path", "memory_budget", "dtype", "block_size", "random_state")
+    _STORE_OPTIONS = ("projection", "path", "memory_budget", "dtype", "block_size", "random_state", "basis")
 
     def __init__(self, influences, store=None):
         self.influences = influences

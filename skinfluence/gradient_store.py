@@ -11,6 +11,24 @@ Attribution scores a test point ``j`` against training row ``i`` as ``f_jᵀ v_i
   ``E[Pᵀ P] = I`` and ``(P f_j)ᵀ φ_i`` is an unbiased estimate of ``f_jᵀ v_i`` (relative
   error ``O(1/√k)``). ``P`` is never stored: its column blocks are regenerated from
   ``random_state``;
+* or, for a network's ``nn.Linear`` / ``nn.Conv2d`` layers, as Kronecker-structured random
+  projections (``projection=(k_out, k_in)``; LoGra, Choe et al. 2024): a layer's per-sample
+  gradient is ``S_i = Σ_t g_it a_itᵀ`` (output gradients ``g``, inputs ``a`` at positions
+  ``t``), stored as ``P_out S_i P_inᵀ = Σ_t (P_out g_it)(P_in a_it)ᵀ`` — ``k_out·k_in`` floats
+  per layer, computed from the projected inputs and output gradients, so that the full
+  per-sample gradient (``p`` floats) is never formed. This is the projection of ``v_i`` by
+  the block-diagonal matrix of the ``P_out ⊗ P_in``; with Gaussian ``P_out``, ``P_in`` scaled
+  by ``1/√k_out`` and ``1/√k_in`` it is unbiased too, with a larger variance than a dense
+  projection of the same size (its rows are not independent): the attribution error is
+  random, of relative size about ``1/√k_l`` per layer. A side with ``k`` at least the layer's
+  size is the identity (exact); parameters outside those layers are stored unprojected.
+  With ``basis="curvature"`` (an estimator fitted with ``solver="kfac"`` / ``"ekfac"``) the
+  rows of ``P_out`` and ``P_in`` are instead the leading eigenvectors of the layer's K-FAC
+  factors ``G`` and ``A``: the store keeps each gradient's exact coordinates in the top
+  ``k_out × k_in`` block of the Kronecker eigenbasis, and the scores are EK-FAC's restricted
+  to that block — deterministic and biased (the other directions are dropped), but far more
+  accurate for the same ``k`` than a random projection where the gradients concentrate on the
+  leading directions;
 * written block by block with a record of the finished blocks, so that an interrupted
   computation resumes where it stopped (``fit`` again on the same ``path``);
 * saved with its settings and loaded by :meth:`GradientStore.load` (the estimator itself
@@ -30,7 +48,6 @@ import os
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._sklearn_compat import _num_samples, _safe_indexing
@@ -42,6 +59,10 @@ __all__ = ["GradientStore"]
 _P_COLUMNS = 4096   # parameters per regenerated block of the projection
 
 
+def _positive_int(k):
+    return isinstance(k, Integral) and not isinstance(k, bool) and k >= 1
+
+
 class GradientStore:
     """Per-sample training removal gradients of a fitted influence estimator (module docstring).
 
@@ -49,8 +70,11 @@ class GradientStore:
     ----------
     estimator : fitted BaseInfluence
         Its training rows, model and solver.
-    projection : int, default=None
-        ``k``: store ``P v_i`` (k floats per row) instead of ``v_i`` (p floats).
+    projection : int or (int, int), default=None
+        ``k``: store ``P v_i`` (k floats per row, a dense Gaussian ``P``) instead of ``v_i``
+        (p floats). ``(k_out, k_in)``: a network's layer-wise Kronecker-structured projection
+        (module docstring), ``min(k_out, n_out) · min(k_in, n_in)`` floats per layer; needs a
+        model whose layers the adapter factorises (a torch network).
     path : str or os.PathLike, default=None
         Directory of the on-disk store (a memmap), its settings and progress. Needed when
         the gradients exceed ``memory_budget``.
@@ -61,6 +85,10 @@ class GradientStore:
         Training rows per block (the estimator's ``batch_size`` if None).
     random_state : int, default=0
         Seed of the projection.
+    basis : {"random", "curvature"}, default="random"
+        With ``projection=(k_out, k_in)``: Gaussian ``P_out``, ``P_in``, or the leading
+        eigenvectors of each layer's K-FAC factors (the estimator's Kronecker-factored solver;
+        module docstring).
 
     Attributes
     ----------
@@ -71,11 +99,26 @@ class GradientStore:
     """
 
     def __init__(self, estimator, *, projection=None, path=None, memory_budget=None, dtype="float32",
-                 block_size=None, random_state=0):
+                 block_size=None, random_state=0, basis="random"):
         check_is_fitted(estimator, "curvature_solver_")
-        if projection is not None and (not isinstance(projection, Integral) or isinstance(projection, bool)
-                                       or projection < 1):
-            raise ValueError(f"projection must be a positive integer or None, got {projection!r}")
+        if isinstance(projection, (tuple, list)):
+            if len(projection) != 2 or not all(_positive_int(k) for k in projection):
+                raise ValueError(f"a Kronecker projection must be two positive integers (k_out, k_in), "
+                                 f"got {projection!r}")
+            projection = (int(projection[0]), int(projection[1]))
+            if not estimator.adapter_.has_kronecker:
+                raise ValueError("projection=(k_out, k_in) projects the layers of a network (a torch "
+                                 f"model); {type(estimator.adapter_).__name__} has none: pass an integer k")
+        elif projection is not None and not _positive_int(projection):
+            raise ValueError(f"projection must be a positive integer, a pair (k_out, k_in) or None, "
+                             f"got {projection!r}")
+        if basis not in ("random", "curvature"):
+            raise ValueError(f"basis must be 'random' or 'curvature', got {basis!r}")
+        if basis == "curvature" and not (isinstance(projection, tuple)
+                                         and hasattr(estimator.curvature_solver_, "layers")):
+            raise ValueError("basis='curvature' takes the eigenvectors of a Kronecker-factored solver's "
+                             "layers: it needs projection=(k_out, k_in) and an estimator fitted with "
+                             f"solver='kfac' or 'ekfac' (its solver is {type(estimator.curvature_solver_).__name__})")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if block_size is not None and (not isinstance(block_size, Integral) or block_size < 1):
@@ -90,17 +133,47 @@ class GradientStore:
         self.dtype = dtype
         self.block_size = block_size
         self.random_state = random_state
+        self.basis = basis
 
     # ------------------------------------------------------------------ layout
     def _n_params(self):
         return self.estimator.adapter_.n_params
 
+    def _kronecker(self):
+        return isinstance(self.projection, tuple)
+
     def _width(self):
+        if self._kronecker():
+            layers, rest = self._layout()
+            return sum(w for *_, w in layers.values()) + len(rest)
         return self.projection or self._n_params()
+
+    def _layout(self):
+        """A Kronecker projection's layers ``name -> (index, P_out, P_in, width)`` (``None``: the
+        identity) and the coordinates outside them (kept as they are); regenerated from
+        ``random_state``."""
+        if "_layout_" not in self.__dict__:
+            k_out, k_in = self.projection
+            layers, covered = {}, np.zeros(self._n_params(), bool)
+            eigen = self.estimator.curvature_solver_.layers if self.basis == "curvature" else {}
+            for li, (name, (index, n_out, n_in)) in enumerate(self.estimator.adapter_.kronecker_layers().items()):
+                if name in eigen:          # eigenvalues ascending: the last columns lead
+                    QA, QG = eigen[name][1:3]
+                    P_out = QG[:, -k_out:].T if k_out < n_out else None
+                    P_in = QA[:, -k_in:].T if k_in < n_in else None
+                else:
+                    rng = np.random.default_rng([self.random_state, li])
+                    P_out = rng.standard_normal((k_out, n_out)) / np.sqrt(k_out) if k_out < n_out else None
+                    P_in = rng.standard_normal((k_in, n_in)) / np.sqrt(k_in) if k_in < n_in else None
+                layers[name] = (index, P_out, P_in, min(k_out, n_out) * min(k_in, n_in))
+                covered[index.ravel()] = True
+            self._layout_ = layers, np.flatnonzero(~covered)
+        return self._layout_
 
     def _settings(self):
         return {"n_train": int(self.estimator.n_samples_), "width": int(self._width()), "n_params": int(self._n_params()),
-                "projection": self.projection, "dtype": self.dtype, "random_state": int(self.random_state),
+                "projection": list(self.projection) if self._kronecker() else self.projection,
+                "basis": self.basis, "dtype": self.dtype, "random_state": int(self.random_state),
                 "block_size": int(self._block_size())}
 
     def _block_size(self):
@@ -120,6 +193,15 @@ class GradientStore:
         V = np.asarray(V, dtype=float)
         if not self.projection:
             return V
+        if self._kronecker():          # per layer P_out S P_inᵀ = (P_out ⊗ P_in) vec(S), row-major vec
+            layers, rest = self._layout()
+            parts = []
+            for index, P_out, P_in, _ in layers.values():
+                S = V[:, index]                                   # (m, n_out, n_in)
+                S = S if P_out is None else np.einsum("ko,mod->mkd", P_out, S)
+                S = S if P_in is None else S @ P_in.T
+                parts.append(S.reshape(len(V), -1))
+            return np.hstack(parts + [V[:, rest]])
         out = np.zeros((V.shape[0], self.projection))
         for j in range(0, self._n_params(), _P_COLUMNS):
             rng = np.random.default_rng([self.random_state, j])
@@ -163,7 +245,7 @@ class GradientStore:
         for b, sl in enumerate(blocks):
             if b in done:
                 continue
-            self.gradients_[sl] = self.project(self._training_gradients(np.arange(sl.start, sl.stop)))
+            self.gradients_[sl] = self._training_gradients(np.arange(sl.start, sl.stop))
             done.add(b)
             if self.on_disk_:
                 self.gradients_.flush()
@@ -172,7 +254,20 @@ class GradientStore:
         return self
 
     def _training_gradients(self, rows):
-        return self.estimator.training_gradients(rows)
+        """The stored rows of training rows ``rows``: ``P v_i`` (or ``v_i``)."""
+        if not self._kronecker():
+            return self.project(self.estimator.training_gradients(rows))
+        engine, layers, rest = self.estimator.engine_, *self._layout()
+        Z, G, share = engine.removal_parts(rows)
+        ad = self.estimator.adapter_
+        out = np.empty((len(rows), self._width()))
+        width = out.shape[1] - len(rest)
+        out[:, :width] = ad.kronecker_gradients(Z, G, {n: L[1:3] for n, L in layers.items()})
+        for sl in row_blocks(len(rows), max(1, 2**24 // self._n_params())) if len(rest) else ():
+            out[sl, width:] = ad.gradients(Z[sl], G[sl])[:, rest]     # outside the layers: full rows, ≤ 128 MiB
+        if share.any():                # the penalty's share, projected like the rest
+            out += share[:, None] * self.project(engine.pen_grad[None, :])
+        return out
 
     def _write_meta(self, done):
         tmp = os.path.join(self.path, "store.json.tmp")
@@ -201,7 +296,8 @@ class GradientStore:
         with open(os.path.join(path, "store.json")) as fh:
             saved = json.load(fh)
         s = saved["settings"]
-        store = cls(estimator, projection=s["projection"], path=path, dtype=s["dtype"], block_size=s["block_size"],
+        projection = tuple(s["projection"]) if isinstance(s["projection"], list) else s["projection"]
+        store = cls(estimator, projection=projection, path=path, basis=s.get("basis", "random"), dtype=s["dtype"], block_size=s["block_size"],
                     random_state=s["random_state"])
         if store._settings() != s:
             raise ValueError(f"the store at {path} was made for another model or data ({s})")

@@ -337,3 +337,19 @@ def test_ekfac_lr_products_from_the_factor_equal_the_model_products():
     hess = HessianInfluence(model, prefit=True, solver="ekfac_lr", damping=10.0, solver_options={"rank": 8}).fit(X, y)
     hess.curvature_solver_.solve(B[0])
     assert hess.curvature_solver_.info_["products"] == "model"
+
+
+@pytest.mark.parametrize("b, R, T, O, D", [(5, 3, 1, 4, 6), (5, 3, 2, 2, 20), (5, 1, 30, 4, 5), (4, 9, 50, 4, 3)])
+def test_correction_pass_orders_agree(b, R, T, O, D):
+    """The EK-FAC correction ``Σ_ir (Q_Gᵀ S_ir Q_A)²`` by either order of the products (rotating the
+    positions first, or each S_ir; chosen by cost: these shapes take each) equals the sum over S."""
+    gen = torch.Generator().manual_seed(0)
+    a, g = torch.randn(b, T, D, generator=gen, dtype=torch.float64), torch.randn(b, R, T, O, generator=gen,
+                                                                                  dtype=torch.float64)
+    qa = torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=torch.float64))[0]
+    qg = torch.linalg.qr(torch.randn(O, O, generator=gen, dtype=torch.float64))[0]
+    S = torch.einsum("brto,btd->brod", g, a)
+    expected = ((qg.T @ S @ qa) ** 2).sum(dim=(0, 1))
+    from skinfluence.models.torch import TorchAdapter
+
+    torch.testing.assert_close(TorchAdapter._rotated_squares(a, g, qa, qg), expected, rtol=1e-12, atol=1e-12)

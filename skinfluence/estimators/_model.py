@@ -261,12 +261,18 @@ class InfluenceEngine:
         G = c[:, None] * ad.loss.gradient(y, eta)
         return ad.total_gradient(self.Z, G, theta) + ad.penalty.gradient(th)
 
+    def removal_parts(self, idx):
+        """``(Z_idx, G, s)``: the rows, their output weights ``G_i = c_i ∂ℓ_i/∂η_i`` and penalty
+        shares, so that ``v_i = J_iᵀ G_i + s_i ∇π`` (:meth:`removal_gradients`)."""
+        return self.Z[idx], self.c[idx, None] * self.g[idx], self.share[idx]
+
     def removal_gradients(self, idx, sparse=False):
         """Rows ``v_i = c_i ∇ℓ_i + s_i ∇π`` for training rows ``idx``; with ``sparse`` a
         linear model's sparse design gives a csr matrix (unless the penalty shares are
         nonzero: then every row is dense)."""
-        ad, Z, G = self.adapter, self.Z[idx], self.c[idx, None] * self.g[idx]
-        share = self.share[idx, None]
+        ad = self.adapter
+        Z, G, share = self.removal_parts(idx)
+        share = share[:, None]
         if sparse and sp.issparse(Z) and ad.supports_sparse_rows and not share.any():
             return ad.gradients(Z, G, sparse=True)
         return ad.gradients(Z, G) + share * self.pen_grad[None, :]

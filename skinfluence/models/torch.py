@@ -317,20 +317,61 @@ class TorchAdapter(ModelAdapter):
             layer name -> ``Λ`` (n_out, n_in), ``Λ_jk = Σ_ir (Q_Gᵀ S_ir Q_A)_jk²``, the
             exact block's diagonal in the basis ``Q_A ⊗ Q_G``.
         """
-        layers = self.kronecker_layers()
-        modules = dict(self.module.named_modules())
         eta = self.eta(Z) if eta is None else eta
         c = np.asarray(c, dtype=float)
         key = (id(Z), len(Z), kind, id(y), id(c), id(weights))   # fisher="mc": the same labels in both passes
         if getattr(self, "_kf_key", None) != key:
             self._kf_key, self._kf_factors = key, self._output_factors(y, c, kind, eta, weights)
         L = self._kf_factors
-        R = L.shape[2]
         Q = None if bases is None else {n: (self._t(qa), self._t(qg)) for n, (qa, qg) in bases.items()}
         sums = {}
-        # rows per chunk: bounded by the unfolded inputs and gradients of one sample
-        per_row = self._kronecker_row_size(Z, layers, modules, R)
+        for sl, pieces in self._layer_pieces(Z, L):
+            ct = self._t(c[sl])
+            for n, (a, g) in pieces.items():                 # a (b, T, D), g (b, R, T, O)
+                if Q is None:
+                    flat = a.reshape(-1, a.shape[-1])
+                    A = (flat * ct.repeat_interleave(a.shape[1])[:, None]).T @ flat
+                    G = g.reshape(-1, g.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+                    k = float(c[sl].sum()) * a.shape[1]
+                    prev = sums.get(n)
+                    sums[n] = (A, G, k) if prev is None else (prev[0] + A, prev[1] + G, prev[2] + k)
+                else:
+                    sums[n] = sums.get(n, 0) + self._rotated_squares(a, g, *Q[n])
+        if Q is None:
+            return {n: (self._np(A), self._np(G), k) for n, (A, G, k) in sums.items()}
+        return {n: self._np(v) for n, v in sums.items()}
+
+    @staticmethod
+    def _rotated_squares(a, g, qa, qg):
+        """``Σ_ir (Q_Gᵀ S_ir Q_A)²`` over a chunk, ``S_ir = Σ_t g_irt a_itᵀ``, by the cheaper order:
+        rotate the positions first (``T·D²`` once, then ``T·O·D`` per column), or form each
+        ``S_ir`` and rotate it (``T·O·D + O²D + O·D²`` per column; cheaper for wide inputs at
+        many positions, e.g. an early convolution, or with one column)."""
+        T, D, R, O = a.shape[1], a.shape[2], g.shape[1], g.shape[3]
+        if T == 1:                                  # one position: (g aᵀ)² = g² (a²)ᵀ, S never formed
+            return ((g[:, :, 0] @ qg) ** 2).sum(dim=1).T @ ((a[:, 0] @ qa) ** 2)
+        lam = 0
+        if T * D * D + R * T * O * (O + D) <= R * (T * O * D + O * O * D + O * D * D):
+            a, g = a @ qa, g @ qg
+            for r in range(R):                      # S_ir rotated, one column r at a time (memory)
+                S = torch.einsum("bto,btd->bod", g[:, r], a)
+                lam = lam + (S * S).sum(dim=0)
+            return lam
+        for r in range(R):
+            S = qg.T @ torch.einsum("bto,btd->bod", g[:, r], a) @ qa
+            lam = lam + (S * S).sum(dim=0)
+        return lam
+
+    def _layer_pieces(self, Z, L, layers=None):
+        """Per chunk of rows ``sl``: ``(sl, {layer: (a, g)})``, the layer's inputs ``a`` (b, T, D)
+        (:meth:`_layer_inputs`) and output gradients ``g`` (b, R, T, O) of ``Σ_i L_irᵀ η_i``, one
+        backward pass per column ``r`` of ``L`` (n, K, R); forward hooks read the inputs. Chunks
+        are bounded by the unfolded inputs and gradients of one sample."""
+        layers = self.kronecker_layers() if layers is None else layers
+        modules = dict(self.module.named_modules())
+        per_row = self._kronecker_row_size(Z, layers, modules, L.shape[2])
         bound = (16 if self.device.type == "cuda" else 4) * _ELEMENTS     # a GPU wants larger chunks
+        names = list(layers)
         for sl in row_blocks(len(Z), max(1, min(self.batch_size, bound // per_row))):
             seen = {}
 
@@ -340,43 +381,63 @@ class TorchAdapter(ModelAdapter):
                                      "(shared weights): K-FAC needs each layer applied once")
                 seen[name] = (inp[0].detach(), out)
 
-            hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
+            hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
             try:
                 theta = self._theta_t.clone().requires_grad_(True)
                 out = self._f(theta, self._t(Z[sl]))
             finally:
                 for h in hooks:
                     h.remove()
-            names = list(layers)
             outs = [seen[n][1] for n in names]
-            acts = {n: self._layer_inputs(modules[n], seen[n][0], layers[n][2]) for n in names}
-            Lt, ct = self._t(L[sl]), self._t(c[sl])
-            grads = self._output_gradients(out, outs, Lt)
-            for n, o, g in zip(names, outs, grads):
+            grads = self._output_gradients(out, outs, self._t(L[sl]))
+            pieces = {}
+            for n, g in zip(names, grads):
                 g = (g.reshape(*g.shape[:3], -1).transpose(2, 3) if isinstance(modules[n], torch.nn.Conv2d)
                      else g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1]))      # (b, R, T, O)
-                a = acts[n]                                                        # (b, T, D)
-                if Q is None:
-                    flat = a.reshape(-1, a.shape[-1])
-                    A = (flat * ct.repeat_interleave(a.shape[1])[:, None]).T @ flat
-                    G = g.reshape(-1, g.shape[-1]).T @ g.reshape(-1, g.shape[-1])
-                    k = float(c[sl].sum()) * a.shape[1]
-                    prev = sums.get(n)
-                    sums[n] = (A, G, k) if prev is None else (prev[0] + A, prev[1] + G, prev[2] + k)
-                else:
-                    qa, qg = Q[n]
-                    a, g = a @ qa, g @ qg
-                    lam = sums.get(n, 0)
-                    if a.shape[1] == 1:            # one position: (g aᵀ)² = g² (a²)ᵀ, S never formed
-                        lam = lam + (g[:, :, 0] ** 2).sum(dim=1).T @ (a[:, 0] ** 2)
-                    else:
-                        for r in range(g.shape[1]):    # S_ir rotated, one column r at a time (memory)
-                            S = torch.einsum("bto,btd->bod", g[:, r], a)
-                            lam = lam + (S * S).sum(dim=0)
-                    sums[n] = lam
-        if Q is None:
-            return {n: (self._np(A), self._np(G), k) for n, (A, G, k) in sums.items()}
-        return {n: self._np(v) for n, v in sums.items()}
+                pieces[n] = (self._layer_inputs(modules[n], seen[n][0], layers[n][2]), g)
+            seen.clear()
+            del outs, grads, out
+            yield sl, pieces
+
+    def kronecker_gradients(self, Z, G, projections) -> np.ndarray:
+        """Per-sample gradients ``J_iᵀ G_i`` of the factorised layers, each projected as
+        ``P_out S_i P_inᵀ`` with ``S_i = Σ_t g_it a_itᵀ`` (the layer's ``[W | b]`` gradient,
+        as in :meth:`kronecker_statistics`), computed as ``Σ_t (P_out g_it)(P_in a_it)ᵀ``: the
+        full per-sample gradient is never formed.
+
+        Parameters
+        ----------
+        Z : design rows (n, ...).
+        G : ndarray of shape (n, K)
+            Weights of the outputs (``c_i ∂ℓ_i/∂η_i`` for removal gradients).
+        projections : dict
+            Layer name (of :meth:`kronecker_layers`) -> ``(P_out, P_in)``, arrays of shape
+            (k_out, n_out) and (k_in, n_in), or None for the identity.
+
+        Returns
+        -------
+        ndarray of shape (n, Σ k_out·k_in)
+            The layers in the order of ``projections``, each row-major ``(k_out, k_in)``.
+        """
+        layers = self.kronecker_layers()
+        unknown = sorted(set(projections) - set(layers))
+        if unknown:
+            raise ValueError(f"layers {unknown} are not factorised layers of this network; valid: {list(layers)}")
+        layers = {n: layers[n] for n in projections}
+        P = {n: tuple(None if m is None else self._t(m) for m in pr) for n, pr in projections.items()}
+        widths = [(layers[n][1] if po is None else po.shape[0]) * (layers[n][2] if pi is None else pi.shape[0])
+                  for n, (po, pi) in P.items()]
+        out = np.empty((len(Z), sum(widths)))
+        G = np.asarray(G, dtype=float).reshape(len(Z), -1, 1)
+        for sl, pieces in self._layer_pieces(Z, G, layers):
+            start = 0
+            for (n, (po, pi)), w in zip(P.items(), widths):
+                a, g = pieces[n]
+                a = a if pi is None else a @ pi.T                  # (b, T, k_in)
+                g = g[:, 0] if po is None else g[:, 0] @ po.T      # (b, T, k_out)
+                out[sl, start:start + w] = self._np(torch.einsum("bto,btd->bod", g, a).reshape(len(a), -1))
+                start += w
+        return out
 
     @staticmethod
     def _output_gradients(out, outs, L):
