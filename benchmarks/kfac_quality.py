@@ -7,8 +7,8 @@ fit + attribute, all rows in one process. Rows:
 
 * ``FisherInfluence(solver="kfac" | "ekfac")`` (exact Fisher), ``damping="auto"``
   (0.1 · the mean eigenvalue; for EK-FAC the exact ``trace(M)/p``) and the other fractions
-  of ``--fractions`` by :meth:`~skinfluence.curvature.kfac.KroneckerSolver.redamp` on the
-  same factors (time: the fit's + the new attribution's);
+  of ``--fractions`` by ``set_params(damping=...)``, which re-damps the same factors
+  (time: the fit's + the new attribution's);
 * ``solver="ekfac_cg"`` with ``max_iter`` in ``--cg-iters`` (damping "auto");
 * ``solver="ekfac_lr"`` at the ranks ``--lr-ranks`` with ``--lr-steps`` Krylov blocks, its
   products by ``--lr-products`` (the route taken is in the row); ``--timing-repeats`` times
@@ -62,7 +62,7 @@ def kfac_rows(name, target, prefit, data, scorer, fractions=(0.001, 0.01, 0.1, 1
         mean = sol.trace() / inf.adapter_.n_params
         for f in fractions:
             t = time.perf_counter()
-            sol.redamp(f * mean)
+            inf.set_params(damping=f * mean)   # re-damped from the kept factors, no refit
             setting = f"damping {f:g}·tr/p" + (" (auto)" if f == 0.1 else "")
             rows.append(scorer.row(f"Fisher (exact), {solver}", setting, inf.attribute(Xt, yt),
                                    time.perf_counter() - t + t_fit))
