@@ -43,6 +43,7 @@ A small CPU check: ``python benchmarks/scale_kfac.py --n-train 200 --n-test 20 -
 """
 
 import argparse
+import ctypes
 import os
 import resource
 import sys
@@ -136,6 +137,10 @@ class Peak:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
+            try:   # give freed heap pages back first: the resident size at the start is what is held
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except OSError:
+                pass
             try:
                 with open("/proc/self/clear_refs", "w") as fh:
                     fh.write("5")     # resets the peak resident size

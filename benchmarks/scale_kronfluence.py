@@ -46,6 +46,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--damping", type=float, default=None,
                     help="kronfluence's damping_factor (default: ours plus the weight decay, the same curvature)")
+    ap.add_argument("--query-batch", type=int, default=0,
+                    help="queries per batch (default: all --queries in one); with --low-rank, batches are "
+                         "accumulated so that the training rows are read once")
+    ap.add_argument("--low-rank", type=int, default=0,
+                    help="kronfluence's query_gradient_low_rank (its setting for many queries: each layer's "
+                         "preconditioned query gradient kept at this rank)")
+    ap.add_argument("--save-top", default="", help="write kronfluence's top-k to this .npz")
     ap.add_argument("--out", help="also write the report to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -106,17 +113,23 @@ def main():
                                factor_args=fargs, overwrite_output_dir=True)
         say(f"factors (EK-FAC, MC Fisher, {len(rows):,} curvature rows): {fit.seconds:.1f} s, peak memory "
             f"{fit.mib:,.0f} MiB (at its start {fit.before:,.0f} MiB)")
-        sargs = ScoreArguments(damping_factor=damping)
+        batch = args.query_batch or q
+        low = dict(query_gradient_low_rank=args.low_rank, query_gradient_accumulation_steps=-(-q // batch)
+                   ) if args.low_rank else {}
+        sargs = ScoreArguments(damping_factor=damping, **low)
         with Peak("cpu") as scores:
-            an.compute_pairwise_scores("s", "f", test, train, per_device_query_batch_size=q,
+            an.compute_pairwise_scores("s", "f", test, train, per_device_query_batch_size=batch,
                                        per_device_train_batch_size=args.batch, score_args=sargs,
                                        overwrite_output_dir=True)
             S = an.load_pairwise_scores("s")["all_modules"].double().numpy()     # (q, n_train)
-        say(f"pairwise scores, {q:,} queries x {args.n_train:,} training rows (damping {damping:.3g}): "
+        say(f"pairwise scores, {q:,} queries x {args.n_train:,} training rows (damping {damping:.3g}; query "
+            f"batches of {batch}{f', low rank {args.low_rank}, accumulated' if args.low_rank else ''}): "
             f"{scores.seconds:.1f} s ({scores.seconds / q:.2f} s a query; {scores.seconds / q * args.n_test:,.0f} s "
             f"for {args.n_test:,} at that rate), peak memory {scores.mib:,.0f} MiB (at its start "
             f"{scores.before:,.0f} MiB)")
     top = np.argsort(-S, axis=1)[:, :args.top_k]          # kronfluence: positive = helpful
+    if args.save_top:
+        np.savez(args.save_top, helpful=top)
     mine = ours["helpful"][:q]
     overlap = np.mean([len(set(a) & set(b)) / args.top_k for a, b in zip(top, mine)])
     first = float(np.mean(top[:, 0] == mine[:, 0]))

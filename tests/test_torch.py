@@ -236,6 +236,30 @@ def test_fit_makes_no_solve_with_a_matrix_free_solver(trained, monkeypatch, cls)
     assert ok.n_polish_steps_ == 0 and ok.convergence_ratio_ < 0.05
 
 
+def test_step_estimates_by_blocks_equal_one_block(trained, monkeypatch):
+    """The convergence estimate takes the rows' gradients in bounded blocks (never all
+    ``rows × p``): one row a block gives the same sizes as all rows at once."""
+    from skinfluence.estimators._model import InfluenceEngine
+
+    X, y, net = trained["cross_entropy"]
+    engine = FisherInfluence(TorchModel(net, weight_decay=WD), prefit=True, solver="cg").fit(X, y).engine_
+    whole = engine.step_estimates(rows=32)
+    monkeypatch.setattr(InfluenceEngine, "_dense_blocks", lambda self, idx: np.array_split(idx, len(idx)))
+    np.testing.assert_allclose(engine.step_estimates(rows=32), whole, rtol=1e-10)
+
+
+def test_float32_data_are_kept_float32(trained):
+    """float32 images are not copied to float64 (half the memory at 10,000 CIFAR-sized rows),
+    and give the same influence as their float64 copy."""
+    X, y, net = trained["cross_entropy"]
+    X32 = X.astype(np.float32)
+    model = TorchModel(net, weight_decay=WD)
+    one = FisherInfluence(model, prefit=True).fit(X32, y)
+    two = FisherInfluence(model, prefit=True).fit(X32.astype(np.float64), y)
+    assert one._Z.dtype == np.float32
+    np.testing.assert_allclose(one.self_influence(), two.self_influence(), rtol=1e-12)
+
+
 def test_class_removal_for_a_net_equals_the_dense_closed_form(trained):
     """Removing every row of a class is allowed for a network (its output layer keeps the
     unit) and is the Newton step of the objective without them, −G'⁻¹ ∇L'(θ̂), with the

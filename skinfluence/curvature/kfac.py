@@ -240,7 +240,7 @@ class KroneckerSolver(Solver):
         """``(Λ + Δ − shift + δ)^(−power)`` in each layer's eigenbasis, exact block elsewhere
         (``K⁻¹`` for ``power=1``, the symmetric ``K^(−1/2)`` for ``power=0.5``); ``B`` of
         shape (p, m). ``shift`` (p,) is a removed diagonal (a penalty share)."""
-        X = np.zeros_like(B)
+        X = np.zeros(B.shape)
         m = B.shape[1]
         for index, QA, QG, lam, extra in self.layers.values():
             O, D = index.shape
@@ -249,12 +249,17 @@ class KroneckerSolver(Solver):
                 den = den - _square_project(QG, shift[index], QA)
             if power != 1.0:
                 den = den ** power
-            # Q_Gᵀ V Q_A for the m matrices V at once, as two plain matrix products
-            V = (QG.T @ B[index.ravel()].reshape(O, D * m)).reshape(O, D, m)
-            V = V.transpose(0, 2, 1).reshape(O * m, D) @ QA                     # (O·m, D)
-            V = (V.reshape(O, m, D) / den[:, None, :]).reshape(O * m, D) @ QA.T
-            V = V.reshape(O, m, D).transpose(0, 2, 1).reshape(O, D * m)
-            X[index.ravel()] = (QG @ V).reshape(O * D, m)
+            rows = index.ravel()
+            step = max(1, 2**23 // (O * D))       # columns at a time: temporaries of at most 64 MiB
+            for j in range(0, m, step):
+                # Q_Gᵀ V Q_A for the c matrices V at once, as two plain matrix products
+                c = min(step, m - j)
+                Bj = B[rows, j:j + c].astype(float, copy=False)
+                V = (QG.T @ Bj.reshape(O, D * c)).reshape(O, D, c)
+                V = V.transpose(0, 2, 1).reshape(O * c, D) @ QA                     # (O·c, D)
+                V = (V.reshape(O, c, D) / den[:, None, :]).reshape(O * c, D) @ QA.T
+                V = V.reshape(O, c, D).transpose(0, 2, 1).reshape(O, D * c)
+                X[rows, j:j + c] = (QG @ V).reshape(O * D, c)
         if self._rest.size:
             if power != 1.0:     # the exact block's symmetric power, by its eigendecomposition
                 if shift is None:    # kept: the block's own, shifted by the damping
@@ -289,8 +294,11 @@ class KroneckerSolver(Solver):
         return out
 
     def solve(self, b):
-        """``(M + δI)⁻¹ b`` (Kronecker-factored) for ``b`` of shape (p,) or (p, m)."""
-        b = np.asarray(b, dtype=float)
+        """``(M + δI)⁻¹ b`` (Kronecker-factored) for ``b`` of shape (p,) or (p, m); float32
+        right-hand sides (a network's gradients) are converted a layer at a time."""
+        b = np.asarray(b)
+        if b.dtype != np.float32:
+            b = b.astype(float, copy=False)
         return self._solve(b.reshape(self.n_params, -1)).reshape(b.shape)
 
     def inverse_operator(self):
@@ -377,6 +385,7 @@ class EKFACCGSolver(EKFACSolver):
 
     def _solve(self, B, shift=None):
         """Preconditioned CG, all columns together, from the EK-FAC solution."""
+        B = np.asarray(B, dtype=float)
         X = self._precondition(B, shift)
         if not self.max_iter:
             return X
@@ -423,10 +432,11 @@ class EKFACLowRankSolver(EKFACSolver):
 
         (M + δI)⁻¹ ≈ K^(−1/2) (I + U (Θ⁻¹ − I) Uᵀ) K^(−1/2)
 
-    exact on ``K^(1/2) span(U)`` when ``span(U)`` is invariant under ``S``. A solve costs two
-    EK-FAC solves and a rank-``r`` product, whatever the number of right-hand sides; the
-    correction is refitted (``rank`` products) when the damping changes. Down-dates use
-    Woodbury on this inverse; a removed penalty share enters ``K`` only.
+    exact on ``K^(1/2) span(U)`` when ``span(U)`` is invariant under ``S``. A solve costs one
+    EK-FAC solve and a rank-``r`` product (two EK-FAC solves with a removed penalty share),
+    whatever the number of right-hand sides; the correction is refitted (``rank`` products)
+    when the damping changes. Down-dates use Woodbury on this inverse; a removed penalty
+    share enters ``K`` only.
 
     Parameters
     ----------
@@ -503,7 +513,7 @@ class EKFACLowRankSolver(EKFACSolver):
         self.operator.matvec(v)
         t_model = time.perf_counter() - t
         block = max(1, min(n * K, 2**21 // self.n_params))
-        B = np.random.default_rng(0).standard_normal((block, self.n_params))
+        B = np.full((block, self.n_params), 0.5)          # a product's time does not depend on the values
         V = np.ones((self.n_params, 8))
         t = time.perf_counter()
         factor_product([B], V)
@@ -550,7 +560,9 @@ class EKFACLowRankSolver(EKFACSolver):
         if theta[0] <= 0:
             raise CurvatureError(f"the damped curvature has a non-positive direction (Ritz value "
                                  f"{theta[0]:.3g} relative to EK-FAC): pass a larger damping")
+        # K^(-1/2) U, so that a solve is one EK-FAC solve plus a rank-r product (K^(-1/2) is symmetric)
         self._correction = (Q @ Y, 1.0 / theta - 1.0)
+        self._correction += (self._precondition(self._correction[0], power=0.5),)
         self.info_.update(rank=int(theta.size), n_products=operator.n_matvecs - products0,
                           products="model" if self._factored is None else "factor",
                           ritz_range=(float(theta[0]), float(theta[-1])),
@@ -559,6 +571,8 @@ class EKFACLowRankSolver(EKFACSolver):
     def _solve(self, B, shift=None):
         if self._correction is None:
             self._fit_correction()
-        U, d = self._correction
+        U, d, KU = self._correction
+        if shift is None:
+            return self._precondition(B) + KU @ (d[:, None] * (KU.T @ B))
         Y = self._precondition(B, shift, power=0.5)
         return self._precondition(Y + U @ (d[:, None] * (U.T @ Y)), shift, power=0.5)

@@ -295,11 +295,15 @@ class InfluenceEngine:
             rng = np.random.default_rng(0)
             idx = rng.choice(self.n, size=min(256, self.n), replace=False)
             solver = self.solver
-            size = max(2**23 // self.adapter.n_params, 1)   # dense blocks of at most 64 MiB
             norms = [solver.solve_norms(self.removal_gradients(block, solver.sparse_rows).T)
-                     for block in np.array_split(idx, -(-len(idx) // size))]
+                     for block in self._dense_blocks(idx)]
             self._typical_loo = np.median(np.concatenate(norms))
         return self._typical_loo
+
+    def _dense_blocks(self, idx):
+        """``idx`` split so that each block's removal gradients take at most 64 MiB."""
+        size = max(2**23 // self.adapter.n_params, 1)
+        return np.array_split(idx, -(-len(idx) // size))
 
     @property
     def matrix_free(self):
@@ -331,7 +335,8 @@ class InfluenceEngine:
         random-sign combination of their removal gradients (``E[sᵀMs] / E[sᵀs]`` averages
         their own scales). One block product (two vectors) with the damped curvature of
         ``curvature_rows`` random rows (an unbiased estimate of ``uᵀMu``) and the rows'
-        gradients: about a full-batch gradient, where a solve costs hundreds.
+        gradients: about a full-batch gradient, where a solve costs hundreds. The rows'
+        gradients are taken in blocks of at most 64 MiB (never all ``rows × p`` at once).
 
         Returns
         -------
@@ -342,9 +347,15 @@ class InfluenceEngine:
         ad = self.adapter
         rng = np.random.default_rng(0)
         idx = rng.choice(self.n, size=min(rows, self.n), replace=False)
-        V = np.asarray(self.removal_gradients(idx), dtype=float)              # (m, p)
+        signs = rng.choice([-1.0, 1.0], size=len(idx)) / np.sqrt(len(idx))
+        s, norms, start = np.zeros(ad.n_params), [], 0
+        for block in self._dense_blocks(idx):
+            V = np.asarray(self.removal_gradients(block), dtype=float)        # (m, p)
+            s += V.T @ signs[start:start + len(block)]
+            norms.append(np.linalg.norm(V, axis=1))
+            start += len(block)
+        del V
         g = self.data_grad + ad.penalty.gradient(ad.theta)
-        s = V.T @ rng.choice([-1.0, 1.0], size=len(idx)) / np.sqrt(len(idx))
         B = np.column_stack([g, s])
         MB = self._sampled_curvature(rng, curvature_rows).matvec(B)
         quad = np.einsum("pm,pm->m", B, MB)
@@ -353,7 +364,7 @@ class InfluenceEngine:
             return None
         lam = quad / sq
         power = 0.5 if norm == "curvature" else 1.0
-        sizes = np.linalg.norm(V, axis=1) / lam[1] ** power
+        sizes = np.concatenate(norms) / lam[1] ** power
         m = min(removal_size, self.n)
         loo = float(np.median(sizes))
         change = loo if m == 1 else float(np.sqrt(m * (1 - m / self.n) * np.mean(sizes ** 2)))

@@ -528,7 +528,8 @@ class TorchAdapter(ModelAdapter):
     def design(self, X):
         if hasattr(X, "toarray"):
             X = X.toarray()
-        X = check_array(X, dtype=np.float64, allow_nd=True, ensure_2d=False)
+        # float32 data stay float32 (half the memory of a copy; the products convert each chunk)
+        X = check_array(X, dtype=[np.float64, np.float32], allow_nd=True, ensure_2d=False)
         if X.ndim < 2:
             raise ValueError(f"X must have at least two dimensions (samples × features), got {X.shape}")
         if self._input_shape is None:
