@@ -127,7 +127,10 @@ _PARAMETERS = """    estimator : estimator object
         Working memory of the streamed queries (:meth:`attribute`, :meth:`self_influence`,
         leave-one-out), in bytes or as ``"512MiB"``, ``"2GB"``: blocks of test and training
         rows are sized so that their arrays fit in it, shared among the ``n_jobs``
-        workers. What a query returns (e.g. the full attribution matrix) comes on top.
+        workers. What a query returns (e.g. the full attribution matrix) and what the
+        fitted estimator holds (its copy of the data, the curvature's factors) come on top:
+        on a 1.23M-parameter CNN with 10,000 images, ``"768MiB"`` kept the whole process
+        under 2 GiB (``benchmarks/RESULTS_scale.md``).
     n_jobs : int, default=None
         Workers (joblib) over blocks of test rows in :meth:`attribute` and of training
         rows in ``self_influence("ij")``; ``None`` means 1 unless in a
