@@ -21,7 +21,8 @@ gradient: at ``24,24`` 5,760 floats a row, 230 MB for 10,000 rows against 49 GB 
 ``--basis curvature`` takes the leading eigenvectors of each layer's K-FAC factors instead
 of Gaussian matrices (EK-FAC's scores on the leading eigen-block: far closer for the same
 size). ``--check m`` compares the store's top-k with ``attribute``'s on the first ``m`` queries (one
-more pass over every training row's full gradient). ``--curvature-rows m`` fits the factors
+more pass over every training row's full gradient; with ``--save-top`` its top-k is saved too,
+as ``exact_helpful``). ``--curvature-rows m`` fits the factors
 on ``m`` random rows (``RandomSampler``); ``--save-top`` keeps the top-k and those rows for
 ``scale_kronfluence.py``, which runs kronfluence's EK-FAC on the same net, rows and queries.
 
@@ -270,6 +271,8 @@ def main():
                 ref = inf.attribute(Xq[:check], yq[:check], top_k=args.top_k)
             agree = np.mean([len(set(a) & set(b)) / args.top_k
                              for a, b in zip(ref.helpful_indices, top.helpful_indices[:check])])
+            if args.save_top:
+                np.savez(args.save_top, **dict(np.load(args.save_top)), exact_helpful=ref.helpful_indices)
             say(f"attribute (no store) for the first {check} queries: {exact.seconds:.1f} s; "
                 f"top-{args.top_k} overlap with the store's: {agree:.3f}; its most helpful row shares the "
                 f"query's label: {np.mean(y[ref.helpful_indices[:, 0]] == yq[:check]):.3f}")

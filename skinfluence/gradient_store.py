@@ -63,6 +63,12 @@ def _positive_int(k):
     return isinstance(k, Integral) and not isinstance(k, bool) and k >= 1
 
 
+def _settings(saved):
+    """A saved store's settings, with the defaults of settings added since (stores saved
+    before ``basis`` existed are random-basis stores)."""
+    return {"basis": "random", **saved["settings"]}
+
+
 class GradientStore:
     """Per-sample training removal gradients of a fitted influence estimator (module docstring).
 
@@ -233,7 +239,7 @@ class GradientStore:
             if os.path.exists(meta):
                 with open(meta) as fh:
                     saved = json.load(fh)
-                if saved["settings"] != self._settings():
+                if _settings(saved) != self._settings():
                     raise ValueError(f"{self.path} holds a store with other settings {saved['settings']}; "
                                      "use another path or delete it")
                 done = set(saved["done"])
@@ -295,10 +301,10 @@ class GradientStore:
         """
         with open(os.path.join(path, "store.json")) as fh:
             saved = json.load(fh)
-        s = saved["settings"]
+        s = _settings(saved)
         projection = tuple(s["projection"]) if isinstance(s["projection"], list) else s["projection"]
-        store = cls(estimator, projection=projection, path=path, basis=s.get("basis", "random"), dtype=s["dtype"], block_size=s["block_size"],
-                    random_state=s["random_state"])
+        store = cls(estimator, projection=projection, path=path, basis=s["basis"], dtype=s["dtype"],
+                    block_size=s["block_size"], random_state=s["random_state"])
         if store._settings() != s:
             raise ValueError(f"the store at {path} was made for another model or data ({s})")
         if len(saved["done"]) < len(row_blocks(s["n_train"], s["block_size"])):

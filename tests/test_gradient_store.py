@@ -32,6 +32,23 @@ def test_in_memory_and_on_disk_equal_attribute(fitted, tmp_path):
         GradientStore(inf, memory_budget=1000).fit()
 
 
+def test_a_store_saved_before_the_basis_setting_still_loads(fitted, tmp_path):
+    """Settings added since a store was saved take their defaults: its settings file without
+    ``basis`` is a random-basis store, which loads and resumes."""
+    import json
+
+    inf, X, y = fitted
+    disk = GradientStore(inf, path=tmp_path, projection=4, block_size=64).fit()
+    meta = tmp_path / "store.json"
+    saved = json.loads(meta.read_text())
+    del saved["settings"]["basis"]
+    meta.write_text(json.dumps(saved))
+    loaded = GradientStore.load(inf, tmp_path)
+    assert loaded.basis == "random"
+    np.testing.assert_array_equal(loaded.gradients_, disk.gradients_)
+    assert GradientStore(inf, path=tmp_path, projection=4, block_size=64).fit().blocks_done_ == 5
+
+
 def test_resumes_by_blocks(fitted, tmp_path, monkeypatch):
     inf, X, y = fitted
     calls = []
