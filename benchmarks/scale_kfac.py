@@ -168,6 +168,20 @@ class Peak:
         self.seconds = time.perf_counter() - self.t
 
 
+def reporter(out):
+    """``say(line)``: print it and rewrite ``out`` (if given) with every line so far, so that a
+    run cut short keeps its figures."""
+    lines = []
+
+    def say(s):
+        print(s, flush=True)
+        lines.append(s)
+        if out:
+            with open(out, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+    return say
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=10_000)
@@ -197,15 +211,7 @@ def main():
     args = ap.parse_args()
     print(set_threads(args.threads), flush=True)   # the package's thread policy
     warnings.filterwarnings("ignore")   # an Adam-trained net is not at an optimum: no polishing here
-    lines = []
-
-    def say(s):   # written as it comes: a run cut short keeps its figures
-        print(s, flush=True)
-        lines.append(s)
-        if args.out:
-            with open(args.out, "w") as fh:
-                fh.write("\n".join(lines) + "\n")
-
+    say = reporter(args.out)
     say(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {args.dtype}")
     X, y = synthetic(args.n_train + args.n_test, seed=0)

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import cached  # noqa: E402
-from scale_kfac import Peak, ResNet, synthetic  # noqa: E402
+from scale_kfac import Peak, ResNet, reporter, synthetic  # noqa: E402
 
 
 def main():
@@ -61,14 +61,7 @@ def main():
     from kronfluence.task import Task
     from torch.utils.data import Subset, TensorDataset
 
-    lines = []
-
-    def say(s):
-        print(s, flush=True)
-        lines.append(s)
-        if args.out:
-            with open(args.out, "w") as fh:
-                fh.write("\n".join(lines) + "\n")
+    say = reporter(args.out)
 
     say(f"kronfluence EK-FAC, torch {torch.__version__}, threads {torch.get_num_threads()}")
     X, y = synthetic(args.n_train + args.n_test, seed=0)

@@ -499,9 +499,9 @@ class EKFACLowRankSolver(EKFACSolver):
         from it is expected to be faster than ``n_products`` model products (``products="auto"``).
 
         Timed here: one model product (with the set-up of its rows, which the factor needs too)
-        and one product with a random block of at most 2²¹ entries, scaled to the factor's
-        size. The factor's build is taken as 2 model products for each of its ``K`` per-sample
-        gradient passes (measured: about one each on the digits CNN)."""
+        and one product with a block of at most 2²¹ entries, scaled to the factor's size. The
+        factor's build is taken as 2 model products for each of its ``K`` per-sample gradient
+        passes (measured: about one each on the digits CNN)."""
         if self.operator.factor is None:
             return False
         n, K, _ = self.operator.factor
@@ -560,9 +560,8 @@ class EKFACLowRankSolver(EKFACSolver):
         if theta[0] <= 0:
             raise CurvatureError(f"the damped curvature has a non-positive direction (Ritz value "
                                  f"{theta[0]:.3g} relative to EK-FAC): pass a larger damping")
-        # K^(-1/2) U, so that a solve is one EK-FAC solve plus a rank-r product (K^(-1/2) is symmetric)
-        self._correction = (Q @ Y, 1.0 / theta - 1.0)
-        self._correction += (self._precondition(self._correction[0], power=0.5),)
+        U = Q @ Y     # with K^(-1/2) U a solve is one EK-FAC solve and a rank-r product (K^(-1/2) symmetric)
+        self._correction = (U, 1.0 / theta - 1.0, self._precondition(U, power=0.5))
         self.info_.update(rank=int(theta.size), n_products=operator.n_matvecs - products0,
                           products="model" if self._factored is None else "factor",
                           ritz_range=(float(theta[0]), float(theta[-1])),
